@@ -1,0 +1,1 @@
+"""The ``cqbnet`` command line."""

@@ -1,0 +1,1 @@
+"""Data formats (COCO panoptic PNG + JSON), datasets and the synthetic scenes."""

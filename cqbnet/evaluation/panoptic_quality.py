@@ -1,0 +1,436 @@
+"""Panoptic quality, numerically identical to the COCO reference (panopticapi).
+
+PQ = sum_{(p,g) in TP} IoU(p,g) / (|TP| + |FP|/2 + |FN|/2), and PQ = SQ x RQ
+(Kirillov et al., "Panoptic Segmentation", CVPR 2019, Eq. 1-2). Matching rules
+follow panopticapi's ``pq_compute`` exactly:
+
+* a (ground truth, prediction) pair of the same category matches when
+  IoU > 0.5, where the union leaves out the prediction's pixels on GT void;
+* crowd GT segments are never matched; an unmatched prediction is not a false
+  positive when more than half of it lies on void or on the crowd region of its
+  own category (the last crowd segment of that category, as in the reference);
+* class averages run over categories with at least one TP, FP or FN.
+
+The reference builds a ``uint64`` key per pixel and calls ``np.unique`` (a
+sort). Here each id map is turned into dense segment indices through a lookup
+table and the joint histogram is taken with OpenCV's ``calcHist`` (or
+``np.bincount`` for images with more than 254 segments): linear time, one pass.
+The same histogram gives the semantic confusion matrix for mIoU.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cqbnet.data.panoptic_format import (
+    MAX_ID,
+    VOID,
+    Category,
+    SegmentInfo,
+    load_panoptic_json,
+    read_panoptic_png,
+)
+from cqbnet.errors import InputError, where
+
+_UNKNOWN = 1  # dense index of ids absent from the JSON; 0 is void, segments start at 2
+_tls = threading.local()
+
+
+def _lut(dtype: type) -> np.ndarray:
+    """A per-thread 2^24-entry table from segment id to dense index (kept all-unknown between uses)."""
+    key = f"lut_{np.dtype(dtype).name}"
+    lut = getattr(_tls, key, None)
+    if lut is None:
+        lut = np.full(MAX_ID + 1, _UNKNOWN, dtype=dtype)
+        lut[VOID] = 0
+        setattr(_tls, key, lut)
+    return lut
+
+
+def _dense_index(ids: np.ndarray, seg_ids: np.ndarray) -> np.ndarray:
+    """(H, W) segment ids -> (H, W) dense indices: void 0, unknown 1, seg_ids[k] -> k + 2."""
+    n = len(seg_ids)
+    dtype = np.uint8 if n + 2 <= 256 else np.uint16 if n + 2 <= 65536 else None
+    if dtype is None:
+        raise InputError(f"more than {65536 - 2} segments in one image")
+    if ids.dtype != np.uint32:
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) > MAX_ID):
+            raise InputError(f"segment ids must lie in [0, {MAX_ID}]")
+        ids = ids.astype(np.uint32)
+    lut = _lut(dtype)
+    lut[seg_ids] = np.arange(2, n + 2, dtype=dtype)
+    try:
+        return np.take(lut, ids)
+    finally:
+        lut[seg_ids] = _UNKNOWN
+
+
+def _joint_histogram(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> np.ndarray:
+    """Counts of (a, b) index pairs, an (na, nb) int64 matrix."""
+    if a.dtype == np.uint8 and b.dtype == np.uint8:
+        h = cv2.calcHist([a, b], [0, 1], None, [na, nb], [0, na, 0, nb])
+        return h.astype(np.int64)
+    joint = a.astype(np.int64).ravel() * nb + b.ravel()
+    return np.bincount(joint, minlength=na * nb).reshape(na, nb)
+
+
+def _segment_arrays(segments: Sequence[SegmentInfo | dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    ids, cats, crowd = [], [], []
+    for s in segments:
+        if isinstance(s, dict):
+            ids.append(int(s["id"]))
+            cats.append(int(s["category_id"]))
+            crowd.append(bool(s.get("iscrowd", 0)))
+        else:
+            ids.append(s.id)
+            cats.append(s.category_id)
+            crowd.append(s.iscrowd)
+    return np.asarray(ids, dtype=np.int64), np.asarray(cats, dtype=np.int64), np.asarray(crowd, dtype=bool), segments
+
+
+def _json_area(s: SegmentInfo | dict) -> int | None:
+    return s.get("area") if isinstance(s, dict) else s.area
+
+
+@dataclass
+class ImageStats:
+    """What one image adds: per category index, IoU sum, TP, FP, FN; and the semantic confusion."""
+
+    iou: np.ndarray  # (C,) float64
+    tp: np.ndarray  # (C,) int64
+    fp: np.ndarray
+    fn: np.ndarray
+    confusion: np.ndarray  # (C, C + 1) int64: GT category x predicted category (+ void column)
+
+
+def _unknown_ids(ids: np.ndarray, known: np.ndarray) -> list[int]:
+    u = np.unique(ids)
+    return [int(x) for x in u if x != VOID and x not in set(known.tolist())]
+
+
+def image_stats(
+    gt_ids: np.ndarray,
+    gt_segments: Sequence[SegmentInfo | dict],
+    pred_ids: np.ndarray,
+    pred_segments: Sequence[SegmentInfo | dict],
+    cat_index: dict[int, int],
+    image_id: Any = None,
+    gt_path: Any = None,
+    pred_path: Any = None,
+) -> ImageStats:
+    """PQ statistics of one image (panopticapi's ``pq_compute_single_core`` body).
+
+    ``cat_index`` maps category id -> position in the output arrays. Raises
+    :class:`InputError` on a size mismatch, ids in a PNG that the segments do not
+    list (or the reverse), unknown categories and GT areas that disagree with
+    the PNG.
+    """
+    if gt_ids.shape != pred_ids.shape:
+        raise InputError(
+            f"{where(pred_path, image_id)}prediction is {pred_ids.shape[1]}x{pred_ids.shape[0]}, "
+            f"ground truth is {gt_ids.shape[1]}x{gt_ids.shape[0]}"
+        )
+    g_id, g_cat, g_crowd, _ = _segment_arrays(gt_segments)
+    p_id, p_cat, _, _ = _segment_arrays(pred_segments)
+    for label, seg_ids, path in (("ground truth", g_id, gt_path), ("prediction", p_id, pred_path)):
+        if len(np.unique(seg_ids)) != len(seg_ids):
+            dup = [int(x) for x in seg_ids if (seg_ids == x).sum() > 1][0]
+            raise InputError(f"{where(path, image_id, dup)}duplicate segment id in the {label}")
+        bad = (seg_ids <= VOID) | (seg_ids > MAX_ID)
+        if bad.any():
+            raise InputError(f"{where(path, image_id, int(seg_ids[bad][0]))}segment id out of range")
+    for cats, segs, path in ((g_cat, g_id, gt_path), (p_cat, p_id, pred_path)):
+        for c, s in zip(cats.tolist(), segs.tolist()):
+            if c not in cat_index:
+                raise InputError(f"{where(path, image_id, s)}unknown category_id {c}")
+
+    ng, np_ = len(g_id), len(p_id)
+    g_dense = _dense_index(gt_ids, g_id)
+    p_dense = _dense_index(pred_ids, p_id)
+    hist = _joint_histogram(g_dense, p_dense, ng + 2, np_ + 2)  # (ng+2, np+2)
+
+    if hist[_UNKNOWN].any():
+        raise InputError(f"{where(gt_path, image_id, _unknown_ids(gt_ids, g_id)[0])}in the PNG but not in the JSON")
+    if hist[:, _UNKNOWN].any():
+        raise InputError(
+            f"{where(pred_path, image_id, _unknown_ids(pred_ids, p_id)[0])}in the PNG but not in the JSON"
+        )
+    g_area = hist[2:].sum(axis=1)  # (ng,)
+    p_area = hist[:, 2:].sum(axis=0)  # (np,)
+    for k in np.flatnonzero(g_area == 0):
+        raise InputError(f"{where(gt_path, image_id, int(g_id[k]))}in the JSON but has no pixel in the PNG")
+    for k in np.flatnonzero(p_area == 0):
+        raise InputError(f"{where(pred_path, image_id, int(p_id[k]))}in the JSON but has no pixel in the PNG")
+    for k, s in enumerate(gt_segments):
+        a = _json_area(s)
+        if a is not None and int(a) != int(g_area[k]):
+            raise InputError(
+                f"{where(gt_path, image_id, int(g_id[k]))}JSON area {a} but {int(g_area[k])} pixels in the PNG"
+            )
+
+    inter = hist[2:, 2:]  # (ng, np) intersections
+    void_pred = hist[VOID, 2:]  # (np,) prediction pixels on GT void
+    n_cat = len(cat_index)
+    g_ci = np.asarray([cat_index[c] for c in g_cat.tolist()], dtype=np.int64)
+    p_ci = np.asarray([cat_index[c] for c in p_cat.tolist()], dtype=np.int64)
+
+    # Matching: same category, GT not crowd, IoU > 0.5 (unique by construction).
+    same = (g_cat[:, None] == p_cat[None, :]) & ~g_crowd[:, None] & (inter > 0)
+    union = g_area[:, None] + p_area[None, :] - inter - void_pred[None, :]
+    iou = np.where(same, inter / np.maximum(union, 1), 0.0)
+    gi, pi = np.nonzero(iou > 0.5)  # row-major: GT id order, as the reference's sorted keys
+
+    stats_iou = np.zeros(n_cat)
+    tp = np.zeros(n_cat, dtype=np.int64)
+    np.add.at(stats_iou, g_ci[gi], iou[gi, pi])
+    np.add.at(tp, g_ci[gi], 1)
+
+    g_matched = np.zeros(ng, dtype=bool)
+    g_matched[gi] = True
+    p_matched = np.zeros(np_, dtype=bool)
+    p_matched[pi] = True
+
+    fn = np.zeros(n_cat, dtype=np.int64)
+    np.add.at(fn, g_ci[~g_matched & ~g_crowd], 1)
+
+    # Unmatched predictions on void or on their category's crowd region are ignored.
+    crowd_of_cat: dict[int, int] = {}
+    for k in np.flatnonzero(g_crowd & ~g_matched):
+        crowd_of_cat[int(g_cat[k])] = int(k)  # the last one wins, as in the reference
+    fp = np.zeros(n_cat, dtype=np.int64)
+    for k in np.flatnonzero(~p_matched):
+        ignored = int(void_pred[k])
+        crowd_k = crowd_of_cat.get(int(p_cat[k]))
+        if crowd_k is not None:
+            ignored += int(inter[crowd_k, k])
+        if ignored / p_area[k] > 0.5:
+            continue
+        fp[p_ci[k]] += 1
+
+    # Semantic confusion (GT void rows dropped; prediction void is the last column).
+    conf = np.zeros((n_cat, n_cat + 1), dtype=np.int64)
+    rows = np.repeat(g_ci, np_ + 1)
+    cols = np.tile(np.concatenate([[n_cat], p_ci]), ng)
+    vals = np.concatenate([hist[2:, :1], hist[2:, 2:]], axis=1).ravel()
+    np.add.at(conf, (rows, cols), vals)
+    return ImageStats(stats_iou, tp, fp, fn, conf)
+
+
+@dataclass
+class PQResult:
+    """PQ, SQ, RQ (fractions in [0, 1]) for all, things and stuff, and per class; plus mIoU."""
+
+    all: dict[str, float]
+    things: dict[str, float]
+    stuff: dict[str, float]
+    per_class: dict[int, dict[str, float]]
+    miou: float
+    per_class_iou: dict[int, float]
+    num_images: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "All": self.all,
+            "Things": self.things,
+            "Stuff": self.stuff,
+            "per_class": {str(k): v for k, v in self.per_class.items()},
+            "mIoU": self.miou,
+            "per_class_iou": {str(k): v for k, v in self.per_class_iou.items()},
+            "num_images": self.num_images,
+            **self.extra,
+        }
+
+    def table(self, categories: dict[int, Category] | None = None, per_class: bool = False) -> str:
+        """The PQ summary as a text table (percent), optionally with one row per class."""
+        lines = [f"{'':10s}| {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s} {'N':>5s}", "-" * 38]
+        for name, r in (("All", self.all), ("Things", self.things), ("Stuff", self.stuff)):
+            lines.append(f"{name:10s}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  {100 * r['rq']:5.1f} {r['n']:5d}")
+        lines.append(f"mIoU {100 * self.miou:.1f} over {len(self.per_class_iou)} classes, {self.num_images} images")
+        if per_class:
+            lines.append("")
+            lines.append(f"{'class':20s} {'PQ':>5s} {'SQ':>5s} {'RQ':>5s} {'TP':>5s} {'FP':>5s} {'FN':>5s} {'IoU':>5s}")
+            for cid, r in self.per_class.items():
+                name = categories[cid].name if categories and cid in categories else str(cid)
+                iou = self.per_class_iou.get(cid, float("nan"))
+                lines.append(
+                    f"{name[:20]:20s} {100 * r['pq']:5.1f} {100 * r['sq']:5.1f} {100 * r['rq']:5.1f} "
+                    f"{r['tp']:5d} {r['fp']:5d} {r['fn']:5d} {100 * iou:5.1f}"
+                )
+        return "\n".join(lines)
+
+
+class PanopticQuality:
+    """Accumulates PQ statistics over images; the in-memory API the trainer uses.
+
+    >>> pq = PanopticQuality(categories)
+    >>> pq.update(gt_ids, gt_segments, pred_ids, pred_segments)
+    >>> result = pq.compute()
+    """
+
+    def __init__(self, categories: dict[int, Category]):
+        self.categories = dict(categories)
+        self.cat_index = {cid: i for i, cid in enumerate(self.categories)}
+        self.reset()
+
+    def reset(self) -> None:
+        n = len(self.cat_index)
+        self.iou = np.zeros(n)
+        self.tp = np.zeros(n, dtype=np.int64)
+        self.fp = np.zeros(n, dtype=np.int64)
+        self.fn = np.zeros(n, dtype=np.int64)
+        self.confusion = np.zeros((n, n + 1), dtype=np.int64)
+        self.num_images = 0
+
+    def add(self, s: ImageStats) -> None:
+        self.iou += s.iou
+        self.tp += s.tp
+        self.fp += s.fp
+        self.fn += s.fn
+        self.confusion += s.confusion
+        self.num_images += 1
+
+    def update(
+        self,
+        gt_ids: np.ndarray,
+        gt_segments: Sequence[SegmentInfo | dict],
+        pred_ids: np.ndarray,
+        pred_segments: Sequence[SegmentInfo | dict],
+        image_id: Any = None,
+    ) -> None:
+        """Add one image: (H, W) integer id maps and their segment lists."""
+        self.add(image_stats(gt_ids, gt_segments, pred_ids, pred_segments, self.cat_index, image_id))
+
+    def _average(self, isthing: bool | None) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+        """Class average as panopticapi's ``PQStat.pq_average``."""
+        pq = sq = rq = 0.0
+        n = 0
+        per_class: dict[int, dict[str, float]] = {}
+        for cid, cat in self.categories.items():
+            if isthing is not None and cat.isthing != isthing:
+                continue
+            i = self.cat_index[cid]
+            iou, tp, fp, fn = float(self.iou[i]), int(self.tp[i]), int(self.fp[i]), int(self.fn[i])
+            if tp + fp + fn == 0:
+                per_class[cid] = {"pq": 0.0, "sq": 0.0, "rq": 0.0, "tp": 0, "fp": 0, "fn": 0}
+                continue
+            n += 1
+            denom = tp + 0.5 * fp + 0.5 * fn
+            pq_c, sq_c, rq_c = iou / denom, (iou / tp if tp else 0.0), tp / denom
+            per_class[cid] = {"pq": pq_c, "sq": sq_c, "rq": rq_c, "tp": tp, "fp": fp, "fn": fn}
+            pq += pq_c
+            sq += sq_c
+            rq += rq_c
+        if n == 0:
+            return {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}, per_class
+        return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}, per_class
+
+    def semantic_iou(self) -> tuple[float, dict[int, float]]:
+        """Per-class IoU from the pixel confusion (GT void ignored; predicted void counts as a miss).
+
+        mIoU averages over classes present in the ground truth or the prediction.
+        """
+        conf = self.confusion
+        n = conf.shape[0]
+        tp = np.diag(conf[:, :n]).astype(np.float64)
+        gt = conf.sum(axis=1)
+        pred = conf[:, :n].sum(axis=0)
+        union = gt + pred - tp
+        per: dict[int, float] = {}
+        for cid, i in self.cat_index.items():
+            if union[i] > 0:
+                per[cid] = float(tp[i] / union[i])
+        miou = float(np.mean(list(per.values()))) if per else 0.0
+        return miou, per
+
+    def compute(self) -> PQResult:
+        all_, per_class = self._average(None)
+        things, _ = self._average(True)
+        stuff, _ = self._average(False)
+        miou, per_iou = self.semantic_iou()
+        return PQResult(all_, things, stuff, per_class, miou, per_iou, self.num_images)
+
+
+def _pairs(gt_set, pred_set, pred_json: Path) -> list:
+    preds = pred_set.by_image_id()
+    pairs = []
+    for r in gt_set.records:
+        p = preds.get(r.image_id)
+        if p is None:
+            raise InputError(f"{where(pred_json, r.image_id)}no prediction for this image")
+        pairs.append((r, p))
+    extra = set(preds) - {r.image_id for r in gt_set.records}
+    if extra:
+        raise InputError(f"{where(pred_json, min(extra))}prediction for an image that is not in the ground truth")
+    return pairs
+
+
+def evaluate_panoptic_files(
+    gt_json: str | os.PathLike,
+    pred_json: str | os.PathLike,
+    gt_dir: str | os.PathLike | None = None,
+    pred_dir: str | os.PathLike | None = None,
+    categories: dict[int, Category] | str | os.PathLike | None = None,
+    workers: int | None = None,
+    compute_ap: bool = False,
+) -> PQResult:
+    """PQ of a prediction folder against a GT folder, both in COCO panoptic format.
+
+    Arguments mirror panopticapi's ``pq_compute``: folders default to the JSON
+    path without ``.json``; categories come from the GT JSON unless given.
+    ``workers`` threads decode PNGs in parallel (default: CPU count); the sums
+    are taken in image order, so the result does not depend on ``workers``.
+    With ``compute_ap`` the thing segments are also scored as instances (box and
+    mask AP through pycocotools), in ``result.extra``.
+    """
+    from cqbnet.evaluation.coco_ap import InstanceCollector
+
+    gt_set = load_panoptic_json(gt_json, gt_dir, categories=categories)
+    pred_set = load_panoptic_json(pred_json, pred_dir, categories=gt_set.categories)
+    for d, j in ((gt_set.png_dir, gt_json), (pred_set.png_dir, pred_json)):
+        if not Path(d).is_dir():
+            raise InputError(f"{d}: PNG folder for {j} not found")
+    pairs = _pairs(gt_set, pred_set, Path(pred_json))
+    metric = PanopticQuality(gt_set.categories)
+    instances = InstanceCollector(gt_set.categories) if compute_ap else None
+
+    def one(pair) -> tuple[ImageStats, tuple | None]:
+        g, p = pair
+        gp, pp = gt_set.png_path(g), pred_set.png_path(p)
+        gt_ids = read_panoptic_png(gp)
+        pred_ids = read_panoptic_png(pp)
+        if g.height is not None and g.width is not None and gt_ids.shape != (g.height, g.width):
+            raise InputError(f"{where(gp, g.image_id)}PNG is {gt_ids.shape[1]}x{gt_ids.shape[0]} "
+                             f"but the image is {g.width}x{g.height}")
+        stats = image_stats(gt_ids, g.segments, pred_ids, p.segments, metric.cat_index, g.image_id, gp, pp)
+        enc = instances.encode(g.image_id, gt_ids, g.segments, pred_ids, p.segments) if instances else None
+        return stats, enc
+
+    for stats, enc in _map(one, pairs, workers):
+        metric.add(stats)
+        if instances is not None:
+            instances.add_encoded(enc)
+    result = metric.compute()
+    if instances is not None:
+        result.extra.update(instances.compute())
+    return result
+
+
+def _map(fn, items: Iterable, workers: int | None):
+    """Ordered map over a thread pool (OpenCV decoding releases the GIL)."""
+    items = list(items)
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        yield from ex.map(fn, items)

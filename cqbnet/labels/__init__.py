@@ -1,0 +1,1 @@
+"""Label kinds a team can buy, their simulation from full ground truth, and their costs."""
