@@ -20,17 +20,26 @@ from cqbnet.visualization.draw import grid
 from cqbnet.visualization.labels import label_kinds_figure, write_manifest_pictures
 
 
-def run_demo(out: str | Path, seed: int = 0, num_train: int = 2000, num_val: int = 300,
-             ratio: str = "P=0.29,I=0.355,B=0.29,S=0.065") -> dict:
+def run_demo(
+    out: str | Path,
+    seed: int = 0,
+    num_train: int = 2000,
+    num_val: int = 300,
+    ratio: str = "P=0.29,I=0.355,B=0.29,S=0.065",
+) -> dict:
     out = Path(out)
     plan = parse_ratio(ratio)
     t0 = time.time()
     print(f"[1/4] synthetic scenes: {num_train} train / {num_val} val -> {out / 'data'}")
     data = generate(out / "data", num_train, num_val, seed=seed)
     cats = synthetic_categories()
-    print(f"      {len(cats)} classes: things " + ", ".join(c.name for c in cats.values() if c.isthing)
-          + "; stuff " + ", ".join(c.name for c in cats.values() if not c.isthing)
-          + f" ({time.time() - t0:.1f} s)")
+    print(
+        f"      {len(cats)} classes: things "
+        + ", ".join(c.name for c in cats.values() if c.isthing)
+        + "; stuff "
+        + ", ".join(c.name for c in cats.values() if not c.isthing)
+        + f" ({time.time() - t0:.1f} s)"
+    )
 
     print(f"[2/4] simulate the labelling plan {ratio} (seed {seed})")
     gt = load_panoptic_json(data / "panoptic_train.json", data / "panoptic" / "train", data / "images" / "train")
@@ -49,8 +58,9 @@ def run_demo(out: str | Path, seed: int = 0, num_train: int = 2000, num_val: int
     write_image(figs / "label_kinds.png", kinds)
     written = [figs / "label_kinds.png", *write_manifest_pictures(manifest, figs, num=12, seed=seed)]
     # The evaluator on the validation split against itself must give PQ = 100.
-    val = evaluate_panoptic_files(data / "panoptic_val.json", data / "panoptic_val.json",
-                                  data / "panoptic" / "val", data / "panoptic" / "val")
+    val = evaluate_panoptic_files(
+        data / "panoptic_val.json", data / "panoptic_val.json", data / "panoptic" / "val", data / "panoptic" / "val"
+    )
     print(f"      val GT against itself: PQ {100 * val.all['pq']:.1f} over {val.num_images} images")
     for p in written:
         print(f"      wrote {p}")

@@ -53,22 +53,27 @@ def _costs(args):
 def cmd_synth(args) -> int:
     from cqbnet.data.synthetic import SceneConfig, generate
 
-    cfg = SceneConfig(size=args.size, max_instances=args.max_instances, min_size=args.min_size,
-                      max_size=args.max_size)
+    cfg = SceneConfig(size=args.size, max_instances=args.max_instances, min_size=args.min_size, max_size=args.max_size)
     out = generate(args.out, args.num_train, args.num_val, args.seed, cfg)
     print(f"wrote {args.num_train} train and {args.num_val} val scenes ({args.size}x{args.size}) to {out}")
     return 0
 
 
 def cmd_simulate(args) -> int:
-    from cqbnet.labels.simulate import dataset_stats, manifest_cost, parse_ratio, simulate
     from cqbnet.labels.costs import cost_table
+    from cqbnet.labels.simulate import dataset_stats, manifest_cost, parse_ratio, simulate
 
     ratio = parse_ratio(args.ratio)
     costs = _costs(args)
     gt = _load_gt(args)
-    m = simulate(gt, ratio, args.out, seed=args.seed, points_per_segment=args.points_per_segment,
-                 point_sampling=args.point_sampling)
+    m = simulate(
+        gt,
+        ratio,
+        args.out,
+        seed=args.seed,
+        points_per_segment=args.points_per_segment,
+        point_sampling=args.point_sampling,
+    )
     print(f"wrote {m.path} ({len(m.images)} images)")
     costs.stats = {**dataset_stats(gt, args.points_per_segment), **costs.stats}
     print(cost_table(manifest_cost(m, costs), len(m.images)))
@@ -77,9 +82,9 @@ def cmd_simulate(args) -> int:
 
 def cmd_cost(args) -> int:
     from cqbnet.labels.costs import CostRow, cost_table
+    from cqbnet.labels.kinds import kind_set_name
     from cqbnet.labels.manifest import load_manifest
     from cqbnet.labels.simulate import dataset_stats, exact_counts, manifest_cost, parse_ratio
-    from cqbnet.labels.kinds import kind_set_name
 
     costs = _costs(args)
     print(costs.describe())
@@ -114,19 +119,26 @@ def cmd_show(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from cqbnet.data.panoptic_format import load_categories, load_panoptic_json
     from cqbnet.evaluation.panoptic_quality import evaluate_panoptic_files
     from cqbnet.io import write_json
 
-    r = evaluate_panoptic_files(args.gt_json, args.pred_json, args.gt_dir, args.pred_dir,
-                                categories=args.categories, workers=args.workers, compute_ap=args.ap)
-    from cqbnet.data.panoptic_format import load_categories, load_panoptic_json
-
     cats = load_categories(args.categories) if args.categories else load_panoptic_json(args.gt_json).categories
+    r = evaluate_panoptic_files(
+        args.gt_json,
+        args.pred_json,
+        args.gt_dir,
+        args.pred_dir,
+        categories=cats,
+        workers=args.workers,
+        compute_ap=args.ap,
+    )
     print(r.table(cats, per_class=args.per_class))
     for t in ("bbox", "segm"):
         if t in r.extra:
             v = r.extra[t]
-            print(f"{t} AP: " + ("no predictions" if v is None else "  ".join(f"{k} {100 * x:.1f}" for k, x in v.items())))
+            text = "no predictions" if v is None else "  ".join(f"{k} {100 * x:.1f}" for k, x in v.items())
+            print(f"{t} AP: {text}")
     if args.out:
         write_json(args.out, r.to_json(), indent=2)
         print(f"wrote {args.out}")
@@ -149,8 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--num-train", type=int, default=2000)
     d.add_argument("--num-val", type=int, default=300)
-    d.add_argument("--ratio", default="P=0.29,I=0.355,B=0.29,S=0.065",
-                   help="labelling plan (default: paper 000's O6)")
+    d.add_argument("--ratio", default="P=0.29,I=0.355,B=0.29,S=0.065", help="labelling plan (default: paper 000's O6)")
     d.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
@@ -166,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
 
     labels = sub.add_parser("labels", help="label simulation and costs").add_subparsers(
-        dest="labels_command", required=True)
+        dest="labels_command", required=True
+    )
     sim = labels.add_parser("simulate", help="assign label kinds to training images and write a manifest")
     _add_gt_args(sim)
     sim.add_argument("--ratio", required=True, help="e.g. P=0.29,I=0.355,B=0.29,S=0.065 (keys may be B+I)")

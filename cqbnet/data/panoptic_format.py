@@ -343,9 +343,7 @@ def check_record(
     """
     ctx = where(png_path, record.image_id)
     if record.height is not None and record.width is not None and ids.shape != (record.height, record.width):
-        raise InputError(
-            f"{ctx}PNG is {ids.shape[1]}x{ids.shape[0]} but the image is {record.width}x{record.height}"
-        )
+        raise InputError(f"{ctx}PNG is {ids.shape[1]}x{ids.shape[0]} but the image is {record.width}x{record.height}")
     areas = segment_areas(ids)
     known = {s.id for s in record.segments}
     for sid in areas:

@@ -51,9 +51,18 @@ THING_TEXTURES = ("solid", "stripes", "checker", "dots")
 # One palette for every class (RGB): colour is never a class cue.
 PALETTE = np.array(
     [
-        [200, 60, 50], [60, 160, 70], [50, 90, 190], [220, 190, 60], [150, 80, 170],
-        [60, 180, 180], [230, 130, 40], [120, 120, 120], [235, 235, 225], [40, 40, 45],
-        [140, 100, 60], [230, 140, 170],
+        [200, 60, 50],
+        [60, 160, 70],
+        [50, 90, 190],
+        [220, 190, 60],
+        [150, 80, 170],
+        [60, 180, 180],
+        [230, 130, 40],
+        [120, 120, 120],
+        [235, 235, 225],
+        [40, 40, 45],
+        [140, 100, 60],
+        [230, 140, 170],
     ],
     dtype=np.float32,
 )
@@ -121,12 +130,32 @@ def shape_mask(shape: str, size: int, cx: float, cy: float, extent: float, angle
     centre = np.array([cx, cy])
     if shape in ("disk", "ring"):
         m = np.zeros((size, size), np.uint8)
-        cv2.ellipse(m, (int(cx * 16), int(cy * 16)), (int(sx * 16), int(sy * 16)), math.degrees(angle), 0, 360, 1, -1,
-                    lineType=cv2.LINE_8, shift=4)
+        cv2.ellipse(
+            m,
+            (int(cx * 16), int(cy * 16)),
+            (int(sx * 16), int(sy * 16)),
+            math.degrees(angle),
+            0,
+            360,
+            1,
+            -1,
+            lineType=cv2.LINE_8,
+            shift=4,
+        )
         if shape == "ring":
             hole = np.zeros_like(m)
-            cv2.ellipse(hole, (int(cx * 16), int(cy * 16)), (int(sx * 8), int(sy * 8)), math.degrees(angle), 0, 360,
-                        1, -1, lineType=cv2.LINE_8, shift=4)
+            cv2.ellipse(
+                hole,
+                (int(cx * 16), int(cy * 16)),
+                (int(sx * 8), int(sy * 8)),
+                math.degrees(angle),
+                0,
+                360,
+                1,
+                -1,
+                lineType=cv2.LINE_8,
+                shift=4,
+            )
             m &= 1 - hole
         return m.astype(bool)
     if shape == "square":
@@ -305,12 +334,12 @@ def make_scene(rng: np.random.Generator, cfg: SceneConfig) -> Scene:
             things.insert(int(rng.integers(len(things) + 1)), (cls, union, True))
 
     visible = []
-    for k, (cls, mask, crowd) in enumerate(things):
+    for k, (_, mask, _) in enumerate(things):
         tex = thing_texture(rng, s)
         c0, c1 = _two_colours(rng)
         _paint(img, mask, tex, c0, c1)
         vis = mask.copy()
-        for _, later, _ in things[k + 1:]:
+        for _, later, _ in things[k + 1 :]:
             vis &= ~later
         visible.append(vis)
 

@@ -36,8 +36,7 @@ class InstanceCollector:
         out = []
         for s in segments:
             if isinstance(s, dict):
-                s = SegmentInfo(int(s["id"]), int(s["category_id"]), bool(s.get("iscrowd", 0)),
-                                score=s.get("score"))
+                s = SegmentInfo(int(s["id"]), int(s["category_id"]), bool(s.get("iscrowd", 0)), score=s.get("score"))
             cat = self.categories.get(s.category_id)
             if cat is None or not cat.isthing:
                 continue
@@ -60,12 +59,22 @@ class InstanceCollector:
         image_id, (h, w), gts, dts = encoded
         self.images.append({"id": image_id, "height": h, "width": w})
         for s, rle, box, area in gts:
-            self.gts.append({"id": len(self.gts) + 1, "image_id": image_id, "category_id": s.category_id,
-                             "segmentation": rle, "bbox": box, "area": area, "iscrowd": int(s.iscrowd)})
+            self.gts.append(
+                {
+                    "id": len(self.gts) + 1,
+                    "image_id": image_id,
+                    "category_id": s.category_id,
+                    "segmentation": rle,
+                    "bbox": box,
+                    "area": area,
+                    "iscrowd": int(s.iscrowd),
+                }
+            )
         for s, rle, box, _ in dts:
             score = 1.0 if s.score is None else float(s.score)
-            self.dts.append({"image_id": image_id, "category_id": s.category_id, "segmentation": rle,
-                             "bbox": box, "score": score})
+            self.dts.append(
+                {"image_id": image_id, "category_id": s.category_id, "segmentation": rle, "bbox": box, "score": score}
+            )
 
     def compute(self) -> dict[str, dict[str, float] | None]:
         """``{"bbox": {AP, AP50, ...}, "segm": {...}}`` in [0, 1]; None where no prediction exists."""

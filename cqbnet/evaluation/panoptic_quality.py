@@ -161,9 +161,7 @@ def image_stats(
     if hist[_UNKNOWN].any():
         raise InputError(f"{where(gt_path, image_id, _unknown_ids(gt_ids, g_id)[0])}in the PNG but not in the JSON")
     if hist[:, _UNKNOWN].any():
-        raise InputError(
-            f"{where(pred_path, image_id, _unknown_ids(pred_ids, p_id)[0])}in the PNG but not in the JSON"
-        )
+        raise InputError(f"{where(pred_path, image_id, _unknown_ids(pred_ids, p_id)[0])}in the PNG but not in the JSON")
     g_area = hist[2:].sum(axis=1)  # (ng,)
     p_area = hist[:, 2:].sum(axis=0)  # (np,)
     for k in np.flatnonzero(g_area == 0):
@@ -409,8 +407,10 @@ def evaluate_panoptic_files(
         gt_ids = read_panoptic_png(gp)
         pred_ids = read_panoptic_png(pp)
         if g.height is not None and g.width is not None and gt_ids.shape != (g.height, g.width):
-            raise InputError(f"{where(gp, g.image_id)}PNG is {gt_ids.shape[1]}x{gt_ids.shape[0]} "
-                             f"but the image is {g.width}x{g.height}")
+            raise InputError(
+                f"{where(gp, g.image_id)}PNG is {gt_ids.shape[1]}x{gt_ids.shape[0]} "
+                f"but the image is {g.width}x{g.height}"
+            )
         stats = image_stats(gt_ids, g.segments, pred_ids, p.segments, metric.cat_index, g.image_id, gp, pp)
         enc = instances.encode(g.image_id, gt_ids, g.segments, pred_ids, p.segments) if instances else None
         return stats, enc

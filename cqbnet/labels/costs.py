@@ -142,12 +142,16 @@ class CostModel:
         if u == "box":
             key = "boxes_per_image"
             if key not in self.stats:
-                raise InputError(f"{self.source}: {kind} is priced per box; the cost of a ratio needs stats.{key}"
-                                 " (give --data or set it in the cost YAML)")
+                raise InputError(
+                    f"{self.source}: {kind} is priced per box; the cost of a ratio needs stats.{key}"
+                    " (give --data or set it in the cost YAML)"
+                )
             return self.value[kind] * self.stats[key]
         if "segments_per_image" not in self.stats:
-            raise InputError(f"{self.source}: {kind} is priced per point; the cost of a ratio needs "
-                             "stats.segments_per_image (give --data or set it in the cost YAML)")
+            raise InputError(
+                f"{self.source}: {kind} is priced per point; the cost of a ratio needs "
+                "stats.segments_per_image (give --data or set it in the cost YAML)"
+            )
         k = self.stats.get("points_per_segment", 1.0)
         return self.value[kind] * self.stats["segments_per_image"] * k
 

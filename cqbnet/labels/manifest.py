@@ -96,8 +96,13 @@ class Manifest:
         box_id = 0
         for im in self.images:
             doc["images"].append(
-                {"id": im.image_id, "file_name": im.file_name, "height": im.height, "width": im.width,
-                 "kinds": [k for k in KINDS if k in im.kinds]}
+                {
+                    "id": im.image_id,
+                    "file_name": im.file_name,
+                    "height": im.height,
+                    "width": im.width,
+                    "kinds": [k for k in KINDS if k in im.kinds],
+                }
             )
             if im.panoptic is not None:
                 doc["panoptic"]["annotations"].append(im.panoptic.to_json())
@@ -105,13 +110,28 @@ class Manifest:
                 doc["tags"].append({"image_id": im.image_id, "category_ids": list(im.tags)})
             for b in im.boxes or []:
                 box_id += 1
-                doc["boxes"].append({"id": box_id, "image_id": im.image_id, "category_id": b.category_id,
-                                     "bbox": list(b.bbox), "iscrowd": int(b.iscrowd)})
+                doc["boxes"].append(
+                    {
+                        "id": box_id,
+                        "image_id": im.image_id,
+                        "category_id": b.category_id,
+                        "bbox": list(b.bbox),
+                        "iscrowd": int(b.iscrowd),
+                    }
+                )
             if im.stuff_map is not None:
                 doc["stuff_maps"]["annotations"].append(im.stuff_map.to_json())
             for p in im.points or []:
-                doc["points"].append({"image_id": im.image_id, "x": p.x, "y": p.y, "category_id": p.category_id,
-                                      "segment_id": p.segment_id, "iscrowd": int(p.iscrowd)})
+                doc["points"].append(
+                    {
+                        "image_id": im.image_id,
+                        "x": p.x,
+                        "y": p.y,
+                        "category_id": p.category_id,
+                        "segment_id": p.segment_id,
+                        "iscrowd": int(p.iscrowd),
+                    }
+                )
         return doc
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -213,8 +233,9 @@ def load_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
     for kind, by_image in groups.items():
         for iid in by_image:
             if kind not in images[iid].kinds:
-                raise InputError(f"{where(path, iid)}has {kind} annotations but its kinds are "
-                                 f"{kind_set_name(images[iid].kinds)}")
+                raise InputError(
+                    f"{where(path, iid)}has {kind} annotations but its kinds are {kind_set_name(images[iid].kinds)}"
+                )
     for im in images.values():
         ctx = where(path, im.image_id)
         for kind in im.kinds:
@@ -253,8 +274,9 @@ def load_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
     return m
 
 
-def _png_record(entries: list[dict], im: ImageLabels, cats: dict[int, Category], ctx: str, label: str,
-                stuff_only: bool) -> PanopticRecord:
+def _png_record(
+    entries: list[dict], im: ImageLabels, cats: dict[int, Category], ctx: str, label: str, stuff_only: bool
+) -> PanopticRecord:
     if len(entries) != 1:
         raise InputError(f"{ctx}more than one {label} entry")
     e = entries[0]
@@ -268,8 +290,9 @@ def _png_record(entries: list[dict], im: ImageLabels, cats: dict[int, Category],
         if s.category_id not in cats:
             raise InputError(f"{ctx}segment {s.id}: unknown category_id {s.category_id}")
         if stuff_only and cats[s.category_id].isthing:
-            raise InputError(f"{ctx}segment {s.id}: a stuff map may only hold stuff classes, "
-                             f"but category {s.category_id} is a thing")
+            raise InputError(
+                f"{ctx}segment {s.id}: a stuff map may only hold stuff classes, but category {s.category_id} is a thing"
+            )
     return PanopticRecord(im.image_id, fname, segs, im.file_name, im.height, im.width)
 
 

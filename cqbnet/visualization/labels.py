@@ -77,8 +77,9 @@ def write_manifest_pictures(m: Manifest, out: str | os.PathLike, num: int = 12, 
     return [path]
 
 
-def label_kinds_figure(gt: PanopticSet, record: PanopticRecord, k: int = 10, seed: int = 0,
-                       scale: int = SCALE) -> np.ndarray:
+def label_kinds_figure(
+    gt: PanopticSet, record: PanopticRecord, k: int = 10, seed: int = 0, scale: int = SCALE
+) -> np.ndarray:
     """One image shown as each of the five label kinds (a row: image, P, I, B, S, PT)."""
     cats: dict[int, Category] = gt.categories
     image = read_rgb(gt.image_path(record))

@@ -1,0 +1,150 @@
+"""The command line end to end, and its answers to bad input (one line, exit code 2, nothing left behind)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cqbnet.cli.main import main
+from cqbnet.data.panoptic_format import load_panoptic_json, read_panoptic_png
+from cqbnet.evaluation.perturb import perturb
+from helpers import write_prediction
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_console_script_installed():
+    r = subprocess.run([sys.executable, "-m", "cqbnet.cli.main", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "demo" in r.stdout
+
+
+def test_demo_small(tmp_path, capsys):
+    code, out, _ = run(capsys, "demo", "--out", tmp_path / "d", "--num-train", 24, "--num-val", 6)
+    assert code == 0
+    assert "cost relative to full panoptic labels" in out
+    assert (tmp_path / "d" / "pictures" / "label_kinds.png").stat().st_size > 10_000
+    assert (tmp_path / "d" / "pictures" / "manifest_labels.png").is_file()
+    assert (tmp_path / "d" / "labels" / "manifest.json").is_file()
+
+
+def test_synth_simulate_cost_show(tmp_path, capsys):
+    d = tmp_path / "data"
+    assert run(capsys, "data", "synth", "--out", d, "--num-train", 20, "--num-val", 4, "--size", 64)[0] == 0
+    code, out, _ = run(
+        capsys,
+        "labels",
+        "simulate",
+        "--data",
+        d,
+        "--ratio",
+        "P=0.5,B+I=0.3,PT=0.2",
+        "--points-per-segment",
+        10,
+        "--point-sampling",
+        "center",
+        "--out",
+        tmp_path / "m",
+    )
+    assert code == 0 and "I+B" in out
+    m = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert m["info"]["counts"] == {"P": 10, "I+B": 6, "PT": 4}
+    code, out, _ = run(capsys, "labels", "cost", "--manifest", tmp_path / "m" / "manifest.json")
+    assert code == 0 and "total" in out
+    code, out, _ = run(capsys, "labels", "cost", "--ratio", "P=0.29,I=0.355,B=0.29,S=0.065")
+    assert code == 0 and "f2 (paper 000, Eq. 2) = 0.3450" in out
+    code, out, _ = run(
+        capsys, "labels", "show", "--manifest", tmp_path / "m" / "manifest.json", "--out", tmp_path / "pics"
+    )
+    assert code == 0 and (tmp_path / "pics" / "manifest_labels.png").is_file()
+
+
+def test_evaluate_with_ap(tmp_path, capsys, synth):
+    gt = load_panoptic_json(synth / "panoptic_val.json", synth / "panoptic" / "val")
+    rng = np.random.default_rng(0)
+    preds = {r.image_id: perturb(read_panoptic_png(gt.png_path(r)), r.segments, gt.categories, rng) for r in gt.records}
+    pj = write_prediction(tmp_path, preds, gt.categories)
+    code, out, _ = run(
+        capsys,
+        "evaluate",
+        "--gt-json",
+        synth / "panoptic_val.json",
+        "--pred-json",
+        pj,
+        "--pred-dir",
+        tmp_path / "pred",
+        "--gt-dir",
+        synth / "panoptic" / "val",
+        "--ap",
+        "--per-class",
+        "--out",
+        tmp_path / "metrics.json",
+    )
+    assert code == 0 and "segm AP" in out and "disk" in out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 < metrics["All"]["pq"] < 1 and 0 < metrics["segm"]["AP"] < 1 and 0 < metrics["mIoU"] < 1
+    # identity: every metric perfect
+    code, out, _ = run(
+        capsys,
+        "evaluate",
+        "--gt-json",
+        synth / "panoptic_val.json",
+        "--pred-json",
+        synth / "panoptic_val.json",
+        "--gt-dir",
+        synth / "panoptic" / "val",
+        "--pred-dir",
+        synth / "panoptic" / "val",
+        "--ap",
+        "--out",
+        tmp_path / "id.json",
+    )
+    assert code == 0
+    ident = json.loads((tmp_path / "id.json").read_text())
+    assert ident["All"]["pq"] == 1.0 and ident["segm"]["AP"] == pytest.approx(1.0)
+    assert ident["bbox"]["AP"] == pytest.approx(1.0) and ident["mIoU"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["labels", "simulate", "--data", "{d}", "--ratio", "P=0.5,I=0.4", "--out", "{o}"], "sum to 0.9"),
+        (["labels", "simulate", "--data", "{d}", "--ratio", "P=0.5,Z=0.5", "--out", "{o}"], "unknown label kind"),
+        (["labels", "simulate", "--data", "{t}/nope", "--ratio", "P=1", "--out", "{o}"], "data folder not found"),
+        (["labels", "cost", "--ratio", "P=1", "--costs", "{t}/neg.yaml"], "cost of B must be a finite number"),
+        (["evaluate", "--gt-json", "{t}/bad.json", "--pred-json", "{t}/bad.json"], "bad.json: malformed JSON"),
+        (["labels", "cost", "--manifest", "{t}/bad.json"], "malformed JSON"),
+        (["labels", "cost", "--ratio", "PT=1"], "needs stats.segments_per_image"),
+    ],
+)
+def test_bad_input_exit_2_one_line(tmp_path, capsys, synth, argv, msg):
+    (tmp_path / "bad.json").write_text("{")
+    (tmp_path / "neg.yaml").write_text("relative: {B: -0.1}\n")
+    argv = [a.format(d=synth, o=tmp_path / "out", t=tmp_path) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert msg in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # no partial output
+
+
+def test_failed_simulation_leaves_nothing(tmp_path, capsys, synth):
+    """A PNG that disagrees with its JSON stops the run half way: no manifest folder appears."""
+    import shutil
+
+    d = tmp_path / "data"
+    shutil.copytree(synth, d)
+    gt = json.loads((d / "panoptic_train.json").read_text())
+    victim = gt["annotations"][-1]
+    victim["segments_info"] = victim["segments_info"][:-1]  # a PNG id now missing from the JSON
+    (d / "panoptic_train.json").write_text(json.dumps(gt))
+    code, _, err = run(capsys, "labels", "simulate", "--data", d, "--ratio", "B=1", "--out", tmp_path / "m")
+    assert code == 2 and "in the PNG but not in the JSON" in err and f"image {victim['image_id']}" in err
+    assert not (tmp_path / "m").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]

@@ -1,0 +1,150 @@
+"""COCO panoptic reading and writing: id round trips, validation errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from cqbnet.data.dataset import PanopticDataset
+from cqbnet.data.panoptic_format import (
+    MAX_ID,
+    id2rgb,
+    load_panoptic_json,
+    read_panoptic_png,
+    rgb2id,
+    write_panoptic_png,
+)
+from cqbnet.errors import InputError
+from cqbnet.evaluation.panoptic_quality import evaluate_panoptic_files
+
+
+@given(arrays(np.uint32, st.tuples(st.integers(1, 9), st.integers(1, 9)), elements=st.integers(0, MAX_ID)))
+def test_id_rgb_round_trip(ids):
+    assert np.array_equal(rgb2id(id2rgb(ids)), ids)
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrays(np.uint32, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=st.integers(0, MAX_ID)))
+def test_png_round_trip(tmp_path_factory, ids):
+    p = tmp_path_factory.mktemp("png") / "x.png"
+    write_panoptic_png(p, ids)
+    assert np.array_equal(read_panoptic_png(p), ids)
+
+
+def test_rgb2id_matches_formula():
+    rgb = np.array([[[1, 2, 3], [255, 255, 255]]], dtype=np.uint8)
+    assert rgb2id(rgb).tolist() == [[1 + 256 * 2 + 65536 * 3, MAX_ID]]
+
+
+def test_reads_coco_sample(coco_sample):
+    ds = PanopticDataset(
+        coco_sample / "panoptic_examples.json",
+        image_dir=coco_sample / "input_images",
+        categories=coco_sample / "panoptic_coco_categories.json",
+    )
+    assert len(ds) == 2
+    raw = json.loads((coco_sample / "panoptic_examples.json").read_text())
+    for i, ann in enumerate(raw["annotations"]):
+        img, t = ds[i]
+        assert img.shape[:2] == t["panoptic"].shape
+        assert len(t["masks"]) == len(ann["segments_info"])
+        for k, s in enumerate(ann["segments_info"]):
+            assert t["masks"][k].sum() == s["area"]
+            x, y, w, h = s["bbox"]
+            assert t["boxes"][k].tolist() == [x, y, x + w, y + h]
+        # every labelled pixel carries its segment's contiguous class
+        lab = t["semantic"] != ds.ignore_index
+        assert np.array_equal(lab, t["panoptic"] != 0)
+        assert t["iscrowd"].dtype == bool and t["is_thing"].any() and (~t["is_thing"]).any()
+
+
+def _write_set(tmp_path, ids, segments, categories=None, image=None):
+    (tmp_path / "pan").mkdir(exist_ok=True)
+    write_panoptic_png(tmp_path / "pan" / "1.png", ids)
+    doc = {
+        "images": [image or {"id": 1, "file_name": "1.jpg", "height": ids.shape[0], "width": ids.shape[1]}],
+        "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": segments}],
+        "categories": categories or [{"id": 1, "name": "a", "isthing": 1}, {"id": 2, "name": "b", "isthing": 0}],
+    }
+    (tmp_path / "gt.json").write_text(json.dumps(doc))
+    return tmp_path / "gt.json", tmp_path / "pan"
+
+
+IDS = np.array([[0, 5, 5], [7, 7, 5]], dtype=np.uint32)
+SEGS = [{"id": 5, "category_id": 1, "iscrowd": 0}, {"id": 7, "category_id": 2, "iscrowd": 0}]
+
+
+@pytest.mark.parametrize(
+    "segments, message",
+    [
+        ([SEGS[0]], "segment 7: in the PNG but not in the JSON"),
+        (SEGS + [{"id": 9, "category_id": 1, "iscrowd": 0}], "segment 9: in the JSON but has no pixel"),
+        ([SEGS[0], {"id": 7, "category_id": 3, "iscrowd": 0}], "segment 7: unknown category_id 3"),
+        (SEGS + [SEGS[0]], "segment 5: duplicate segment id"),
+        ([dict(SEGS[0], area=4), SEGS[1]], "segment 5: JSON area 4 but 3 pixels"),
+    ],
+)
+def test_bad_segments_are_named(tmp_path, segments, message):
+    j, pan = _write_set(tmp_path, IDS, segments)
+    with pytest.raises(InputError) as e:
+        s = load_panoptic_json(j, pan)
+        s.read_ids(s.records[0])
+    assert message in str(e.value) and "image 1" in str(e.value)
+
+
+def test_size_mismatch_named(tmp_path):
+    j, pan = _write_set(tmp_path, IDS, SEGS, image={"id": 1, "file_name": "1.jpg", "height": 5, "width": 3})
+    s = load_panoptic_json(j, pan)
+    with pytest.raises(InputError, match=r"1.png: image 1: PNG is 3x2 but the image is 3x5"):
+        s.read_ids(s.records[0])
+
+
+def test_malformed_json_named(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text('{"annotations": [')
+    with pytest.raises(InputError, match=r"bad.json: malformed JSON \(line 1"):
+        load_panoptic_json(p)
+
+
+def test_missing_png_named(tmp_path):
+    j, pan = _write_set(tmp_path, IDS, SEGS)
+    (pan / "1.png").unlink()
+    s = load_panoptic_json(j, pan)
+    with pytest.raises(InputError, match="1.png: panoptic PNG not found"):
+        s.read_ids(s.records[0])
+
+
+def test_unknown_image_and_duplicate_image(tmp_path):
+    j, pan = _write_set(tmp_path, IDS, SEGS)
+    doc = json.loads(j.read_text())
+    doc["annotations"].append(dict(doc["annotations"][0]))
+    j.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="image 1: more than one annotation"):
+        load_panoptic_json(j, pan)
+    doc["annotations"] = [dict(doc["annotations"][0], image_id=2)]
+    j.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="image 2: annotation for an image id not listed"):
+        load_panoptic_json(j, pan)
+
+
+def test_prediction_errors_name_file_image_segment(tmp_path):
+    j, pan = _write_set(tmp_path, IDS, SEGS)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    write_panoptic_png(pred / "1.png", np.array([[0, 5, 5], [8, 8, 5]], dtype=np.uint32))
+    pj = tmp_path / "pred.json"
+    pj.write_text(json.dumps({"annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": SEGS}]}))
+    with pytest.raises(InputError, match=r"pred/1.png: image 1: segment 8: in the PNG but not in the JSON"):
+        evaluate_panoptic_files(j, pj, pan, pred)
+    pj.write_text(json.dumps({"annotations": [{"image_id": 2, "file_name": "1.png", "segments_info": SEGS}]}))
+    with pytest.raises(InputError, match="image 1: no prediction for this image"):
+        evaluate_panoptic_files(j, pj, pan, pred)
+    write_panoptic_png(pred / "1.png", np.zeros((4, 3), dtype=np.uint32))
+    pj.write_text(json.dumps({"annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": []}]}))
+    with pytest.raises(InputError, match="image 1: prediction is 3x4, ground truth is 3x2"):
+        evaluate_panoptic_files(j, pj, pan, pred)

@@ -1,0 +1,140 @@
+"""PQ parity with panopticapi's pq_compute (the COCO reference), to 1e-9."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+from cqbnet.data.panoptic_format import load_categories, load_panoptic_json, read_panoptic_png
+from cqbnet.evaluation.panoptic_quality import PanopticQuality, evaluate_panoptic_files
+from cqbnet.evaluation.perturb import PERTURBATIONS, perturb
+from helpers import write_prediction
+
+panopticapi = pytest.importorskip("panopticapi.evaluation")
+
+
+def reference(gt_json, pred_json, gt_dir, pred_dir):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return panopticapi.pq_compute(str(gt_json), str(pred_json), str(gt_dir), str(pred_dir))
+
+
+def assert_same(ours, ref):
+    for name, r in (("All", ours.all), ("Things", ours.things), ("Stuff", ours.stuff)):
+        for k in ("pq", "sq", "rq"):
+            assert r[k] == pytest.approx(ref[name][k], abs=1e-9), (name, k)
+        assert r["n"] == ref[name]["n"]
+    assert set(ours.per_class) == set(ref["per_class"])
+    for cid, v in ref["per_class"].items():
+        for k in ("pq", "sq", "rq"):
+            assert ours.per_class[cid][k] == pytest.approx(v[k], abs=1e-9), (cid, k)
+
+
+def coco_gt(tmp_path, coco_sample):
+    """The sample JSON with its categories made explicit (panopticapi reads them from the GT)."""
+    raw = json.loads((coco_sample / "panoptic_examples.json").read_text())
+    raw["categories"] = json.loads((coco_sample / "panoptic_coco_categories.json").read_text())
+    j = tmp_path / "gt.json"
+    j.write_text(json.dumps(raw))
+    return j, coco_sample / "panoptic_examples"
+
+
+def test_coco_identity(tmp_path, coco_sample):
+    gt_json, gt_dir = coco_gt(tmp_path, coco_sample)
+    ours = evaluate_panoptic_files(gt_json, gt_json, gt_dir, gt_dir)
+    ref = reference(gt_json, gt_json, gt_dir, gt_dir)
+    assert_same(ours, ref)
+    assert ours.all["pq"] == 1.0
+
+
+@pytest.mark.parametrize("kind", sorted(PERTURBATIONS))
+def test_coco_each_perturbation(tmp_path, coco_sample, kind):
+    gt_json, gt_dir = coco_gt(tmp_path, coco_sample)
+    gt = load_panoptic_json(gt_json, gt_dir)
+    rng = np.random.default_rng(hash(kind) % 2**32)
+    preds = {}
+    for rec in gt.records:
+        ids = read_panoptic_png(gt.png_path(rec))
+        preds[rec.image_id] = perturb(ids, rec.segments, gt.categories, rng, [kind, kind])
+    pred_json = write_prediction(tmp_path, preds, gt.categories)
+    ours = evaluate_panoptic_files(gt_json, pred_json, gt_dir, tmp_path / "pred")
+    assert_same(ours, reference(gt_json, pred_json, gt_dir, tmp_path / "pred"))
+
+
+def test_synthetic_random_mixes(tmp_path, synth):
+    """Perturbed every way at once, over a whole split with crowds and void."""
+    gt = load_panoptic_json(synth / "panoptic_val.json", synth / "panoptic" / "val")
+    assert any(s.iscrowd for r in gt.records for s in r.segments)  # the crowd rule is exercised
+    rng = np.random.default_rng(0)
+    preds = {}
+    for rec in gt.records:
+        ids = read_panoptic_png(gt.png_path(rec))
+        preds[rec.image_id] = perturb(ids, rec.segments, gt.categories, rng)
+    pred_json = write_prediction(tmp_path, preds, gt.categories)
+    gt_json, gt_dir = synth / "panoptic_val.json", synth / "panoptic" / "val"
+    ours = evaluate_panoptic_files(gt_json, pred_json, gt_dir, tmp_path / "pred", workers=2)
+    ref = reference(gt_json, pred_json, gt_dir, tmp_path / "pred")
+    assert_same(ours, ref)
+    assert 0.0 < ours.all["pq"] < 1.0
+
+
+def test_in_memory_equals_files(tmp_path, synth):
+    gt = load_panoptic_json(synth / "panoptic_val.json", synth / "panoptic" / "val")
+    rng = np.random.default_rng(1)
+    metric = PanopticQuality(gt.categories)
+    preds = {}
+    for rec in gt.records:
+        ids = read_panoptic_png(gt.png_path(rec))
+        p_ids, p_segs = perturb(ids, rec.segments, gt.categories, rng)
+        preds[rec.image_id] = (p_ids, p_segs)
+        # the trainer hands over int64 maps and plain dicts
+        metric.update(
+            ids.astype(np.int64), rec.segments, p_ids.astype(np.int64), [s.to_json() for s in p_segs], rec.image_id
+        )
+    pred_json = write_prediction(tmp_path, preds, gt.categories)
+    from_files = evaluate_panoptic_files(
+        synth / "panoptic_val.json", pred_json, synth / "panoptic" / "val", tmp_path / "pred", workers=1
+    )
+    mem = metric.compute()
+    assert mem.all == from_files.all
+    assert mem.per_class == from_files.per_class
+    assert mem.miou == from_files.miou
+
+
+def test_many_segments_fallback_path(tmp_path):
+    """More than 254 segments per image takes the uint16 / bincount path; still identical."""
+    from cqbnet.data.panoptic_format import Category, PanopticRecord, SegmentInfo, write_panoptic_png
+    from cqbnet.io import write_json
+
+    cats = {1: Category(1, "a", True), 2: Category(2, "b", False)}
+    rng = np.random.default_rng(0)
+    ids = (np.arange(40 * 40).reshape(40, 40) // 5 + 1).astype(np.uint32)  # 320 segments of 5 px
+    segs = [SegmentInfo(int(i), 1 if i % 3 else 2, bool(i % 17 == 0), 5) for i in np.unique(ids)]
+    (tmp_path / "gt").mkdir()
+    write_panoptic_png(tmp_path / "gt" / "1.png", ids)
+    write_json(
+        tmp_path / "gt.json",
+        {
+            "annotations": [PanopticRecord(1, "1.png", segs).to_json()],
+            "categories": [c.to_json() for c in cats.values()],
+        },
+    )
+    p_ids, p_segs = perturb(ids, segs, cats, rng, ["shift", "split", "extra", "wrong_class"])
+    pred_json = write_prediction(tmp_path, {1: (p_ids, p_segs)}, cats)
+    ours = evaluate_panoptic_files(tmp_path / "gt.json", pred_json, tmp_path / "gt", tmp_path / "pred")
+    assert_same(ours, reference(tmp_path / "gt.json", pred_json, tmp_path / "gt", tmp_path / "pred"))
+
+
+def test_coco_categories_file_argument(coco_sample):
+    cats = load_categories(coco_sample / "panoptic_coco_categories.json")
+    r = evaluate_panoptic_files(
+        coco_sample / "panoptic_examples.json",
+        coco_sample / "panoptic_examples.json",
+        coco_sample / "panoptic_examples",
+        coco_sample / "panoptic_examples",
+        categories=cats,
+    )
+    assert r.all["pq"] == 1.0 and r.miou == 1.0
