@@ -20,10 +20,10 @@ The same histogram gives the semantic confusion matrix for mIoU.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,14 +57,26 @@ def _lut(dtype: type) -> np.ndarray:
 
 
 def _dense_index(ids: np.ndarray, seg_ids: np.ndarray) -> np.ndarray:
-    """(H, W) segment ids -> (H, W) dense indices: void 0, unknown 1, seg_ids[k] -> k + 2."""
+    """(H, W) segment ids -> (H, W) dense indices: void 0, unknown 1, seg_ids[k] -> k + 2.
+
+    Maps with small ids (below 256, as a model's output usually is) go through a
+    256-entry ``cv2.LUT``; others through a per-thread 2^24-entry table.
+    """
     n = len(seg_ids)
     dtype = np.uint8 if n + 2 <= 256 else np.uint16 if n + 2 <= 65536 else None
     if dtype is None:
         raise InputError(f"more than {65536 - 2} segments in one image")
     if ids.dtype != np.uint32:
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) > MAX_ID):
+        lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+        if lo < 0 or hi > MAX_ID:
             raise InputError(f"segment ids must lie in [0, {MAX_ID}]")
+        if hi < 256 and dtype == np.uint8:
+            table = np.full(256, _UNKNOWN, dtype=np.uint8)
+            table[VOID] = 0
+            small = seg_ids < 256
+            table[seg_ids[small]] = np.arange(2, n + 2, dtype=np.uint8)[small]
+            ids8 = ids if ids.dtype == np.uint8 else ids.astype(np.uint8)
+            return cv2.LUT(np.ascontiguousarray(ids8), table)
         ids = ids.astype(np.uint32)
     lut = _lut(dtype)
     lut[seg_ids] = np.arange(2, n + 2, dtype=dtype)
@@ -103,13 +115,19 @@ def _json_area(s: SegmentInfo | dict) -> int | None:
 
 @dataclass
 class ImageStats:
-    """What one image adds: per category index, IoU sum, TP, FP, FN; and the semantic confusion."""
+    """What one image adds, as short lists (cheap to send between processes).
 
-    iou: np.ndarray  # (C,) float64
-    tp: np.ndarray  # (C,) int64
-    fp: np.ndarray
-    fn: np.ndarray
-    confusion: np.ndarray  # (C, C + 1) int64: GT category x predicted category (+ void column)
+    TPs in GT order (category index and IoU), the category index of each FN and
+    FP, and the non-zero cells of the semantic confusion (GT category x
+    predicted category, the last column being predicted void).
+    """
+
+    tp_cat: np.ndarray  # (T,) int64
+    tp_iou: np.ndarray  # (T,) float64
+    fn_cat: np.ndarray  # (F,) int64
+    fp_cat: np.ndarray  # (P,) int64
+    conf_idx: np.ndarray  # (K,) int64 flat index into the (C, C + 1) confusion
+    conf_val: np.ndarray  # (K,) int64 pixel counts
 
 
 def _unknown_ids(ids: np.ndarray, known: np.ndarray) -> list[int]:
@@ -187,24 +205,17 @@ def image_stats(
     iou = np.where(same, inter / np.maximum(union, 1), 0.0)
     gi, pi = np.nonzero(iou > 0.5)  # row-major: GT id order, as the reference's sorted keys
 
-    stats_iou = np.zeros(n_cat)
-    tp = np.zeros(n_cat, dtype=np.int64)
-    np.add.at(stats_iou, g_ci[gi], iou[gi, pi])
-    np.add.at(tp, g_ci[gi], 1)
-
     g_matched = np.zeros(ng, dtype=bool)
     g_matched[gi] = True
     p_matched = np.zeros(np_, dtype=bool)
     p_matched[pi] = True
-
-    fn = np.zeros(n_cat, dtype=np.int64)
-    np.add.at(fn, g_ci[~g_matched & ~g_crowd], 1)
+    fn_cat = g_ci[~g_matched & ~g_crowd]
 
     # Unmatched predictions on void or on their category's crowd region are ignored.
     crowd_of_cat: dict[int, int] = {}
     for k in np.flatnonzero(g_crowd & ~g_matched):
         crowd_of_cat[int(g_cat[k])] = int(k)  # the last one wins, as in the reference
-    fp = np.zeros(n_cat, dtype=np.int64)
+    fp = []
     for k in np.flatnonzero(~p_matched):
         ignored = int(void_pred[k])
         crowd_k = crowd_of_cat.get(int(p_cat[k]))
@@ -212,15 +223,20 @@ def image_stats(
             ignored += int(inter[crowd_k, k])
         if ignored / p_area[k] > 0.5:
             continue
-        fp[p_ci[k]] += 1
+        fp.append(p_ci[k])
 
-    # Semantic confusion (GT void rows dropped; prediction void is the last column).
-    conf = np.zeros((n_cat, n_cat + 1), dtype=np.int64)
-    rows = np.repeat(g_ci, np_ + 1)
-    cols = np.tile(np.concatenate([[n_cat], p_ci]), ng)
-    vals = np.concatenate([hist[2:, :1], hist[2:, 2:]], axis=1).ravel()
-    np.add.at(conf, (rows, cols), vals)
-    return ImageStats(stats_iou, tp, fp, fn, conf)
+    # Semantic confusion cells (GT void rows dropped; prediction void is the last column).
+    cells = np.concatenate([hist[2:, :1], hist[2:, 2:]], axis=1)  # (ng, np + 1)
+    r, c = np.nonzero(cells)
+    cols = np.concatenate([[n_cat], p_ci])
+    return ImageStats(
+        tp_cat=g_ci[gi],
+        tp_iou=iou[gi, pi],
+        fn_cat=fn_cat,
+        fp_cat=np.asarray(fp, dtype=np.int64),
+        conf_idx=g_ci[r] * (n_cat + 1) + cols[c],
+        conf_val=cells[r, c],
+    )
 
 
 @dataclass
@@ -290,11 +306,12 @@ class PanopticQuality:
         self.num_images = 0
 
     def add(self, s: ImageStats) -> None:
-        self.iou += s.iou
-        self.tp += s.tp
-        self.fp += s.fp
-        self.fn += s.fn
-        self.confusion += s.confusion
+        """Add one image's statistics (IoUs summed in the order given, as the reference does)."""
+        np.add.at(self.iou, s.tp_cat, s.tp_iou)
+        np.add.at(self.tp, s.tp_cat, 1)
+        np.add.at(self.fn, s.fn_cat, 1)
+        np.add.at(self.fp, s.fp_cat, 1)
+        np.add.at(self.confusion.reshape(-1), s.conf_idx, s.conf_val)
         self.num_images += 1
 
     def update(
@@ -385,10 +402,10 @@ def evaluate_panoptic_files(
 
     Arguments mirror panopticapi's ``pq_compute``: folders default to the JSON
     path without ``.json``; categories come from the GT JSON unless given.
-    ``workers`` threads decode PNGs in parallel (default: CPU count); the sums
-    are taken in image order, so the result does not depend on ``workers``.
-    With ``compute_ap`` the thing segments are also scored as instances (box and
-    mask AP through pycocotools), in ``result.extra``.
+    ``workers`` processes decode and count in parallel (default: CPU count);
+    the sums are taken in image order, so the result does not depend on
+    ``workers``. With ``compute_ap`` the thing segments are also scored as
+    instances (box and mask AP through pycocotools), in ``result.extra``.
     """
     from cqbnet.evaluation.coco_ap import InstanceCollector
 
@@ -397,25 +414,14 @@ def evaluate_panoptic_files(
     for d, j in ((gt_set.png_dir, gt_json), (pred_set.png_dir, pred_json)):
         if not Path(d).is_dir():
             raise InputError(f"{d}: PNG folder for {j} not found")
-    pairs = _pairs(gt_set, pred_set, Path(pred_json))
     metric = PanopticQuality(gt_set.categories)
     instances = InstanceCollector(gt_set.categories) if compute_ap else None
-
-    def one(pair) -> tuple[ImageStats, tuple | None]:
-        g, p = pair
-        gp, pp = gt_set.png_path(g), pred_set.png_path(p)
-        gt_ids = read_panoptic_png(gp)
-        pred_ids = read_panoptic_png(pp)
-        if g.height is not None and g.width is not None and gt_ids.shape != (g.height, g.width):
-            raise InputError(
-                f"{where(gp, g.image_id)}PNG is {gt_ids.shape[1]}x{gt_ids.shape[0]} "
-                f"but the image is {g.width}x{g.height}"
-            )
-        stats = image_stats(gt_ids, g.segments, pred_ids, p.segments, metric.cat_index, g.image_id, gp, pp)
-        enc = instances.encode(g.image_id, gt_ids, g.segments, pred_ids, p.segments) if instances else None
-        return stats, enc
-
-    for stats, enc in _map(one, pairs, workers):
+    pairs = [
+        (gt_set.png_path(g), g.segments, (g.height, g.width), pred_set.png_path(p), p.segments, g.image_id)
+        for g, p in _pairs(gt_set, pred_set, Path(pred_json))
+    ]
+    state = (metric.cat_index, instances, pairs)
+    for stats, enc in _ordered_map(_file_task, range(len(pairs)), workers, state):
         metric.add(stats)
         if instances is not None:
             instances.add_encoded(enc)
@@ -425,12 +431,37 @@ def evaluate_panoptic_files(
     return result
 
 
-def _map(fn, items: Iterable, workers: int | None):
-    """Ordered map over a thread pool (OpenCV decoding releases the GIL)."""
-    items = list(items)
-    workers = workers or os.cpu_count() or 1
-    if workers <= 1 or len(items) <= 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as ex:
-        yield from ex.map(fn, items)
+_worker_state: tuple | None = None
+
+
+def _file_task(index: int) -> tuple[ImageStats, tuple | None]:
+    """Decode one GT/prediction pair and count it (runs in a worker process)."""
+    cat_index, instances, pairs = _worker_state
+    gp, g_segs, (h, w), pp, p_segs, image_id = pairs[index]
+    gt_ids = read_panoptic_png(gp)
+    pred_ids = read_panoptic_png(pp)
+    if h is not None and w is not None and gt_ids.shape != (h, w):
+        raise InputError(f"{where(gp, image_id)}PNG is {gt_ids.shape[1]}x{gt_ids.shape[0]} but the image is {w}x{h}")
+    stats = image_stats(gt_ids, g_segs, pred_ids, p_segs, cat_index, image_id, gp, pp)
+    enc = instances.encode(image_id, gt_ids, g_segs, pred_ids, p_segs) if instances is not None else None
+    return stats, enc
+
+
+def _ordered_map(fn, tasks, workers: int | None, state: tuple) -> Iterable:
+    """Map ``fn`` over ``tasks`` in order: in this process, or in a pool of forked workers.
+
+    The workers inherit ``state`` through fork, so a task is only an index.
+    """
+    global _worker_state
+    tasks = list(tasks)
+    workers = min(workers or os.cpu_count() or 1, len(tasks))
+    _worker_state = state
+    try:
+        if workers <= 1 or "fork" not in mp.get_all_start_methods():
+            yield from map(fn, tasks)
+            return
+        chunk = max(1, len(tasks) // (workers * 8))
+        with mp.get_context("fork").Pool(workers) as pool:
+            yield from pool.imap(fn, tasks, chunksize=chunk)
+    finally:
+        _worker_state = None
