@@ -66,45 +66,25 @@ def test_synth_simulate_cost_show(tmp_path, capsys):
     assert code == 0 and (tmp_path / "pics" / "manifest_labels.png").is_file()
 
 
+def evaluate(capsys, synth, pred_json, pred_dir, out, *extra):
+    """``cqbnet evaluate --ap`` of a prediction against the synthetic val split."""
+    gt = ["--gt-json", synth / "panoptic_val.json", "--gt-dir", synth / "panoptic" / "val"]
+    pred = ["--pred-json", pred_json, "--pred-dir", pred_dir]
+    return run(capsys, "evaluate", *gt, *pred, "--ap", "--out", out, *extra)
+
+
 def test_evaluate_with_ap(tmp_path, capsys, synth):
     gt = load_panoptic_json(synth / "panoptic_val.json", synth / "panoptic" / "val")
     rng = np.random.default_rng(0)
     preds = {r.image_id: perturb(read_panoptic_png(gt.png_path(r)), r.segments, gt.categories, rng) for r in gt.records}
     pj = write_prediction(tmp_path, preds, gt.categories)
-    code, out, _ = run(
-        capsys,
-        "evaluate",
-        "--gt-json",
-        synth / "panoptic_val.json",
-        "--pred-json",
-        pj,
-        "--pred-dir",
-        tmp_path / "pred",
-        "--gt-dir",
-        synth / "panoptic" / "val",
-        "--ap",
-        "--per-class",
-        "--out",
-        tmp_path / "metrics.json",
-    )
+    code, out, _ = evaluate(capsys, synth, pj, tmp_path / "pred", tmp_path / "metrics.json", "--per-class")
     assert code == 0 and "segm AP" in out and "disk" in out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 < metrics["All"]["pq"] < 1 and 0 < metrics["segm"]["AP"] < 1 and 0 < metrics["mIoU"] < 1
     # identity: every metric perfect
-    code, out, _ = run(
-        capsys,
-        "evaluate",
-        "--gt-json",
-        synth / "panoptic_val.json",
-        "--pred-json",
-        synth / "panoptic_val.json",
-        "--gt-dir",
-        synth / "panoptic" / "val",
-        "--pred-dir",
-        synth / "panoptic" / "val",
-        "--ap",
-        "--out",
-        tmp_path / "id.json",
+    code, out, _ = evaluate(
+        capsys, synth, synth / "panoptic_val.json", synth / "panoptic" / "val", tmp_path / "id.json"
     )
     assert code == 0
     ident = json.loads((tmp_path / "id.json").read_text())

@@ -123,41 +123,24 @@ def _poly_mask(size: int, pts: np.ndarray) -> np.ndarray:
     return m
 
 
+def _ellipse_mask(size: int, cx: float, cy: float, ax: float, ay: float, angle: float) -> np.ndarray:
+    """Filled ellipse (sub-pixel centre and axes through OpenCV's 4-bit fixed point)."""
+    m = np.zeros((size, size), np.uint8)
+    centre, axes = (int(cx * 16), int(cy * 16)), (int(ax * 16), int(ay * 16))
+    cv2.ellipse(m, centre, axes, math.degrees(angle), 0, 360, 1, -1, lineType=cv2.LINE_8, shift=4)
+    return m.astype(bool)
+
+
 def shape_mask(shape: str, size: int, cx: float, cy: float, extent: float, angle: float, aspect: float) -> np.ndarray:
     """Boolean (size, size) mask of one thing shape centred at (cx, cy)."""
     r = extent / 2.0
     sx, sy = r * aspect, r / aspect
     centre = np.array([cx, cy])
     if shape in ("disk", "ring"):
-        m = np.zeros((size, size), np.uint8)
-        cv2.ellipse(
-            m,
-            (int(cx * 16), int(cy * 16)),
-            (int(sx * 16), int(sy * 16)),
-            math.degrees(angle),
-            0,
-            360,
-            1,
-            -1,
-            lineType=cv2.LINE_8,
-            shift=4,
-        )
+        m = _ellipse_mask(size, cx, cy, sx, sy, angle)
         if shape == "ring":
-            hole = np.zeros_like(m)
-            cv2.ellipse(
-                hole,
-                (int(cx * 16), int(cy * 16)),
-                (int(sx * 8), int(sy * 8)),
-                math.degrees(angle),
-                0,
-                360,
-                1,
-                -1,
-                lineType=cv2.LINE_8,
-                shift=4,
-            )
-            m &= 1 - hole
-        return m.astype(bool)
+            m &= ~_ellipse_mask(size, cx, cy, sx / 2, sy / 2, angle)
+        return m
     if shape == "square":
         pts = np.array([[-sx, -sy], [sx, -sy], [sx, sy], [-sx, sy]]) * 0.85
         return _poly_mask(size, _rot(pts, angle) + centre).astype(bool)
