@@ -148,3 +148,21 @@ def test_prediction_errors_name_file_image_segment(tmp_path):
     pj.write_text(json.dumps({"annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": []}]}))
     with pytest.raises(InputError, match="image 1: prediction is 3x4, ground truth is 3x2"):
         evaluate_panoptic_files(j, pj, pan, pred)
+
+
+@pytest.mark.parametrize("image", [np.zeros((4, 5), np.uint8), np.zeros((4, 5, 3), np.uint16)])
+def test_non_rgb8_png_rejected(tmp_path, image):
+    import cv2
+
+    p = tmp_path / "x.png"
+    cv2.imwrite(str(p), image)
+    with pytest.raises(InputError, match="x.png: a panoptic PNG must be 8-bit RGB"):
+        read_panoptic_png(p)
+
+
+def test_damaged_png_rejected(tmp_path):
+    p = tmp_path / "x.png"
+    write_panoptic_png(p, np.arange(12, dtype=np.uint32).reshape(3, 4))
+    p.write_bytes(p.read_bytes()[:40])
+    with pytest.raises(InputError, match="x.png: not a readable PNG"):
+        read_panoptic_png(p)

@@ -63,32 +63,34 @@ def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: panoptic PNG not found")
-    rgb = _decode_rgb(path)
-    if rgb is None:
-        raise InputError(f"{path}: not a readable PNG image")
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
-        raise InputError(f"{path}: a panoptic PNG must be 8-bit RGB, got shape {rgb.shape} dtype {rgb.dtype}")
-    if rgb.shape[2] == 4:
-        rgb = np.ascontiguousarray(rgb[..., :3])
+    rgba = _decode_rgba(path)
     # RGBA bytes viewed as little-endian uint32 are R + 2^8 G + 2^16 B + 2^24 A.
-    ids = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA).view(np.uint32)[..., 0]
+    ids = rgba.view(np.uint32)[..., 0]
     np.bitwise_and(ids, MAX_ID, out=ids)
     return ids
 
 
-def _decode_rgb(path: Path) -> np.ndarray | None:
-    """Decode a PNG to RGB: libspng (pyspng, about twice as fast as libpng) when installed, else OpenCV."""
+def _decode_rgba(path: Path) -> np.ndarray:
+    """Decode an 8-bit RGB(A) PNG to (H, W, 4) RGBA.
+
+    libspng (pyspng, about twice as fast as libpng) decodes straight to RGBA when
+    installed and the header says 8-bit RGB or RGBA; anything else goes through
+    OpenCV, which also judges damaged files.
+    """
     if _spng is not None:
         data = path.read_bytes()
-        if data[:8] == b"\x89PNG\r\n\x1a\n":
+        # IHDR: bit depth at byte 24, colour type at byte 25 (2 = RGB, 6 = RGBA)
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[24] == 8 and data[25] in (2, 6):
             try:
-                return _spng.load(data)
+                return _spng.load(data, "RGBA")
             except Exception:  # a damaged PNG: let OpenCV judge it below
                 pass
     bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if bgr is None or bgr.ndim != 3 or bgr.dtype != np.uint8:
-        return bgr
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB if bgr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    if bgr is None:
+        raise InputError(f"{path}: not a readable PNG image")
+    if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] not in (3, 4):
+        raise InputError(f"{path}: a panoptic PNG must be 8-bit RGB, got shape {bgr.shape} dtype {bgr.dtype}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA if bgr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
 
 
 def write_panoptic_png(path: str | os.PathLike, ids: np.ndarray) -> None:
