@@ -95,7 +95,8 @@ def _joint_histogram(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> np.ndarr
     return np.bincount(joint, minlength=na * nb).reshape(na, nb)
 
 
-def _segment_arrays(segments: Sequence[SegmentInfo | dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+def _segment_arrays(segments: Sequence[SegmentInfo | dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Segment ids, category ids and crowd flags as arrays, from SegmentInfo objects or JSON dicts."""
     ids, cats, crowd = [], [], []
     for s in segments:
         if isinstance(s, dict):
@@ -106,7 +107,7 @@ def _segment_arrays(segments: Sequence[SegmentInfo | dict]) -> tuple[np.ndarray,
             ids.append(s.id)
             cats.append(s.category_id)
             crowd.append(s.iscrowd)
-    return np.asarray(ids, dtype=np.int64), np.asarray(cats, dtype=np.int64), np.asarray(crowd, dtype=bool), segments
+    return np.asarray(ids, dtype=np.int64), np.asarray(cats, dtype=np.int64), np.asarray(crowd, dtype=bool)
 
 
 def _json_area(s: SegmentInfo | dict) -> int | None:
@@ -131,8 +132,8 @@ class ImageStats:
 
 
 def _unknown_ids(ids: np.ndarray, known: np.ndarray) -> list[int]:
-    u = np.unique(ids)
-    return [int(x) for x in u if x != VOID and x not in set(known.tolist())]
+    known_set = set(known.tolist())
+    return [int(x) for x in np.unique(ids) if x != VOID and int(x) not in known_set]
 
 
 def image_stats(
@@ -157,8 +158,8 @@ def image_stats(
             f"{where(pred_path, image_id)}prediction is {pred_ids.shape[1]}x{pred_ids.shape[0]}, "
             f"ground truth is {gt_ids.shape[1]}x{gt_ids.shape[0]}"
         )
-    g_id, g_cat, g_crowd, _ = _segment_arrays(gt_segments)
-    p_id, p_cat, _, _ = _segment_arrays(pred_segments)
+    g_id, g_cat, g_crowd = _segment_arrays(gt_segments)
+    p_id, p_cat, _ = _segment_arrays(pred_segments)
     for label, seg_ids, path in (("ground truth", g_id, gt_path), ("prediction", p_id, pred_path)):
         if len(np.unique(seg_ids)) != len(seg_ids):
             dup = [int(x) for x in seg_ids if (seg_ids == x).sum() > 1][0]
