@@ -119,21 +119,19 @@ def cmd_show(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from cqbnet.data.panoptic_format import load_categories, load_panoptic_json
     from cqbnet.evaluation.panoptic_quality import evaluate_panoptic_files
     from cqbnet.io import write_json
 
-    cats = load_categories(args.categories) if args.categories else load_panoptic_json(args.gt_json).categories
     r = evaluate_panoptic_files(
         args.gt_json,
         args.pred_json,
         args.gt_dir,
         args.pred_dir,
-        categories=cats,
+        categories=args.categories,
         workers=args.workers,
         compute_ap=args.ap,
     )
-    print(r.table(cats, per_class=args.per_class))
+    print(r.table(per_class=args.per_class))
     for t in ("bbox", "segm"):
         if t in r.extra:
             v = r.extra[t]

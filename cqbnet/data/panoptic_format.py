@@ -351,6 +351,15 @@ def segment_areas(ids: np.ndarray) -> dict[int, int]:
     return {int(a): int(b) for a, b in zip(u, c)}
 
 
+def check_size(ids: np.ndarray, record: PanopticRecord, png_path: str | os.PathLike) -> None:
+    """Raise when the PNG's size differs from the image's height and width in the JSON (when known)."""
+    h, w = record.height, record.width
+    if h is not None and w is not None and ids.shape != (h, w):
+        raise InputError(
+            f"{where(png_path, record.image_id)}PNG is {ids.shape[1]}x{ids.shape[0]} but the image is {w}x{h}"
+        )
+
+
 def check_record(
     ids: np.ndarray,
     record: PanopticRecord,
@@ -364,8 +373,7 @@ def check_record(
     the PNG, or a category id is unknown.
     """
     ctx = where(png_path, record.image_id)
-    if record.height is not None and record.width is not None and ids.shape != (record.height, record.width):
-        raise InputError(f"{ctx}PNG is {ids.shape[1]}x{ids.shape[0]} but the image is {record.width}x{record.height}")
+    check_size(ids, record, png_path)
     areas = segment_areas(ids)
     known = {s.id for s in record.segments}
     for sid in areas:

@@ -36,6 +36,7 @@ from cqbnet.data.panoptic_format import (
     VOID,
     Category,
     SegmentInfo,
+    check_size,
     load_panoptic_json,
     read_panoptic_png,
 )
@@ -252,6 +253,7 @@ class PQResult:
     per_class_iou: dict[int, float]
     num_images: int
     extra: dict[str, Any] = field(default_factory=dict)
+    categories: dict[int, Category] = field(default_factory=dict)  # for names in tables
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -267,6 +269,7 @@ class PQResult:
 
     def table(self, categories: dict[int, Category] | None = None, per_class: bool = False) -> str:
         """The PQ summary as a text table (percent), optionally with one row per class."""
+        categories = categories or self.categories
         lines = [f"{'':10s}| {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s} {'N':>5s}", "-" * 38]
         for name, r in (("All", self.all), ("Things", self.things), ("Stuff", self.stuff)):
             lines.append(f"{name:10s}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  {100 * r['rq']:5.1f} {r['n']:5d}")
@@ -373,7 +376,7 @@ class PanopticQuality:
         things, _ = self._average(True)
         stuff, _ = self._average(False)
         miou, per_iou = self.semantic_iou()
-        return PQResult(all_, things, stuff, per_class, miou, per_iou, self.num_images)
+        return PQResult(all_, things, stuff, per_class, miou, per_iou, self.num_images, categories=self.categories)
 
 
 def _pairs(gt_set, pred_set, pred_json: Path) -> list:
@@ -418,8 +421,7 @@ def evaluate_panoptic_files(
     metric = PanopticQuality(gt_set.categories)
     instances = InstanceCollector(gt_set.categories) if compute_ap else None
     pairs = [
-        (gt_set.png_path(g), g.segments, (g.height, g.width), pred_set.png_path(p), p.segments, g.image_id)
-        for g, p in _pairs(gt_set, pred_set, Path(pred_json))
+        (g, gt_set.png_path(g), pred_set.png_path(p), p.segments) for g, p in _pairs(gt_set, pred_set, Path(pred_json))
     ]
     state = (metric.cat_index, instances, pairs)
     for stats, enc in _ordered_map(_file_task, range(len(pairs)), workers, state):
@@ -438,13 +440,12 @@ _worker_state: tuple | None = None
 def _file_task(index: int) -> tuple[ImageStats, tuple | None]:
     """Decode one GT/prediction pair and count it (runs in a worker process)."""
     cat_index, instances, pairs = _worker_state
-    gp, g_segs, (h, w), pp, p_segs, image_id = pairs[index]
+    g, gp, pp, p_segs = pairs[index]
     gt_ids = read_panoptic_png(gp)
     pred_ids = read_panoptic_png(pp)
-    if h is not None and w is not None and gt_ids.shape != (h, w):
-        raise InputError(f"{where(gp, image_id)}PNG is {gt_ids.shape[1]}x{gt_ids.shape[0]} but the image is {w}x{h}")
-    stats = image_stats(gt_ids, g_segs, pred_ids, p_segs, cat_index, image_id, gp, pp)
-    enc = instances.encode(image_id, gt_ids, g_segs, pred_ids, p_segs) if instances is not None else None
+    check_size(gt_ids, g, gp)
+    stats = image_stats(gt_ids, g.segments, pred_ids, p_segs, cat_index, g.image_id, gp, pp)
+    enc = instances.encode(g.image_id, gt_ids, g.segments, pred_ids, p_segs) if instances is not None else None
     return stats, enc
 
 
