@@ -1,7 +1,10 @@
-"""Atomic file output: a reader never sees a half-written file.
+"""File input and output.
 
-Everything is written to a temporary name in the destination folder and moved
-into place with :func:`os.replace`, which is atomic on POSIX and Windows.
+Output is atomic: a reader never sees a half-written file. Everything is
+written to a temporary name in the destination folder and moved into place with
+:func:`os.replace`, which is atomic on POSIX and Windows. Input of JSON and YAML
+turns a missing or malformed file into an :class:`~cqbnet.errors.InputError`
+naming it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,36 @@ from typing import Any
 
 import cv2
 import numpy as np
+import yaml
+
+from cqbnet.errors import InputError
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Parse a JSON file; a missing, malformed or non-UTF-8 file is an InputError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: malformed JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
+
+
+def read_yaml(path: str | os.PathLike, what: str = "file") -> Any:
+    """Parse a YAML file; a missing or malformed file is an InputError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
 
 
 @contextlib.contextmanager

@@ -21,3 +21,51 @@ def write_prediction(out: Path, preds: dict[int, tuple[np.ndarray, list[SegmentI
     j = out / "pred.json"
     write_json(j, {"annotations": anns, "categories": [c.to_json() for c in categories.values()]})
     return j
+
+
+def write_pilot(
+    path: Path,
+    curves: dict[tuple[str, str], tuple[float, ...]],
+    seeds: int = 3,
+    noise: float = 0.0,
+    rng_seed: int = 0,
+    rho_p=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+) -> Path:
+    """A pilot CSV whose runs follow known curves (ascending polynomial coefficients per (kind, region)).
+
+    Study P: PQ(rho) = 20 + 100 * int_0^rho f (Eq. 5 as a rate); weak study W at rho_W = 1 - rho_P:
+    module = baseline * (1 + f(rho_W)) (Eq. 6), baseline 40 for things and 30 for stuff. Noise in PQ points.
+    """
+    from numpy.polynomial import polynomial as npoly
+
+    rng = np.random.default_rng(rng_seed)
+    lines = ["study,arm,seed,rho_P,rho_I,rho_B,rho_S,rho_PT,pq_th,pq_st"]
+    kinds = sorted({k for k, _ in curves}, key=lambda k: ("P", "I", "B", "S", "PT").index(k))
+    for kind in kinds:
+        for rp in rho_p:
+            for s in range(seeds):
+                pq = {}
+                for region, base in (("th", 40.0), ("st", 30.0)):
+                    c = curves.get((kind, region))
+                    if c is None:
+                        continue
+                    if kind == "P":
+                        pq[region] = {"full": 20.0 + 100 * npoly.polyval(rp, npoly.polyint(c))}
+                    else:
+                        pq[region] = {
+                            "baseline": base,
+                            "module": base * (1 + npoly.polyval(1 - rp, c)),
+                            "upper": base + 5,
+                        }
+                arms = ("full",) if kind == "P" else ("baseline", "module", "upper")
+                for arm in arms:
+                    ratio = {k: 0.0 for k in ("P", "I", "B", "S", "PT")}
+                    ratio["P"] = rp
+                    if kind != "P":
+                        ratio[kind] = round(1 - rp, 6)
+                    cells = [
+                        f"{pq[r][arm] + noise * rng.standard_normal():.6f}" if r in pq else "" for r in ("th", "st")
+                    ]
+                    lines.append(",".join([kind, arm, str(s)] + [f"{ratio[k]:g}" for k in ratio] + cells))
+    path.write_text("\n".join(lines) + "\n")
+    return path

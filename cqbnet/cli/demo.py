@@ -1,8 +1,9 @@
 """``cqbnet demo``: the main job on the embedded synthetic scenes.
 
-So far: make the scenes, simulate a labelling plan, print what it costs, and
-draw the labels it buys. Later stages (training, evaluation of the trained
-model, the planner) join this script as they land.
+So far: make the scenes, plan which labels to buy for a budget (paper 000's
+published quality model until a pilot on these scenes replaces it), simulate
+that plan, print what it costs, and draw the labels it buys and the Pareto
+front. Training and evaluation of the trained model join as they land.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from pathlib import Path
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.synthetic import generate, synthetic_categories
 from cqbnet.evaluation.panoptic_quality import evaluate_panoptic_files
-from cqbnet.io import write_image
+from cqbnet.io import atomic_path, write_image, write_json
 from cqbnet.labels.costs import CostModel, cost_table
-from cqbnet.labels.simulate import dataset_stats, manifest_cost, parse_ratio, simulate
+from cqbnet.labels.simulate import dataset_stats, format_ratio, manifest_cost, parse_ratio, simulate
+from cqbnet.planner.plan import format_plan_ratio, make_plan
+from cqbnet.planner.presets import named_ratios, preset
+from cqbnet.planner.search import Constraints
 from cqbnet.visualization.draw import grid
 from cqbnet.visualization.labels import label_kinds_figure, write_manifest_pictures
+from cqbnet.visualization.pareto_plot import plot_plan
 
 
 def run_demo(
@@ -25,12 +30,13 @@ def run_demo(
     seed: int = 0,
     num_train: int = 2000,
     num_val: int = 300,
-    ratio: str = "P=0.29,I=0.355,B=0.29,S=0.065",
+    ratio: str | None = None,
+    budget: float = 0.45,
 ) -> dict:
+    """Run the pipeline; ``ratio`` (e.g. ``"P=0.3,B=0.7"``) skips the planner, else plan for ``budget``."""
     out = Path(out)
-    plan = parse_ratio(ratio)
     t0 = time.time()
-    print(f"[1/4] synthetic scenes: {num_train} train / {num_val} val -> {out / 'data'}")
+    print(f"[1/5] synthetic scenes: {num_train} train / {num_val} val -> {out / 'data'}")
     data = generate(out / "data", num_train, num_val, seed=seed)
     cats = synthetic_categories()
     print(
@@ -41,22 +47,41 @@ def run_demo(
         + f" ({time.time() - t0:.1f} s)"
     )
 
-    print(f"[2/4] simulate the labelling plan {ratio} (seed {seed})")
+    figs = out / "pictures"
+    if ratio is None:
+        print(f"[2/5] plan for a budget of {budget:g} (paper 000's Eq. 8 model, 7500 sampled ratios, seed {seed})")
+        model = preset("paper-coco")
+        result = make_plan(
+            model, CostModel(), Constraints(model.kinds), budget=budget, seed=seed, named=named_ratios("paper-coco")
+        )
+        write_json(out / "plan" / "plan.json", result.to_json(), indent=2)
+        plot_plan(result, figs / "pareto.png", budget=budget)
+        rec = result.recommended
+        ratio = format_plan_ratio(rec.ratio)
+        print(f"      recommended ({result.rule}): {ratio}  f1 {rec.f1:.3f}  f2 {rec.f2:.3f}")
+        plan = {frozenset([k]): v for k, v in rec.ratio.items() if v > 0}
+    else:
+        print("[2/5] plan given on the command line")
+        plan = parse_ratio(ratio)
+        ratio = format_ratio(plan)
+
+    print(f"[3/5] simulate the labelling plan {ratio} (seed {seed})")
     gt = load_panoptic_json(data / "panoptic_train.json", data / "panoptic" / "train", data / "images" / "train")
     manifest = simulate(gt, plan, out / "labels", seed=seed)
     print(f"      manifest: {manifest.path}")
 
-    print("[3/4] annotation cost (paper 000's relative costs; full panoptic label = 1)")
+    print("[4/5] annotation cost (paper 000's relative costs; full panoptic label = 1)")
     costs = CostModel(stats=dataset_stats(gt))
     rows = manifest_cost(manifest, costs)
     table = cost_table(rows, len(manifest.images))
     print(table)
 
-    print("[4/4] pictures and a metric check")
-    figs = out / "pictures"
+    print("[5/5] pictures and a metric check")
     kinds = grid([label_kinds_figure(gt, r, seed=seed) for r in gt.records[:3]], cols=1)
     write_image(figs / "label_kinds.png", kinds)
     written = [figs / "label_kinds.png", *write_manifest_pictures(manifest, figs, num=12, seed=seed)]
+    if (figs / "pareto.png").is_file():
+        written.insert(0, figs / "pareto.png")
     # The evaluator on the validation split against itself must give PQ = 100.
     val = evaluate_panoptic_files(
         data / "panoptic_val.json", data / "panoptic_val.json", data / "panoptic" / "val", data / "panoptic" / "val"
@@ -65,11 +90,12 @@ def run_demo(
     for p in written:
         print(f"      wrote {p}")
     report = out / "report.md"
-    report.write_text(
-        "# cqbnet demo\n\n"
-        f"Plan: `{ratio}` on {len(manifest.images)} training images (seed {seed}).\n\n"
-        "## Annotation cost\n\n```\n" + table + "\n```\n\n"
-        "## Pictures\n\n" + "".join(f"- `{p.relative_to(out)}`\n" for p in written)
-    )
+    with atomic_path(report) as tmp:
+        tmp.write_text(
+            "# cqbnet demo\n\n"
+            f"Plan: `{ratio}` on {len(manifest.images)} training images (seed {seed}).\n\n"
+            "## Annotation cost\n\n```\n" + table + "\n```\n\n"
+            "## Pictures\n\n" + "".join(f"- `{p.relative_to(out)}`\n" for p in written)
+        )
     print(f"done in {time.time() - t0:.1f} s; report: {report}")
     return {"manifest": manifest.path, "pictures": written, "report": report}

@@ -63,7 +63,14 @@ def cmd_simulate(args) -> int:
     from cqbnet.labels.costs import cost_table
     from cqbnet.labels.simulate import dataset_stats, manifest_cost, parse_ratio, simulate
 
-    ratio = parse_ratio(args.ratio)
+    if (args.ratio is None) == (args.plan is None):
+        raise InputError("give either --ratio or --plan")
+    if args.plan is not None:
+        from cqbnet.planner.plan import load_plan_ratio
+
+        ratio = load_plan_ratio(args.plan)
+    else:
+        ratio = parse_ratio(args.ratio)
     costs = _costs(args)
     gt = _load_gt(args)
     m = simulate(
@@ -143,10 +150,91 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from cqbnet.io import write_json
+    from cqbnet.labels.kinds import KINDS
+    from cqbnet.planner.pilot import load_pilot_table, regression_samples
+    from cqbnet.planner.plan import make_plan
+    from cqbnet.planner.presets import PAPER_TABLE1, named_ratios, preset
+    from cqbnet.planner.quality_model import fit_quality_model
+    from cqbnet.planner.search import Constraints, parse_kinds, parse_shares
+    from cqbnet.visualization.pareto_plot import plot_plan
+
+    costs = _costs(args)
+    gt = None
+    if args.data or args.gt_json:
+        from cqbnet.labels.simulate import dataset_stats
+
+        gt = _load_gt(args)
+        costs.stats = {**dataset_stats(gt, args.points_per_segment), **costs.stats}
+    named, paper = {}, {}
+    if args.preset:
+        model = preset(args.preset, args.objective)
+        if args.thing_share is not None:
+            model.thing_share = args.thing_share
+        named = named_ratios(args.preset)
+        paper = {n: {"pq_all": r[1], "f1": r[2], "f2": r[3]} for n, r in PAPER_TABLE1.items()}
+    else:
+        table = load_pilot_table(args.pilot)
+        print(table.summary())
+        print()
+        share = args.thing_share
+        if share is None and gt is not None:
+            things = sum(c.isthing for c in gt.categories.values())
+            share = things / len(gt.categories)
+        model = fit_quality_model(
+            regression_samples(table),
+            args.regressor,
+            args.degree,
+            args.bootstrap,
+            args.seed,
+            args.objective,
+            share,
+            source=f"fitted from {args.pilot}",
+        )
+    print(model.describe())
+    unavailable = parse_kinds(args.unavailable, "--unavailable")
+    lower = parse_shares(args.minimum, "--min")
+    if args.min_full is not None:
+        lower["P"] = args.min_full
+    upper = parse_shares(args.cap, "--cap")
+    for k in unavailable:
+        if lower.get(k, 0) > 0:
+            raise InputError(f"{k} is unavailable but has a minimum share of {lower[k]:g}")
+    in_play = [k for k in KINDS if (k in model.kinds or lower.get(k, 0) > 0) and k not in unavailable]
+    left_out = [k for k in KINDS if k not in in_play and k not in unavailable]
+    if left_out:
+        print(f"left out (no quality curve): {', '.join(left_out)}")
+    constraints = Constraints(tuple(in_play), {k: v for k, v in lower.items() if k in in_play}, upper)
+    result = make_plan(
+        model,
+        costs,
+        constraints,
+        budget=args.budget,
+        quality_target=args.quality_target,
+        method=args.search,
+        samples=args.samples,
+        seed=args.seed,
+        population=args.population,
+        named=named,
+        named_paper=paper,
+    )
+    print()
+    print(result.table())
+    out = args.out
+    write_json(out / "plan.json", result.to_json(), indent=2)
+    plot_plan(result, out / "pareto.png", budget=args.budget)
+    print(f"wrote {out / 'plan.json'} and {out / 'pareto.png'}")
+    print(f"next: cqbnet labels simulate --plan {out / 'plan.json'} --data DIR --out LABELS")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from cqbnet.cli.demo import run_demo
 
-    run_demo(args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val, ratio=args.ratio)
+    run_demo(
+        args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val, ratio=args.ratio, budget=args.budget
+    )
     return 0
 
 
@@ -159,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--num-train", type=int, default=2000)
     d.add_argument("--num-val", type=int, default=300)
-    d.add_argument("--ratio", default="P=0.29,I=0.355,B=0.29,S=0.065", help="labelling plan (default: paper 000's O6)")
+    d.add_argument("--budget", type=float, default=0.45, help="annotation budget for the planner (full labels = 1)")
+    d.add_argument("--ratio", help="a labelling plan to use instead of planning, e.g. P=0.29,I=0.355,B=0.29,S=0.065")
     d.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
@@ -179,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim = labels.add_parser("simulate", help="assign label kinds to training images and write a manifest")
     _add_gt_args(sim)
-    sim.add_argument("--ratio", required=True, help="e.g. P=0.29,I=0.355,B=0.29,S=0.065 (keys may be B+I)")
+    sim.add_argument("--ratio", help="e.g. P=0.29,I=0.355,B=0.29,S=0.065 (keys may be B+I)")
+    sim.add_argument("--plan", type=Path, help="a plan.json from 'cqbnet plan' (its recommended ratio)")
     sim.add_argument("--out", type=Path, required=True, help="output folder for manifest.json")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--points-per-segment", type=int, default=1)
@@ -203,6 +293,36 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--num", type=int, default=12)
     sh.add_argument("--seed", type=int, default=0)
     sh.set_defaults(func=cmd_show)
+
+    pl = sub.add_parser("plan", help="which labels to buy: Pareto front of quality and cost, plan for a budget")
+    src = pl.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", choices=["paper-coco", "paper-coco-literal"], help="paper 000's published model")
+    src.add_argument("--pilot", type=Path, help="pilot table (CSV) to fit the quality model from")
+    pl.add_argument("--regressor", choices=["poly", "monotone"], default="poly", help="curve form (Eq. 8: poly)")
+    pl.add_argument("--degree", type=int, default=3, help="polynomial degree (default 3, as Eq. 8)")
+    pl.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits for the uncertainty of f1")
+    pl.add_argument("--objective", choices=["product", "additive"], default="product", help="f1: Eq. 9 or a sum")
+    pl.add_argument("--thing-share", type=float, help="r_th of Eq. 4 (default: from --data, or 80/133 for COCO)")
+    pl.add_argument("--budget", type=float, help="recommend the best plan costing at most this (full = 1)")
+    pl.add_argument("--quality-target", type=float, help="recommend the cheapest plan reaching this f1")
+    pl.add_argument("--min-full", type=float, help="minimum share of fully labelled images (rho_P)")
+    pl.add_argument("--min", dest="minimum", help="minimum shares, e.g. P=0.1,S=0.05")
+    pl.add_argument("--cap", help="maximum shares, e.g. B=0.3,S=0.2")
+    pl.add_argument("--unavailable", help="kinds that cannot be bought, e.g. S,PT")
+    pl.add_argument(
+        "--search",
+        choices=["random", "nsga2", "both"],
+        default="random",
+        help="random: paper 000's sampling; nsga2: pymoo's NSGA-II; both: the union",
+    )
+    pl.add_argument("--samples", type=int, default=7500, help="ratios to evaluate (default 7500, as the paper)")
+    pl.add_argument("--population", type=int, default=100, help="NSGA-II population")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--costs", type=Path, help="YAML of relative costs or seconds")
+    pl.add_argument("--points-per-segment", type=int, default=1, help="clicks per segment, for the cost of points")
+    _add_gt_args(pl)
+    pl.add_argument("--out", type=Path, default=Path("plan"), help="folder for plan.json and pareto.png")
+    pl.set_defaults(func=cmd_plan)
 
     e = sub.add_parser("evaluate", help="PQ/SQ/RQ, mIoU and AP of panoptic predictions")
     e.add_argument("--gt-json", type=Path, required=True)

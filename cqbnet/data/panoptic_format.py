@@ -11,7 +11,6 @@ naming the file, image id and segment id at fault.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import cv2
 import numpy as np
 
 from cqbnet.errors import InputError, where
-from cqbnet.io import atomic_path
+from cqbnet.io import atomic_path, read_json
 
 try:  # optional fast PNG decoder
     import pyspng as _spng
@@ -196,18 +195,6 @@ class PanopticSet:
         return [c.id for c in self.categories.values() if not c.isthing]
 
 
-def _load_json(path: Path) -> Any:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: malformed JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
-
-
 def _int_field(obj: Any, key: str, ctx: str) -> int:
     if not isinstance(obj, dict) or key not in obj:
         raise InputError(f"{ctx}missing '{key}'")
@@ -239,7 +226,7 @@ def parse_categories(raw: Any, path: Path) -> dict[int, Category]:
 def load_categories(path: str | os.PathLike) -> dict[int, Category]:
     """Read categories from a JSON that is either a list or has a ``categories`` key."""
     path = Path(path)
-    raw = _load_json(path)
+    raw = read_json(path)
     if isinstance(raw, dict):
         raw = raw.get("categories")
     return parse_categories(raw, path)
@@ -280,7 +267,7 @@ def load_panoptic_json(
     segment ids, unknown category ids, annotations for unknown images.
     """
     json_path = Path(json_path)
-    raw = _load_json(json_path)
+    raw = read_json(json_path)
     if not isinstance(raw, dict) or not isinstance(raw.get("annotations"), list):
         raise InputError(f"{json_path}: not a COCO panoptic JSON (no 'annotations' list)")
     if categories is None:

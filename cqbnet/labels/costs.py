@@ -34,12 +34,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cqbnet.errors import InputError
+from cqbnet.io import read_yaml
 from cqbnet.labels.kinds import KIND_NAMES, KINDS
 
 UNITS = ("image", "box", "point")
@@ -84,14 +82,7 @@ class CostModel:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> CostModel:
         """Load an override file (``relative:`` or ``seconds:`` form, see the module docstring)."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: cost file not found")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise InputError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_yaml(path, "cost file"), source=str(path))
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "costs") -> CostModel:

@@ -25,7 +25,6 @@ computed against a label the image lacks.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 
 from cqbnet.data.panoptic_format import Category, PanopticRecord, _parse_segment, parse_categories
 from cqbnet.errors import InputError, where
-from cqbnet.io import write_json
+from cqbnet.io import read_json, write_json
 from cqbnet.labels.kinds import KINDS, Box, Point, kind_set_name
 
 FORMAT = "cqbnet.mixed_labels"
@@ -182,14 +181,7 @@ def load_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
     (with ``check_files``) missing image or PNG files.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: manifest not found")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: malformed JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
+    raw = read_json(path, "manifest")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise InputError(f"{path}: not a cqbnet mixed-label manifest (format must be {FORMAT!r})")
     if raw.get("version") != VERSION:
