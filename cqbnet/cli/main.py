@@ -129,6 +129,24 @@ def cmd_evaluate(args) -> int:
     from cqbnet.evaluation.panoptic_quality import evaluate_panoptic_files
     from cqbnet.io import write_json
 
+    if args.checkpoint is not None:
+        from cqbnet.data.dataset import PanopticDataset
+        from cqbnet.engine.inference import evaluate_model
+
+        if args.pred_json is not None:
+            raise InputError("give either --checkpoint or --pred-json, not both")
+        model, cfg, device = _load_model_args(args)
+        ds = PanopticDataset(args.gt_json, args.gt_dir, args.image_dir, categories=args.categories)
+        r = evaluate_model(
+            model, ds, device, args.mode, args.limit, cfg["data"]["test_short_size"], cfg["data"]["max_size"]
+        )
+        print(r.table(per_class=args.per_class))
+        if args.out:
+            write_json(args.out, r.to_json(), indent=2)
+            print(f"wrote {args.out}")
+        return 0
+    if args.pred_json is None:
+        raise InputError("give --pred-json (files to evaluate) or --checkpoint (a model to run)")
     r = evaluate_panoptic_files(
         args.gt_json,
         args.pred_json,
@@ -229,6 +247,78 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _device(name: str | None) -> str:
+    import torch
+
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def cmd_train(args) -> int:
+    from cqbnet.engine.config import load_config
+    from cqbnet.engine.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or Path("runs") / Path(args.config).stem
+    summary = train(cfg, out, device=_device(args.device), resume=not args.no_resume, progress=not args.quiet)
+    ev = summary["last_eval"]
+    if ev:
+        print(
+            f"iteration {ev['iter']}: PQ {100 * ev['pq']:.1f}  PQ_th {100 * ev['pq_th']:.1f}  "
+            f"PQ_st {100 * ev['pq_st']:.1f}  SQ {100 * ev['sq']:.1f}  RQ {100 * ev['rq']:.1f}"
+        )
+    print(f"wrote {out / 'model_final.pth'} and {out / 'metrics.jsonl'}")
+    return 0
+
+
+def _load_model_args(args):
+    import torch
+
+    from cqbnet.engine.trainer import load_model
+
+    device = torch.device(_device(args.device))
+    model, cfg = load_model(args.checkpoint, device)
+    return model, cfg, device
+
+
+def cmd_predict(args) -> int:
+    from cqbnet.data.dataset import IMAGE_SUFFIXES
+    from cqbnet.engine.inference import image_items, predict_images, write_predictions
+
+    model, cfg, device = _load_model_args(args)
+    if args.images is not None:
+        if args.images.is_dir():
+            paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            paths = [args.images]
+        if not paths:
+            raise InputError(f"{args.images}: no images (.jpg, .png) found")
+        items = list(image_items(paths))
+    else:
+        gt = _load_gt(args)
+        from cqbnet.data.dataset import read_rgb
+
+        items = []
+        for r in gt.records:
+            info = {"id": r.image_id, "file_name": r.image_file_name or r.file_name}
+            img = read_rgb(gt.image_path(r))
+            info.update(height=img.shape[0], width=img.shape[1])
+            items.append((info, img))
+    outs = predict_images(
+        model, (img for _, img in items), device, args.mode, cfg["data"]["test_short_size"], cfg["data"]["max_size"]
+    )
+    categories = model.labels.categories
+    path = write_predictions(
+        args.out, ((info, img, o) for (info, img), o in zip(items, outs)), categories, overlays=not args.no_overlays
+    )
+    print(
+        f"wrote {path} ({len(items)} images), PNGs in {args.out / 'panoptic_pred'}"
+        + ("" if args.no_overlays else f", overlays in {args.out / 'overlays'}")
+    )
+    return 0
+
+
 def cmd_demo(args) -> int:
     from cqbnet.cli.demo import run_demo
 
@@ -324,9 +414,38 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", type=Path, default=Path("plan"), help="folder for plan.json and pareto.png")
     pl.set_defaults(func=cmd_plan)
 
+    t = sub.add_parser("train", help="train the panoptic network from a YAML config (resumes automatically)")
+    t.add_argument("config", type=Path, help="e.g. configs/synthetic_full.yaml")
+    t.add_argument("overrides", nargs="*", help="section.key=value, e.g. solver.max_iter=200")
+    t.add_argument("--out", type=Path, help="output folder (default: runs/<config name>)")
+    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="COCO panoptic predictions (PNG + JSON) and overlay pictures")
+    pr.add_argument("--checkpoint", type=Path, required=True, help="model_final.pth or checkpoints/last.pth")
+    pr.add_argument("--images", type=Path, help="an image file or a folder of images")
+    _add_gt_args(pr)
+    pr.add_argument(
+        "--mode",
+        choices=["argmax", "heuristic"],
+        default="argmax",
+        help="argmax over P (paper 004) or the Panoptic FPN heuristic merge",
+    )
+    pr.add_argument("--out", type=Path, required=True)
+    pr.add_argument("--no-overlays", action="store_true")
+    pr.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    pr.set_defaults(func=cmd_predict)
+
     e = sub.add_parser("evaluate", help="PQ/SQ/RQ, mIoU and AP of panoptic predictions")
     e.add_argument("--gt-json", type=Path, required=True)
-    e.add_argument("--pred-json", type=Path, required=True)
+    e.add_argument("--pred-json", type=Path)
+    e.add_argument("--checkpoint", type=Path, help="evaluate a trained model (model_final.pth) instead of files")
+    e.add_argument("--image-dir", type=Path, help="with --checkpoint: the images")
+    e.add_argument("--mode", choices=["argmax", "heuristic"], default="argmax", help="with --checkpoint")
+    e.add_argument("--limit", type=int, help="with --checkpoint: first N images only")
+    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     e.add_argument("--gt-dir", type=Path)
     e.add_argument("--pred-dir", type=Path)
     e.add_argument("--categories", type=Path)
@@ -340,12 +459,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides of `train` may come after its options
+        if getattr(args, "command", None) != "train" or any(a.startswith("-") or "=" not in a for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except InputError as e:
         print(f"cqbnet: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from cqbnet.engine.trainer import TrainingDiverged
+
+        if not isinstance(e, TrainingDiverged):
+            raise
+        print(f"cqbnet: error: {e}", file=sys.stderr)
+        return 3
     except json.JSONDecodeError as e:  # pragma: no cover - readers turn these into InputError
         print(f"cqbnet: error: malformed JSON: {e}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from cqbnet.data.panoptic_format import Category, PanopticSet, load_panoptic_jso
 from cqbnet.errors import InputError, where
 
 IGNORE_INDEX = 255
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:

@@ -1,0 +1,103 @@
+"""Tensors and augmentations for (image, target) pairs of :class:`~cqbnet.data.dataset.PanopticDataset`.
+
+Every transform moves the image and all of its target maps together: masks,
+boxes, the semantic map and the panoptic id map. Randomness is passed in (a
+``numpy.random.Generator``), so the trainer can make each sample's augmentation
+a function of the seed and the sample's position in the data stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Target = dict[str, Any]
+
+
+def to_tensors(image: np.ndarray, target: Target) -> tuple[Tensor, Target]:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]; target arrays -> tensors (panoptic ids as int64)."""
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    out: Target = {"image_id": target["image_id"]}
+    for k, v in target.items():
+        if k == "image_id":
+            continue
+        arr = np.ascontiguousarray(v)
+        out[k] = torch.from_numpy(arr.astype(np.int64) if k == "panoptic" else arr)
+    return img, out
+
+
+def hflip(image: Tensor, target: Target) -> tuple[Tensor, Target]:
+    """Mirror left-right."""
+    w = image.shape[-1]
+    t = dict(target)
+    for k in ("masks", "semantic", "panoptic"):
+        t[k] = target[k].flip(-1)
+    b = target["boxes"].clone()
+    b[:, 0], b[:, 2] = w - target["boxes"][:, 2], w - target["boxes"][:, 0]
+    t["boxes"] = b
+    return image.flip(-1), t
+
+
+def resize(image: Tensor, target: Target, scale: float) -> tuple[Tensor, Target]:
+    """Scale by ``scale``: bilinear for the image, nearest for masks and label maps; boxes from the new masks."""
+    h, w = image.shape[-2:]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size == (h, w):
+        return image, target
+    img = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    t = dict(target)
+    t["masks"] = F.interpolate(target["masks"][None].float(), size=size, mode="nearest")[0].bool()
+    for k in ("semantic", "panoptic"):
+        t[k] = F.interpolate(target[k][None, None].float(), size=size, mode="nearest")[0, 0].long()
+    t["boxes"] = boxes_of(t["masks"], target["boxes"] * scale)
+    return img, t
+
+
+def boxes_of(masks: Tensor, fallback: Tensor) -> Tensor:
+    """Tight xyxy boxes (exclusive right/bottom) of (N, H, W) masks; a mask emptied by resizing keeps ``fallback``."""
+    out = fallback.clone().float()
+    for i, m in enumerate(masks):
+        ys = torch.where(m.any(1))[0]
+        xs = torch.where(m.any(0))[0]
+        if len(ys):
+            out[i] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=out.dtype)
+    return out
+
+
+def train_augment(
+    image: Tensor,
+    target: Target,
+    rng: np.random.Generator,
+    flip: bool = True,
+    short_sizes: tuple[int, ...] | None = None,
+    max_size: int | None = None,
+) -> tuple[Tensor, Target]:
+    """Random shorter-side resize (one of ``short_sizes``, longer side at most ``max_size``) and random flip."""
+    if short_sizes:
+        h, w = image.shape[-2:]
+        short = short_sizes[int(rng.integers(len(short_sizes)))]
+        scale = short / min(h, w)
+        if max_size is not None:
+            scale = min(scale, max_size / max(h, w))
+        image, target = resize(image, target, scale)
+    if flip and rng.random() < 0.5:
+        image, target = hflip(image, target)
+    return image, target
+
+
+def test_resize(image: Tensor, short: int | None, max_size: int | None) -> tuple[Tensor, float]:
+    """Resize an image for inference; returns the image and the scale applied."""
+    if not short:
+        return image, 1.0
+    h, w = image.shape[-2:]
+    scale = short / min(h, w)
+    if max_size is not None:
+        scale = min(scale, max_size / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size == (h, w):
+        return image, 1.0
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0], scale

@@ -1,0 +1,133 @@
+"""Training configs: YAML files under ``configs/`` over these defaults, with ``section.key=value`` overrides.
+
+A config only fills constructor arguments: ``model`` is passed as keyword
+arguments to :func:`cqbnet.modeling.panoptic_net.build_panoptic_net`, ``solver``
+and ``train`` to the trainer. Unknown keys are an error, so a typo never goes
+unnoticed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import yaml
+
+from cqbnet.errors import InputError
+from cqbnet.io import read_yaml
+
+DEFAULTS: dict[str, Any] = {
+    "data": {
+        # either a folder made by `cqbnet data synth` (root), or explicit COCO panoptic paths
+        "root": None,
+        "train_json": None,
+        "train_png": None,
+        "train_images": None,
+        "val_json": None,
+        "val_png": None,
+        "val_images": None,
+        "categories": None,
+        # generate the synthetic scenes into <out>/data when no root is given
+        "synthetic": None,  # e.g. {num_train: 2000, num_val: 300, seed: 0, size: 128}
+        "train_short_sizes": None,  # random shorter-side resize, e.g. [640, 672, ..., 800]
+        "test_short_size": None,
+        "max_size": None,
+        "flip": True,
+        "workers": 0,
+    },
+    "model": {
+        "backbone": "resnet50",
+        "weights": None,
+        "norm": "frozen_bn",
+        "trainable_layers": 3,
+        "fpn_channels": 256,
+        "anchor_sizes": [32, 64, 128, 256, 512],
+        "aspect_ratios": [0.5, 1.0, 2.0],
+        "rpn_pre_nms_train": 2000,
+        "rpn_post_nms_train": 1000,
+        "rpn_pre_nms_test": 1000,
+        "rpn_post_nms_test": 1000,
+        "rpn_batch_size": 256,
+        "roi_batch_size": 512,
+        "box_representation": 1024,
+        "detections_per_img": 100,
+        "mask_channels": 256,
+        "semantic_channels": 128,
+        "affinity_channels": 128,
+        "semantic_loss_weight": 0.5,
+        "panoptic": {},
+    },
+    "solver": {
+        # paper 000's COCO schedule: 24 epochs, batch 16, lr 0.02, steps at epochs 18 and 23 (x 7330 iterations)
+        "max_iter": 175920,
+        "batch_size": 16,
+        "base_lr": 0.02,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "warmup_iters": 500,
+        "warmup_factor": 0.001,
+        "steps": [131940, 168590],
+        "gamma": 0.1,
+        "clip_grad_norm": None,
+        "amp": True,  # only on CUDA
+    },
+    "train": {
+        "seed": 0,
+        "checkpoint_period": 1000,
+        "eval_period": 5000,
+        "eval_images": None,  # None: the whole val split
+        "log_period": 20,
+        "test_mode": "argmax",
+    },
+}
+
+
+FREE_FORM = ("panoptic", "synthetic")
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], path: str, source: str) -> None:
+    for k, v in update.items():
+        key = f"{path}{k}"
+        if k not in base:
+            raise InputError(f"{source}: unknown config key {key!r}")
+        if k in FREE_FORM:  # checked by the constructor they feed
+            if v is not None and not isinstance(v, dict):
+                raise InputError(f"{source}: {key} must be a mapping")
+            base[k] = None if v is None else {**(base[k] or {}), **v}
+        elif isinstance(base[k], dict):
+            if not isinstance(v, dict):
+                raise InputError(f"{source}: {key} must be a mapping")
+            _merge(base[k], v, key + ".", source)
+        else:
+            base[k] = v
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"solver.max_iter=100"`` -> (["solver", "max_iter"], 100); the value is read as YAML."""
+    if "=" not in text:
+        raise InputError(f"override {text!r} is not KEY=VALUE (e.g. solver.max_iter=100)")
+    key, val = text.split("=", 1)
+    try:
+        value = yaml.safe_load(val)
+    except yaml.YAMLError:
+        raise InputError(f"override {text!r}: value is not valid YAML") from None
+    return key.strip().split("."), value
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Defaults, then the YAML file, then the overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        raw = read_yaml(path, "config")
+        if raw is not None:
+            if not isinstance(raw, dict):
+                raise InputError(f"{path}: a config must be a mapping of sections")
+            _merge(cfg, raw, "", str(path))
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        update: dict[str, Any] = value
+        for k in reversed(keys):
+            update = {k: update}
+        _merge(cfg, update, "", f"override {text!r}")
+    return cfg

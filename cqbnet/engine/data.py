@@ -1,0 +1,150 @@
+"""Training data as a deterministic stream: which sample and which augmentation depend only on the seed and position.
+
+The stream concatenates one seeded permutation of the dataset per epoch. In
+iteration i, rank r of W processes takes positions (i W + r) B ... (i W + r + 1) B - 1
+for batch size B per process, and each sample's random flip/resize is drawn from
+a generator seeded by (seed, position). A run resumed at iteration i therefore
+sees exactly the batches an uninterrupted run would have seen, for any number of
+loader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cqbnet.data.dataset import PanopticDataset
+from cqbnet.data.transforms import to_tensors, train_augment
+from cqbnet.errors import InputError
+
+
+def dataset_paths(data: dict[str, Any], split: str, out_dir: Path) -> tuple[Path, Path | None, Path | None]:
+    """(json, png dir, image dir) of ``split`` from the ``data`` config section."""
+    root = data.get("root")
+    if root is None and data.get("synthetic") is not None and data.get(f"{split}_json") is None:
+        root = out_dir / "data"
+    if root is not None:
+        root = Path(root)
+        return root / f"panoptic_{split}.json", root / "panoptic" / split, root / "images" / split
+    j = data.get(f"{split}_json")
+    if j is None:
+        raise InputError(f"config: data.root or data.{split}_json is needed (or data.synthetic to generate scenes)")
+    png, img = data.get(f"{split}_png"), data.get(f"{split}_images")
+    return Path(j), None if png is None else Path(png), None if img is None else Path(img)
+
+
+def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
+    """Generate the synthetic scenes into ``out_dir/data`` if the config asks for them and they are not there."""
+    syn = data.get("synthetic")
+    if syn is None or data.get("root") is not None:
+        return
+    from cqbnet.data.synthetic import SceneConfig, generate
+
+    target = out_dir / "data"
+    if (target / "panoptic_val.json").is_file():
+        return
+    known = {"num_train", "num_val", "seed", "size"}
+    if set(syn) - known:
+        raise InputError(f"config: unknown key data.synthetic.{sorted(set(syn) - known)[0]}")
+    generate(
+        target,
+        int(syn.get("num_train", 2000)),
+        int(syn.get("num_val", 300)),
+        int(syn.get("seed", 0)),
+        SceneConfig(size=int(syn.get("size", 128))),
+    )
+
+
+def load_split(data: dict[str, Any], split: str, out_dir: Path) -> PanopticDataset:
+    j, png, img = dataset_paths(data, split, out_dir)
+    return PanopticDataset(j, png, img, categories=data.get("categories"))
+
+
+class StreamDataset(Dataset):
+    """Item ``position`` of the seeded stream, augmented as that position dictates."""
+
+    def __init__(
+        self,
+        dataset: PanopticDataset,
+        seed: int,
+        flip: bool = True,
+        short_sizes: tuple[int, ...] | None = None,
+        max_size: int | None = None,
+    ):
+        self.dataset = dataset
+        self.seed = seed
+        self.flip = flip
+        self.short_sizes = tuple(short_sizes) if short_sizes else None
+        self.max_size = max_size
+        self._epoch = -1
+        self._perm: np.ndarray | None = None
+
+    def index(self, position: int) -> int:
+        n = len(self.dataset)
+        epoch = position // n
+        if epoch != self._epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(n)
+            self._epoch = epoch
+        return int(self._perm[position % n])
+
+    def __getitem__(self, position: int):
+        image, target = to_tensors(*self.dataset[self.index(position)])
+        rng = np.random.default_rng([self.seed, 1, position])
+        return train_augment(image, target, rng, self.flip, self.short_sizes, self.max_size)
+
+    def __len__(self) -> int:  # the stream is unbounded; the sampler decides what is read
+        return 2**62
+
+
+def batch_positions(iteration: int, batch_size: int, world: int = 1, rank: int = 0) -> list[int]:
+    start = (iteration * world + rank) * batch_size
+    return list(range(start, start + batch_size))
+
+
+class _Batches:
+    def __init__(self, start: int, stop: int, batch_size: int, world: int, rank: int):
+        self.args = (start, stop, batch_size, world, rank)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start, stop, b, w, r = self.args
+        for it in range(start, stop):
+            yield batch_positions(it, b, w, r)
+
+    def __len__(self) -> int:
+        return self.args[1] - self.args[0]
+
+
+def _collate(items):
+    return [i[0] for i in items], [i[1] for i in items]
+
+
+def make_loader(
+    stream: StreamDataset,
+    start_iter: int,
+    max_iter: int,
+    batch_size: int,
+    world: int = 1,
+    rank: int = 0,
+    workers: int = 0,
+) -> DataLoader:
+    """Batches of iterations ``start_iter .. max_iter - 1`` for this rank, in order."""
+    return DataLoader(
+        stream,
+        batch_sampler=_Batches(start_iter, max_iter, batch_size, world, rank),
+        num_workers=workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+    )
+
+
+def move_to(images: list[torch.Tensor], targets: list[dict[str, Any]], device: torch.device):
+    images = [im.to(device, non_blocking=True) for im in images]
+    targets = [
+        {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets
+    ]
+    return images, targets

@@ -1,0 +1,258 @@
+"""``cqbnet train``: SGD with warm-up and step decay, checkpoints that resume exactly, DDP, periodic PQ.
+
+The schedule is detectron2's WarmupMultiStepLR: the learning rate rises linearly
+from ``warmup_factor * base_lr`` over ``warmup_iters`` and is multiplied by
+``gamma`` at each of ``steps``. Paper 000's COCO recipe (24 epochs, batch 16,
+lr 0.02, decay at epochs 18 and 23, momentum 0.9, weight decay 1e-4) is the
+default. A non-finite loss stops training with a clear message before the step
+that would spoil the weights, so the last checkpoint stays good.
+
+Output folder::
+
+    config.yaml                the resolved config
+    checkpoints/last.pth       model, optimiser, scheduler, scaler, iteration, RNG states
+    metrics.jsonl              one line per log period (losses, lr) and per evaluation (PQ ...)
+    model_final.pth            weights + config + categories, for predict and evaluate
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from cqbnet.data.panoptic_format import Category
+from cqbnet.engine import distributed as dist_utils
+from cqbnet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from cqbnet.engine.data import StreamDataset, ensure_synthetic, load_split, make_loader, move_to
+from cqbnet.engine.inference import evaluate_model
+from cqbnet.errors import InputError
+from cqbnet.io import atomic_path
+from cqbnet.modeling.panoptic_net import PanopticNet, build_panoptic_net
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the iteration and the last good checkpoint."""
+
+
+def lr_factor(iteration: int, solver: dict[str, Any]) -> float:
+    """WarmupMultiStepLR: linear warm-up, then x gamma at every step passed."""
+    f = solver["gamma"] ** sum(iteration >= s for s in solver["steps"])
+    w = solver["warmup_iters"]
+    if iteration < w:
+        alpha = iteration / w
+        f *= solver["warmup_factor"] * (1 - alpha) + alpha
+    return f
+
+
+def build_model(categories: dict[int, Category], model_cfg: dict[str, Any]) -> PanopticNet:
+    args = dict(model_cfg)
+    for k in ("anchor_sizes", "aspect_ratios"):
+        args[k] = tuple(args[k])
+    try:
+        return build_panoptic_net(categories, **args)
+    except TypeError as e:  # an unknown key in model.panoptic
+        raise InputError(f"config: {e}") from None
+
+
+def categories_from_json(rows: list[dict[str, Any]]) -> dict[int, Category]:
+    from cqbnet.data.panoptic_format import parse_categories
+
+    return parse_categories(rows, Path("checkpoint"))
+
+
+def load_model(
+    path: str | os.PathLike, device: torch.device, overrides: dict[str, Any] | None = None
+) -> tuple[PanopticNet, dict[str, Any]]:
+    """A trained network from ``model_final.pth`` or a training checkpoint (weights given, nothing downloaded)."""
+    ckpt = load_checkpoint(path)
+    if "model" not in ckpt or "config" not in ckpt or "categories" not in ckpt:
+        raise InputError(f"{path}: not a cqbnet training checkpoint (needs model, config and categories)")
+    cfg = ckpt["config"]
+    model_cfg = dict(cfg["model"], weights=None)
+    if overrides:
+        model_cfg["panoptic"] = {**model_cfg.get("panoptic", {}), **overrides}
+    model = build_model(categories_from_json(ckpt["categories"]), model_cfg)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg
+
+
+class _Metrics:
+    """metrics.jsonl, appended line by line; lines past the resume point are dropped on resume."""
+
+    def __init__(self, path: Path, resume_iter: int):
+        self.path = path
+        if path.is_file():
+            keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["iter"] <= resume_iter]
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(ln + "\n" for ln in keep))
+
+    def write(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def train(
+    cfg: dict[str, Any], out_dir: str | os.PathLike, device: str = "cpu", resume: bool = True, progress: bool = True
+) -> dict[str, Any]:
+    """Train the network of ``cfg`` into ``out_dir``; resumes from ``checkpoints/last.pth`` when present."""
+    out = Path(out_dir)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda given, but no CUDA device is available")
+    info = dist_utils.init(dev)
+    if info.world > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(dev)
+    if info.world > 1 and dev.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world))
+    solver, tcfg, dcfg = cfg["solver"], cfg["train"], cfg["data"]
+    out.mkdir(parents=True, exist_ok=True)
+    if info.main:
+        ensure_synthetic(dcfg, out)
+    dist_utils.barrier(info)
+
+    train_set = load_split(dcfg, "train", out)
+    try:
+        val_set = load_split(dcfg, "val", out)
+    except InputError:
+        val_set = None
+    torch.manual_seed(tcfg["seed"])
+    model = build_model(train_set.categories, cfg["model"]).to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(
+        params, lr=solver["base_lr"], momentum=solver["momentum"], weight_decay=solver["weight_decay"]
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, solver))
+    amp = bool(solver["amp"]) and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    ckpt_path = out / "checkpoints" / "last.pth"
+    start = 0
+    if resume and ckpt_path.is_file():
+        ck = load_checkpoint(ckpt_path)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        start = int(ck["iteration"])
+    elif info.main:
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    metrics = _Metrics(out / "metrics.jsonl", start) if info.main else None
+
+    core = model
+    if info.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True
+        )
+    stream = StreamDataset(train_set, tcfg["seed"], dcfg["flip"], dcfg["train_short_sizes"], dcfg["max_size"])
+    max_iter = int(solver["max_iter"])
+    loader = make_loader(stream, start, max_iter, solver["batch_size"], info.world, info.rank, dcfg["workers"])
+    categories = [c.to_json() for c in train_set.categories.values()]
+
+    def checkpoint(iteration: int) -> None:
+        states = [None] * info.world
+        if info.world > 1:
+            torch.distributed.all_gather_object(states, rng_state())
+        else:
+            states = [rng_state()]
+        if info.main:
+            save_checkpoint(
+                ckpt_path,
+                model=core.state_dict(),
+                optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(),
+                scaler=scaler.state_dict(),
+                iteration=iteration,
+                rng=states,
+                config=cfg,
+                categories=categories,
+            )
+
+    bar = tqdm(total=max_iter, initial=start, disable=not (progress and info.main), dynamic_ncols=True, desc="train")
+    model.train()
+    t_last, it_last = time.time(), start
+    last_eval: dict[str, Any] = {}
+    batches = iter(loader)  # creating the iterator draws from the global RNG: do it before restoring that
+    if start > 0:
+        set_rng_state(ck["rng"][info.rank])
+    for it, (images, targets) in enumerate(batches, start=start):
+        images, targets = move_to(images, targets, dev)
+        with torch.autocast(device_type="cuda", enabled=amp):
+            losses = model(images, targets)
+        loss = sum(losses.values())
+        bad = not bool(torch.isfinite(loss.detach()))
+        if dist_utils.any_true(bad, info, dev):
+            done = int(load_checkpoint(ckpt_path)["iteration"]) if ckpt_path.is_file() else 0
+            where = f"{ckpt_path} (iteration {done})" if ckpt_path.is_file() else "none was written yet"
+            values = ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items())
+            raise TrainingDiverged(
+                f"non-finite loss at iteration {it + 1} ({values}); "
+                f"training stopped, the last good checkpoint is {where}"
+            )
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if solver["clip_grad_norm"]:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, solver["clip_grad_norm"])
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        i = it + 1
+        bar.update(1)
+        if info.main and (i % tcfg["log_period"] == 0 or i == max_iter):
+            now = time.time()
+            sec = (now - t_last) / max(1, i - it_last)
+            t_last, it_last = now, i
+            row = {
+                "iter": i,
+                "lr": opt.param_groups[0]["lr"],
+                "loss": float(loss.detach()),
+                **{k: float(v.detach()) for k, v in losses.items()},
+                "sec_per_iter": sec,
+            }
+            metrics.write(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2g}")
+        if i % tcfg["checkpoint_period"] == 0 or i == max_iter:
+            checkpoint(i)
+        if val_set is not None and tcfg["eval_period"] and (i % tcfg["eval_period"] == 0 or i == max_iter):
+            if info.main:
+                r = evaluate_model(
+                    core,
+                    val_set,
+                    dev,
+                    tcfg["test_mode"],
+                    tcfg["eval_images"],
+                    dcfg["test_short_size"],
+                    dcfg["max_size"],
+                )
+                last_eval = {
+                    "iter": i,
+                    "pq": r.all["pq"],
+                    "sq": r.all["sq"],
+                    "rq": r.all["rq"],
+                    "pq_th": r.things["pq"],
+                    "pq_st": r.stuff["pq"],
+                    "miou": r.miou,
+                    "eval_images": r.num_images,
+                }
+                metrics.write(last_eval)
+                bar.write(
+                    f"iter {i}: PQ {100 * r.all['pq']:.1f} (things {100 * r.things['pq']:.1f}, "
+                    f"stuff {100 * r.stuff['pq']:.1f})"
+                )
+            dist_utils.barrier(info)
+    bar.close()
+    if info.main and (start < max_iter or not (out / "model_final.pth").is_file()):
+        save_checkpoint(
+            out / "model_final.pth", model=core.state_dict(), config=cfg, categories=categories, iteration=max_iter
+        )
+    dist_utils.shutdown(info)
+    return {"out": str(out), "iterations": max_iter, "resumed_from": start, "last_eval": last_eval}

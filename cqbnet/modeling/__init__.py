@@ -1,0 +1,1 @@
+"""Model parts: backbones, semantic head, cascade R-CNN, the panoptic head of paper 004, the composed network."""

@@ -1,0 +1,112 @@
+"""Backbones with a feature pyramid (FPN, Lin et al. 2017) from torchvision's classification models.
+
+ResNet-18/50 and MobileNetV2 bodies give four maps at strides 4, 8, 16 and 32;
+torchvision's :class:`BackboneWithFPN` turns them into FPN levels "0".."3" plus a
+max-pooled "pool" level (stride 64) for the RPN. Pretrained weights come only from
+a local file in torchvision's state-dict format (e.g. ``resnet18-f37072fd.pth``);
+nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import mobilenet_v2, resnet18, resnet50
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from cqbnet.errors import InputError
+
+BACKBONES = ("resnet18", "resnet50", "mobilenet_v2")
+NORMS = ("frozen_bn", "bn", "gn")
+
+
+def norm_layer(kind: str) -> Callable[[int], nn.Module]:
+    """Normalisation of the body: frozen BN (fine-tuning), trainable BN or GroupNorm (from scratch)."""
+    if kind == "frozen_bn":
+        return FrozenBatchNorm2d
+    if kind == "bn":
+        return nn.BatchNorm2d
+    if kind == "gn":
+        return lambda c: nn.GroupNorm(min(32, c // 4) if c >= 8 else 1, c)
+    raise InputError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A torchvision-format state dict from a local file (also accepts {'state_dict': ...} or {'model': ...})."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: weights file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a bad file
+        raise InputError(f"{path}: not a PyTorch weights file ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(f"{path}: expected a state dict of tensors")
+    return obj
+
+
+def _load_body(model: nn.Module, path: str | os.PathLike, name: str, head_prefix: str) -> None:
+    state = load_state_dict_file(path)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(head_prefix)]
+    unexpected = [k for k in unexpected if not k.startswith(head_prefix)]
+    if missing or unexpected:
+        bad = (missing or unexpected)[0]
+        raise InputError(
+            f"{path}: does not fit a torchvision {name}: {len(missing)} missing and {len(unexpected)} unexpected "
+            f"keys (first: {bad!r})"
+        )
+
+
+def _freeze(modules: list[nn.Module]) -> None:
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(False)
+
+
+def build_backbone(
+    name: str = "resnet18",
+    weights: str | os.PathLike | None = None,
+    norm: str = "frozen_bn",
+    trainable_layers: int = 3,
+    out_channels: int = 256,
+) -> BackboneWithFPN:
+    """Body + FPN. ``trainable_layers`` counts stages from the top (5 = everything trains).
+
+    With ``norm='frozen_bn'`` the BN statistics are those of the weights file; train
+    from scratch with ``'bn'`` or ``'gn'``.
+    """
+    if name not in BACKBONES:
+        raise InputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    if not 0 <= trainable_layers <= 5:
+        raise InputError(f"trainable_layers must be 0..5, got {trainable_layers}")
+    layer = norm_layer(norm)
+    if name.startswith("resnet"):
+        body = (resnet18 if name == "resnet18" else resnet50)(weights=None, norm_layer=layer)
+        if weights is not None:
+            _load_body(body, weights, name, "fc.")
+        stages = [body.layer4, body.layer3, body.layer2, body.layer1, nn.ModuleList([body.conv1, body.bn1])]
+        _freeze(stages[trainable_layers:])
+        return_layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
+        width = 64 if name == "resnet18" else 256
+        in_channels = [width, width * 2, width * 4, width * 8]
+    else:
+        net = mobilenet_v2(weights=None, norm_layer=layer)
+        if weights is not None:
+            _load_body(net, weights, name, "classifier.")
+        body = net.features  # stride 4 ends at block 3, 8 at 6, 16 at 13, 32 at 18
+        bounds = [0, 2, 4, 7, 14, 19]
+        stages = [nn.ModuleList(body[bounds[i] : bounds[i + 1]]) for i in range(4, -1, -1)]
+        _freeze(stages[trainable_layers:])
+        return_layers = {"3": "0", "6": "1", "13": "2", "18": "3"}
+        in_channels = [24, 32, 96, 1280]
+    return BackboneWithFPN(body, return_layers, in_channels, out_channels, extra_blocks=LastLevelMaxPool())

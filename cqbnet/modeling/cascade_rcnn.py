@@ -1,0 +1,255 @@
+"""Cascade R-CNN box heads (Cai and Vasconcelos 2018) with a Mask R-CNN mask head, from torchvision parts.
+
+Paper 000's base network uses three cascade stages with IoU thresholds 0.5, 0.6
+and 0.7 and loss weights 1, 0.5 and 0.25 ("Overall End-to-End Training"). Each
+stage re-labels the previous stage's refined boxes at its own, higher IoU
+threshold and regresses class-agnostic deltas with its own, tighter box-coder
+weights. At inference the class scores of the three stages are averaged and the
+last stage's boxes are kept. Everything is torchvision: RoIAlign pooling,
+Matcher, BoxCoder, the balanced sampler, batched NMS and the mask loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import maskrcnn_inference, maskrcnn_loss
+from torchvision.ops import MultiScaleRoIAlign, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+
+STAGE_IOUS = (0.5, 0.6, 0.7)
+STAGE_WEIGHTS = (1.0, 0.5, 0.25)
+STAGE_BOX_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0))
+
+
+class BoxPredictor(nn.Module):
+    """Class scores (background + things) and one class-agnostic box delta per RoI."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.cls_score = nn.Linear(in_channels, num_classes)
+        self.bbox_pred = nn.Linear(in_channels, 4)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class CascadeStage(nn.Module):
+    """One stage: RoI features -> MLP -> scores and deltas, trained at its IoU threshold."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        pool: int,
+        representation: int,
+        num_classes: int,
+        iou: float,
+        box_weights: Sequence[float],
+    ):
+        super().__init__()
+        self.head = TwoMLPHead(in_channels * pool * pool, representation)
+        self.predictor = BoxPredictor(representation, num_classes)
+        self.matcher = det_utils.Matcher(iou, iou, allow_low_quality_matches=False)
+        self.box_coder = det_utils.BoxCoder(tuple(box_weights))
+
+
+class CascadeRoIHeads(nn.Module):
+    """Three box stages and a mask head; ``forward`` returns (detections, losses).
+
+    Labels follow torchvision: 0 is background, 1..T the thing classes.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        representation: int = 1024,
+        stage_ious: Sequence[float] = STAGE_IOUS,
+        stage_weights: Sequence[float] = STAGE_WEIGHTS,
+        stage_box_weights: Sequence[Sequence[float]] = STAGE_BOX_WEIGHTS,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        mask_channels: int = 256,
+        mask_layers: int = 4,
+        with_mask: bool = True,
+    ):
+        super().__init__()
+        if not len(stage_ious) == len(stage_weights) == len(stage_box_weights):
+            raise ValueError("stage_ious, stage_weights and stage_box_weights must have one entry per stage")
+        names = ["0", "1", "2", "3"]
+        self.box_roi_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
+        self.stages = nn.ModuleList(
+            CascadeStage(in_channels, 7, representation, num_classes, iou, bw)
+            for iou, bw in zip(stage_ious, stage_box_weights)
+        )
+        self.stage_weights = tuple(stage_weights)
+        self.sampler = det_utils.BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        self.num_classes = num_classes
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+        self.with_mask = with_mask
+        if with_mask:
+            self.mask_roi_pool = MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)
+            self.mask_head = MaskRCNNHeads(in_channels, [mask_channels] * mask_layers, 1)
+            self.mask_predictor = MaskRCNNPredictor(mask_channels, mask_channels, num_classes)
+
+    # --- training-time labelling ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _match(stage: CascadeStage, proposals: list[Tensor], gt_boxes: list[Tensor], gt_labels: list[Tensor]):
+        """Per image: matched gt index (clamped) and class label (0 = background) at the stage's IoU."""
+        matched, labels = [], []
+        for p, gb, gl in zip(proposals, gt_boxes, gt_labels):
+            if gb.numel() == 0:
+                matched.append(torch.zeros(len(p), dtype=torch.int64, device=p.device))
+                labels.append(torch.zeros(len(p), dtype=torch.int64, device=p.device))
+                continue
+            idx = stage.matcher(box_iou(gb, p))
+            lab = gl[idx.clamp(min=0)].clone()
+            lab[idx < 0] = 0  # below the threshold: background (this matcher has no "between" band)
+            matched.append(idx.clamp(min=0))
+            labels.append(lab)
+        return matched, labels
+
+    def _stage_forward(
+        self, stage: CascadeStage, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> tuple[Tensor, Tensor]:
+        x = self.box_roi_pool(features, boxes, image_shapes)  # (R, C, 7, 7)
+        return stage.predictor(stage.head(x))  # (R, classes), (R, 4)
+
+    def _refine(self, stage: CascadeStage, deltas: Tensor, boxes: list[Tensor], image_shapes) -> list[Tensor]:
+        counts = [len(b) for b in boxes]
+        pred = stage.box_coder.decode_single(deltas.detach(), torch.cat(boxes))
+        return [clip_boxes_to_image(b, s) for b, s in zip(pred.split(counts), image_shapes)]
+
+    def detect(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        score_thresh: float | None = None,
+        detections_per_img: int | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """Run the cascade on proposals (no sampling, no ground truth): boxes, scores, labels per image.
+
+        Scores stay differentiable, so a later head (paper 004's potential) can train the classifier.
+        """
+        boxes = proposals
+        scores_per_stage = []
+        for stage in self.stages:
+            logits, deltas = self._stage_forward(stage, features, boxes, image_shapes)
+            scores_per_stage.append(F.softmax(logits, dim=-1))
+            boxes = self._refine(stage, deltas, boxes, image_shapes)
+        scores = torch.stack(scores_per_stage).mean(0)  # (R, classes): the cascade's ensemble
+        return self.postprocess(scores, boxes, image_shapes, score_thresh, detections_per_img)
+
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        """Training: ([], losses). Inference: (detections, {})."""
+        if not self.training:
+            return self.detect(features, proposals, image_shapes), {}
+        assert targets is not None
+        losses: dict[str, Tensor] = {}
+        gt_boxes = [t["boxes"] for t in targets]
+        gt_labels = [t["labels"] for t in targets]
+        boxes = [torch.cat([p, g]) for p, g in zip(proposals, gt_boxes)]  # gt boxes join the first stage
+        for k, stage in enumerate(self.stages):
+            matched, labels = self._match(stage, boxes, gt_boxes, gt_labels)
+            if k == 0:  # sample once; later stages keep the same RoIs, refined (Cascade R-CNN)
+                pos, neg = self.sampler(labels)
+                keep = [torch.where(p | n)[0] for p, n in zip(pos, neg)]
+                boxes = [b[i] for b, i in zip(boxes, keep)]
+                matched = [m[i] for m, i in zip(matched, keep)]
+                labels = [lab[i] for lab, i in zip(labels, keep)]
+            logits, deltas = self._stage_forward(stage, features, boxes, image_shapes)
+            reg_targets = stage.box_coder.encode(
+                [g[m] if len(g) else torch.zeros_like(b) for g, m, b in zip(gt_boxes, matched, boxes)], boxes
+            )
+            cls_loss, box_loss = self._box_loss(logits, deltas, torch.cat(labels), torch.cat(reg_targets))
+            losses[f"loss_cls_s{k}"] = self.stage_weights[k] * cls_loss
+            losses[f"loss_box_s{k}"] = self.stage_weights[k] * box_loss
+            stage_boxes, last_matched, last_labels = boxes, matched, labels
+            boxes = self._refine(stage, deltas, boxes, image_shapes)
+
+        if self.with_mask:
+            # mask loss on the last stage's positive RoIs (their boxes before its own refinement)
+            pos_boxes, pos_matched, pos_labels = [], [], []
+            for b, m, lab in zip(stage_boxes, last_matched, last_labels):
+                p = lab > 0
+                pos_boxes.append(b[p])
+                pos_matched.append(m[p])
+                pos_labels.append(lab[p])
+            if sum(len(b) for b in pos_boxes):
+                x = self.mask_head(self.mask_roi_pool(features, pos_boxes, image_shapes))
+                mask_logits = self.mask_predictor(x)
+                gt_masks = [t["masks"] for t in targets]
+                losses["loss_mask"] = maskrcnn_loss(mask_logits, pos_boxes, gt_masks, gt_labels, pos_matched)
+            else:
+                losses["loss_mask"] = sum(p.sum() for p in self.mask_predictor.parameters()) * 0.0
+
+        return [], losses
+
+    @staticmethod
+    def _box_loss(logits: Tensor, deltas: Tensor, labels: Tensor, reg_targets: Tensor) -> tuple[Tensor, Tensor]:
+        cls_loss = F.cross_entropy(logits, labels)
+        pos = labels > 0
+        box_loss = F.smooth_l1_loss(deltas[pos], reg_targets[pos], beta=1 / 9, reduction="sum") / max(1, labels.numel())
+        return cls_loss, box_loss
+
+    def postprocess(
+        self,
+        scores: Tensor,
+        boxes: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        score_thresh: float | None = None,
+        detections_per_img: int | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """Per image: score threshold, per-class NMS, top detections; boxes are class-agnostic."""
+        thresh = self.score_thresh if score_thresh is None else score_thresh
+        top = self.detections_per_img if detections_per_img is None else detections_per_img
+        out = []
+        for s, b in zip(scores.split([len(x) for x in boxes]), boxes):
+            fg = s[:, 1:]  # (R, T)
+            r, t = fg.shape
+            cand_scores = fg.reshape(-1)
+            cand_boxes = b.detach()[:, None].expand(r, t, 4).reshape(-1, 4)
+            cand_labels = torch.arange(1, t + 1, device=s.device).repeat(r)
+            keep = torch.where(cand_scores > thresh)[0]
+            cand_scores, cand_boxes, cand_labels = cand_scores[keep], cand_boxes[keep], cand_labels[keep]
+            keep = remove_small_boxes(cand_boxes, 1e-2)
+            cand_scores, cand_boxes, cand_labels = cand_scores[keep], cand_boxes[keep], cand_labels[keep]
+            keep = batched_nms(cand_boxes, cand_scores.detach(), cand_labels, self.nms_thresh)[:top]
+            out.append({"boxes": cand_boxes[keep], "scores": cand_scores[keep], "labels": cand_labels[keep]})
+        return out
+
+    def predict_masks(self, features: dict[str, Tensor], detections: list[dict[str, Tensor]], image_shapes) -> None:
+        """Add ``mask_probs`` (D, 1, 28, 28) to each image's detections (differentiable in training)."""
+        if not self.with_mask:
+            return
+        boxes = [d["boxes"] for d in detections]
+        if sum(len(b) for b in boxes) == 0:
+            for d in detections:
+                d["mask_probs"] = torch.zeros((0, 1, 28, 28), device=d["boxes"].device)
+            return
+        x = self.mask_head(self.mask_roi_pool(features, boxes, image_shapes))
+        probs = maskrcnn_inference(self.mask_predictor(x), [d["labels"] for d in detections])
+        for d, p in zip(detections, probs):
+            d["mask_probs"] = p

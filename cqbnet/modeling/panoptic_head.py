@@ -1,0 +1,253 @@
+"""Paper 004's heuristic-free panoptic head (Li, Qi and Torr, CVPR 2020), and the heuristic merge it replaces.
+
+* :func:`dynamic_potential` (Sec. 3.4.1, Eqs. 1-2): one channel per detection,
+  s_k * V(c_k) inside the detection's box (with its mask: V * M, variant B, or
+  V + M, variant C), plus one whole-image channel per stuff class.
+* :class:`DenseInstanceAffinity` (Sec. 3.4.2, Eqs. 3-4): P = Psi + phi0(Q) (phi1(Q)^T Psi),
+  evaluated right to left so the HW x HW affinity matrix never exists.
+* :func:`match_segments` and :func:`panoptic_targets` (Sec. 3.5, Eq. 5): ground
+  truth segments are matched to *predicted* detections by box IoU (same class,
+  IoU >= t, one-to-one, maximum total IoU); unmatched ground truth is ignored and
+  duplicate detections of a matched segment are dropped.
+* :func:`panoptic_from_logits`: inference is argmax over P; tiny segments become void.
+* :func:`heuristic_merge`: the Panoptic FPN / detectron2 rule (instances by score,
+  overlap test, then stuff from the semantic argmax with an area limit), as the
+  second inference mode on the same checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+from torchvision.ops import box_iou
+
+from cqbnet.modeling.semantic_head import FPNDecoder
+
+IGNORE = -100
+POTENTIAL_VARIANTS = ("B", "C")
+
+
+def box_region(boxes: Tensor, height: int, width: int, stride: float) -> Tensor:
+    """(D, 4) image-pixel boxes -> (D, h, w) bool: grid cells whose centre lies in the box."""
+    ys = (torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5) * stride
+    xs = (torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5) * stride
+    x1, y1, x2, y2 = (boxes[:, i, None] for i in range(4))
+    inside_y = (ys[None] >= y1) & (ys[None] <= y2)  # (D, h)
+    inside_x = (xs[None] >= x1) & (xs[None] <= x2)  # (D, w)
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def paste_masks(mask_probs: Tensor, boxes: Tensor, height: int, width: int, stride: float) -> Tensor:
+    """(D, 1, m, m) box-relative mask probabilities -> (D, h, w) on the grid, differentiably (grid_sample)."""
+    d = len(boxes)
+    if d == 0:
+        return mask_probs.new_zeros((0, height, width))
+    ys = (torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5) * stride
+    xs = (torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5) * stride
+    x1, y1, x2, y2 = (boxes[:, i, None] for i in range(4))
+    u = (xs[None] - x1) / (x2 - x1).clamp(min=1e-3) * 2 - 1  # (D, w) in [-1, 1] inside the box
+    v = (ys[None] - y1) / (y2 - y1).clamp(min=1e-3) * 2 - 1  # (D, h)
+    grid = torch.stack([u[:, None, :].expand(d, height, width), v[:, :, None].expand(d, height, width)], dim=-1)
+    out = F.grid_sample(mask_probs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[:, 0]
+
+
+def dynamic_potential(
+    sem_prob: Tensor,
+    boxes: Tensor,
+    classes: Tensor,
+    scores: Tensor,
+    stuff_classes: Tensor,
+    stride: float,
+    masks: Tensor | None = None,
+    variant: str = "C",
+) -> Tensor:
+    """Psi (D + N_st, h, w) from semantic probabilities (K, h, w) and D detections (paper 004, Eqs. 1-2).
+
+    ``classes`` are the detections' semantic class indices; ``masks`` (D, h, w) are
+    pasted mask probabilities or None (box-only potential, Eq. 1).
+    """
+    h, w = sem_prob.shape[-2:]
+    v = sem_prob[classes]  # (D, h, w)
+    if masks is not None:
+        v = v * masks if variant == "B" else v + masks
+    inside = box_region(boxes, h, w, stride)
+    thing = scores[:, None, None] * v * inside
+    stuff = sem_prob[stuff_classes]  # (N_st, h, w): whole-image boxes with score 1
+    return torch.cat([thing, stuff], dim=0)
+
+
+class DenseInstanceAffinity(nn.Module):
+    """P = Psi + phi0(Q) (phi1(Q)^T Psi) (paper 004, Eq. 4), in memory linear in the pixel count.
+
+    Q comes from a feature decoder of the same architecture as the semantic
+    head's (Appendix A.1), C = 128 channels at stride 4. phi0 and phi1 are 1x1
+    convolutions followed by ReLU. The product is divided by the number of pixels
+    so that its scale does not depend on the image size (our choice; the paper
+    does not say).
+    """
+
+    def __init__(self, in_channels: int, channels: int = 128):
+        super().__init__()
+        self.decoder = FPNDecoder(in_channels, channels)
+        self.phi0 = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU())
+        self.phi1 = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU())
+
+    def features(self, fpn: list[Tensor]) -> Tensor:
+        """Q: (N, C, H/4, W/4)."""
+        return self.decoder(fpn)
+
+    def forward(self, q: Tensor, psi: Tensor) -> Tensor:
+        """q (C, h, w), psi (K, h, w) -> P (K, h, w); never forms the (hw, hw) matrix (Eq. 3)."""
+        k, h, w = psi.shape
+        a = self.phi0(q[None])[0].flatten(1)  # (C, hw)
+        b = self.phi1(q[None])[0].flatten(1)  # (C, hw)
+        context = b @ psi.flatten(1).T  # (C, K): phi1(Q)^T Psi
+        return psi + (a.T @ context).T.reshape(k, h, w) / (h * w)  # (K, h, w)
+
+
+def match_segments(
+    gt_boxes: Tensor, gt_classes: Tensor, det_boxes: Tensor, det_classes: Tensor, threshold: float = 0.5
+) -> tuple[Tensor, Tensor]:
+    """Eq. 5: the permutation of ground-truth segments that maximises total box IoU with the detections.
+
+    Pairs of different classes count as IoU 0, pairs below ``threshold`` cannot
+    match. Returns, per ground-truth segment, its detection index or -1, and a
+    (D,) bool of detections to keep: all but the unmatched ones that overlap a
+    matched segment of their class at >= threshold (duplicates, removed as the paper says).
+    """
+    g, d = len(gt_boxes), len(det_boxes)
+    match = torch.full((g,), -1, dtype=torch.int64)
+    keep = torch.ones(d, dtype=torch.bool)
+    if g == 0 or d == 0:
+        return match, keep
+    iou = box_iou(gt_boxes.detach().float(), det_boxes.detach().float()).cpu()
+    iou[gt_classes.cpu()[:, None] != det_classes.cpu()[None, :]] = 0.0
+    iou[iou < threshold] = 0.0
+    rows, cols = linear_sum_assignment(iou.numpy(), maximize=True)
+    for r, c in zip(rows, cols):
+        if iou[r, c] > 0:
+            match[r] = int(c)
+    matched_dets = set(match[match >= 0].tolist())
+    matched_gts = match >= 0
+    for c in range(d):
+        if c not in matched_dets and bool((iou[matched_gts, c] > 0).any()):
+            keep[c] = False
+    return match, keep
+
+
+def panoptic_targets(
+    gt_ids: Tensor, gt_segments: list[dict], match: Tensor, keep: Tensor, stuff_classes: list[int], stride: int
+) -> Tensor:
+    """Channel index per grid cell for the cross-entropy on P (IGNORE where nothing is matched).
+
+    ``gt_segments`` rows: id, semantic class, is_thing, iscrowd, in the order of
+    ``match`` for the thing segments. Channels: kept detections first, then one
+    per stuff class.
+    """
+    kept_index = torch.cumsum(keep.long(), 0) - 1  # new channel of each kept detection
+    num_kept = int(keep.sum())
+    off = stride // 2
+    ids = gt_ids[off::stride, off::stride]
+    target = torch.full(ids.shape, IGNORE, dtype=torch.int64, device=gt_ids.device)
+    stuff_pos = {c: i for i, c in enumerate(stuff_classes)}
+    thing_k = 0
+    for seg in gt_segments:
+        if seg["is_thing"] and not seg["iscrowd"]:
+            det = int(match[thing_k])
+            thing_k += 1
+            if det >= 0 and bool(keep[det]):
+                target[ids == seg["id"]] = int(kept_index[det])
+        elif not seg["is_thing"]:
+            target[ids == seg["id"]] = num_kept + stuff_pos[seg["class"]]
+    return target
+
+
+@dataclass
+class PanopticOutput:
+    """One image's panoptic prediction: an id map and its segments (COCO panoptic ``segments_info``)."""
+
+    ids: np.ndarray  # (H, W) int32, 0 = void
+    segments: list[dict]
+
+
+def panoptic_from_logits(
+    logits: Tensor,
+    det_labels: list[int],
+    det_scores: list[float],
+    stuff_categories: list[int],
+    min_area: int,
+) -> PanopticOutput:
+    """Argmax over P (K, H, W); channel k < D is detection k, the rest the stuff classes; small segments -> void."""
+    channel = logits.argmax(0).cpu().numpy()
+    d = len(det_labels)
+    ids = np.zeros(channel.shape, dtype=np.int32)
+    segments = []
+    areas = np.bincount(channel.ravel(), minlength=logits.shape[0])
+    for k in np.flatnonzero(areas):
+        if areas[k] < min_area:
+            continue
+        seg_id = len(segments) + 1
+        ids[channel == k] = seg_id
+        if k < d:
+            segments.append({"id": seg_id, "category_id": det_labels[k], "isthing": True, "score": det_scores[k]})
+        else:
+            segments.append({"id": seg_id, "category_id": stuff_categories[k - d], "isthing": False, "score": 1.0})
+    for s in segments:
+        s["area"] = int((ids == s["id"]).sum())
+    return PanopticOutput(ids, segments)
+
+
+def heuristic_merge(
+    masks: np.ndarray,
+    det_labels: list[int],
+    det_scores: list[float],
+    semantic: np.ndarray,
+    stuff_class_to_category: dict[int, int],
+    score_thresh: float = 0.5,
+    overlap_thresh: float = 0.5,
+    stuff_area_limit: int = 4096,
+) -> PanopticOutput:
+    """Panoptic FPN's merge (detectron2's ``combine_semantic_and_instance_outputs``).
+
+    ``masks`` (D, H, W) bool instance masks; ``semantic`` (H, W) argmax class index.
+    Instances in order of score: skip below ``score_thresh`` or when more than
+    ``overlap_thresh`` of the mask is taken, else claim its free pixels. Then each
+    stuff class of the semantic argmax takes its free pixels if they reach
+    ``stuff_area_limit``.
+    """
+    ids = np.zeros(semantic.shape, dtype=np.int32)
+    segments = []
+    for k in np.argsort(-np.asarray(det_scores, dtype=float), kind="stable"):
+        if det_scores[k] < score_thresh:
+            break
+        m = masks[k]
+        area = int(m.sum())
+        if area == 0:
+            continue
+        taken = int((m & (ids > 0)).sum())
+        if taken / area > overlap_thresh:
+            continue
+        m = m & (ids == 0)
+        seg_id = len(segments) + 1
+        ids[m] = seg_id
+        segments.append({"id": seg_id, "category_id": det_labels[k], "isthing": True, "score": float(det_scores[k])})
+    for cls in np.unique(semantic):
+        if int(cls) not in stuff_class_to_category:
+            continue
+        m = (semantic == cls) & (ids == 0)
+        if m.sum() < stuff_area_limit:
+            continue
+        seg_id = len(segments) + 1
+        ids[m] = seg_id
+        segments.append(
+            {"id": seg_id, "category_id": stuff_class_to_category[int(cls)], "isthing": False, "score": 1.0}
+        )
+    for s in segments:
+        s["area"] = int((ids == s["id"]).sum())
+    return PanopticOutput(ids, segments)

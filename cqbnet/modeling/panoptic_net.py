@@ -1,0 +1,356 @@
+"""The base network of paper 000: Panoptic FPN with a 3-stage cascade R-CNN, ending in paper 004's panoptic head.
+
+:class:`PanopticNet` is composed in one place, in the order the data flows::
+
+    features   = backbone(images)                        # ResNet / MobileNetV2 + FPN
+    proposals  = rpn(images, features)                   # torchvision RPN
+    detections = roi_heads(features, proposals)          # cascade stages + mask head
+    semantic   = semantic_head(features)                 # all classes, stride 4
+    P          = affinity(Q, dynamic_potential(...))     # paper 004, Eqs. 1-4
+    panoptic   = argmax(P)          (or heuristic_merge) # no post-processing heuristics by default
+
+:func:`build_panoptic_net` fills the constructors from plain arguments (a config
+section); nothing is looked up by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead
+
+from cqbnet.data.panoptic_format import Category
+from cqbnet.errors import InputError
+from cqbnet.modeling.backbone import build_backbone
+from cqbnet.modeling.cascade_rcnn import CascadeRoIHeads
+from cqbnet.modeling.panoptic_head import (
+    POTENTIAL_VARIANTS,
+    DenseInstanceAffinity,
+    PanopticOutput,
+    dynamic_potential,
+    heuristic_merge,
+    match_segments,
+    panoptic_from_logits,
+    panoptic_targets,
+    paste_masks,
+)
+from cqbnet.modeling.semantic_head import SemanticHead
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INFERENCE_MODES = ("argmax", "heuristic")
+
+
+@dataclass
+class LabelSpace:
+    """Class indices: semantic index = order of the categories; detector label k = the k-th thing class (1-based)."""
+
+    categories: dict[int, Category]
+    semantic_of: dict[int, int] = field(init=False)  # category id -> semantic index
+    thing_semantic: list[int] = field(init=False)  # detector label k -> semantic index (k - 1)
+    stuff_semantic: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.semantic_of = {cid: i for i, cid in enumerate(self.categories)}
+        cats = list(self.categories.values())
+        self.thing_semantic = [i for i, c in enumerate(cats) if c.isthing]
+        self.stuff_semantic = [i for i, c in enumerate(cats) if not c.isthing]
+        self.category_of = [c.id for c in cats]  # semantic index -> category id
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    @property
+    def num_things(self) -> int:
+        return len(self.thing_semantic)
+
+
+@dataclass
+class PanopticHeadConfig:
+    variant: str = "C"  # dynamic potential: B multiplies V and M, C adds them (paper 004, Appendix A.3)
+    use_masks: bool = True
+    use_affinity: bool = True
+    stride: int = 4  # resolution of Psi and P (paper: d = 4)
+    match_iou: float = 0.5  # t of Eq. 5
+    train_score_thresh: float = 0.3
+    train_max_detections: int = 50
+    train_proposals: int = 200
+    test_score_thresh: float = 0.5
+    min_area: int = 16  # segments smaller than this become void
+    loss_weight: float = 1.0
+    # heuristic merge (second inference mode)
+    merge_score_thresh: float = 0.5
+    merge_overlap_thresh: float = 0.5
+    merge_stuff_area: int = 64
+
+
+class PanopticNet(nn.Module):
+    """Backbone + RPN + cascade R-CNN + semantic head + paper 004's panoptic head."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        rpn: RegionProposalNetwork,
+        roi_heads: CascadeRoIHeads,
+        semantic_head: SemanticHead,
+        affinity: DenseInstanceAffinity | None,
+        labels: LabelSpace,
+        head: PanopticHeadConfig,
+        semantic_loss_weight: float = 0.5,
+        size_divisible: int = 32,
+        pixel_mean: tuple[float, ...] = IMAGENET_MEAN,
+        pixel_std: tuple[float, ...] = IMAGENET_STD,
+    ):
+        super().__init__()
+        if head.variant not in POTENTIAL_VARIANTS:
+            raise InputError(f"unknown potential variant {head.variant!r}; choose B or C")
+        self.backbone = backbone
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+        self.semantic_head = semantic_head
+        self.affinity = affinity
+        self.labels = labels
+        self.head = head
+        self.semantic_loss_weight = semantic_loss_weight
+        self.size_divisible = size_divisible
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(3, 1, 1), persistent=False)
+        self.register_buffer(
+            "_thing_semantic", torch.tensor(labels.thing_semantic, dtype=torch.int64), persistent=False
+        )
+        self.register_buffer(
+            "_stuff_semantic", torch.tensor(labels.stuff_semantic, dtype=torch.int64), persistent=False
+        )
+
+    # --- input ------------------------------------------------------------------------------------------------
+
+    def batch(self, images: list[Tensor]) -> ImageList:
+        """Normalise (3, H, W) float images in [0, 1] and pad them into one (N, 3, H', W') tensor."""
+        sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        d = self.size_divisible
+        hmax = -(-max(s[0] for s in sizes) // d) * d
+        wmax = -(-max(s[1] for s in sizes) // d) * d
+        x = images[0].new_zeros((len(images), 3, hmax, wmax))
+        for i, im in enumerate(images):
+            x[i, :, : im.shape[-2], : im.shape[-1]] = (im - self.pixel_mean) / self.pixel_std
+        return ImageList(x, sizes)
+
+    # --- forward ----------------------------------------------------------------------------------------------
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Any]] | None = None, mode: str = "argmax"):
+        """Training: a dict of losses. Inference: one :class:`PanopticOutput` per image (``mode``: argmax|heuristic)."""
+        if self.training and targets is None:
+            raise ValueError("targets are needed in training mode")
+        image_list = self.batch(images)
+        features = self.backbone(image_list.tensors)  # "0".."3" at strides 4..32, "pool" at 64
+        fpn = [features[k] for k in ("0", "1", "2", "3")]
+        det_targets = [self._detection_target(t) for t in targets] if self.training else None
+        proposals, rpn_losses = self.rpn(image_list, features, det_targets)
+        sem_logits = self.semantic_head(fpn)  # (N, K, H'/4, W'/4)
+        q = self.affinity.features(fpn) if self.affinity is not None else None  # (N, C, H'/4, W'/4)
+
+        if self.training:
+            # paper 004, Appendix A.4: the panoptic head learns from *predicted* detections
+            top = [p[: self.head.train_proposals] for p in proposals]
+            pan_dets = self.roi_heads.detect(
+                features, top, image_list.image_sizes, self.head.train_score_thresh, self.head.train_max_detections
+            )
+            if self.head.use_masks:
+                self.roi_heads.predict_masks(features, pan_dets, image_list.image_sizes)
+            _, det_losses = self.roi_heads(features, proposals, image_list.image_sizes, det_targets)
+            losses = {**rpn_losses, **det_losses}
+            sem_targets = self._pad_semantic(targets, image_list.tensors.shape[-2:])
+            losses["loss_semantic"] = self.semantic_loss_weight * self.semantic_head.loss(sem_logits, sem_targets)
+            losses["loss_panoptic"] = self.head.loss_weight * self._panoptic_loss(
+                sem_logits, q, pan_dets, targets, image_list
+            )
+            return losses
+
+        thresh = self.head.test_score_thresh if mode == "argmax" else self.roi_heads.score_thresh
+        dets = self.roi_heads.detect(features, proposals, image_list.image_sizes, thresh)
+        if self.head.use_masks or mode == "heuristic":
+            self.roi_heads.predict_masks(features, dets, image_list.image_sizes)
+        outputs = []
+        for i, (h, w) in enumerate(image_list.image_sizes):
+            if mode == "argmax":
+                logits = self._panoptic_logits(
+                    sem_logits[i], None if q is None else q[i], dets[i], (h, w), image_list.tensors.shape[-2:]
+                )
+                up = F.interpolate(logits[None], scale_factor=self.head.stride, mode="bilinear", align_corners=False)[
+                    0, :, :h, :w
+                ]
+                outputs.append(
+                    panoptic_from_logits(
+                        up,
+                        [self.labels.category_of[self.labels.thing_semantic[int(k) - 1]] for k in dets[i]["labels"]],
+                        [float(s) for s in dets[i]["scores"]],
+                        [self.labels.category_of[c] for c in self.labels.stuff_semantic],
+                        self.head.min_area,
+                    )
+                )
+            elif mode == "heuristic":
+                outputs.append(self._heuristic(sem_logits[i], dets[i], (h, w)))
+            else:
+                raise InputError(f"unknown inference mode {mode!r}; choose argmax or heuristic")
+        return outputs
+
+    # --- pieces -----------------------------------------------------------------------------------------------
+
+    def _detection_target(self, t: dict[str, Any]) -> dict[str, Tensor]:
+        """Thing, non-crowd segments as torchvision detection targets (labels 1..T)."""
+        sel = t["is_thing"] & ~t["iscrowd"]
+        det_label = {s: k + 1 for k, s in enumerate(self.labels.thing_semantic)}
+        labels = torch.tensor(
+            [det_label[int(c)] for c in t["labels"][sel]], dtype=torch.int64, device=t["boxes"].device
+        )
+        return {"boxes": t["boxes"][sel].float(), "labels": labels, "masks": t["masks"][sel].to(torch.uint8)}
+
+    def _pad_semantic(self, targets: list[dict[str, Any]], size) -> Tensor:
+        out = torch.full(
+            (len(targets), *size),
+            self.semantic_head.ignore_index,
+            dtype=torch.int64,
+            device=targets[0]["semantic"].device,
+        )
+        for i, t in enumerate(targets):
+            h, w = t["semantic"].shape
+            out[i, :h, :w] = t["semantic"]
+        return out
+
+    def _grid_probs(self, sem_logits: Tensor, padded: tuple[int, int]) -> Tensor:
+        """Semantic probabilities (K, h, w) on the panoptic grid (stride ``head.stride`` of the padded image)."""
+        s = self.head.stride
+        size = (padded[0] // s, padded[1] // s)
+        logits = (
+            sem_logits
+            if sem_logits.shape[-2:] == size
+            else F.interpolate(sem_logits[None], size=size, mode="bilinear", align_corners=False)[0]
+        )
+        return torch.softmax(logits, dim=0)
+
+    def _panoptic_logits(
+        self, sem_logits: Tensor, q: Tensor | None, det: dict[str, Tensor], image_size, padded
+    ) -> Tensor:
+        """P (D + N_st, h, w) for one image: Psi (Eqs. 1-2), revised by the affinity (Eq. 4)."""
+        prob = self._grid_probs(sem_logits, padded)
+        h, w = prob.shape[-2:]
+        classes = self._thing_semantic[det["labels"] - 1]
+        masks = None
+        if self.head.use_masks and "mask_probs" in det:
+            masks = paste_masks(det["mask_probs"], det["boxes"], h, w, self.head.stride)
+        psi = dynamic_potential(
+            prob, det["boxes"], classes, det["scores"], self._stuff_semantic, self.head.stride, masks, self.head.variant
+        )
+        if self.affinity is None or q is None:
+            return psi
+        if q.shape[-2:] != (h, w):
+            q = F.interpolate(q[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        return self.affinity(q, psi)
+
+    def _panoptic_loss(self, sem_logits, q, dets, targets, image_list) -> Tensor:
+        """Panoptic matching loss (paper 004, Sec. 3.5): cross-entropy on P against matched ground truth."""
+        total = sem_logits.sum() * 0.0
+        n = 0
+        padded = image_list.tensors.shape[-2:]
+        for i, t in enumerate(targets):
+            det = dets[i]
+            things = t["is_thing"] & ~t["iscrowd"]
+            gt_classes = t["labels"][things]
+            det_classes = self._thing_semantic[det["labels"] - 1]
+            match, keep = match_segments(t["boxes"][things], gt_classes, det["boxes"], det_classes, self.head.match_iou)
+            keep = keep.to(det["boxes"].device)
+            det = {k: v[keep] for k, v in det.items()}
+            logits = self._panoptic_logits(sem_logits[i], None if q is None else q[i], det, None, padded)
+            segs = [
+                {"id": int(sid), "class": int(c), "is_thing": bool(th), "iscrowd": bool(cr)}
+                for sid, c, th, cr in zip(t["segment_ids"], t["labels"], t["is_thing"], t["iscrowd"])
+            ]
+            ids = torch.zeros(padded, dtype=torch.int64, device=t["panoptic"].device)
+            ids[: t["panoptic"].shape[0], : t["panoptic"].shape[1]] = t["panoptic"]
+            target = panoptic_targets(ids, segs, match, keep.cpu(), self.labels.stuff_semantic, self.head.stride)
+            target = target[: logits.shape[1], : logits.shape[2]]
+            if (target != -100).any():
+                total = total + F.cross_entropy(logits[None], target[None], ignore_index=-100)
+                n += 1
+        return total / max(n, 1)
+
+    def _heuristic(self, sem_logits: Tensor, det: dict[str, Tensor], size: tuple[int, int]) -> PanopticOutput:
+        h, w = size
+        prob = SemanticHead.probabilities(sem_logits[None], tuple(s * 4 for s in sem_logits.shape[-2:]))[0]
+        semantic = prob[:, :h, :w].argmax(0).cpu().numpy()
+        if len(det["boxes"]) and "mask_probs" in det:
+            masks = (paste_masks(det["mask_probs"], det["boxes"], h, w, 1.0) > 0.5).cpu().numpy()
+        else:
+            masks = np.zeros((len(det["boxes"]), h, w), dtype=bool)
+        labels = [self.labels.category_of[self.labels.thing_semantic[int(k) - 1]] for k in det["labels"]]
+        stuff = {c: self.labels.category_of[c] for c in self.labels.stuff_semantic}
+        return heuristic_merge(
+            masks,
+            labels,
+            [float(s) for s in det["scores"]],
+            semantic,
+            stuff,
+            self.head.merge_score_thresh,
+            self.head.merge_overlap_thresh,
+            self.head.merge_stuff_area,
+        )
+
+
+def build_panoptic_net(
+    categories: dict[int, Category],
+    backbone: str = "resnet18",
+    weights: str | None = None,
+    norm: str = "frozen_bn",
+    trainable_layers: int = 3,
+    fpn_channels: int = 256,
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512),
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+    rpn_pre_nms_train: int = 2000,
+    rpn_post_nms_train: int = 1000,
+    rpn_pre_nms_test: int = 1000,
+    rpn_post_nms_test: int = 1000,
+    rpn_batch_size: int = 256,
+    roi_batch_size: int = 512,
+    box_representation: int = 1024,
+    detections_per_img: int = 100,
+    mask_channels: int = 256,
+    semantic_channels: int = 128,
+    affinity_channels: int = 128,
+    semantic_loss_weight: float = 0.5,
+    panoptic: dict[str, Any] | None = None,
+) -> PanopticNet:
+    """Compose the network from plain arguments (one per constructor knob)."""
+    labels = LabelSpace(categories)
+    head = PanopticHeadConfig(**(panoptic or {}))
+    body = build_backbone(backbone, weights, norm, trainable_layers, fpn_channels)
+    anchors = AnchorGenerator(tuple((s,) for s in anchor_sizes), (tuple(aspect_ratios),) * len(anchor_sizes))
+    rpn = RegionProposalNetwork(
+        anchors,
+        RPNHead(fpn_channels, anchors.num_anchors_per_location()[0]),
+        fg_iou_thresh=0.7,
+        bg_iou_thresh=0.3,
+        batch_size_per_image=rpn_batch_size,
+        positive_fraction=0.5,
+        pre_nms_top_n={"training": rpn_pre_nms_train, "testing": rpn_pre_nms_test},
+        post_nms_top_n={"training": rpn_post_nms_train, "testing": rpn_post_nms_test},
+        nms_thresh=0.7,
+    )
+    roi_heads = CascadeRoIHeads(
+        fpn_channels,
+        labels.num_things + 1,
+        representation=box_representation,
+        batch_size_per_image=roi_batch_size,
+        detections_per_img=detections_per_img,
+        mask_channels=mask_channels,
+        with_mask=head.use_masks,
+    )
+    semantic = SemanticHead(fpn_channels, labels.num_classes, semantic_channels)
+    affinity = DenseInstanceAffinity(fpn_channels, affinity_channels) if head.use_affinity else None
+    return PanopticNet(body, rpn, roi_heads, semantic, affinity, labels, head, semantic_loss_weight)

@@ -1,0 +1,70 @@
+"""Panoptic FPN's semantic branch (Kirillov et al. 2019) with GroupNorm, as paper 004 (Appendix A.1) uses it.
+
+:class:`FPNDecoder` merges FPN levels at strides 4..32 into one map at stride 4:
+each level passes through (conv3x3 -> GroupNorm -> ReLU -> 2x upsample) until it
+reaches stride 4, and the levels are summed. The same decoder extracts the
+affinity features Q of paper 004's dense instance affinity head (Sec. 3.4.2).
+:class:`SemanticHead` adds a 1x1 classifier over all thing and stuff classes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def conv_gn_relu(cin: int, cout: int) -> nn.Sequential:
+    groups = 32 if cout % 32 == 0 else 8 if cout % 8 == 0 else 1
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(groups, cout), nn.ReLU(inplace=True)
+    )
+
+
+class FPNDecoder(nn.Module):
+    """FPN levels (strides 4, 8, 16, 32) -> one (N, channels, H/4, W/4) map."""
+
+    def __init__(self, in_channels: int, channels: int = 128, num_levels: int = 4):
+        super().__init__()
+        self.scale_heads = nn.ModuleList()
+        for level in range(num_levels):
+            layers: list[nn.Module] = []
+            for k in range(max(1, level)):
+                layers.append(conv_gn_relu(in_channels if k == 0 else channels, channels))
+                if level > 0:
+                    layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+            self.scale_heads.append(nn.Sequential(*layers))
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        out = self.scale_heads[0](features[0])
+        for head, f in zip(self.scale_heads[1:], features[1:]):
+            y = head(f)
+            if y.shape[-2:] != out.shape[-2:]:  # odd input sizes
+                y = F.interpolate(y, size=out.shape[-2:], mode="bilinear", align_corners=False)
+            out = out + y
+        return out
+
+
+class SemanticHead(nn.Module):
+    """Per-pixel logits over every class (things and stuff) at stride 4."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 128, ignore_index: int = 255):
+        super().__init__()
+        self.decoder = FPNDecoder(in_channels, channels)
+        self.predictor = nn.Conv2d(channels, num_classes, 1)
+        self.ignore_index = ignore_index
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        """(N, classes, H/4, W/4) logits."""
+        return self.predictor(self.decoder(features))
+
+    def loss(self, logits: Tensor, semantic: Tensor) -> Tensor:
+        """Cross-entropy at input resolution (logits upsampled, as Panoptic FPN does); void ignored."""
+        up = F.interpolate(logits, size=semantic.shape[-2:], mode="bilinear", align_corners=False)
+        if (semantic != self.ignore_index).any():
+            return F.cross_entropy(up, semantic, ignore_index=self.ignore_index)
+        return up.sum() * 0.0
+
+    @staticmethod
+    def probabilities(logits: Tensor, size: tuple[int, int]) -> Tensor:
+        return torch.softmax(F.interpolate(logits, size=size, mode="bilinear", align_corners=False), dim=1)
