@@ -27,9 +27,24 @@ def test_console_script_installed():
 
 
 def test_demo_small(tmp_path, capsys):
-    code, out, _ = run(capsys, "demo", "--out", tmp_path / "d", "--num-train", 24, "--num-val", 6)
-    assert code == 0
+    code, out, err = run(
+        capsys,
+        "demo",
+        "--out",
+        tmp_path / "d",
+        "--num-train",
+        24,
+        "--num-val",
+        6,
+        "--train-iters",
+        2,
+        "--device",
+        "cpu",
+    )
+    assert code == 0, err
     assert "cost relative to full panoptic labels" in out
+    assert "PQ" in out and (tmp_path / "d" / "pictures" / "predictions.png").is_file()
+    assert (tmp_path / "d" / "run" / "model_final.pth").is_file()
     assert (tmp_path / "d" / "pictures" / "label_kinds.png").stat().st_size > 10_000
     assert (tmp_path / "d" / "pictures" / "manifest_labels.png").is_file()
     assert (tmp_path / "d" / "labels" / "manifest.json").is_file()

@@ -323,7 +323,14 @@ def cmd_demo(args) -> int:
     from cqbnet.cli.demo import run_demo
 
     run_demo(
-        args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val, ratio=args.ratio, budget=args.budget
+        args.out,
+        seed=args.seed,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        ratio=args.ratio,
+        budget=args.budget,
+        train_iters=args.train_iters,
+        device=_device(args.device),
     )
     return 0
 
@@ -339,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-val", type=int, default=300)
     d.add_argument("--budget", type=float, default=0.45, help="annotation budget for the planner (full labels = 1)")
     d.add_argument("--ratio", help="a labelling plan to use instead of planning, e.g. P=0.29,I=0.355,B=0.29,S=0.065")
+    d.add_argument("--train-iters", type=int, default=300, help="training iterations (0: skip training)")
+    d.add_argument("--device", default="auto", help="cpu, cuda or auto")
     d.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)

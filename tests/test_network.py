@@ -1,0 +1,160 @@
+"""The composed network: backbones, a training step, valid panoptic outputs in both inference modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models import mobilenet_v2, resnet18
+
+from cqbnet.data.dataset import PanopticDataset
+from cqbnet.data.transforms import hflip, resize, to_tensors
+from cqbnet.errors import InputError
+from cqbnet.modeling.backbone import build_backbone
+from cqbnet.modeling.panoptic_net import build_panoptic_net
+
+TINY = dict(
+    backbone="resnet18",
+    norm="bn",
+    trainable_layers=5,
+    fpn_channels=32,
+    anchor_sizes=(8, 16, 32, 64, 128),
+    rpn_pre_nms_train=200,
+    rpn_post_nms_train=100,
+    rpn_pre_nms_test=100,
+    rpn_post_nms_test=50,
+    roi_batch_size=32,
+    box_representation=64,
+    detections_per_img=20,
+    mask_channels=16,
+    semantic_channels=16,
+    affinity_channels=16,
+    panoptic={
+        "stride": 4,
+        "train_proposals": 50,
+        "test_score_thresh": 0.0,
+        "min_area": 1,
+        "merge_score_thresh": 0.0,
+        "merge_stuff_area": 1,
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(synth):
+    return PanopticDataset(synth / "panoptic_train.json", synth / "panoptic" / "train", synth / "images" / "train")
+
+
+def batch(dataset, n=2):
+    return [to_tensors(*dataset[i]) for i in range(n)]
+
+
+@pytest.mark.parametrize("name,channels", [("resnet18", 32), ("resnet50", 16), ("mobilenet_v2", 16)])
+def test_backbones_give_fpn_strides(name, channels):
+    b = build_backbone(name, None, "bn", 5, channels)
+    out = b(torch.zeros(1, 3, 64, 96))
+    assert list(out) == ["0", "1", "2", "3", "pool"]
+    for k, stride in zip(["0", "1", "2", "3", "pool"], [4, 8, 16, 32, 64]):
+        assert out[k].shape == (1, channels, 64 // stride if stride < 64 else 1, 96 // stride if stride < 64 else 2)
+
+
+def test_local_pretrained_weights(tmp_path):
+    torch.manual_seed(0)
+    ref = resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(ref.state_dict(), path)
+    b = build_backbone("resnet18", path, "frozen_bn", 3, 32)
+    assert torch.equal(b.body.conv1.weight, ref.conv1.weight)
+    assert not b.body.conv1.weight.requires_grad and b.body.layer4[0].conv1.weight.requires_grad
+    mb = mobilenet_v2()
+    torch.save({"state_dict": mb.state_dict()}, tmp_path / "mb.pth")
+    m = build_backbone("mobilenet_v2", tmp_path / "mb.pth", "frozen_bn", 2, 16)
+    assert torch.equal(m.body["0"][0].weight, mb.features[0][0].weight)
+    with pytest.raises(InputError, match="does not fit a torchvision resnet18"):
+        build_backbone("resnet18", tmp_path / "mb.pth")
+    (tmp_path / "bad.pth").write_text("not weights")
+    with pytest.raises(InputError, match="not a PyTorch weights file"):
+        build_backbone("resnet18", tmp_path / "bad.pth")
+    with pytest.raises(InputError, match="weights file not found"):
+        build_backbone("resnet18", tmp_path / "missing.pth")
+
+
+def test_transforms_keep_targets_aligned(dataset):
+    img, t = to_tensors(*dataset[0])
+    f_img, f = hflip(img, t)
+    assert torch.equal(f["masks"][0], t["masks"][0].flip(-1))
+    w = img.shape[-1]
+    assert torch.allclose(f["boxes"][:, 0], w - t["boxes"][:, 2])
+    r_img, r = resize(img, t, 2.0)
+    assert r_img.shape[-2:] == (128, 128) and r["masks"].shape[-2:] == (128, 128)
+    for m, b in zip(r["masks"], r["boxes"]):
+        ys, xs = torch.where(m)
+        assert b.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+
+
+def test_training_step_and_losses(dataset):
+    torch.manual_seed(0)
+    model = build_panoptic_net(dataset.categories, **TINY)
+    model.train()
+    b = batch(dataset, 2)
+    losses = model([x[0] for x in b], [x[1] for x in b])
+    want = {"loss_objectness", "loss_rpn_box_reg", "loss_mask", "loss_semantic", "loss_panoptic"}
+    want |= {f"loss_{k}_s{i}" for k in ("cls", "box") for i in range(3)}
+    assert set(losses) == want
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.affinity.phi0[0].weight.grad is not None
+    assert model.semantic_head.predictor.weight.grad is not None
+    assert model.roi_heads.stages[2].predictor.cls_score.weight.grad is not None
+
+
+def test_cascade_stage_weights(dataset):
+    """The three stages' losses carry paper 000's weights 1, 0.5, 0.25 (same RoIs in, so the ratio shows)."""
+    torch.manual_seed(0)
+    model = build_panoptic_net(dataset.categories, **TINY)
+    assert model.roi_heads.stage_weights == (1.0, 0.5, 0.25)
+    assert [s.matcher.high_threshold for s in model.roi_heads.stages] == [0.5, 0.6, 0.7]
+
+
+@pytest.mark.parametrize("mode", ["argmax", "heuristic"])
+def test_inference_outputs_are_valid_panoptic(dataset, mode):
+    torch.manual_seed(0)
+    model = build_panoptic_net(dataset.categories, **TINY).eval()
+    b = batch(dataset, 2)
+    with torch.no_grad():
+        outs = model([x[0] for x in b], mode=mode)
+    assert len(outs) == 2
+    for (img, _), out in zip(b, outs):
+        assert out.ids.shape == tuple(img.shape[-2:])
+        ids = {s["id"] for s in out.segments}
+        assert set(np.unique(out.ids)) - {0} == ids
+        for s in out.segments:
+            assert s["category_id"] in dataset.categories
+            assert s["area"] == int((out.ids == s["id"]).sum()) > 0
+            assert s["isthing"] == dataset.categories[s["category_id"]].isthing
+
+
+def test_without_masks_or_affinity(dataset):
+    torch.manual_seed(0)
+    cfg = dict(TINY, panoptic={**TINY["panoptic"], "use_masks": False, "use_affinity": False})
+    model = build_panoptic_net(dataset.categories, **cfg)
+    assert model.affinity is None and not model.roi_heads.with_mask
+    b = batch(dataset, 2)
+    losses = model.train()([x[0] for x in b], [x[1] for x in b])
+    assert "loss_mask" not in losses and torch.isfinite(losses["loss_panoptic"])
+    with torch.no_grad():
+        model.eval()([x[0] for x in b])
+
+
+def test_weights_inside_an_installed_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "my_weights_pkg"
+    (pkg / "w").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    torch.manual_seed(0)
+    ref = resnet18()
+    torch.save(ref.state_dict(), pkg / "w" / "r18.pth")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    b = build_backbone("resnet18", "pkg://my_weights_pkg/w/r18.pth", "frozen_bn", 3, 16)
+    assert torch.equal(b.body.conv1.weight, ref.conv1.weight)
+    with pytest.raises(InputError, match="package 'no_such_pkg' is not installed"):
+        build_backbone("resnet18", "pkg://no_such_pkg/x.pth")

@@ -1,0 +1,165 @@
+"""Paper 004's panoptic head on hand-made cases: potential, affinity, matching, targets, argmax, heuristic merge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cqbnet.modeling.panoptic_head import (
+    IGNORE,
+    DenseInstanceAffinity,
+    box_region,
+    dynamic_potential,
+    heuristic_merge,
+    match_segments,
+    panoptic_from_logits,
+    panoptic_targets,
+    paste_masks,
+)
+
+
+def test_box_region_uses_cell_centres():
+    r = box_region(torch.tensor([[2.0, 0.0, 6.0, 4.0]]), 4, 4, stride=2.0)  # cells centred at 1, 3, 5, 7
+    want = torch.zeros(4, 4, dtype=torch.bool)
+    want[0:2, 1:3] = True
+    assert torch.equal(r[0], want)
+
+
+def test_dynamic_potential_eqs_1_and_2():
+    torch.manual_seed(0)
+    sem = torch.softmax(torch.randn(3, 4, 4), 0)  # classes 0, 1 things; 2 stuff
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 4.0, 4.0]])
+    classes = torch.tensor([0, 1])
+    scores = torch.tensor([0.9, 0.5])
+    stuff = torch.tensor([2])
+    psi = dynamic_potential(sem, boxes, classes, scores, stuff, 1.0)  # Eq. 1
+    assert psi.shape == (3, 4, 4)
+    inside0 = box_region(boxes[:1], 4, 4, 1.0)[0]
+    assert torch.allclose(psi[0], 0.9 * sem[0] * inside0)
+    assert torch.all(psi[1][~box_region(boxes[1:], 4, 4, 1.0)[0]] == 0)
+    assert torch.equal(psi[2], sem[2])  # stuff: whole-image box, score 1
+    masks = torch.rand(2, 4, 4)
+    b = dynamic_potential(sem, boxes, classes, scores, stuff, 1.0, masks, "B")  # Eq. 2, product
+    c = dynamic_potential(sem, boxes, classes, scores, stuff, 1.0, masks, "C")  # Eq. 2, sum
+    assert torch.allclose(b[0], 0.9 * sem[0] * masks[0] * inside0)
+    assert torch.allclose(c[0], 0.9 * (sem[0] + masks[0]) * inside0)
+
+
+def test_affinity_equals_explicit_pairwise_matrix():
+    """Eq. 3: phi0(Q) (phi1(Q)^T Psi) equals forming the HW x HW affinity and multiplying."""
+    torch.manual_seed(1)
+    head = DenseInstanceAffinity(in_channels=8, channels=16)
+    q = torch.randn(16, 5, 6)
+    psi = torch.rand(4, 5, 6)
+    p = head(q, psi)
+    a = head.phi0(q[None])[0].flatten(1)  # (C, HW)
+    b = head.phi1(q[None])[0].flatten(1)
+    affinity = a.T @ b  # (HW, HW): never built by the head
+    want = psi.flatten(1) + (affinity @ psi.flatten(1).T).T / 30
+    assert torch.allclose(p.flatten(1), want, atol=1e-5)
+    assert p.shape == psi.shape
+
+
+def test_affinity_is_differentiable_and_residual():
+    head = DenseInstanceAffinity(in_channels=8, channels=8)
+    q = torch.randn(8, 4, 4, requires_grad=True)
+    psi = torch.rand(3, 4, 4, requires_grad=True)
+    head(q, psi).sum().backward()
+    assert q.grad is not None and psi.grad is not None
+    for m in (head.phi0[0], head.phi1[0]):
+        torch.nn.init.zeros_(m.weight)
+        torch.nn.init.zeros_(m.bias)
+    assert torch.equal(head(q, psi), psi)
+
+
+def test_match_segments_eq5():
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0], [50.0, 50.0, 60.0, 60.0]])
+    gt_cls = torch.tensor([1, 1, 2])
+    det = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 11.0],  # gt 0, IoU 0.91
+            [0.0, 0.0, 10.0, 12.0],  # gt 0 again, IoU 0.83: duplicate -> dropped
+            [20.0, 20.0, 30.0, 30.0],  # gt 1 but wrong class -> no match, not a duplicate
+            [50.0, 50.0, 60.0, 58.0],  # gt 2, IoU 0.8
+            [100.0, 100.0, 110.0, 110.0],  # false positive: kept
+        ]
+    )
+    det_cls = torch.tensor([1, 1, 3, 2, 1])
+    match, keep = match_segments(gt, gt_cls, det, det_cls, 0.5)
+    assert match.tolist() == [0, -1, 3]
+    assert keep.tolist() == [True, False, True, True, True]
+    # the assignment maximises total IoU, not greedy per segment
+    gt2 = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 14.0]])
+    det2 = torch.tensor([[0.0, 0.0, 10.0, 12.0], [0.0, 0.0, 10.0, 9.0]])
+    m2, _ = match_segments(gt2, torch.tensor([1, 1]), det2, torch.tensor([1, 1]), 0.5)
+    assert m2.tolist() == [1, 0]
+    m3, k3 = match_segments(gt2, torch.tensor([1, 1]), det2[:0], torch.tensor([], dtype=torch.int64), 0.5)
+    assert m3.tolist() == [-1, -1] and len(k3) == 0
+
+
+def test_panoptic_targets_channels_and_ignore():
+    ids = torch.tensor([[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 0], [3, 3, 4, 5]])
+    segs = [
+        {"id": 1, "class": 0, "is_thing": True, "iscrowd": False},  # matched to det 1
+        {"id": 2, "class": 0, "is_thing": True, "iscrowd": False},  # unmatched -> ignore
+        {"id": 3, "class": 5, "is_thing": False, "iscrowd": False},  # stuff class 5
+        {"id": 4, "class": 6, "is_thing": False, "iscrowd": False},  # stuff class 6
+        {"id": 5, "class": 0, "is_thing": True, "iscrowd": True},  # crowd -> ignore
+    ]
+    match = torch.tensor([1, -1])  # thing segments 1 and 2 (crowd excluded)
+    keep = torch.tensor([False, True, True])  # det 0 dropped: det 1 -> channel 0, det 2 -> channel 1
+    t = panoptic_targets(ids, segs, match, keep, stuff_classes=[5, 6], stride=1)
+    i = IGNORE
+    assert t.tolist() == [[0, 0, i, i], [0, 0, i, i], [2, 2, 3, i], [2, 2, 3, i]]
+    t2 = panoptic_targets(ids, segs, match, keep, stuff_classes=[5, 6], stride=2)  # cell centres (1, 1), (1, 3)...
+    assert t2.tolist() == [[0, i], [2, i]]
+
+
+def test_argmax_inference_drops_tiny_segments():
+    logits = torch.zeros(3, 4, 4)
+    logits[0, :2, :2] = 5  # detection 0: 4 px
+    logits[1, 3, 3] = 5  # detection 1: 1 px -> void
+    logits[2] = 1  # stuff everywhere else
+    out = panoptic_from_logits(logits, det_labels=[3, 4], det_scores=[0.9, 0.8], stuff_categories=[7], min_area=2)
+    cats = {s["id"]: s["category_id"] for s in out.segments}
+    assert sorted(cats.values()) == [3, 7]
+    assert (out.ids == 0).sum() == 1
+    for s in out.segments:
+        assert s["area"] == int((out.ids == s["id"]).sum())
+
+
+def test_heuristic_merge_rules():
+    m = np.zeros((3, 6, 6), dtype=bool)
+    m[0, :3, :3] = True  # score 0.9
+    m[1, :3, :2] = True  # score 0.8, fully inside 0 -> skipped (overlap > 0.5)
+    m[2, 2:5, 2:5] = True  # score 0.7, overlaps 1 px -> takes the rest
+    sem = np.full((6, 6), 4)
+    sem[5] = 5  # stuff class 5: 6 px, under the area limit of 8
+    out = heuristic_merge(m, [1, 1, 2], [0.9, 0.8, 0.7], sem, {4: 40, 5: 50}, 0.5, 0.5, stuff_area_limit=8)
+    cats = [s["category_id"] for s in out.segments]
+    assert cats == [1, 2, 40]
+    assert out.segments[1]["area"] == 8
+    assert (out.ids[5] == 0).all()  # stuff below the limit stays void
+    low = heuristic_merge(m, [1, 1, 2], [0.4, 0.3, 0.2], sem, {4: 40}, 0.5, 0.5, 8)
+    assert [s["category_id"] for s in low.segments] == [40]
+
+
+def test_paste_masks_fills_the_box():
+    probs = torch.ones(1, 1, 28, 28)
+    pasted = paste_masks(probs, torch.tensor([[2.0, 2.0, 6.0, 8.0]]), 10, 10, 1.0)
+    assert pasted.shape == (1, 10, 10)
+    assert torch.all(pasted[0, 2:8, 2:6] > 0.45)  # border cells are half-interpolated with zero padding
+    assert torch.all(pasted[0, :, 7:] == 0) and torch.all(pasted[0, 9:] == 0)
+
+
+@pytest.mark.parametrize("variant", ["B", "C"])
+def test_potential_gradients_reach_scores_and_masks(variant):
+    sem = torch.softmax(torch.randn(3, 4, 4), 0).requires_grad_()
+    scores = torch.tensor([0.7], requires_grad=True)
+    masks = torch.rand(1, 4, 4, requires_grad=True)
+    psi = dynamic_potential(
+        sem, torch.tensor([[0.0, 0.0, 4.0, 4.0]]), torch.tensor([0]), scores, torch.tensor([2]), 1.0, masks, variant
+    )
+    psi.sum().backward()
+    assert scores.grad is not None and masks.grad is not None and sem.grad is not None
