@@ -22,13 +22,13 @@ import contextlib
 import io
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info  # benchmarks/machine.py
 
 from cqbnet.data.panoptic_format import SegmentInfo, load_categories, load_panoptic_json, read_panoptic_png
 from cqbnet.evaluation.panoptic_quality import PanopticQuality, evaluate_panoptic_files
@@ -167,12 +167,7 @@ def main() -> None:
             ours_memory()
             rss.append(rss_mb())
         result = {
-            "machine": {
-                "cpu_count": os.cpu_count(),
-                "platform": platform.platform(),
-                "processor": platform.processor() or platform.machine(),
-                "python": platform.python_version(),
-            },
+            "machine": machine_info(),
             "images": n,
             "image_sizes": sorted({tuple(a[0].shape) for a in arrays}),
             "results": res,

@@ -10,23 +10,21 @@ detections through the head (the worst case). "heuristic" runs the same checkpoi
 instead of the affinity head. Mask R-CNN R50-FPN (torchvision, 91 classes, same 100 detections) is the reference.
 
 Memory: each size runs in a fresh process that applies the affinity head (C = 128, 153 channels of Psi) at stride
-4 and reports the growth of its peak resident set over the baseline; the explicit HW x HW product is measured
-beside it where it fits.
+4; the peak resident set (Linux VmHWM) is reset once the inputs exist, so the growth measured is the head's own
+working memory. The explicit HW x HW product is measured beside it where it fits.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from machine import machine_info  # benchmarks/machine.py
 
 OUT = Path(__file__).parent / "results" / "network_speed.json"
 SIZES = [(128, 128), (512, 512), (800, 1333)]
@@ -50,18 +48,31 @@ def build_ours():
         coco_like_categories(),
         backbone="resnet50",
         norm="frozen_bn",
-        panoptic={"test_score_thresh": 0.0, "merge_score_thresh": 0.0, "min_area": 0},
+        panoptic={"test_score_thresh": 0.0, "merge_score_thresh": 0.0, "min_area": 0, "agnostic_nms": None},
     ).eval()
     model.roi_heads.score_thresh = 0.0
     return model
 
 
-def build_maskrcnn():
+def build_maskrcnn(h: int, w: int):
+    """Mask R-CNN whose transform keeps an (h, w) image at its size."""
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     torch.manual_seed(0)
-    m = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, box_score_thresh=0.0, min_size=1, max_size=100000)
+    m = maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, box_score_thresh=0.0, min_size=min(h, w), max_size=max(h, w)
+    )
     return m.eval()
+
+
+def without_panoptic_stage(model, img) -> None:
+    """Everything the argmax mode computes except the panoptic head: backbone, RPN, cascade, masks, semantics."""
+    il = model.batch([img])
+    f = model.backbone(il.tensors)
+    props, _ = model.rpn(il, f)
+    dets = model.roi_heads.detect(f, props, il.image_sizes, model.head.test_score_thresh)
+    model.roi_heads.predict_masks(f, dets, il.image_sizes)
+    model.semantic_head([f[k] for k in ("0", "1", "2", "3")])
 
 
 def latency(fn, repeat: int) -> float:
@@ -77,19 +88,22 @@ def latency(fn, repeat: int) -> float:
 
 def measure_latency(repeat: int) -> dict:
     ours = build_ours()
-    mrcnn = build_maskrcnn()
     out = {}
     for h, w in SIZES:
+        mrcnn = build_maskrcnn(h, w)
         torch.manual_seed(1)
         img = torch.rand(3, h, w)
         row = {
+            "ours_without_panoptic_stage": latency(lambda img=img: without_panoptic_stage(ours, img), repeat),
             "ours_argmax": latency(lambda img=img: ours([img], mode="argmax"), repeat),
             "ours_heuristic": latency(lambda img=img: ours([img], mode="heuristic"), repeat),
-            "maskrcnn_r50_fpn": latency(lambda img=img: mrcnn([img]), repeat),
+            "maskrcnn_r50_fpn": latency(lambda img=img, m=mrcnn: m([img]), repeat),
         }
         with torch.no_grad():
-            row["detections_argmax"] = sum(s["isthing"] for s in ours([img], mode="argmax")[0].segments)
-        row["head_overhead"] = row["ours_argmax"] / row["ours_heuristic"] - 1
+            row["thing_segments_argmax"] = sum(s["isthing"] for s in ours([img], mode="argmax")[0].segments)
+            row["detections_maskrcnn"] = len(mrcnn([img])[0]["boxes"])
+        row["argmax_head_overhead"] = row["ours_argmax"] / row["ours_without_panoptic_stage"] - 1
+        row["heuristic_merge_overhead"] = row["ours_heuristic"] / row["ours_without_panoptic_stage"] - 1
         out[f"{h}x{w}"] = row
         print(f"{h}x{w}", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     return out
@@ -103,7 +117,7 @@ def _affinity_child(h: int, w: int, explicit: bool) -> None:
     head = DenseInstanceAffinity(in_channels=256, channels=128).eval()
     q = torch.randn(128, h, w)
     psi = torch.rand(153, h, w)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _reset_peak_rss_kb()
     with torch.no_grad():
         if explicit:
             a = head.phi0(q[None])[0].flatten(1)
@@ -111,11 +125,25 @@ def _affinity_child(h: int, w: int, explicit: bool) -> None:
             p = psi.flatten(1) + (a.T @ b @ psi.flatten(1).T).T / (h * w)
         else:
             p = head(q, psi)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_rss_kb()
     print(json.dumps({"peak_growth_mb": (peak - base) / 1024, "checksum": float(p.sum())}))
 
 
+def _peak_rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _reset_peak_rss_kb() -> int:
+    """Reset the peak resident set size to the current one (Linux: write 5 to clear_refs) and return it."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _peak_rss_kb()
+
+
 def measure_memory() -> dict:
+    """Peak memory of the affinity head per size (each in a fresh process)."""
     out = {}
     for h, w in SIZES:
         gh, gw = h // 4, w // 4
@@ -148,13 +176,7 @@ def main() -> None:
         _affinity_child(*args.child[:2], bool(args.child[2]))
         return
     result = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "latency_seconds": measure_latency(args.repeat),
         "affinity_memory": measure_memory(),
     }

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info  # benchmarks/machine.py
 
 from cqbnet.labels.costs import CostModel
 from cqbnet.planner.pareto import hypervolume, non_dominated
@@ -108,11 +107,7 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=100)
     args = ap.parse_args()
     result = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "front_timing": time_front(args.repeat),
         "search_comparison": compare(args.seeds, args.evaluations, args.population),
     }

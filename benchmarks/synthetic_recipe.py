@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from machine import machine_info  # benchmarks/machine.py
 
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.engine.config import load_config
@@ -54,16 +53,10 @@ def main() -> None:
     for mode in ("argmax", "heuristic"):
         t = time.time()
         r = evaluate_model(model, val, torch.device("cpu"), mode)
-        final[mode] = {
-            "pq": r.all["pq"], "sq": r.all["sq"], "rq": r.all["rq"],
-            "pq_th": r.things["pq"], "sq_th": r.things["sq"], "rq_th": r.things["rq"],
-            "pq_st": r.stuff["pq"], "sq_st": r.stuff["sq"], "rq_st": r.stuff["rq"],
-            "miou": r.miou, "images": r.num_images, "seconds": time.time() - t,
-        }
+        final[mode] = {**r.summary(), "seconds": time.time() - t}
         print(mode, {k: round(v, 4) if isinstance(v, float) else v for k, v in final[mode].items()}, flush=True)
     result = {
-        "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": machine_info(),
         "config": str(args.config.relative_to(ROOT)) if args.config.is_relative_to(ROOT) else str(args.config),
         "overrides": args.overrides,
         "iterations": cfg["solver"]["max_iter"],

@@ -46,17 +46,19 @@ def test_dynamic_potential_eqs_1_and_2():
     assert torch.allclose(c[0], 0.9 * (sem[0] + masks[0]) * inside0)
 
 
-def test_affinity_equals_explicit_pairwise_matrix():
+@pytest.mark.parametrize("norm", ["mass", "pixels"])
+def test_affinity_equals_explicit_pairwise_matrix(norm):
     """Eq. 3: phi0(Q) (phi1(Q)^T Psi) equals forming the HW x HW affinity and multiplying."""
     torch.manual_seed(1)
-    head = DenseInstanceAffinity(in_channels=8, channels=16)
+    head = DenseInstanceAffinity(in_channels=8, channels=16, norm=norm)
     q = torch.randn(16, 5, 6)
     psi = torch.rand(4, 5, 6)
     p = head(q, psi)
     a = head.phi0(q[None])[0].flatten(1)  # (C, HW)
     b = head.phi1(q[None])[0].flatten(1)
     affinity = a.T @ b  # (HW, HW): never built by the head
-    want = psi.flatten(1) + (affinity @ psi.flatten(1).T).T / 30
+    scale = psi.flatten(1).sum(1)[:, None] if norm == "mass" else 30  # per channel mass, or H W = 5 x 6
+    want = psi.flatten(1) + (affinity @ psi.flatten(1).T).T / scale
     assert torch.allclose(p.flatten(1), want, atol=1e-5)
     assert p.shape == psi.shape
 
@@ -163,3 +165,21 @@ def test_potential_gradients_reach_scores_and_masks(variant):
     )
     psi.sum().backward()
     assert scores.grad is not None and masks.grad is not None and sem.grad is not None
+
+
+def test_upsample_argmax_equals_full_upsampling():
+    """Dropping channels that cannot win changes nothing (random and peaky logits, odd crops)."""
+    import torch.nn.functional as F
+
+    from cqbnet.modeling.panoptic_head import candidate_channels, upsample_argmax
+
+    torch.manual_seed(3)
+    for k, h, w, stride in [(40, 9, 13, 4), (7, 5, 5, 2), (120, 16, 20, 4)]:
+        logits = torch.randn(k, h, w) * 0.3
+        logits[: k // 2] -= 2.0  # many hopeless channels
+        logits[0, 2:4, 3:6] += 5.0
+        full = F.interpolate(logits[None], scale_factor=stride, mode="bilinear", align_corners=False)[0]
+        size = (h * stride - 3, w * stride - 1)
+        want = full[:, : size[0], : size[1]].argmax(0)
+        assert torch.equal(upsample_argmax(logits, stride, size), want)
+        assert candidate_channels(logits).sum() < k

@@ -233,16 +233,7 @@ def train(
                     dcfg["test_short_size"],
                     dcfg["max_size"],
                 )
-                last_eval = {
-                    "iter": i,
-                    "pq": r.all["pq"],
-                    "sq": r.all["sq"],
-                    "rq": r.all["rq"],
-                    "pq_th": r.things["pq"],
-                    "pq_st": r.stuff["pq"],
-                    "miou": r.miou,
-                    "eval_images": r.num_images,
-                }
+                last_eval = {"iter": i, **r.summary()}
                 metrics.write(last_eval)
                 bar.write(
                     f"iter {i}: PQ {100 * r.all['pq']:.1f} (things {100 * r.things['pq']:.1f}, "

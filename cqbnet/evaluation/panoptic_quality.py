@@ -255,6 +255,16 @@ class PQResult:
     extra: dict[str, Any] = field(default_factory=dict)
     categories: dict[int, Category] = field(default_factory=dict)  # for names in tables
 
+    def summary(self) -> dict[str, float]:
+        """The headline numbers as one flat dict (fractions): pq, sq, rq, each also _th and _st, miou, images."""
+        out: dict[str, float] = {}
+        for suffix, d in (("", self.all), ("_th", self.things), ("_st", self.stuff)):
+            for k in ("pq", "sq", "rq"):
+                out[k + suffix] = d[k]
+        out["miou"] = self.miou
+        out["images"] = self.num_images
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "All": self.all,

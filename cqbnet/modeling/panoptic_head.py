@@ -82,21 +82,31 @@ def dynamic_potential(
     return torch.cat([thing, stuff], dim=0)
 
 
+AFFINITY_NORMS = ("pixels", "mass")
+
+
 class DenseInstanceAffinity(nn.Module):
     """P = Psi + phi0(Q) (phi1(Q)^T Psi) (paper 004, Eq. 4), in memory linear in the pixel count.
 
     Q comes from a feature decoder of the same architecture as the semantic
     head's (Appendix A.1), C = 128 channels at stride 4. phi0 and phi1 are 1x1
-    convolutions followed by ReLU. The product is divided by the number of pixels
-    so that its scale does not depend on the image size (our choice; the paper
-    does not say).
+    convolutions followed by ReLU. The paper leaves the scale of the product
+    open; ``norm`` picks it (our choice either way):
+
+    * ``"pixels"``: divide by the number of pixels, so the scale does not depend on the image size;
+    * ``"mass"``: divide channel k's context phi1(Q)^T Psi_k by its mass sum_i Psi_ik, so the added
+      term is each pixel's affinity to the channel's mean feature. Large stuff regions then no longer
+      outweigh small instances just by their area.
     """
 
-    def __init__(self, in_channels: int, channels: int = 128):
+    def __init__(self, in_channels: int, channels: int = 128, norm: str = "mass"):
         super().__init__()
+        if norm not in AFFINITY_NORMS:
+            raise ValueError(f"unknown affinity norm {norm!r}; choose one of {', '.join(AFFINITY_NORMS)}")
         self.decoder = FPNDecoder(in_channels, channels)
         self.phi0 = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU())
         self.phi1 = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU())
+        self.norm = norm
 
     def features(self, fpn: list[Tensor]) -> Tensor:
         """Q: (N, C, H/4, W/4)."""
@@ -107,8 +117,13 @@ class DenseInstanceAffinity(nn.Module):
         k, h, w = psi.shape
         a = self.phi0(q[None])[0].flatten(1)  # (C, hw)
         b = self.phi1(q[None])[0].flatten(1)  # (C, hw)
-        context = b @ psi.flatten(1).T  # (C, K): phi1(Q)^T Psi
-        return psi + (a.T @ context).T.reshape(k, h, w) / (h * w)  # (K, h, w)
+        flat = psi.flatten(1)  # (K, hw)
+        context = b @ flat.T  # (C, K): phi1(Q)^T Psi
+        if self.norm == "mass":
+            context = context / flat.sum(1).clamp(min=1e-6)[None]
+        else:
+            context = context / (h * w)
+        return psi + (a.T @ context).T.reshape(k, h, w)  # (K, h, w)
 
 
 def match_segments(
@@ -176,6 +191,30 @@ class PanopticOutput:
     segments: list[dict]
 
 
+def candidate_channels(logits: Tensor) -> Tensor:
+    """Channels (K,) bool that can win the argmax somewhere after bilinear upsampling of (K, h, w) logits.
+
+    An upsampled pixel is a convex combination of the grid cells around it (within a 3x3 window,
+    with margin), so channel k can win there only if its largest value in the window reaches the
+    smallest per-cell maximum in it. Channels failing this everywhere are dropped: exact, and cheap.
+    """
+    best = logits.max(0, keepdim=True).values  # (1, h, w)
+    floor = -F.max_pool2d(-best[None], 3, stride=1, padding=1)[0]  # (1, h, w): min of the cell maxima
+    reach = F.max_pool2d(logits[None], 3, stride=1, padding=1)[0]  # (K, h, w)
+    return (reach >= floor).flatten(1).any(1)
+
+
+def upsample_argmax(logits: Tensor, stride: int, size: tuple[int, int]) -> Tensor:
+    """argmax over channels of P upsampled ``stride`` times (bilinear), cropped to ``size``: (H, W) channel index.
+
+    Only :func:`candidate_channels` are upsampled, which gives the same answer as upsampling all.
+    """
+    keep = torch.nonzero(candidate_channels(logits)).flatten()
+    x = logits[keep][None].contiguous(memory_format=torch.channels_last)  # channels last: argmax reads rows
+    up = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)[0]
+    return keep[up[:, : size[0], : size[1]].argmax(0)]
+
+
 def panoptic_from_logits(
     logits: Tensor,
     det_labels: list[int],
@@ -183,24 +222,26 @@ def panoptic_from_logits(
     stuff_categories: list[int],
     min_area: int,
 ) -> PanopticOutput:
-    """Argmax over P (K, H, W); channel k < D is detection k, the rest the stuff classes; small segments -> void."""
-    channel = logits.argmax(0).cpu().numpy()
+    """Segments from the winning channel per pixel, (H, W) (or P itself, (K, H, W), to take its argmax).
+
+    Channel k < D is detection k, the rest the stuff classes; segments below ``min_area`` become void.
+    """
+    num_channels = len(det_labels) + len(stuff_categories)
+    channel = (logits.argmax(0) if logits.dim() == 3 else logits).cpu().numpy()
     d = len(det_labels)
-    ids = np.zeros(channel.shape, dtype=np.int32)
+    areas = np.bincount(channel.ravel(), minlength=num_channels)
+    lut = np.zeros(num_channels, dtype=np.int32)  # channel -> segment id (0: void)
     segments = []
-    areas = np.bincount(channel.ravel(), minlength=logits.shape[0])
-    for k in np.flatnonzero(areas):
-        if areas[k] < min_area:
-            continue
+    for k in np.flatnonzero(areas >= max(min_area, 1)):
         seg_id = len(segments) + 1
-        ids[channel == k] = seg_id
+        lut[k] = seg_id
         if k < d:
-            segments.append({"id": seg_id, "category_id": det_labels[k], "isthing": True, "score": det_scores[k]})
+            seg = {"id": seg_id, "category_id": det_labels[k], "isthing": True, "score": det_scores[k]}
         else:
-            segments.append({"id": seg_id, "category_id": stuff_categories[k - d], "isthing": False, "score": 1.0})
-    for s in segments:
-        s["area"] = int((ids == s["id"]).sum())
-    return PanopticOutput(ids, segments)
+            seg = {"id": seg_id, "category_id": stuff_categories[k - d], "isthing": False, "score": 1.0}
+        seg["area"] = int(areas[k])
+        segments.append(seg)
+    return PanopticOutput(lut[channel], segments)
 
 
 def heuristic_merge(

@@ -40,6 +40,7 @@ from cqbnet.modeling.panoptic_head import (
     panoptic_from_logits,
     panoptic_targets,
     paste_masks,
+    upsample_argmax,
 )
 from cqbnet.modeling.semantic_head import SemanticHead
 
@@ -85,6 +86,7 @@ class PanopticHeadConfig:
     train_proposals: int = 200
     test_score_thresh: float = 0.5
     agnostic_nms: float | None = 0.7  # IoU of class-agnostic NMS on the detections fed to Psi
+    affinity_norm: str = "mass"  # scale of Eq. 4's product: "mass" (per channel) or "pixels"
     min_area: int = 16  # segments smaller than this become void
     loss_weight: float = 1.0
     # heuristic merge (second inference mode)
@@ -190,12 +192,9 @@ class PanopticNet(nn.Module):
                 logits = self._panoptic_logits(
                     sem_logits[i], None if q is None else q[i], dets[i], (h, w), image_list.tensors.shape[-2:]
                 )
-                up = F.interpolate(logits[None], scale_factor=self.head.stride, mode="bilinear", align_corners=False)[
-                    0, :, :h, :w
-                ]
                 outputs.append(
                     panoptic_from_logits(
-                        up,
+                        upsample_argmax(logits, self.head.stride, (h, w)),
                         [self.labels.category_of[self.labels.thing_semantic[int(k) - 1]] for k in dets[i]["labels"]],
                         [float(s) for s in dets[i]["scores"]],
                         [self.labels.category_of[c] for c in self.labels.stuff_semantic],
@@ -370,5 +369,5 @@ def build_panoptic_net(
         with_mask=head.use_masks,
     )
     semantic = SemanticHead(fpn_channels, labels.num_classes, semantic_channels)
-    affinity = DenseInstanceAffinity(fpn_channels, affinity_channels) if head.use_affinity else None
+    affinity = DenseInstanceAffinity(fpn_channels, affinity_channels, head.affinity_norm) if head.use_affinity else None
     return PanopticNet(body, rpn, roi_heads, semantic, affinity, labels, head, semantic_loss_weight)
