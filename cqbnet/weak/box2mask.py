@@ -1,0 +1,112 @@
+"""Box2Mask: boxes teach masks (paper 000, "Bounding Boxes"; after the box-tightness prior and BoxInst).
+
+Two losses on the mask predictions of images that carry boxes only:
+
+* :func:`projection_loss` (box tightness, Hsu et al. 2019; BoxInst's projection term, Tian et al. 2021):
+  the box is the tightest rectangle around the instance, so the mask's maximum along every row and every
+  column must equal the box's; a dice loss compares the two projections on each axis.
+* :func:`pairwise_loss` (BoxInst's pairwise term): neighbouring pixels (3 x 3 neighbourhood at dilation 2)
+  whose LAB colours are similar (similarity >= 0.3) should take the same label; the loss is the negative
+  log-probability that they do, over pairs inside the box.
+
+:func:`pairwise_weight` ramps the pairwise term in over a warm-up, as BoxInst does. All functions work on
+mask logits in any frame (an RoI's M x M grid or the image), with the box given as a mask on the same grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.color import rgb2lab
+from torch import Tensor
+
+PAIRWISE_DILATION = 2
+PAIRWISE_THRESHOLD = 0.3
+COLOR_THETA = 2.0  # BoxInst: S = exp(-||c_i - c_j|| / theta)
+
+
+def dice_loss(pred: Tensor, target: Tensor, eps: float = 1e-5) -> Tensor:
+    """1 - 2|p t| / (|p|^2 + |t|^2) per row of (N, L) -> (N,)."""
+    inter = (pred * target).sum(-1)
+    return 1.0 - 2.0 * inter / (pred.pow(2).sum(-1) + target.pow(2).sum(-1) + eps)
+
+
+def projection_loss(mask_logits: Tensor, box_masks: Tensor) -> Tensor:
+    """Box-tightness loss, mean over instances.
+
+    mask_logits (N, H, W); box_masks (N, H, W) with 1 inside each instance's box. Zero for a mask that
+    exactly fills its box.
+    """
+    probs = mask_logits.sigmoid()
+    box = box_masks.to(probs.dtype)
+    loss_x = dice_loss(probs.max(dim=1).values, box.max(dim=1).values)  # (N,) projection on x
+    loss_y = dice_loss(probs.max(dim=2).values, box.max(dim=2).values)  # (N,) projection on y
+    return (loss_x + loss_y).mean()
+
+
+def neighbour_offsets(dilation: int = PAIRWISE_DILATION) -> list[tuple[int, int]]:
+    """The 8 neighbours of a 3 x 3 window at ``dilation``: (dy, dx) pairs."""
+    return [(dy * dilation, dx * dilation) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+
+
+def _shift(x: Tensor, dy: int, dx: int) -> Tensor:
+    """x[..., i + dy, j + dx] with zero padding, same shape as x."""
+    h, w = x.shape[-2:]
+    out = torch.zeros_like(x)
+    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
+    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
+    out[..., yd, xd] = x[..., ys, xs]
+    return out
+
+
+def lab_similarity(lab: Tensor, dilation: int = PAIRWISE_DILATION, theta: float = COLOR_THETA) -> Tensor:
+    """Colour similarity of each pixel to its 8 dilated neighbours: lab (N, 3, H, W) -> (N, 8, H, W) in [0, 1].
+
+    Neighbours outside the image get similarity 0.
+    """
+    sims = []
+    h, w = lab.shape[-2:]
+    inside = torch.ones((1, 1, h, w), dtype=lab.dtype, device=lab.device)
+    for dy, dx in neighbour_offsets(dilation):
+        diff = lab - _shift(lab, dy, dx)
+        s = torch.exp(-diff.norm(dim=1) / theta)  # (N, H, W)
+        sims.append(s * _shift(inside, dy, dx)[:, 0])
+    return torch.stack(sims, dim=1)
+
+
+def image_to_lab(image: np.ndarray | Tensor) -> Tensor:
+    """(H, W, 3) uint8 RGB (or (3, H, W) float in [0, 1]) -> (3, H, W) float32 CIE-LAB (scikit-image)."""
+    if isinstance(image, Tensor):
+        image = image.detach().permute(1, 2, 0).cpu().numpy()
+    return torch.from_numpy(rgb2lab(np.asarray(image)).astype(np.float32)).permute(2, 0, 1)
+
+
+def pairwise_loss(
+    mask_logits: Tensor,
+    similarity: Tensor,
+    box_masks: Tensor,
+    threshold: float = PAIRWISE_THRESHOLD,
+    dilation: int = PAIRWISE_DILATION,
+) -> Tensor:
+    """-log P(pixel and neighbour share a label), averaged over similar pairs (S >= threshold) inside the box.
+
+    mask_logits (N, H, W); similarity (N, 8, H, W) from :func:`lab_similarity`; box_masks (N, H, W).
+    P(same) = p_i p_j + (1 - p_i)(1 - p_j), computed from the logits in log space.
+    """
+    log_fg = F.logsigmoid(mask_logits)  # (N, H, W)
+    log_bg = F.logsigmoid(-mask_logits)
+    box = box_masks.to(mask_logits.dtype)
+    total = mask_logits.sum() * 0.0
+    count = mask_logits.new_zeros(())
+    for k, (dy, dx) in enumerate(neighbour_offsets(dilation)):
+        same = torch.logaddexp(log_fg + _shift(log_fg, dy, dx), log_bg + _shift(log_bg, dy, dx))  # (N, H, W)
+        weight = (similarity[:, k] >= threshold).to(mask_logits.dtype) * box * _shift(box, dy, dx)
+        total = total - (same * weight).sum()
+        count = count + weight.sum()
+    return total / count.clamp(min=1.0)
+
+
+def pairwise_weight(iteration: int, warmup: int = 10000) -> float:
+    """The pairwise term's weight: 0 -> 1 linearly over ``warmup`` iterations (BoxInst)."""
+    return min(1.0, iteration / warmup) if warmup > 0 else 1.0

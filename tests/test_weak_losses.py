@@ -1,0 +1,134 @@
+"""Weak-supervision losses on hand-made cases: Box2Mask (projection, pairwise) and Cls2Box (MID)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cqbnet.weak.box2mask import (
+    image_to_lab,
+    lab_similarity,
+    neighbour_offsets,
+    pairwise_loss,
+    pairwise_weight,
+    projection_loss,
+)
+from cqbnet.weak.cls2box import MIDHead, cls2box_loss, image_scores
+
+
+def box_mask(h, w, x1, y1, x2, y2):
+    m = torch.zeros(1, h, w)
+    m[0, y1:y2, x1:x2] = 1
+    return m
+
+
+def logits_of(mask: torch.Tensor, scale: float = 30.0) -> torch.Tensor:
+    return (mask * 2 - 1) * scale
+
+
+def test_projection_loss_zero_when_mask_fills_its_box():
+    box = box_mask(16, 16, 3, 4, 11, 13)
+    assert projection_loss(logits_of(box), box).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_projection_loss_zero_for_any_tight_shape_and_positive_otherwise():
+    box = box_mask(16, 16, 2, 2, 12, 12)
+    diamond = torch.zeros(1, 16, 16)
+    for y in range(2, 12):
+        half = 5 - abs(y - 6.5) + 0.5
+        diamond[0, y, int(7 - half) : int(7 + half)] = 1  # touches all four sides of the box
+    assert diamond[0].max(0).values[2:12].all() and diamond[0].max(1).values[2:12].all()
+    assert projection_loss(logits_of(diamond), box).item() == pytest.approx(0.0, abs=1e-5)
+    small = box_mask(16, 16, 4, 4, 8, 8)  # does not reach the box's sides
+    leak = box_mask(16, 16, 0, 2, 12, 12)  # spills left of the box
+    assert projection_loss(logits_of(small), box).item() > 0.2
+    assert projection_loss(logits_of(leak), box).item() > 0.05
+
+
+def test_projection_loss_grows_as_the_mask_leaves_the_box():
+    box = box_mask(20, 20, 5, 5, 15, 15)
+    shrunk = [projection_loss(logits_of(box_mask(20, 20, 5 + k, 5 + k, 15 - k, 15 - k)), box).item() for k in range(4)]
+    grown = [projection_loss(logits_of(box_mask(20, 20, 5 - k, 5 - k, 15 + k, 15 + k)), box).item() for k in range(4)]
+    assert shrunk[0] == pytest.approx(0.0, abs=1e-5) and grown[0] == pytest.approx(0.0, abs=1e-5)
+    assert all(a < b for a, b in zip(shrunk, shrunk[1:])) and all(a < b for a, b in zip(grown, grown[1:]))
+    logits = torch.zeros(1, 20, 20, requires_grad=True)
+    projection_loss(logits, box).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_lab_similarity_and_neighbours():
+    assert len(neighbour_offsets(2)) == 8 and (2, 2) in neighbour_offsets(2)
+    img = np.zeros((8, 8, 3), dtype=np.uint8)
+    img[:, 4:] = (255, 0, 0)
+    lab = image_to_lab(img)[None]
+    s = lab_similarity(lab)
+    assert s.shape == (1, 8, 8, 8) and float(s.min()) >= 0 and float(s.max()) <= 1
+    k_right = neighbour_offsets(2).index((0, 2))
+    assert s[0, k_right, 3, 0] == pytest.approx(1.0)  # black to black
+    assert s[0, k_right, 3, 3] < 0.01  # black to red across the edge
+    assert s[0, k_right, 3, 7] == 0  # neighbour outside the image
+    t = image_to_lab(torch.from_numpy(img).permute(2, 0, 1).float() / 255)
+    assert torch.allclose(t, lab[0], atol=1e-3)
+
+
+def test_pairwise_loss_prefers_masks_that_follow_colour_edges():
+    img = np.zeros((12, 12, 3), dtype=np.uint8)
+    img[:, 6:] = (240, 240, 240)
+    sim = lab_similarity(image_to_lab(img)[None])
+    box = torch.ones(1, 12, 12)
+    follows = torch.zeros(1, 12, 12)
+    follows[0, :, 6:] = 1
+    crosses = torch.zeros(1, 12, 12)
+    crosses[0, 6:, :] = 1  # cuts across the uniform halves
+    a = pairwise_loss(logits_of(follows), sim, box).item()
+    b = pairwise_loss(logits_of(crosses), sim, box).item()
+    assert a == pytest.approx(0.0, abs=1e-4) and b > 1.0
+    outside = torch.zeros(1, 12, 12)  # pairs outside the box do not count
+    assert pairwise_loss(logits_of(crosses), sim, outside).item() == 0.0
+    logits = torch.zeros(1, 12, 12, requires_grad=True)
+    pairwise_loss(logits, sim, box).backward()
+    assert logits.grad is not None
+
+
+def test_pairwise_warmup():
+    assert pairwise_weight(0, 100) == 0.0 and pairwise_weight(50, 100) == 0.5 and pairwise_weight(500, 100) == 1.0
+
+
+def test_mid_head_normalisation_and_image_scores():
+    torch.manual_seed(0)
+    head = MIDHead(16, 3)
+    mids = head(torch.randn(7, 16), [4, 3])
+    assert [m.shape for m in mids] == [(4, 3), (3, 3)]
+    for m in mids:
+        # softmax over proposals times softmax over classes: each class's column sums to at most 1
+        assert torch.all(m.sum(0) <= 1 + 1e-6) and torch.all(m >= 0)
+    s = image_scores(mids[0])
+    assert s.shape == (3,) and torch.all((s > 0) & (s < 1))
+
+
+def test_cls2box_loss_small_when_a_proposal_holds_the_tagged_class():
+    good = torch.tensor([[0.98, 0.01, 0.01], [0.0, 0.0, 0.0]])  # proposal 0 is surely class 0
+    bad = torch.tensor([[0.01, 0.98, 0.01], [0.0, 0.0, 0.0]])
+    tags = torch.tensor([[1.0, 0.0, 0.0]])
+    assert cls2box_loss([good], tags).item() < 0.05
+    assert cls2box_loss([bad], tags).item() > 1.0
+    det = torch.tensor([[0.05, 0.9, 0.05], [0.3, 0.3, 0.4]])  # the detector disagrees: the product is low
+    assert cls2box_loss([good], tags, [det]).item() > cls2box_loss([good], tags).item()
+
+
+def test_cls2box_trains_the_mid_head():
+    torch.manual_seed(1)
+    head = MIDHead(8, 2)
+    feats = torch.randn(5, 8)
+    feats[2] += 3.0  # one distinctive proposal
+    tags = torch.tensor([[0.0, 1.0]])
+    opt = torch.optim.SGD(head.parameters(), lr=0.5)
+    first = None
+    for _ in range(60):
+        loss = cls2box_loss(head(feats, [5]), tags)
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first / 4
