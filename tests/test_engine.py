@@ -233,38 +233,13 @@ def test_cli_train_predict_evaluate(tmp_path, synth, capsys):
     assert len(pred["annotations"]) == 12
     assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == 12
     # the written files score exactly what the in-memory evaluation of the checkpoint scores
-    code, files_out, err = run(
-        capsys,
-        "evaluate",
-        "--gt-json",
-        synth / "panoptic_val.json",
-        "--gt-dir",
-        synth / "panoptic" / "val",
-        "--pred-json",
-        tmp_path / "pred" / "panoptic_pred.json",
-        "--pred-dir",
-        tmp_path / "pred" / "panoptic_pred",
-        "--out",
-        tmp_path / "m1.json",
-    )
-    assert code == 0, err
-    code, _, err = run(
-        capsys,
-        "evaluate",
-        "--gt-json",
-        synth / "panoptic_val.json",
-        "--gt-dir",
-        synth / "panoptic" / "val",
-        "--image-dir",
-        synth / "images" / "val",
-        "--checkpoint",
-        ck,
-        "--device",
-        "cpu",
-        "--out",
-        tmp_path / "m2.json",
-    )
-    assert code == 0, err
+    gt = ["--gt-json", synth / "panoptic_val.json", "--gt-dir", synth / "panoptic" / "val"]
+    pred = tmp_path / "pred"
+    files = ["--pred-json", pred / "panoptic_pred.json", "--pred-dir", pred / "panoptic_pred"]
+    model = ["--image-dir", synth / "images" / "val", "--checkpoint", ck, "--device", "cpu"]
+    for source, out in ((files, "m1.json"), (model, "m2.json")):
+        code, _, err = run(capsys, "evaluate", *gt, *source, "--out", tmp_path / out)
+        assert code == 0, err
     m1 = json.loads((tmp_path / "m1.json").read_text())
     m2 = json.loads((tmp_path / "m2.json").read_text())
     assert m1["All"] == pytest.approx(m2["All"], abs=1e-12) and m1["Things"] == pytest.approx(m2["Things"], abs=1e-12)

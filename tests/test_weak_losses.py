@@ -132,3 +132,62 @@ def test_cls2box_trains_the_mid_head():
         loss.backward()
         opt.step()
     assert loss.item() < first / 4
+
+
+def test_cams_and_classification_loss():
+    from cqbnet.weak.cls2pixel import CAMClassifier, class_activation_maps, classification_loss
+
+    torch.manual_seed(0)
+    head = CAMClassifier(4, 3)
+    logits, maps = head(torch.randn(2, 4, 6, 6))
+    cams_of = maps.detach()
+    assert logits.shape == (2, 3) and maps.shape == (2, 3, 6, 6)
+    cams = class_activation_maps(cams_of)
+    assert float(cams.min()) >= 0 and torch.allclose(
+        cams.flatten(2).max(2).values[cams.flatten(2).max(2).values > 0], torch.tensor(1.0)
+    )
+    tags = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    loss = classification_loss(logits, tags)
+    loss.backward()
+    assert head.classifier.weight.grad is not None
+
+
+def test_pseudo_stuff_labels_keep_confident_tagged_stuff_only():
+    from cqbnet.weak.cls2pixel import IGNORE, pseudo_stuff_labels
+
+    cams = torch.zeros(1, 4, 2, 3)  # classes: 0 thing, 1 stuff, 2 stuff, 3 stuff (untagged)
+    cams[0, 1, 0, 0] = 0.9  # clear stuff 1
+    cams[0, 2, 0, 1], cams[0, 1, 0, 1] = 0.8, 0.7  # stuff 2 wins by less than the margin -> ignore
+    cams[0, 0, 0, 2] = 0.95  # a thing wins -> ignore
+    cams[0, 3, 1, 0] = 0.99  # class 3 is not tagged -> cannot win
+    cams[0, 2, 1, 1] = 0.3  # below the threshold -> ignore
+    cams[0, 2, 1, 2] = 0.6  # clear stuff 2
+    tags = torch.tensor([[1, 1, 1, 0]])
+    got = pseudo_stuff_labels(cams, tags, torch.tensor([1, 2, 3]), threshold=0.5, margin=0.2)
+    i = IGNORE
+    assert got.tolist() == [[[1, i, i], [i, i, 2]]]
+
+
+def test_pseudo_label_and_energy_losses():
+    from cqbnet.weak.cls2pixel import IGNORE, energy_loss, pseudo_label_loss
+
+    logits = torch.zeros(1, 3, 4, 4, requires_grad=True)
+    pseudo = torch.full((1, 4, 4), IGNORE)
+    assert pseudo_label_loss(logits, pseudo).item() == 0.0
+    pseudo[0, 0, 0] = 2
+    loss = pseudo_label_loss(logits, pseudo)
+    assert loss.item() == pytest.approx(float(torch.log(torch.tensor(3.0))), abs=1e-6)
+    img = np.zeros((6, 6, 3), dtype=np.uint8)
+    img[:, 3:] = (250, 250, 250)
+    lab = image_to_lab(img)[None]
+    follows = torch.zeros(1, 2, 6, 6)
+    follows[0, 0, :, :3] = 1
+    follows[0, 1, :, 3:] = 1
+    crosses = torch.zeros(1, 2, 6, 6)
+    crosses[0, 0, :3] = 1
+    crosses[0, 1, 3:] = 1
+    assert energy_loss(follows, lab).item() < 1e-3
+    assert energy_loss(crosses, lab).item() > 0.05
+    soft = torch.full((1, 2, 6, 6), 0.5, requires_grad=True)
+    energy_loss(soft, lab).backward()
+    assert soft.grad is not None

@@ -50,7 +50,7 @@ def neighbour_offsets(dilation: int = PAIRWISE_DILATION) -> list[tuple[int, int]
     return [(dy * dilation, dx * dilation) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
 
 
-def _shift(x: Tensor, dy: int, dx: int) -> Tensor:
+def shift(x: Tensor, dy: int, dx: int) -> Tensor:
     """x[..., i + dy, j + dx] with zero padding, same shape as x."""
     h, w = x.shape[-2:]
     out = torch.zeros_like(x)
@@ -69,9 +69,9 @@ def lab_similarity(lab: Tensor, dilation: int = PAIRWISE_DILATION, theta: float 
     h, w = lab.shape[-2:]
     inside = torch.ones((1, 1, h, w), dtype=lab.dtype, device=lab.device)
     for dy, dx in neighbour_offsets(dilation):
-        diff = lab - _shift(lab, dy, dx)
+        diff = lab - shift(lab, dy, dx)
         s = torch.exp(-diff.norm(dim=1) / theta)  # (N, H, W)
-        sims.append(s * _shift(inside, dy, dx)[:, 0])
+        sims.append(s * shift(inside, dy, dx)[:, 0])
     return torch.stack(sims, dim=1)
 
 
@@ -100,8 +100,8 @@ def pairwise_loss(
     total = mask_logits.sum() * 0.0
     count = mask_logits.new_zeros(())
     for k, (dy, dx) in enumerate(neighbour_offsets(dilation)):
-        same = torch.logaddexp(log_fg + _shift(log_fg, dy, dx), log_bg + _shift(log_bg, dy, dx))  # (N, H, W)
-        weight = (similarity[:, k] >= threshold).to(mask_logits.dtype) * box * _shift(box, dy, dx)
+        same = torch.logaddexp(log_fg + shift(log_fg, dy, dx), log_bg + shift(log_bg, dy, dx))  # (N, H, W)
+        weight = (similarity[:, k] >= threshold).to(mask_logits.dtype) * box * shift(box, dy, dx)
         total = total - (same * weight).sum()
         count = count + weight.sum()
     return total / count.clamp(min=1.0)
