@@ -272,3 +272,26 @@ def test_cli_engine_bad_input(tmp_path, synth, capsys):
         capsys, "predict", "--checkpoint", tmp_path / "none.pth", "--images", synth, "--out", tmp_path / "p"
     )
     assert code == 2 and "checkpoint not found" in err
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_label_set(tmp_path, synth, coco_sample, capsys):
+    cfg = tiny_config(tmp_path, synth, max_iter=1)
+    assert run(capsys, "train", cfg, "--out", tmp_path / "run", "--quiet", "--device", "cpu")[0] == 0
+    s = coco_sample
+    code, _, err = run(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        tmp_path / "run" / "model_final.pth",
+        "--gt-json",
+        s / "panoptic_examples.json",
+        "--gt-dir",
+        s / "panoptic_examples",
+        "--image-dir",
+        s / "input_images",
+        "--categories",
+        s / "panoptic_coco_categories.json",
+        "--device",
+        "cpu",
+    )
+    assert code == 2 and "the model was trained on category 1 'disk'" in err and err.count("\n") == 1

@@ -288,6 +288,8 @@ def cmd_predict(args) -> int:
 
     model, cfg, device = _load_model_args(args)
     if args.images is not None:
+        if not args.images.exists():
+            raise InputError(f"{args.images}: no such image or folder")
         if args.images.is_dir():
             paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         else:

@@ -31,6 +31,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 RGB, with a clear error when it cannot be read."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: image not found")
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise InputError(f"{path}: image not found or not readable")

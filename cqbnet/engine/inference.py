@@ -21,6 +21,7 @@ from cqbnet.data.panoptic_format import (
     write_panoptic_png,
 )
 from cqbnet.data.transforms import test_resize
+from cqbnet.errors import InputError
 from cqbnet.evaluation.panoptic_quality import PanopticQuality, PQResult
 from cqbnet.io import atomic_directory, write_image, write_json
 from cqbnet.modeling.panoptic_head import PanopticOutput
@@ -78,6 +79,7 @@ def evaluate_model(
     max_size: int | None = None,
 ) -> PQResult:
     """PQ of the model on (the first ``limit`` images of) a dataset, with the project's evaluator."""
+    check_categories(model.labels.categories, dataset.categories, dataset.set.json_path)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     pq = PanopticQuality(dataset.categories)
     images = (dataset.load_image(i) for i in range(n))
@@ -86,6 +88,18 @@ def evaluate_model(
         gt = dataset.set.read_ids(rec, validate=False)
         pq.update(gt, rec.segments, out.ids, out.segments, image_id=rec.image_id)
     return pq.compute()
+
+
+def check_categories(model_cats: dict[int, Category], data_cats: dict[int, Category], source: Any) -> None:
+    """The model's categories must be the data's (same ids, names and thing/stuff split)."""
+    for cid, c in model_cats.items():
+        d = data_cats.get(cid)
+        if d is None or d.name != c.name or d.isthing != c.isthing:
+            found = "absent" if d is None else f"{d.name!r} ({'thing' if d.isthing else 'stuff'})"
+            raise InputError(
+                f"{source}: the model was trained on category {cid} {c.name!r} "
+                f"({'thing' if c.isthing else 'stuff'}), the data has {found}: not the same label set"
+            )
 
 
 def to_segment_infos(out: PanopticOutput) -> list[SegmentInfo]:
