@@ -65,6 +65,10 @@ class LabelSpace:
         self.stuff_semantic = [i for i, c in enumerate(cats) if not c.isthing]
         self.category_of = [c.id for c in cats]  # semantic index -> category id
 
+    def detection_categories(self, labels: Tensor) -> list[int]:
+        """Category ids of detector labels (1..T)."""
+        return [self.category_of[self.thing_semantic[int(k) - 1]] for k in labels]
+
     @property
     def num_classes(self) -> int:
         return len(self.categories)
@@ -152,13 +156,16 @@ class PanopticNet(nn.Module):
         """Training: a dict of losses. Inference: one :class:`PanopticOutput` per image (``mode``: argmax|heuristic)."""
         if self.training and targets is None:
             raise ValueError("targets are needed in training mode")
+        if mode not in INFERENCE_MODES:
+            raise InputError(f"unknown inference mode {mode!r}; choose argmax or heuristic")
         image_list = self.batch(images)
         features = self.backbone(image_list.tensors)  # "0".."3" at strides 4..32, "pool" at 64
         fpn = [features[k] for k in ("0", "1", "2", "3")]
         det_targets = [self._detection_target(t) for t in targets] if self.training else None
         proposals, rpn_losses = self.rpn(image_list, features, det_targets)
         sem_logits = self.semantic_head(fpn)  # (N, K, H'/4, W'/4)
-        q = self.affinity.features(fpn) if self.affinity is not None else None  # (N, C, H'/4, W'/4)
+        need_q = self.affinity is not None and (self.training or mode == "argmax")
+        q = self.affinity.features(fpn) if need_q else None  # (N, C, H'/4, W'/4)
 
         if self.training:
             # paper 004, Appendix A.4: the panoptic head learns from *predicted* detections. Its loss reaches
@@ -190,21 +197,19 @@ class PanopticNet(nn.Module):
         for i, (h, w) in enumerate(image_list.image_sizes):
             if mode == "argmax":
                 logits = self._panoptic_logits(
-                    sem_logits[i], None if q is None else q[i], dets[i], (h, w), image_list.tensors.shape[-2:]
+                    sem_logits[i], None if q is None else q[i], dets[i], image_list.tensors.shape[-2:]
                 )
                 outputs.append(
                     panoptic_from_logits(
                         upsample_argmax(logits, self.head.stride, (h, w)),
-                        [self.labels.category_of[self.labels.thing_semantic[int(k) - 1]] for k in dets[i]["labels"]],
+                        self.labels.detection_categories(dets[i]["labels"]),
                         [float(s) for s in dets[i]["scores"]],
                         [self.labels.category_of[c] for c in self.labels.stuff_semantic],
                         self.head.min_area,
                     )
                 )
-            elif mode == "heuristic":
-                outputs.append(self._heuristic(sem_logits[i], dets[i], (h, w)))
             else:
-                raise InputError(f"unknown inference mode {mode!r}; choose argmax or heuristic")
+                outputs.append(self._heuristic(sem_logits[i], dets[i], (h, w)))
         return outputs
 
     # --- pieces -----------------------------------------------------------------------------------------------
@@ -252,9 +257,7 @@ class PanopticNet(nn.Module):
         )
         return torch.softmax(logits, dim=0)
 
-    def _panoptic_logits(
-        self, sem_logits: Tensor, q: Tensor | None, det: dict[str, Tensor], image_size, padded
-    ) -> Tensor:
+    def _panoptic_logits(self, sem_logits: Tensor, q: Tensor | None, det: dict[str, Tensor], padded) -> Tensor:
         """P (D + N_st, h, w) for one image: Psi (Eqs. 1-2), revised by the affinity (Eq. 4)."""
         prob = self._grid_probs(sem_logits, padded)
         h, w = prob.shape[-2:]
@@ -284,7 +287,7 @@ class PanopticNet(nn.Module):
             match, keep = match_segments(t["boxes"][things], gt_classes, det["boxes"], det_classes, self.head.match_iou)
             keep = keep.to(det["boxes"].device)
             det = {k: v[keep] for k, v in det.items()}
-            logits = self._panoptic_logits(sem_logits[i], None if q is None else q[i], det, None, padded)
+            logits = self._panoptic_logits(sem_logits[i], None if q is None else q[i], det, padded)
             segs = [
                 {"id": int(sid), "class": int(c), "is_thing": bool(th), "iscrowd": bool(cr)}
                 for sid, c, th, cr in zip(t["segment_ids"], t["labels"], t["is_thing"], t["iscrowd"])
@@ -306,7 +309,7 @@ class PanopticNet(nn.Module):
             masks = (paste_masks(det["mask_probs"], det["boxes"], h, w, 1.0) > 0.5).cpu().numpy()
         else:
             masks = np.zeros((len(det["boxes"]), h, w), dtype=bool)
-        labels = [self.labels.category_of[self.labels.thing_semantic[int(k) - 1]] for k in det["labels"]]
+        labels = self.labels.detection_categories(det["labels"])
         stuff = {c: self.labels.category_of[c] for c in self.labels.stuff_semantic}
         return heuristic_merge(
             masks,
