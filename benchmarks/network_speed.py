@@ -109,6 +109,31 @@ def measure_latency(repeat: int) -> dict:
     return out
 
 
+def measure_trained(checkpoint: Path, val_image: Path, repeat: int) -> dict:
+    """The same comparison for a trained checkpoint (e.g. the CPU recipe's) on one val image resized to each size."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from cqbnet.data.dataset import read_rgb
+    from cqbnet.engine.trainer import load_model
+
+    model, _ = load_model(checkpoint, torch.device("cpu"))
+    img0 = torch.from_numpy(np.ascontiguousarray(read_rgb(val_image))).permute(2, 0, 1).float() / 255
+    out = {}
+    for h, w in SIZES:
+        img = F.interpolate(img0[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        row = {
+            "without_panoptic_stage": latency(lambda img=img: without_panoptic_stage(model, img), repeat),
+            "argmax": latency(lambda img=img: model([img], mode="argmax"), repeat),
+            "heuristic": latency(lambda img=img: model([img], mode="heuristic"), repeat),
+        }
+        row["argmax_head_overhead"] = row["argmax"] / row["without_panoptic_stage"] - 1
+        row["heuristic_merge_overhead"] = row["heuristic"] / row["without_panoptic_stage"] - 1
+        out[f"{h}x{w}"] = row
+        print("trained", f"{h}x{w}", {k: round(v, 3) for k, v in row.items()}, flush=True)
+    return out
+
+
 def _affinity_child(h: int, w: int, explicit: bool) -> None:
     """Runs in a subprocess: peak RSS growth of one affinity application at an (h, w) grid."""
     from cqbnet.modeling.panoptic_head import DenseInstanceAffinity
@@ -171,9 +196,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--child", nargs=3, type=int)
+    ap.add_argument("--trained", type=Path, help="also time this checkpoint; with --only-trained, only it")
+    ap.add_argument("--val-image", type=Path, help="the image --trained is timed on")
+    ap.add_argument("--only-trained", action="store_true", help="add the trained timing to the existing result")
     args = ap.parse_args()
     if args.child:
         _affinity_child(*args.child[:2], bool(args.child[2]))
+        return
+    if args.only_trained:
+        result = json.loads(OUT.read_text())
+        result["trained_checkpoint_latency"] = measure_trained(args.trained, args.val_image, args.repeat)
+        OUT.write_text(json.dumps(result, indent=2))
         return
     result = {
         "machine": machine_info(),
