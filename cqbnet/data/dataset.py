@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cqbnet.data.panoptic_format import Category, PanopticSet, load_panoptic_json
+from cqbnet.data.panoptic_format import Category, PanopticRecord, PanopticSet, load_panoptic_json
 from cqbnet.errors import InputError, where
 
 IGNORE_INDEX = 255
@@ -37,6 +37,41 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     if img is None:
         raise InputError(f"{path}: image not found or not readable")
     return img[..., ::-1].copy()
+
+
+def panoptic_target(
+    rec: PanopticRecord,
+    ids: np.ndarray,
+    categories: dict[int, Category],
+    contiguous: dict[int, int],
+    ignore_index: int = IGNORE_INDEX,
+) -> dict[str, Any]:
+    """Full panoptic target of one image (masks, classes, boxes, semantic and id maps) from its id map."""
+    h, w = ids.shape
+    segs = rec.segments
+    n = len(segs)
+    masks = np.zeros((n, h, w), dtype=bool)
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    semantic = np.full((h, w), ignore_index, dtype=np.int64)
+    for k, s in enumerate(segs):
+        m = ids == s.id
+        masks[k] = m
+        ys = np.flatnonzero(m.any(axis=1))
+        xs = np.flatnonzero(m.any(axis=0))
+        boxes[k] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+        semantic[m] = contiguous[s.category_id]
+    return {
+        "image_id": rec.image_id,
+        "masks": masks,
+        "labels": np.array([contiguous[s.category_id] for s in segs], dtype=np.int64),
+        "category_ids": np.array([s.category_id for s in segs], dtype=np.int64),
+        "segment_ids": np.array([s.id for s in segs], dtype=np.int64),
+        "iscrowd": np.array([s.iscrowd for s in segs], dtype=bool),
+        "is_thing": np.array([categories[s.category_id].isthing for s in segs], dtype=bool),
+        "boxes": boxes,
+        "semantic": semantic,
+        "panoptic": ids,
+    }
 
 
 class PanopticDataset:
@@ -79,31 +114,7 @@ class PanopticDataset:
         """The target dict of item ``index`` (see the module docstring)."""
         rec = self.set.records[index]
         ids = self.set.read_ids(rec, validate=True)
-        h, w = ids.shape
-        segs = rec.segments
-        n = len(segs)
-        masks = np.zeros((n, h, w), dtype=bool)
-        boxes = np.zeros((n, 4), dtype=np.float32)
-        semantic = np.full((h, w), self.ignore_index, dtype=np.int64)
-        for k, s in enumerate(segs):
-            m = ids == s.id
-            masks[k] = m
-            ys = np.flatnonzero(m.any(axis=1))
-            xs = np.flatnonzero(m.any(axis=0))
-            boxes[k] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
-            semantic[m] = self.contiguous[s.category_id]
-        return {
-            "image_id": rec.image_id,
-            "masks": masks,
-            "labels": np.array([self.contiguous[s.category_id] for s in segs], dtype=np.int64),
-            "category_ids": np.array([s.category_id for s in segs], dtype=np.int64),
-            "segment_ids": np.array([s.id for s in segs], dtype=np.int64),
-            "iscrowd": np.array([s.iscrowd for s in segs], dtype=bool),
-            "is_thing": np.array([self.categories[s.category_id].isthing for s in segs], dtype=bool),
-            "boxes": boxes,
-            "semantic": semantic,
-            "panoptic": ids,
-        }
+        return panoptic_target(rec, ids, self.categories, self.contiguous, self.ignore_index)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
         if not -len(self) <= index < len(self):

@@ -1,0 +1,89 @@
+"""Training targets from a mixed-label manifest: each image yields exactly the labels its kinds give.
+
+``MixedLabelDataset(manifest)[i]`` is ``(image, target)``. ``target["kinds"]`` is the image's kind set and the
+other keys exist only for those kinds, so a loss can only be computed from a label the image carries:
+
+* P: the full panoptic target of :func:`~cqbnet.data.dataset.panoptic_target` (masks, labels, boxes, semantic,
+  panoptic ...), read from the manifest's panoptic PNG;
+* I: ``tags`` (K,) float32, 1 for every class (semantic index) in the image's tag list;
+* B: ``box_boxes`` (M, 4) float32 xyxy, ``box_labels`` (M,) semantic index, ``box_iscrowd`` (M,) bool;
+* S: ``stuff_semantic`` (H, W) int64, the stuff class on stuff pixels, ``ignore_index`` on thing and void pixels;
+* PT: ``point_xy`` (Q, 2) int64 (x, y), ``point_labels`` (Q,) semantic index, ``point_segments`` (Q,) int64.
+
+Semantic indices follow the order of the manifest's categories, as in
+:class:`~cqbnet.data.dataset.PanopticDataset`. Nothing of the ground truth is read for kinds an image lacks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from cqbnet.data.dataset import IGNORE_INDEX, panoptic_target, read_rgb
+from cqbnet.data.panoptic_format import read_panoptic_png
+from cqbnet.errors import InputError, where
+from cqbnet.labels.manifest import ImageLabels, Manifest, load_manifest
+
+
+class MixedLabelDataset:
+    """Images of a manifest with the labels each one carries (see the module docstring)."""
+
+    def __init__(self, manifest: Manifest | str | os.PathLike, ignore_index: int = IGNORE_INDEX):
+        self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+        self.categories = self.manifest.categories
+        self.contiguous = {cid: i for i, cid in enumerate(self.categories)}
+        self.ignore_index = ignore_index
+
+    def __len__(self) -> int:
+        return len(self.manifest.images)
+
+    def load_image(self, index: int) -> np.ndarray:
+        lab = self.manifest.images[index]
+        img = read_rgb(self.manifest.image_root / lab.file_name)
+        if img.shape[:2] != (lab.height, lab.width):
+            raise InputError(
+                f"{where(self.manifest.image_root / lab.file_name, lab.image_id)}image is "
+                f"{img.shape[1]}x{img.shape[0]}, the manifest says {lab.width}x{lab.height}"
+            )
+        return img
+
+    def load_target(self, index: int) -> dict[str, Any]:
+        lab = self.manifest.images[index]
+        t: dict[str, Any] = {"image_id": lab.image_id, "kinds": lab.kinds}
+        if "P" in lab.kinds:
+            ids = read_panoptic_png(self.manifest.panoptic_root / lab.panoptic.file_name)
+            t.update(panoptic_target(lab.panoptic, ids, self.categories, self.contiguous, self.ignore_index))
+            t["image_id"] = lab.image_id
+        if "I" in lab.kinds:
+            tags = np.zeros(len(self.categories), dtype=np.float32)
+            tags[[self.contiguous[c] for c in lab.tags]] = 1.0
+            t["tags"] = tags
+        if "B" in lab.kinds:
+            t["box_boxes"] = np.array(
+                [[b.bbox[0], b.bbox[1], b.bbox[0] + b.bbox[2], b.bbox[1] + b.bbox[3]] for b in lab.boxes],
+                dtype=np.float32,
+            ).reshape(-1, 4)
+            t["box_labels"] = np.array([self.contiguous[b.category_id] for b in lab.boxes], dtype=np.int64)
+            t["box_iscrowd"] = np.array([b.iscrowd for b in lab.boxes], dtype=bool)
+        if "S" in lab.kinds:
+            t["stuff_semantic"] = self._stuff_semantic(lab)
+        if "PT" in lab.kinds:
+            t["point_xy"] = np.array([(p.x, p.y) for p in lab.points], dtype=np.int64).reshape(-1, 2)
+            t["point_labels"] = np.array([self.contiguous[p.category_id] for p in lab.points], dtype=np.int64)
+            t["point_segments"] = np.array([p.segment_id for p in lab.points], dtype=np.int64)
+        return t
+
+    def _stuff_semantic(self, lab: ImageLabels) -> np.ndarray:
+        ids = read_panoptic_png(self.manifest.stuff_root / lab.stuff_map.file_name)
+        out = np.full(ids.shape, self.ignore_index, dtype=np.int64)
+        for s in lab.stuff_map.segments:
+            out[ids == s.id] = self.contiguous[s.category_id]
+        return out
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        return self.load_image(index), self.load_target(index)
