@@ -191,3 +191,46 @@ def test_pseudo_label_and_energy_losses():
     soft = torch.full((1, 2, 6, 6), 0.5, requires_grad=True)
     energy_loss(soft, lab).backward()
     assert soft.grad is not None
+
+
+def test_relation_reasoning_shapes_and_information_flow():
+    from cqbnet.weak.relation_reasoning import RelationReasoning, average_with_base, relation_loss
+
+    torch.manual_seed(0)
+    rr = RelationReasoning(
+        roi_features=32,
+        semantic_channels=16,
+        num_box_classes=4,
+        num_semantic_classes=6,
+        stuff_classes=[3, 4, 5],
+        width=128,
+        num_layers=2,
+    )
+    assert len(rr.layers) == 2 and rr.thing_in.out_features == 128
+    roi = torch.randn(7, 32, requires_grad=True)
+    feats = torch.randn(16, 8, 9, requires_grad=True)
+    probs = torch.softmax(torch.randn(6, 8, 9), 0)
+    cls, reg, seg = rr(roi, feats, probs)
+    assert cls.shape == (7, 4) and reg.shape == (7, 4) and seg.shape == (6, 8, 9)
+    # boxes teach stuff and stuff teaches boxes: each branch's output depends on the other's input
+    seg.sum().backward(retain_graph=True)
+    assert roi.grad is not None and roi.grad.abs().sum() > 0
+    feats.grad = None
+    cls.sum().backward()
+    assert feats.grad is not None and feats.grad.abs().sum() > 0
+    assert torch.equal(average_with_base(torch.ones(2), torch.zeros(2)), torch.full((2,), 0.5))
+    assert relation_loss(torch.tensor(1.0), torch.tensor(2.0), torch.tensor(4.0)) == 5.0
+
+
+def test_stuff_nodes_pool_features_under_class_probabilities():
+    from cqbnet.weak.relation_reasoning import RelationReasoning
+
+    rr = RelationReasoning(8, 2, 3, 3, stuff_classes=[1, 2])
+    feats = torch.zeros(2, 2, 2)
+    feats[0, :, 0] = 1.0  # left column: feature (1, 0)
+    feats[1, :, 1] = 1.0  # right column: feature (0, 1)
+    probs = torch.zeros(3, 2, 2)
+    probs[1, :, 0] = 1.0  # stuff class 1 on the left
+    probs[2, :, 1] = 1.0  # stuff class 2 on the right
+    nodes = rr.stuff_nodes(feats, probs)
+    assert torch.allclose(nodes, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))

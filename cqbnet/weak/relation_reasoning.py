@@ -1,0 +1,97 @@
+"""Relation reasoning between things and stuff (paper 000, "Semantic Coherence"; after Wu et al. 2020).
+
+Boxes can teach stuff and stuff maps can teach detection when the two branches reason together:
+
+1. a *thing graph* whose nodes are the RoIs' features and a *stuff graph* whose nodes are class-level stuff
+   features (the semantic features pooled under each stuff class's predicted probability), both projected to
+   a common width (128 in the paper);
+2. a super graph over all nodes with learned, image-specific edges (softmax of feature similarities), on
+   which ``num_layers`` inter-graph reasoning layers (2 in the paper) propagate features;
+3. the reasoned node features are projected back: thing nodes give extra box scores and deltas, stuff nodes
+   are spread back to the pixels by the semantic probabilities and give extra semantic logits;
+4. the enhanced predictions are averaged with the base ones.
+
+The loss over the enhanced predictions is L_RR = L_cls_en + L_reg_en + beta L_seg_en (beta = 0.5), computed
+by the caller with the same targets as the base heads; :func:`relation_loss` sums the three given terms.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class GraphReasoningLayer(nn.Module):
+    """One layer: x' = x + ReLU(W (A x)), with A = softmax(theta(x) phi(x)^T) learned per image."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.theta = nn.Linear(width, width)
+        self.phi = nn.Linear(width, width)
+        self.update = nn.Linear(width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (V, D) nodes of one image's super graph
+        adjacency = torch.softmax(self.theta(x) @ self.phi(x).T / x.shape[1] ** 0.5, dim=1)  # (V, V)
+        return x + F.relu(self.update(adjacency @ x))
+
+
+class RelationReasoning(nn.Module):
+    """Thing graph + stuff graph + inter-graph reasoning; enhanced box and semantic predictions."""
+
+    def __init__(
+        self,
+        roi_features: int,
+        semantic_channels: int,
+        num_box_classes: int,
+        num_semantic_classes: int,
+        stuff_classes: list[int],
+        width: int = 128,
+        num_layers: int = 2,
+    ):
+        super().__init__()
+        self.thing_in = nn.Linear(roi_features, width)
+        self.stuff_in = nn.Linear(semantic_channels, width)
+        self.layers = nn.ModuleList(GraphReasoningLayer(width) for _ in range(num_layers))
+        self.cls_en = nn.Linear(width, num_box_classes)
+        self.reg_en = nn.Linear(width, 4)
+        self.stuff_out = nn.Conv2d(width, semantic_channels, 1)
+        self.seg_en = nn.Conv2d(semantic_channels, num_semantic_classes, 1)
+        self.register_buffer("stuff_classes", torch.tensor(stuff_classes, dtype=torch.int64), persistent=False)
+
+    def stuff_nodes(self, features: Tensor, probs: Tensor) -> Tensor:
+        """Class-level stuff features (N_st, C): pixel features averaged under each stuff class's probability.
+
+        features (C, h, w); probs (K, h, w) semantic probabilities.
+        """
+        w = probs[self.stuff_classes].flatten(1)  # (N_st, hw)
+        w = w / w.sum(1, keepdim=True).clamp(min=1e-6)
+        return w @ features.flatten(1).T  # (N_st, C)
+
+    def forward(self, roi_features: Tensor, features: Tensor, probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One image: RoI features (R, F), semantic features (C, h, w), semantic probabilities (K, h, w).
+
+        Returns enhanced box class logits (R, classes), box deltas (R, 4) and semantic logits (K, h, w).
+        """
+        r = roi_features.shape[0]
+        things = self.thing_in(roi_features)  # (R, D)
+        stuff = self.stuff_in(self.stuff_nodes(features, probs))  # (N_st, D)
+        nodes = torch.cat([things, stuff])  # (R + N_st, D): the super graph
+        for layer in self.layers:
+            nodes = layer(nodes)
+        things, stuff = nodes[:r], nodes[r:]
+        # stuff nodes back to pixels, weighted by where each stuff class is predicted
+        spread = torch.einsum("kd,khw->dhw", stuff, probs[self.stuff_classes])  # (D, h, w)
+        seg = self.seg_en(features + self.stuff_out(spread[None])[0])  # (K, h, w)
+        return self.cls_en(things), self.reg_en(things), seg
+
+
+def average_with_base(base: Tensor, enhanced: Tensor) -> Tensor:
+    """Paper 000: the enhanced predictions are averaged with the base network's."""
+    return (base + enhanced) / 2
+
+
+def relation_loss(cls_en: Tensor, reg_en: Tensor, seg_en: Tensor, beta: float = 0.5) -> Tensor:
+    """L_RR = L_cls_en + L_reg_en + beta L_seg_en (paper 000; beta = 0.5)."""
+    return cls_en + reg_en + beta * seg_en
