@@ -39,6 +39,18 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     return img[..., ::-1].copy()
 
 
+def read_image_of(
+    path: str | os.PathLike, image_id: int, height: int | None, width: int | None, source: str
+) -> np.ndarray:
+    """Read an image and check it has the size its annotation (``source``: JSON, manifest) says."""
+    img = read_rgb(path)
+    if height is not None and img.shape[:2] != (height, width):
+        raise InputError(
+            f"{where(path, image_id)}image is {img.shape[1]}x{img.shape[0]}, {source} says {width}x{height}"
+        )
+    return img
+
+
 def panoptic_target(
     rec: PanopticRecord,
     ids: np.ndarray,
@@ -102,13 +114,7 @@ class PanopticDataset:
 
     def load_image(self, index: int) -> np.ndarray:
         rec = self.set.records[index]
-        img = read_rgb(self.set.image_path(rec))
-        if rec.height is not None and img.shape[:2] != (rec.height, rec.width):
-            raise InputError(
-                f"{where(self.set.image_path(rec), rec.image_id)}image is {img.shape[1]}x{img.shape[0]}, "
-                f"JSON says {rec.width}x{rec.height}"
-            )
-        return img
+        return read_image_of(self.set.image_path(rec), rec.image_id, rec.height, rec.width, "JSON")
 
     def load_target(self, index: int) -> dict[str, Any]:
         """The target dict of item ``index`` (see the module docstring)."""

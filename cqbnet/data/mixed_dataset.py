@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from cqbnet.data.dataset import IGNORE_INDEX, panoptic_target, read_rgb
+from cqbnet.data.dataset import IGNORE_INDEX, panoptic_target, read_image_of
 from cqbnet.data.panoptic_format import read_panoptic_png
-from cqbnet.errors import InputError, where
 from cqbnet.labels.manifest import ImageLabels, Manifest, load_manifest
 
 
@@ -41,13 +40,7 @@ class MixedLabelDataset:
 
     def load_image(self, index: int) -> np.ndarray:
         lab = self.manifest.images[index]
-        img = read_rgb(self.manifest.image_root / lab.file_name)
-        if img.shape[:2] != (lab.height, lab.width):
-            raise InputError(
-                f"{where(self.manifest.image_root / lab.file_name, lab.image_id)}image is "
-                f"{img.shape[1]}x{img.shape[0]}, the manifest says {lab.width}x{lab.height}"
-            )
-        return img
+        return read_image_of(self.manifest.image_root / lab.file_name, lab.image_id, lab.height, lab.width, "manifest")
 
     def load_target(self, index: int) -> dict[str, Any]:
         lab = self.manifest.images[index]
