@@ -69,3 +69,31 @@ def write_pilot(
                     lines.append(",".join([kind, arm, str(s)] + [f"{ratio[k]:g}" for k in ratio] + cells))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# A network small enough for tests: 16-32 channels, few proposals, thresholds at 0 so outputs are never empty.
+TINY = dict(
+    backbone="resnet18",
+    norm="bn",
+    trainable_layers=5,
+    fpn_channels=32,
+    anchor_sizes=(8, 16, 32, 64, 128),
+    rpn_pre_nms_train=200,
+    rpn_post_nms_train=100,
+    rpn_pre_nms_test=100,
+    rpn_post_nms_test=50,
+    roi_batch_size=32,
+    box_representation=64,
+    detections_per_img=20,
+    mask_channels=16,
+    semantic_channels=16,
+    affinity_channels=16,
+    panoptic={
+        "stride": 4,
+        "train_proposals": 50,
+        "test_score_thresh": 0.0,
+        "min_area": 1,
+        "merge_score_thresh": 0.0,
+        "merge_stuff_area": 1,
+    },
+)

@@ -79,3 +79,85 @@ def test_hidden_full_labels_of_weak_images_are_never_read(mixed):
         assert a.keys() == b.keys()
         for k in a:
             assert np.array_equal(np.asarray(a[k]), np.asarray(b[k])) if k != "kinds" else a[k] == b[k]
+
+
+def test_mixed_label_training_never_uses_hidden_labels(mixed, tmp_path):
+    """Train on a manifest, corrupt the full labels of every weak image, train again: identical weights."""
+    import torch
+    import yaml
+
+    from cqbnet.engine.config import load_config
+    from cqbnet.engine.trainer import train
+
+    data, m = mixed
+    cfg = {
+        "data": {"root": str(data), "manifest": str(m.path)},
+        "model": {
+            "backbone": "resnet18",
+            "norm": "bn",
+            "trainable_layers": 5,
+            "fpn_channels": 16,
+            "anchor_sizes": [8, 16, 32, 64, 128],
+            "rpn_pre_nms_train": 100,
+            "rpn_post_nms_train": 50,
+            "rpn_pre_nms_test": 50,
+            "rpn_post_nms_test": 30,
+            "roi_batch_size": 16,
+            "box_representation": 32,
+            "detections_per_img": 10,
+            "mask_channels": 8,
+            "semantic_channels": 8,
+            "affinity_channels": 8,
+            "panoptic": {"stride": 4, "train_proposals": 20},
+        },
+        "solver": {"max_iter": 4, "batch_size": 4, "base_lr": 0.01, "warmup_iters": 1, "steps": [3]},
+        "train": {"checkpoint_period": 4, "eval_period": 0, "log_period": 1},
+    }
+    (tmp_path / "mixed.yaml").write_text(yaml.safe_dump(cfg))
+
+    def weights(out):
+        train(load_config(tmp_path / "mixed.yaml"), tmp_path / out, progress=False)
+        return torch.load(tmp_path / out / "model_final.pth", weights_only=False)["model"]
+
+    a = weights("a")
+    gt = load_panoptic_json(data / "panoptic_train.json", data / "panoptic" / "train")
+    weak = {lab.image_id for lab in m.images if "P" not in lab.kinds}
+    for r in gt.records:
+        if r.image_id in weak:
+            ids = read_panoptic_png(gt.png_path(r))
+            write_panoptic_png(gt.png_path(r), ids * 0 + 654321)
+    b = weights("b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 4 and all(np.isfinite(v) for v in __import__("json").loads(rows[-1]).values())
+
+
+def test_each_kind_gets_its_own_losses(mixed):
+    import torch
+
+    from cqbnet.data.transforms import to_tensors
+    from cqbnet.modeling.panoptic_net import build_panoptic_net
+    from helpers import TINY
+
+    _, m = mixed
+    ds = MixedLabelDataset(m.path)
+    by_kind: dict = {}
+    for i, lab in enumerate(m.images):
+        by_kind.setdefault(lab.kinds, []).append(i)
+    torch.manual_seed(0)
+    model = build_panoptic_net(ds.categories, **TINY).train()
+
+    def losses(kind):
+        items = [to_tensors(*ds[i]) for i in by_kind[frozenset(kind.split("+"))][:2]]
+        return {k: float(v.detach()) for k, v in model([x[0] for x in items], [x[1] for x in items]).items()}
+
+    b = losses("B")
+    assert b["loss_objectness"] > 0 and b["loss_cls_s0"] > 0 and b["loss_mask"] == 0 and b["loss_panoptic"] == 0
+    assert b["loss_semantic"] == 0
+    for kind in ("S", "PT"):
+        x = losses(kind)
+        assert x["loss_semantic"] > 0 and x["loss_objectness"] == 0 and x["loss_panoptic"] == 0
+    i = losses("I")
+    assert all(v == 0 for v in i.values())  # tags teach nothing until Cls2Box / Cls2Pixel are wired in
+    p = losses("P")
+    assert all(p[k] > 0 for k in ("loss_objectness", "loss_mask", "loss_semantic", "loss_panoptic"))

@@ -12,32 +12,7 @@ from cqbnet.data.transforms import hflip, resize, to_tensors
 from cqbnet.errors import InputError
 from cqbnet.modeling.backbone import build_backbone
 from cqbnet.modeling.panoptic_net import build_panoptic_net
-
-TINY = dict(
-    backbone="resnet18",
-    norm="bn",
-    trainable_layers=5,
-    fpn_channels=32,
-    anchor_sizes=(8, 16, 32, 64, 128),
-    rpn_pre_nms_train=200,
-    rpn_post_nms_train=100,
-    rpn_pre_nms_test=100,
-    rpn_post_nms_test=50,
-    roi_batch_size=32,
-    box_representation=64,
-    detections_per_img=20,
-    mask_channels=16,
-    semantic_channels=16,
-    affinity_channels=16,
-    panoptic={
-        "stride": 4,
-        "train_proposals": 50,
-        "test_score_thresh": 0.0,
-        "min_area": 1,
-        "merge_score_thresh": 0.0,
-        "merge_stuff_area": 1,
-    },
-)
+from helpers import TINY
 
 
 @pytest.fixture(scope="module")

@@ -23,22 +23,34 @@ def to_tensors(image: np.ndarray, target: Target) -> tuple[Tensor, Target]:
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
     out: Target = {"image_id": target["image_id"]}
     for k, v in target.items():
-        if k == "image_id":
+        if k in ("image_id", "kinds"):
+            out[k] = v
             continue
         arr = np.ascontiguousarray(v)
         out[k] = torch.from_numpy(arr.astype(np.int64) if k == "panoptic" else arr)
     return img, out
 
 
+MAPS = ("masks", "semantic", "panoptic", "stuff_semantic")  # per-pixel targets, last two dims (H, W)
+BOXES = ("boxes", "box_boxes")  # xyxy, exclusive right/bottom edge
+
+
 def hflip(image: Tensor, target: Target) -> tuple[Tensor, Target]:
-    """Mirror left-right."""
+    """Mirror left-right: maps, boxes and points of whichever label kinds the target has."""
     w = image.shape[-1]
     t = dict(target)
-    for k in ("masks", "semantic", "panoptic"):
-        t[k] = target[k].flip(-1)
-    b = target["boxes"].clone()
-    b[:, 0], b[:, 2] = w - target["boxes"][:, 2], w - target["boxes"][:, 0]
-    t["boxes"] = b
+    for k in MAPS:
+        if k in t:
+            t[k] = target[k].flip(-1)
+    for k in BOXES:
+        if k in t:
+            b = target[k].clone()
+            b[:, 0], b[:, 2] = w - target[k][:, 2], w - target[k][:, 0]
+            t[k] = b
+    if "point_xy" in t:
+        p = target["point_xy"].clone()
+        p[:, 0] = w - 1 - p[:, 0]
+        t["point_xy"] = p
     return image.flip(-1), t
 
 
@@ -50,10 +62,18 @@ def resize(image: Tensor, target: Target, scale: float) -> tuple[Tensor, Target]
         return image, target
     img = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
     t = dict(target)
-    t["masks"] = F.interpolate(target["masks"][None].float(), size=size, mode="nearest")[0].bool()
-    for k in ("semantic", "panoptic"):
-        t[k] = F.interpolate(target[k][None, None].float(), size=size, mode="nearest")[0, 0].long()
-    t["boxes"] = boxes_of(t["masks"], target["boxes"] * scale)
+    if "masks" in t:
+        t["masks"] = F.interpolate(target["masks"][None].float(), size=size, mode="nearest")[0].bool()
+    for k in ("semantic", "panoptic", "stuff_semantic"):
+        if k in t:
+            t[k] = F.interpolate(target[k][None, None].float(), size=size, mode="nearest")[0, 0].long()
+    if "boxes" in t:
+        t["boxes"] = boxes_of(t["masks"], target["boxes"] * scale)
+    if "box_boxes" in t:
+        t["box_boxes"] = target["box_boxes"] * torch.tensor([size[1] / w, size[0] / h] * 2)
+    if "point_xy" in t:
+        xy = ((target["point_xy"].float() + 0.5) * torch.tensor([size[1] / w, size[0] / h])).long()
+        t["point_xy"] = torch.minimum(xy, torch.tensor([size[1] - 1, size[0] - 1]))
     return img, t
 
 

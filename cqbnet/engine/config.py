@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
         "val_png": None,
         "val_images": None,
         "categories": None,
+        # a mixed-label manifest (cqbnet labels simulate) to train from instead of the full train split
+        "manifest": None,
         # generate the synthetic scenes into <out>/data when no root is given
         "synthetic": None,  # e.g. {num_train: 2000, num_val: 300, seed: 0, size: 128}
         "train_short_sizes": None,  # random shorter-side resize, e.g. [640, 672, ..., 800]

@@ -118,7 +118,12 @@ def train(
         ensure_synthetic(dcfg, out)
     dist_utils.barrier(info)
 
-    train_set = load_split(dcfg, "train", out)
+    if dcfg.get("manifest"):
+        from cqbnet.data.mixed_dataset import MixedLabelDataset
+
+        train_set = MixedLabelDataset(dcfg["manifest"])
+    else:
+        train_set = load_split(dcfg, "train", out)
     try:
         val_set = load_split(dcfg, "val", out)
     except InputError:

@@ -190,17 +190,18 @@ class CascadeRoIHeads(nn.Module):
             boxes = self._refine(stage, deltas, boxes, image_shapes)
 
         if self.with_mask:
-            # mask loss on the last stage's positive RoIs (their boxes before its own refinement)
+            # mask loss on the last stage's positive RoIs (their boxes before its own refinement), in the
+            # images whose targets have masks (images with boxes only train the boxes)
             pos_boxes, pos_matched, pos_labels = [], [], []
-            for b, m, lab in zip(stage_boxes, last_matched, last_labels):
-                p = lab > 0
+            for b, m, lab, t in zip(stage_boxes, last_matched, last_labels, targets):
+                p = (lab > 0) & ("masks" in t)
                 pos_boxes.append(b[p])
                 pos_matched.append(m[p])
                 pos_labels.append(lab[p])
             if sum(len(b) for b in pos_boxes):
                 x = self.mask_head(self.mask_roi_pool(features, pos_boxes, image_shapes))
                 mask_logits = self.mask_predictor(x)
-                gt_masks = [t["masks"] for t in targets]
+                gt_masks = [t["masks"] if "masks" in t else t["boxes"].new_zeros((0, 1, 1)) for t in targets]
                 losses["loss_mask"] = maskrcnn_loss(mask_logits, pos_boxes, gt_masks, gt_labels, pos_matched)
             else:
                 losses["loss_mask"] = sum(p.sum() for p in self.mask_predictor.parameters()) * 0.0

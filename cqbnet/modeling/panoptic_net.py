@@ -47,6 +47,7 @@ from cqbnet.modeling.semantic_head import SemanticHead
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INFERENCE_MODES = ("argmax", "heuristic")
+FULL_LABELS = frozenset({"P"})  # the kinds of an image from a plain panoptic dataset
 
 
 @dataclass
@@ -161,32 +162,12 @@ class PanopticNet(nn.Module):
         image_list = self.batch(images)
         features = self.backbone(image_list.tensors)  # "0".."3" at strides 4..32, "pool" at 64
         fpn = [features[k] for k in ("0", "1", "2", "3")]
-        det_targets = [self._detection_target(t) for t in targets] if self.training else None
-        proposals, rpn_losses = self.rpn(image_list, features, det_targets)
         sem_logits = self.semantic_head(fpn)  # (N, K, H'/4, W'/4)
         need_q = self.affinity is not None and (self.training or mode == "argmax")
         q = self.affinity.features(fpn) if need_q else None  # (N, C, H'/4, W'/4)
-
         if self.training:
-            # paper 004, Appendix A.4: the panoptic head learns from *predicted* detections. Its loss reaches
-            # the box and mask heads through the scores and masks; the features are detached here because
-            # RoIAlign's backward on CPU would double the step time for little (they train through the rest).
-            top = [p[: self.head.train_proposals] for p in proposals]
-            frozen = {k: v.detach() for k, v in features.items()}
-            pan_dets = self.roi_heads.detect(
-                frozen, top, image_list.image_sizes, self.head.train_score_thresh, self.head.train_max_detections
-            )
-            if self.head.use_masks:
-                self.roi_heads.predict_masks(frozen, pan_dets, image_list.image_sizes)
-            _, det_losses = self.roi_heads(features, proposals, image_list.image_sizes, det_targets)
-            losses = {**rpn_losses, **det_losses}
-            sem_targets = self._pad_semantic(targets, image_list.tensors.shape[-2:])
-            losses["loss_semantic"] = self.semantic_loss_weight * self.semantic_head.loss(sem_logits, sem_targets)
-            losses["loss_panoptic"] = self.head.loss_weight * self._panoptic_loss(
-                sem_logits, q, pan_dets, targets, image_list
-            )
-            return losses
-
+            return self._training_losses(image_list, features, sem_logits, q, targets)
+        proposals, _ = self.rpn(image_list, features)
         thresh = self.head.test_score_thresh if mode == "argmax" else self.roi_heads.score_thresh
         dets = self.roi_heads.detect(features, proposals, image_list.image_sizes, thresh)
         if mode == "argmax":
@@ -212,6 +193,83 @@ class PanopticNet(nn.Module):
                 outputs.append(self._heuristic(sem_logits[i], dets[i], (h, w)))
         return outputs
 
+    # --- training ---------------------------------------------------------------------------------------------
+
+    def _training_losses(
+        self,
+        image_list: ImageList,
+        features: dict[str, Tensor],
+        sem_logits: Tensor,
+        q: Tensor | None,
+        targets: list[dict[str, Any]],
+    ) -> dict[str, Tensor]:
+        """Each image contributes exactly the losses its label kinds support (``target["kinds"]``, default P).
+
+        P: every loss. B: RPN and box losses (no mask loss). S: the semantic loss on stuff pixels.
+        PT: the semantic loss at the clicked points. Images are never asked for a label they lack.
+        """
+        kinds = [t.get("kinds", FULL_LABELS) for t in targets]
+        boxed = [i for i, k in enumerate(kinds) if "P" in k or "B" in k]
+        full = [i for i, k in enumerate(kinds) if "P" in k]
+        zero = sem_logits.sum() * 0.0
+        losses: dict[str, Tensor] = {}
+        if boxed:
+            sub = ImageList(image_list.tensors[boxed], [image_list.image_sizes[i] for i in boxed])
+            feats = {k: v[boxed] for k, v in features.items()}
+            det_targets = [self._detection_target(targets[i]) for i in boxed]
+            proposals, rpn_losses = self.rpn(sub, feats, det_targets)
+            _, det_losses = self.roi_heads(feats, proposals, sub.image_sizes, det_targets)
+            losses.update(rpn_losses)
+            losses.update(det_losses)
+        else:
+            losses.update({k: zero for k in self._detection_loss_names()})
+        sem_targets = self._pad_semantic(
+            [self._semantic_target(t, k, s) for t, k, s in zip(targets, kinds, image_list.image_sizes)],
+            image_list.tensors.shape[-2:],
+            sem_logits.device,
+        )
+        losses["loss_semantic"] = self.semantic_loss_weight * self.semantic_head.loss(sem_logits, sem_targets)
+        losses["loss_panoptic"] = zero
+        if full:
+            # paper 004, Appendix A.4: the panoptic head learns from *predicted* detections. Its loss reaches
+            # the box and mask heads through the scores and masks; the features are detached here because
+            # RoIAlign's backward on CPU would double the step time for little (they train through the rest).
+            pos = [boxed.index(i) for i in full]
+            top = [proposals[j][: self.head.train_proposals] for j in pos]
+            frozen = {k: v[full].detach() for k, v in features.items()}
+            sizes = [image_list.image_sizes[i] for i in full]
+            pan_dets = self.roi_heads.detect(
+                frozen, top, sizes, self.head.train_score_thresh, self.head.train_max_detections
+            )
+            if self.head.use_masks:
+                self.roi_heads.predict_masks(frozen, pan_dets, sizes)
+            losses["loss_panoptic"] = self.head.loss_weight * self._panoptic_loss(
+                sem_logits[full],
+                None if q is None else q[full],
+                pan_dets,
+                [targets[i] for i in full],
+                image_list.tensors.shape[-2:],
+            )
+        return losses
+
+    def _detection_loss_names(self) -> list[str]:
+        names = ["loss_objectness", "loss_rpn_box_reg"]
+        names += [f"loss_{k}_s{i}" for i in range(len(self.roi_heads.stages)) for k in ("cls", "box")]
+        return names + (["loss_mask"] if self.roi_heads.with_mask else [])
+
+    def _semantic_target(self, t: dict[str, Any], kinds: frozenset[str], size: tuple[int, int]) -> Tensor | None:
+        """Pixel labels an image carries: full (P), stuff only (S), clicked points (PT); None when it has none."""
+        if "P" in kinds:
+            return t["semantic"]
+        if "S" in kinds:
+            return t["stuff_semantic"]
+        if "PT" in kinds:
+            h, w = size
+            out = torch.full((h, w), self.semantic_head.ignore_index, dtype=torch.int64, device=t["point_xy"].device)
+            out[t["point_xy"][:, 1], t["point_xy"][:, 0]] = t["point_labels"]
+            return out
+        return None
+
     # --- pieces -----------------------------------------------------------------------------------------------
 
     def _one_channel_per_object(self, det: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -226,24 +284,26 @@ class PanopticNet(nn.Module):
         return {k: v[keep] for k, v in det.items()}
 
     def _detection_target(self, t: dict[str, Any]) -> dict[str, Tensor]:
-        """Thing, non-crowd segments as torchvision detection targets (labels 1..T)."""
-        sel = t["is_thing"] & ~t["iscrowd"]
+        """Non-crowd things as torchvision detection targets (labels 1..T): segments of P, else boxes of B."""
         det_label = {s: k + 1 for k, s in enumerate(self.labels.thing_semantic)}
-        labels = torch.tensor(
-            [det_label[int(c)] for c in t["labels"][sel]], dtype=torch.int64, device=t["boxes"].device
-        )
-        return {"boxes": t["boxes"][sel].float(), "labels": labels, "masks": t["masks"][sel].to(torch.uint8)}
+        if "masks" in t:
+            sel = t["is_thing"] & ~t["iscrowd"]
+            boxes, classes = t["boxes"][sel], t["labels"][sel]
+        else:
+            sel = ~t["box_iscrowd"]
+            boxes, classes = t["box_boxes"][sel], t["box_labels"][sel]
+        labels = torch.tensor([det_label[int(c)] for c in classes], dtype=torch.int64, device=boxes.device)
+        out = {"boxes": boxes.float(), "labels": labels}
+        if "masks" in t:
+            out["masks"] = t["masks"][sel].to(torch.uint8)
+        return out
 
-    def _pad_semantic(self, targets: list[dict[str, Any]], size) -> Tensor:
-        out = torch.full(
-            (len(targets), *size),
-            self.semantic_head.ignore_index,
-            dtype=torch.int64,
-            device=targets[0]["semantic"].device,
-        )
-        for i, t in enumerate(targets):
-            h, w = t["semantic"].shape
-            out[i, :h, :w] = t["semantic"]
+    def _pad_semantic(self, maps: list[Tensor | None], size, device) -> Tensor:
+        """Per-image label maps (or None: nothing labelled) padded into one (N, H', W') batch."""
+        out = torch.full((len(maps), *size), self.semantic_head.ignore_index, dtype=torch.int64, device=device)
+        for i, m in enumerate(maps):
+            if m is not None:
+                out[i, : m.shape[0], : m.shape[1]] = m
         return out
 
     def _grid_probs(self, sem_logits: Tensor, padded: tuple[int, int]) -> Tensor:
@@ -274,11 +334,10 @@ class PanopticNet(nn.Module):
             q = F.interpolate(q[None], size=(h, w), mode="bilinear", align_corners=False)[0]
         return self.affinity(q, psi)
 
-    def _panoptic_loss(self, sem_logits, q, dets, targets, image_list) -> Tensor:
+    def _panoptic_loss(self, sem_logits, q, dets, targets, padded) -> Tensor:
         """Panoptic matching loss (paper 004, Sec. 3.5): cross-entropy on P against matched ground truth."""
         total = sem_logits.sum() * 0.0
         n = 0
-        padded = image_list.tensors.shape[-2:]
         for i, t in enumerate(targets):
             det = dets[i]
             things = t["is_thing"] & ~t["iscrowd"]
