@@ -153,11 +153,18 @@ def test_each_kind_gets_its_own_losses(mixed):
 
     b = losses("B")
     assert b["loss_objectness"] > 0 and b["loss_cls_s0"] > 0 and b["loss_mask"] == 0 and b["loss_panoptic"] == 0
-    assert b["loss_semantic"] == 0
+    assert b["loss_semantic"] == 0 and b["loss_box2mask"] > 0  # boxes teach masks through Box2Mask only
+    model.iteration = 10**6  # past the warm-up: the pairwise term joins
+    assert losses("B")["loss_box2mask"] > b["loss_box2mask"]
+    model.weak.box2mask = False
+    assert "loss_box2mask" not in losses("B")
+    model.weak.box2mask = True
     for kind in ("S", "PT"):
         x = losses(kind)
         assert x["loss_semantic"] > 0 and x["loss_objectness"] == 0 and x["loss_panoptic"] == 0
+    model.iteration = 0
     i = losses("I")
     assert all(v == 0 for v in i.values())  # tags teach nothing until Cls2Box / Cls2Pixel are wired in
     p = losses("P")
     assert all(p[k] > 0 for k in ("loss_objectness", "loss_mask", "loss_semantic", "loss_panoptic"))
+    assert p["loss_box2mask"] == 0

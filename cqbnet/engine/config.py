@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "affinity_channels": 128,
         "semantic_loss_weight": 0.5,
         "panoptic": {},
+        "weak": {},  # WeakConfig: box2mask, box2mask_warmup, box2mask_pairwise
     },
     "solver": {
         # paper 000's COCO schedule: 24 epochs, batch 16, lr 0.02, steps at epochs 18 and 23 (x 7330 iterations)
@@ -85,7 +86,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-FREE_FORM = ("panoptic", "synthetic")
+FREE_FORM = ("panoptic", "synthetic", "weak")
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any], path: str, source: str) -> None:

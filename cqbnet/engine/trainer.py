@@ -190,6 +190,7 @@ def train(
         set_rng_state(ck["rng"][info.rank])
     for it, (images, targets) in enumerate(batches, start=start):
         images, targets = move_to(images, targets, dev)
+        core.iteration = it  # for warm-ups (Box2Mask's pairwise term)
         with torch.autocast(device_type="cuda", enabled=amp):
             losses = model(images, targets)
         loss = sum(losses.values())

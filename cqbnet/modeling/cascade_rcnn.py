@@ -241,6 +241,14 @@ class CascadeRoIHeads(nn.Module):
             out.append({"boxes": cand_boxes[keep], "scores": cand_scores[keep], "labels": cand_labels[keep]})
         return out
 
+    def mask_logits(
+        self, features: dict[str, Tensor], boxes: list[Tensor], labels: list[Tensor], image_shapes
+    ) -> Tensor:
+        """Mask logits (M, 28, 28) of the given boxes, each in its own class's channel (labels 1..T)."""
+        x = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, boxes, image_shapes)))  # (M, T+1, 28, 28)
+        cls = torch.cat(labels)
+        return x[torch.arange(len(cls), device=x.device), cls]
+
     def predict_masks(self, features: dict[str, Tensor], detections: list[dict[str, Tensor]], image_shapes) -> None:
         """Add ``mask_probs`` (D, 1, 28, 28) to each image's detections (differentiable in training)."""
         if not self.with_mask:

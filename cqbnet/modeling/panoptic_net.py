@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead
-from torchvision.ops import nms
+from torchvision.ops import nms, roi_align
 
 from cqbnet.data.panoptic_format import Category
 from cqbnet.errors import InputError
@@ -43,6 +43,7 @@ from cqbnet.modeling.panoptic_head import (
     upsample_argmax,
 )
 from cqbnet.modeling.semantic_head import SemanticHead
+from cqbnet.weak.box2mask import image_to_lab, lab_similarity, pairwise_loss, pairwise_weight, projection_loss
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,6 +81,15 @@ class LabelSpace:
 
 
 @dataclass
+class WeakConfig:
+    """Paper 000's weak-supervision modules, each switched on or off (the pilot needs that)."""
+
+    box2mask: bool = True  # boxes teach masks: projection + pairwise LAB losses on the boxes' mask logits
+    box2mask_warmup: int = 10000  # iterations over which the pairwise term ramps in (BoxInst)
+    box2mask_pairwise: bool = True
+
+
+@dataclass
 class PanopticHeadConfig:
     variant: str = "C"  # dynamic potential: B multiplies V and M, C adds them (paper 004, Appendix A.3)
     use_masks: bool = True
@@ -113,6 +123,7 @@ class PanopticNet(nn.Module):
         labels: LabelSpace,
         head: PanopticHeadConfig,
         semantic_loss_weight: float = 0.5,
+        weak: WeakConfig | None = None,
         size_divisible: int = 32,
         pixel_mean: tuple[float, ...] = IMAGENET_MEAN,
         pixel_std: tuple[float, ...] = IMAGENET_STD,
@@ -128,6 +139,8 @@ class PanopticNet(nn.Module):
         self.labels = labels
         self.head = head
         self.semantic_loss_weight = semantic_loss_weight
+        self.weak = weak or WeakConfig()
+        self.iteration = 0  # the trainer's step, for warm-ups
         self.size_divisible = size_divisible
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(3, 1, 1), persistent=False)
@@ -166,7 +179,7 @@ class PanopticNet(nn.Module):
         need_q = self.affinity is not None and (self.training or mode == "argmax")
         q = self.affinity.features(fpn) if need_q else None  # (N, C, H'/4, W'/4)
         if self.training:
-            return self._training_losses(image_list, features, sem_logits, q, targets)
+            return self._training_losses(images, image_list, features, sem_logits, q, targets)
         proposals, _ = self.rpn(image_list, features)
         thresh = self.head.test_score_thresh if mode == "argmax" else self.roi_heads.score_thresh
         dets = self.roi_heads.detect(features, proposals, image_list.image_sizes, thresh)
@@ -197,6 +210,7 @@ class PanopticNet(nn.Module):
 
     def _training_losses(
         self,
+        images: list[Tensor],
         image_list: ImageList,
         features: dict[str, Tensor],
         sem_logits: Tensor,
@@ -230,6 +244,9 @@ class PanopticNet(nn.Module):
         )
         losses["loss_semantic"] = self.semantic_loss_weight * self.semantic_head.loss(sem_logits, sem_targets)
         losses["loss_panoptic"] = zero
+        boxes_only = [i for i, k in enumerate(kinds) if "B" in k and "P" not in k]
+        if self.weak.box2mask and self.roi_heads.with_mask:
+            losses["loss_box2mask"] = self._box2mask_loss(images, image_list, features, targets, boxes_only)
         if full:
             # paper 004, Appendix A.4: the panoptic head learns from *predicted* detections. Its loss reaches
             # the box and mask heads through the scores and masks; the features are detached here because
@@ -251,6 +268,34 @@ class PanopticNet(nn.Module):
                 image_list.tensors.shape[-2:],
             )
         return losses
+
+    def _box2mask_loss(self, images, image_list, features, targets, idx: list[int]) -> Tensor:
+        """Box2Mask (paper 000): each box of a boxes-only image is an RoI whose mask must touch every row and
+        column (projection loss) and agree across similar-coloured neighbours (pairwise loss, warmed up)."""
+        dets = [self._detection_target(targets[i]) for i in idx]
+        keep = [j for j, d in enumerate(dets) if len(d["boxes"])]
+        if not keep:
+            return sum(p.sum() for p in self.roi_heads.mask_predictor.parameters()) * 0.0
+        idx = [idx[j] for j in keep]
+        boxes = [dets[j]["boxes"] for j in keep]
+        feats = {k: v[idx] for k, v in features.items()}
+        sizes = [image_list.image_sizes[i] for i in idx]
+        logits = self.roi_heads.mask_logits(feats, boxes, [dets[j]["labels"] for j in keep], sizes)  # (M, 28, 28)
+        inside = torch.ones_like(logits)  # the RoI is the box
+        loss = projection_loss(logits, inside)
+        if self.weak.box2mask_pairwise:
+            lab = torch.stack([image_to_lab(images[i]) for i in idx]).to(logits.device)  # (n, 3, H, W)
+            rois = torch.cat(
+                [torch.cat([torch.full((len(b), 1), float(j), device=b.device), b], 1) for j, b in enumerate(boxes)]
+            )
+            lab_rois = roi_align(
+                lab, rois, output_size=logits.shape[-2:], spatial_scale=1.0, sampling_ratio=2, aligned=True
+            )  # (M, 3, 28, 28)
+            sim = lab_similarity(lab_rois)
+            loss = loss + pairwise_weight(self.iteration, self.weak.box2mask_warmup) * pairwise_loss(
+                logits, sim, inside
+            )
+        return loss
 
     def _detection_loss_names(self) -> list[str]:
         names = ["loss_objectness", "loss_rpn_box_reg"]
@@ -404,6 +449,7 @@ def build_panoptic_net(
     affinity_channels: int = 128,
     semantic_loss_weight: float = 0.5,
     panoptic: dict[str, Any] | None = None,
+    weak: dict[str, Any] | None = None,
 ) -> PanopticNet:
     """Compose the network from plain arguments (one per constructor knob)."""
     labels = LabelSpace(categories)
@@ -432,4 +478,6 @@ def build_panoptic_net(
     )
     semantic = SemanticHead(fpn_channels, labels.num_classes, semantic_channels)
     affinity = DenseInstanceAffinity(fpn_channels, affinity_channels, head.affinity_norm) if head.use_affinity else None
-    return PanopticNet(body, rpn, roi_heads, semantic, affinity, labels, head, semantic_loss_weight)
+    return PanopticNet(
+        body, rpn, roi_heads, semantic, affinity, labels, head, semantic_loss_weight, WeakConfig(**(weak or {}))
+    )
