@@ -164,7 +164,9 @@ def test_each_kind_gets_its_own_losses(mixed):
         assert x["loss_semantic"] > 0 and x["loss_objectness"] == 0 and x["loss_panoptic"] == 0
     model.iteration = 0
     i = losses("I")
-    assert all(v == 0 for v in i.values())  # tags teach nothing until Cls2Box / Cls2Pixel are wired in
+    assert i["loss_cls2box"] > 0  # tags teach detection through Cls2Box
+    assert all(v == 0 for k, v in i.items() if k != "loss_cls2box")
+    assert b["loss_cls2box"] == 0 and losses("P")["loss_cls2box"] == 0
     p = losses("P")
     assert all(p[k] > 0 for k in ("loss_objectness", "loss_mask", "loss_semantic", "loss_panoptic"))
     assert p["loss_box2mask"] == 0

@@ -73,7 +73,15 @@ def test_training_step_and_losses(dataset):
     model.train()
     b = batch(dataset, 2)
     losses = model([x[0] for x in b], [x[1] for x in b])
-    want = {"loss_objectness", "loss_rpn_box_reg", "loss_mask", "loss_semantic", "loss_panoptic", "loss_box2mask"}
+    want = {
+        "loss_objectness",
+        "loss_rpn_box_reg",
+        "loss_mask",
+        "loss_semantic",
+        "loss_panoptic",
+        "loss_box2mask",
+        "loss_cls2box",
+    }
     want |= {f"loss_{k}_s{i}" for k in ("cls", "box") for i in range(3)}
     assert set(losses) == want
     assert all(torch.isfinite(v) for v in losses.values())

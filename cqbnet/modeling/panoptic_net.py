@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import (
+    AnchorGenerator,
+    RegionProposalNetwork,
+    RPNHead,
+    concat_box_prediction_layers,
+)
 from torchvision.ops import nms, roi_align
 
 from cqbnet.data.panoptic_format import Category
@@ -44,6 +49,7 @@ from cqbnet.modeling.panoptic_head import (
 )
 from cqbnet.modeling.semantic_head import SemanticHead
 from cqbnet.weak.box2mask import image_to_lab, lab_similarity, pairwise_loss, pairwise_weight, projection_loss
+from cqbnet.weak.cls2box import MIDHead, cls2box_loss
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,6 +93,8 @@ class WeakConfig:
     box2mask: bool = True  # boxes teach masks: projection + pairwise LAB losses on the boxes' mask logits
     box2mask_warmup: int = 10000  # iterations over which the pairwise term ramps in (BoxInst)
     box2mask_pairwise: bool = True
+    cls2box: bool = True  # tags teach detection: WSDDN's MID head times the detector's scores (L_C2B)
+    cls2box_proposals: int = 100  # proposals per tag image fed to the MID head
 
 
 @dataclass
@@ -140,6 +148,8 @@ class PanopticNet(nn.Module):
         self.head = head
         self.semantic_loss_weight = semantic_loss_weight
         self.weak = weak or WeakConfig()
+        rep = roi_heads.stages[0].predictor.cls_score.in_features
+        self.mid_head = MIDHead(rep, labels.num_things) if self.weak.cls2box and labels.num_things else None
         self.iteration = 0  # the trainer's step, for warm-ups
         self.size_divisible = size_divisible
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
@@ -245,6 +255,9 @@ class PanopticNet(nn.Module):
         losses["loss_semantic"] = self.semantic_loss_weight * self.semantic_head.loss(sem_logits, sem_targets)
         losses["loss_panoptic"] = zero
         boxes_only = [i for i, k in enumerate(kinds) if "B" in k and "P" not in k]
+        tags_only = [i for i, k in enumerate(kinds) if "I" in k and "P" not in k and "B" not in k]
+        if self.mid_head is not None:
+            losses["loss_cls2box"] = self._cls2box_loss(image_list, features, targets, tags_only)
         if self.weak.box2mask and self.roi_heads.with_mask:
             losses["loss_box2mask"] = self._box2mask_loss(images, image_list, features, targets, boxes_only)
         if full:
@@ -268,6 +281,33 @@ class PanopticNet(nn.Module):
                 image_list.tensors.shape[-2:],
             )
         return losses
+
+    def _proposals(self, image_list: ImageList, features: dict[str, Tensor]) -> list[Tensor]:
+        """RPN proposals without its loss (for images that have no boxes to train it with)."""
+        feats = list(features.values())
+        objectness, deltas = self.rpn.head(feats)
+        anchors = self.rpn.anchor_generator(image_list, feats)
+        per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
+        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        proposals = self.rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
+        boxes, _ = self.rpn.filter_proposals(proposals, objectness, image_list.image_sizes, per_level)
+        return boxes
+
+    def _cls2box_loss(self, image_list, features, targets, idx: list[int]) -> Tensor:
+        """Cls2Box (paper 000): phi_MID times the detector's class probabilities, summed over proposals,
+        against the image's thing tags (binary cross-entropy). Trains the MID head and the detector."""
+        zero = sum(p.sum() for p in self.mid_head.parameters()) * 0.0
+        if not idx:
+            return zero
+        sub = ImageList(image_list.tensors[idx], [image_list.image_sizes[i] for i in idx])
+        feats = {k: v[idx] for k, v in features.items()}
+        props = [p[: self.weak.cls2box_proposals] for p in self._proposals(sub, feats)]
+        stage = self.roi_heads.stages[0]
+        x = stage.head(self.roi_heads.box_roi_pool(feats, props, sub.image_sizes))  # (R, representation)
+        mids = self.mid_head(x, [len(p) for p in props])
+        probs = torch.softmax(stage.predictor(x)[0], dim=1)[:, 1:].split([len(p) for p in props])  # things only
+        tags = torch.stack([targets[i]["tags"][self._thing_semantic] for i in idx])  # (n, T)
+        return cls2box_loss(mids, tags, list(probs))
 
     def _box2mask_loss(self, images, image_list, features, targets, idx: list[int]) -> Tensor:
         """Box2Mask (paper 000): each box of a boxes-only image is an RoI whose mask must touch every row and
