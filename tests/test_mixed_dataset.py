@@ -162,10 +162,13 @@ def test_each_kind_gets_its_own_losses(mixed):
     for kind in ("S", "PT"):
         x = losses(kind)
         assert x["loss_semantic"] > 0 and x["loss_objectness"] == 0 and x["loss_panoptic"] == 0
+        assert x["loss_cls2pixel"] == 0 and x["loss_cls2box"] == 0
     model.iteration = 0
     i = losses("I")
     assert i["loss_cls2box"] > 0  # tags teach detection through Cls2Box
-    assert all(v == 0 for k, v in i.items() if k != "loss_cls2box")
+    assert i["loss_cls2pixel"] > 0  # and stuff pixels through Cls2Pixel
+    assert all(v == 0 for k, v in i.items() if k not in ("loss_cls2box", "loss_cls2pixel"))
+    assert losses("B+I")["loss_cls2pixel"] > 0 and losses("B+I")["loss_cls2box"] == 0  # paper 001's mix
     assert b["loss_cls2box"] == 0 and losses("P")["loss_cls2box"] == 0
     p = losses("P")
     assert all(p[k] > 0 for k in ("loss_objectness", "loss_mask", "loss_semantic", "loss_panoptic"))

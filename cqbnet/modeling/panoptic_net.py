@@ -47,9 +47,17 @@ from cqbnet.modeling.panoptic_head import (
     paste_masks,
     upsample_argmax,
 )
-from cqbnet.modeling.semantic_head import SemanticHead
+from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE, SemanticHead
 from cqbnet.weak.box2mask import image_to_lab, lab_similarity, pairwise_loss, pairwise_weight, projection_loss
 from cqbnet.weak.cls2box import MIDHead, cls2box_loss
+from cqbnet.weak.cls2pixel import (
+    CAMClassifier,
+    class_activation_maps,
+    classification_loss,
+    energy_loss,
+    pseudo_label_loss,
+    pseudo_stuff_labels,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,6 +103,8 @@ class WeakConfig:
     box2mask_pairwise: bool = True
     cls2box: bool = True  # tags teach detection: WSDDN's MID head times the detector's scores (L_C2B)
     cls2box_proposals: int = 100  # proposals per tag image fed to the MID head
+    cls2pixel: bool = True  # tags teach stuff pixels: CAM pseudo labels + classification + energy (L_C2P)
+    cls2pixel_weight: float = 0.5  # beta of Eq. 3
 
 
 @dataclass
@@ -150,6 +160,8 @@ class PanopticNet(nn.Module):
         self.weak = weak or WeakConfig()
         rep = roi_heads.stages[0].predictor.cls_score.in_features
         self.mid_head = MIDHead(rep, labels.num_things) if self.weak.cls2box and labels.num_things else None
+        sem_channels = semantic_head.predictor.in_channels
+        self.cam_head = CAMClassifier(sem_channels, labels.num_classes) if self.weak.cls2pixel else None
         self.iteration = 0  # the trainer's step, for warm-ups
         self.size_divisible = size_divisible
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
@@ -185,11 +197,12 @@ class PanopticNet(nn.Module):
         image_list = self.batch(images)
         features = self.backbone(image_list.tensors)  # "0".."3" at strides 4..32, "pool" at 64
         fpn = [features[k] for k in ("0", "1", "2", "3")]
-        sem_logits = self.semantic_head(fpn)  # (N, K, H'/4, W'/4)
+        sem_features = self.semantic_head.decoder(fpn)  # (N, C, H'/4, W'/4)
+        sem_logits = self.semantic_head.predictor(sem_features)  # (N, K, H'/4, W'/4)
         need_q = self.affinity is not None and (self.training or mode == "argmax")
         q = self.affinity.features(fpn) if need_q else None  # (N, C, H'/4, W'/4)
         if self.training:
-            return self._training_losses(images, image_list, features, sem_logits, q, targets)
+            return self._training_losses(images, image_list, features, sem_features, sem_logits, q, targets)
         proposals, _ = self.rpn(image_list, features)
         thresh = self.head.test_score_thresh if mode == "argmax" else self.roi_heads.score_thresh
         dets = self.roi_heads.detect(features, proposals, image_list.image_sizes, thresh)
@@ -223,6 +236,7 @@ class PanopticNet(nn.Module):
         images: list[Tensor],
         image_list: ImageList,
         features: dict[str, Tensor],
+        sem_features: Tensor,
         sem_logits: Tensor,
         q: Tensor | None,
         targets: list[dict[str, Any]],
@@ -258,6 +272,11 @@ class PanopticNet(nn.Module):
         tags_only = [i for i, k in enumerate(kinds) if "I" in k and "P" not in k and "B" not in k]
         if self.mid_head is not None:
             losses["loss_cls2box"] = self._cls2box_loss(image_list, features, targets, tags_only)
+        if self.cam_head is not None:
+            tagged = [i for i, k in enumerate(kinds) if "I" in k and "P" not in k and "S" not in k]
+            losses["loss_cls2pixel"] = self.weak.cls2pixel_weight * self._cls2pixel_loss(
+                images, sem_features, sem_logits, targets, tagged
+            )
         if self.weak.box2mask and self.roi_heads.with_mask:
             losses["loss_box2mask"] = self._box2mask_loss(images, image_list, features, targets, boxes_only)
         if full:
@@ -281,6 +300,29 @@ class PanopticNet(nn.Module):
                 image_list.tensors.shape[-2:],
             )
         return losses
+
+    def _cls2pixel_loss(self, images, sem_features, sem_logits, targets, idx: list[int]) -> Tensor:
+        """Cls2Pixel (paper 000): L_pseudo + L_cls + L_energy for images whose stuff is known only by tags.
+
+        CAMs of a classification branch on the semantic features give pseudo stuff labels (confident
+        pixels of tagged stuff classes, the rest ignored) for the semantic logits; the branch itself learns
+        from the tags; an energy term keeps the semantic prediction coherent with the image's colours.
+        """
+        zero = sum(p.sum() for p in self.cam_head.parameters()) * 0.0
+        if not idx:
+            return zero
+        image_logits, maps = self.cam_head(sem_features[idx])  # (n, K), (n, K, h, w)
+        tags = torch.stack([targets[i]["tags"] for i in idx])
+        loss = classification_loss(image_logits, tags)
+        cams = class_activation_maps(maps.detach())
+        pseudo = pseudo_stuff_labels(cams, tags, self._stuff_semantic)  # (n, h, w)
+        loss = loss + pseudo_label_loss(sem_logits[idx], pseudo)
+        for i in idx:
+            h, w = (-(-d // SEMANTIC_STRIDE) for d in images[i].shape[-2:])  # the image's cells on the grid
+            lab = F.avg_pool2d(image_to_lab(images[i])[None], SEMANTIC_STRIDE, ceil_mode=True).to(sem_logits.device)
+            probs = torch.softmax(sem_logits[i, :, :h, :w], dim=0)[None]
+            loss = loss + energy_loss(probs, lab[..., :h, :w]) / len(idx)
+        return loss
 
     def _proposals(self, image_list: ImageList, features: dict[str, Tensor]) -> list[Tensor]:
         """RPN proposals without its loss (for images that have no boxes to train it with)."""
@@ -447,7 +489,9 @@ class PanopticNet(nn.Module):
 
     def _heuristic(self, sem_logits: Tensor, det: dict[str, Tensor], size: tuple[int, int]) -> PanopticOutput:
         h, w = size
-        prob = SemanticHead.probabilities(sem_logits[None], tuple(s * 4 for s in sem_logits.shape[-2:]))[0]
+        prob = SemanticHead.probabilities(sem_logits[None], tuple(s * SEMANTIC_STRIDE for s in sem_logits.shape[-2:]))[
+            0
+        ]
         semantic = prob[:, :h, :w].argmax(0).cpu().numpy()
         if len(det["boxes"]) and "mask_probs" in det:
             masks = (paste_masks(det["mask_probs"], det["boxes"], h, w, 1.0) > 0.5).cpu().numpy()

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+SEMANTIC_STRIDE = 4  # the decoder's output: FPN level "0"
+
 
 def conv_gn_relu(cin: int, cout: int) -> nn.Sequential:
     groups = 32 if cout % 32 == 0 else 8 if cout % 8 == 0 else 1
