@@ -97,3 +97,25 @@ TINY = dict(
         "merge_stuff_area": 1,
     },
 )
+
+
+def tiny_model_config() -> dict:
+    """The ``model`` section of a config for tests: the tiny network, in YAML-friendly types."""
+    return {
+        "backbone": "resnet18",
+        "norm": "bn",
+        "trainable_layers": 5,
+        "fpn_channels": 16,
+        "anchor_sizes": [8, 16, 32, 64, 128],
+        "rpn_pre_nms_train": 100,
+        "rpn_post_nms_train": 50,
+        "rpn_pre_nms_test": 50,
+        "rpn_post_nms_test": 30,
+        "roi_batch_size": 16,
+        "box_representation": 32,
+        "detections_per_img": 10,
+        "mask_channels": 8,
+        "semantic_channels": 8,
+        "affinity_channels": 8,
+        "panoptic": {"stride": 4, "train_proposals": 20, "test_score_thresh": 0.0, "min_area": 1},
+    }

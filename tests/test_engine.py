@@ -19,6 +19,7 @@ from cqbnet.engine.config import load_config
 from cqbnet.engine.data import StreamDataset, batch_positions
 from cqbnet.engine.trainer import TrainingDiverged, lr_factor, train
 from cqbnet.errors import InputError
+from helpers import tiny_model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,24 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_config(tmp_path: Path, synth: Path, **solver) -> Path:
     cfg = {
         "data": {"root": str(synth)},
-        "model": {
-            "backbone": "resnet18",
-            "norm": "bn",
-            "trainable_layers": 5,
-            "fpn_channels": 16,
-            "anchor_sizes": [8, 16, 32, 64, 128],
-            "rpn_pre_nms_train": 100,
-            "rpn_post_nms_train": 50,
-            "rpn_pre_nms_test": 50,
-            "rpn_post_nms_test": 30,
-            "roi_batch_size": 16,
-            "box_representation": 32,
-            "detections_per_img": 10,
-            "mask_channels": 8,
-            "semantic_channels": 8,
-            "affinity_channels": 8,
-            "panoptic": {"stride": 4, "train_proposals": 20, "test_score_thresh": 0.0, "min_area": 1},
-        },
+        "model": tiny_model_config(),
         "solver": {"max_iter": 6, "batch_size": 2, "base_lr": 0.01, "warmup_iters": 2, "steps": [4], **solver},
         "train": {"checkpoint_period": 1, "eval_period": 0, "log_period": 1},
     }

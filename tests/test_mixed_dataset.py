@@ -11,6 +11,7 @@ from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json, read_panoptic_png, write_panoptic_png
 from cqbnet.labels.simulate import parse_ratio, simulate
+from helpers import tiny_model_config
 
 KEYS = {
     "P": {"masks", "labels", "boxes", "semantic", "panoptic", "segment_ids", "iscrowd", "is_thing", "category_ids"},
@@ -92,24 +93,7 @@ def test_mixed_label_training_never_uses_hidden_labels(mixed, tmp_path):
     data, m = mixed
     cfg = {
         "data": {"root": str(data), "manifest": str(m.path)},
-        "model": {
-            "backbone": "resnet18",
-            "norm": "bn",
-            "trainable_layers": 5,
-            "fpn_channels": 16,
-            "anchor_sizes": [8, 16, 32, 64, 128],
-            "rpn_pre_nms_train": 100,
-            "rpn_post_nms_train": 50,
-            "rpn_pre_nms_test": 50,
-            "rpn_post_nms_test": 30,
-            "roi_batch_size": 16,
-            "box_representation": 32,
-            "detections_per_img": 10,
-            "mask_channels": 8,
-            "semantic_channels": 8,
-            "affinity_channels": 8,
-            "panoptic": {"stride": 4, "train_proposals": 20},
-        },
+        "model": tiny_model_config(),
         "solver": {"max_iter": 4, "batch_size": 4, "base_lr": 0.01, "warmup_iters": 1, "steps": [3]},
         "train": {"checkpoint_period": 4, "eval_period": 0, "log_period": 1},
     }
