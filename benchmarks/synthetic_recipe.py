@@ -18,6 +18,7 @@ import torch
 from machine import machine_info  # benchmarks/machine.py
 
 from cqbnet.data.dataset import PanopticDataset
+from cqbnet.data.synthetic import split_paths
 from cqbnet.engine.config import load_config
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.engine.trainer import load_model, train
@@ -48,7 +49,7 @@ def main() -> None:
 
     model, cfg_used = load_model(args.run / "model_final.pth", torch.device("cpu"))
     data = args.run / "data" if cfg_used["data"].get("root") is None else Path(cfg_used["data"]["root"])
-    val = PanopticDataset(data / "panoptic_val.json", data / "panoptic" / "val", data / "images" / "val")
+    val = PanopticDataset(*split_paths(data, "val"))
     final = {}
     for mode in ("argmax", "heuristic"):
         t = time.time()

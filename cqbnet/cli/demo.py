@@ -19,7 +19,7 @@ import torch
 
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
-from cqbnet.data.synthetic import generate, synthetic_categories
+from cqbnet.data.synthetic import generate, split_paths, synthetic_categories
 from cqbnet.engine.config import load_config
 from cqbnet.engine.inference import evaluate_model, predict_images, to_segment_infos
 from cqbnet.engine.trainer import load_model, train
@@ -109,7 +109,7 @@ def run_demo(
         ratio = format_ratio(plan)
 
     print(f"[3/7] simulate the labelling plan {ratio} (seed {seed})")
-    gt = load_panoptic_json(data / "panoptic_train.json", data / "panoptic" / "train", data / "images" / "train")
+    gt = load_panoptic_json(*split_paths(data, "train"))
     manifest = simulate(gt, plan, out / "labels", seed=seed)
     print(f"      manifest: {manifest.path}")
 
@@ -136,7 +136,7 @@ def run_demo(
         train(cfg, run, device=device, resume=False, progress=True)
         print(f"[7/7] evaluate on {num_val} validation images and draw predictions")
         model, _ = load_model(run / "model_final.pth", torch.device(device))
-        val = PanopticDataset(data / "panoptic_val.json", data / "panoptic" / "val", data / "images" / "val")
+        val = PanopticDataset(*split_paths(data, "val"))
         results = {m: evaluate_model(model, val, torch.device(device), m) for m in INFERENCE_MODES}
         pq_text = results["argmax"].table()
         print(pq_text)

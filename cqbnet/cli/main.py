@@ -31,7 +31,9 @@ def _gt_paths(args) -> tuple[Path, Path | None, Path | None]:
         d = args.data
         if not d.is_dir():
             raise InputError(f"{d}: data folder not found")
-        return d / f"panoptic_{args.split}.json", d / "panoptic" / args.split, d / "images" / args.split
+        from cqbnet.data.synthetic import split_paths
+
+        return split_paths(d, args.split)
     if args.gt_json is None:
         raise InputError("give --data DIR or --gt-json FILE")
     return args.gt_json, args.png_dir, args.image_dir
@@ -140,22 +142,18 @@ def cmd_evaluate(args) -> int:
         r = evaluate_model(
             model, ds, device, args.mode, args.limit, cfg["data"]["test_short_size"], cfg["data"]["max_size"]
         )
-        print(r.table(per_class=args.per_class))
-        if args.out:
-            write_json(args.out, r.to_json(), indent=2)
-            print(f"wrote {args.out}")
-        return 0
-    if args.pred_json is None:
+    elif args.pred_json is None:
         raise InputError("give --pred-json (files to evaluate) or --checkpoint (a model to run)")
-    r = evaluate_panoptic_files(
-        args.gt_json,
-        args.pred_json,
-        args.gt_dir,
-        args.pred_dir,
-        categories=args.categories,
-        workers=args.workers,
-        compute_ap=args.ap,
-    )
+    else:
+        r = evaluate_panoptic_files(
+            args.gt_json,
+            args.pred_json,
+            args.gt_dir,
+            args.pred_dir,
+            categories=args.categories,
+            workers=args.workers,
+            compute_ap=args.ap,
+        )
     print(r.table(per_class=args.per_class))
     for t in ("bbox", "segm"):
         if t in r.extra:

@@ -379,6 +379,12 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, split_code, index])
 
 
+def split_paths(root: str | os.PathLike, split: str) -> tuple[Path, Path, Path]:
+    """(panoptic JSON, panoptic PNG folder, image folder) of ``split`` in a folder written by :func:`generate`."""
+    root = Path(root)
+    return root / f"panoptic_{split}.json", root / "panoptic" / split, root / "images" / split
+
+
 def write_split(out: Path, split: str, num: int, seed: int, cfg: SceneConfig, start_id: int = 1) -> dict[str, Any]:
     """Render ``num`` scenes into ``out`` in the COCO panoptic layout; return the JSON."""
     (out / "images" / split).mkdir(parents=True, exist_ok=True)

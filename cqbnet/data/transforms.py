@@ -57,7 +57,7 @@ def hflip(image: Tensor, target: Target) -> tuple[Tensor, Target]:
 def resize(image: Tensor, target: Target, scale: float) -> tuple[Tensor, Target]:
     """Scale by ``scale``: bilinear for the image, nearest for masks and label maps; boxes from the new masks."""
     h, w = image.shape[-2:]
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    size = scaled_size(h, w, scale)
     if size == (h, w):
         return image, target
     img = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
@@ -75,6 +75,16 @@ def resize(image: Tensor, target: Target, scale: float) -> tuple[Tensor, Target]
         xy = ((target["point_xy"].float() + 0.5) * torch.tensor([size[1] / w, size[0] / h])).long()
         t["point_xy"] = torch.minimum(xy, torch.tensor([size[1] - 1, size[0] - 1]))
     return img, t
+
+
+def shorter_side_scale(h: int, w: int, short: int, max_size: int | None) -> float:
+    """The scale that makes the shorter side ``short`` without the longer one passing ``max_size``."""
+    scale = short / min(h, w)
+    return scale if max_size is None else min(scale, max_size / max(h, w))
+
+
+def scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def boxes_of(masks: Tensor, fallback: Tensor) -> Tensor:
@@ -98,26 +108,19 @@ def train_augment(
 ) -> tuple[Tensor, Target]:
     """Random shorter-side resize (one of ``short_sizes``, longer side at most ``max_size``) and random flip."""
     if short_sizes:
-        h, w = image.shape[-2:]
         short = short_sizes[int(rng.integers(len(short_sizes)))]
-        scale = short / min(h, w)
-        if max_size is not None:
-            scale = min(scale, max_size / max(h, w))
-        image, target = resize(image, target, scale)
+        image, target = resize(image, target, shorter_side_scale(*image.shape[-2:], short, max_size))
     if flip and rng.random() < 0.5:
         image, target = hflip(image, target)
     return image, target
 
 
-def test_resize(image: Tensor, short: int | None, max_size: int | None) -> tuple[Tensor, float]:
-    """Resize an image for inference; returns the image and the scale applied."""
+def test_resize(image: Tensor, short: int | None, max_size: int | None) -> Tensor:
+    """Resize an image for inference (shorter side ``short``, longer side at most ``max_size``)."""
     if not short:
-        return image, 1.0
+        return image
     h, w = image.shape[-2:]
-    scale = short / min(h, w)
-    if max_size is not None:
-        scale = min(scale, max_size / max(h, w))
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    size = scaled_size(h, w, shorter_side_scale(h, w, short, max_size))
     if size == (h, w):
-        return image, 1.0
-    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0], scale
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cqbnet.data.dataset import PanopticDataset
+from cqbnet.data.synthetic import SceneConfig, generate, split_paths
 from cqbnet.data.transforms import to_tensors, train_augment
 from cqbnet.errors import InputError
 
@@ -29,8 +30,7 @@ def dataset_paths(data: dict[str, Any], split: str, out_dir: Path) -> tuple[Path
     if root is None and data.get("synthetic") is not None and data.get(f"{split}_json") is None:
         root = out_dir / "data"
     if root is not None:
-        root = Path(root)
-        return root / f"panoptic_{split}.json", root / "panoptic" / split, root / "images" / split
+        return split_paths(root, split)
     j = data.get(f"{split}_json")
     if j is None:
         raise InputError(f"config: data.root or data.{split}_json is needed (or data.synthetic to generate scenes)")
@@ -43,8 +43,6 @@ def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
     syn = data.get("synthetic")
     if syn is None or data.get("root") is not None:
         return
-    from cqbnet.data.synthetic import SceneConfig, generate
-
     target = out_dir / "data"
     if (target / "panoptic_val.json").is_file():
         return

@@ -59,7 +59,7 @@ def predict_images(
     try:
         for img in images:
             t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
-            resized, _ = test_resize(t, short_size, max_size)
+            resized = test_resize(t, short_size, max_size)
             pending.append((resized.to(device), tuple(img.shape[:2])))
             if len(pending) == batch_size:
                 yield from flush()
