@@ -157,3 +157,47 @@ def test_each_kind_gets_its_own_losses(mixed):
     p = losses("P")
     assert all(p[k] > 0 for k in ("loss_objectness", "loss_mask", "loss_semantic", "loss_panoptic"))
     assert p["loss_box2mask"] == 0
+
+
+def test_relation_reasoning_carries_each_label_into_the_other_branch(mixed):
+    """Paper 000: stuff maps teach detection and boxes teach stuff, through the graph, never through labels the
+    image lacks."""
+    import torch
+
+    from cqbnet.data.transforms import to_tensors
+    from cqbnet.modeling.panoptic_net import build_panoptic_net
+    from helpers import TINY
+
+    _, m = mixed
+    ds = MixedLabelDataset(m.path)
+    by_kind: dict = {}
+    for i, lab in enumerate(m.images):
+        by_kind.setdefault(lab.kinds, []).append(i)
+    torch.manual_seed(0)
+    model = build_panoptic_net(ds.categories, **TINY).train()
+    roi_mlp = model.roi_heads.stages[0].head.fc6.weight
+    decoder = next(model.semantic_head.decoder.parameters())
+
+    def relation_grads(kind):
+        items = [to_tensors(*ds[i]) for i in by_kind[frozenset({kind})][:2]]
+        model.zero_grad()
+        losses = model([x[0] for x in items], [x[1] for x in items])
+        losses["loss_relation"].backward()
+        grad = [0.0 if p.grad is None else float(p.grad.abs().sum()) for p in (roi_mlp, decoder)]
+        return {k: float(v.detach()) for k, v in losses.items()}, grad
+
+    s, (to_rois, _) = relation_grads("S")
+    assert s["loss_relation"] > 0 and s["loss_cls_s0"] == 0
+    assert to_rois > 0  # a stuff map trains the RoI features (st -> th)
+    b, (_, to_semantic) = relation_grads("B")
+    assert b["loss_relation"] > 0 and b["loss_semantic"] == 0
+    assert to_semantic > 0  # boxes train the semantic features (th -> st)
+    for kind in ("I", "PT"):  # neither boxes nor stuff maps: nothing to reason from
+        assert relation_grads(kind)[0]["loss_relation"] == 0
+    model.eval()
+    with torch.no_grad():
+        items = [to_tensors(*ds[i]) for i in by_kind[frozenset({"P"})][:2]]
+        for mode in ("argmax", "heuristic"):
+            assert len(model([x[0] for x in items], mode=mode)) == 2
+    off = build_panoptic_net(ds.categories, **{**TINY, "weak": {"relation": False}}).train()
+    assert off.relation is None and "loss_relation" not in off([x[0] for x in items], [x[1] for x in items])

@@ -82,6 +82,7 @@ def test_training_step_and_losses(dataset):
         "loss_box2mask",
         "loss_cls2box",
         "loss_cls2pixel",
+        "loss_relation",
     }
     want |= {f"loss_{k}_s{i}" for k in ("cls", "box") for i in range(3)}
     assert set(losses) == want

@@ -11,7 +11,7 @@ Matcher, BoxCoder, the balanced sampler, batched NMS and the mask loss.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from torchvision.ops import MultiScaleRoIAlign, batched_nms, box_iou, clip_boxes
 STAGE_IOUS = (0.5, 0.6, 0.7)
 STAGE_WEIGHTS = (1.0, 0.5, 0.25)
 STAGE_BOX_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0))
+# (RoI representations (R, F), class logits (R, classes), deltas (R, 4), RoIs per image) -> new logits, deltas:
+# how relation reasoning (paper 000) revises the first stage's predictions at inference
+Enhancer = Callable[[Tensor, Tensor, Tensor, list[int]], tuple[Tensor, Tensor]]
 
 
 class BoxPredictor(nn.Module):
@@ -124,11 +127,30 @@ class CascadeRoIHeads(nn.Module):
             labels.append(lab)
         return matched, labels
 
-    def _stage_forward(
-        self, stage: CascadeStage, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
+    def first_stage_targets(
+        self, boxes: list[Tensor], gt_boxes: list[Tensor], gt_labels: list[Tensor]
     ) -> tuple[Tensor, Tensor]:
-        x = self.box_roi_pool(features, boxes, image_shapes)  # (R, C, 7, 7)
-        return stage.predictor(stage.head(x))  # (R, classes), (R, 4)
+        """Class labels (R,) and regression targets (R, 4) of RoIs at the first stage's IoU (all images joined)."""
+        stage = self.stages[0]
+        matched, labels = self._match(stage, boxes, gt_boxes, gt_labels)
+        reg = stage.box_coder.encode(
+            [g[m] if len(g) else torch.zeros_like(b) for g, m, b in zip(gt_boxes, matched, boxes)], boxes
+        )
+        return torch.cat(labels), torch.cat(reg)
+
+    def _stage_forward(
+        self,
+        stage: CascadeStage,
+        features: dict[str, Tensor],
+        boxes: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        enhance: Enhancer | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        x = stage.head(self.box_roi_pool(features, boxes, image_shapes))  # (R, C, 7, 7) -> (R, representation)
+        logits, deltas = stage.predictor(x)  # (R, classes), (R, 4)
+        if enhance is not None:
+            logits, deltas = enhance(x, logits, deltas, [len(b) for b in boxes])
+        return logits, deltas
 
     def _refine(self, stage: CascadeStage, deltas: Tensor, boxes: list[Tensor], image_shapes) -> list[Tensor]:
         counts = [len(b) for b in boxes]
@@ -142,15 +164,17 @@ class CascadeRoIHeads(nn.Module):
         image_shapes: list[tuple[int, int]],
         score_thresh: float | None = None,
         detections_per_img: int | None = None,
+        enhance: Enhancer | None = None,
     ) -> list[dict[str, Tensor]]:
         """Run the cascade on proposals (no sampling, no ground truth): boxes, scores, labels per image.
 
         Scores stay differentiable, so a later head (paper 004's potential) can train the classifier.
+        ``enhance`` revises the first stage's predictions (relation reasoning).
         """
         boxes = proposals
         scores_per_stage = []
-        for stage in self.stages:
-            logits, deltas = self._stage_forward(stage, features, boxes, image_shapes)
+        for k, stage in enumerate(self.stages):
+            logits, deltas = self._stage_forward(stage, features, boxes, image_shapes, enhance if k == 0 else None)
             scores_per_stage.append(F.softmax(logits, dim=-1))
             boxes = self._refine(stage, deltas, boxes, image_shapes)
         scores = torch.stack(scores_per_stage).mean(0)  # (R, classes): the cascade's ensemble
@@ -183,7 +207,7 @@ class CascadeRoIHeads(nn.Module):
             reg_targets = stage.box_coder.encode(
                 [g[m] if len(g) else torch.zeros_like(b) for g, m, b in zip(gt_boxes, matched, boxes)], boxes
             )
-            cls_loss, box_loss = self._box_loss(logits, deltas, torch.cat(labels), torch.cat(reg_targets))
+            cls_loss, box_loss = self.box_losses(logits, deltas, torch.cat(labels), torch.cat(reg_targets))
             losses[f"loss_cls_s{k}"] = self.stage_weights[k] * cls_loss
             losses[f"loss_box_s{k}"] = self.stage_weights[k] * box_loss
             stage_boxes, last_matched, last_labels = boxes, matched, labels
@@ -209,7 +233,8 @@ class CascadeRoIHeads(nn.Module):
         return [], losses
 
     @staticmethod
-    def _box_loss(logits: Tensor, deltas: Tensor, labels: Tensor, reg_targets: Tensor) -> tuple[Tensor, Tensor]:
+    def box_losses(logits: Tensor, deltas: Tensor, labels: Tensor, reg_targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Classification (cross-entropy) and box (smooth L1 on positives) losses of one stage's predictions."""
         cls_loss = F.cross_entropy(logits, labels)
         pos = labels > 0
         box_loss = F.smooth_l1_loss(deltas[pos], reg_targets[pos], beta=1 / 9, reduction="sum") / max(1, labels.numel())

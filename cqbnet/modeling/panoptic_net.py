@@ -58,6 +58,7 @@ from cqbnet.weak.cls2pixel import (
     pseudo_label_loss,
     pseudo_stuff_labels,
 )
+from cqbnet.weak.relation_reasoning import RelationReasoning, average_with_base, relation_loss
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -105,6 +106,11 @@ class WeakConfig:
     cls2box_proposals: int = 100  # proposals per tag image fed to the MID head
     cls2pixel: bool = True  # tags teach stuff pixels: CAM pseudo labels + classification + energy (L_C2P)
     cls2pixel_weight: float = 0.5  # beta of Eq. 3
+    relation: bool = True  # boxes teach stuff and stuff maps teach detection: graph reasoning (L_RR)
+    relation_width: int = 128  # node width of the thing, stuff and super graphs (paper: 128)
+    relation_layers: int = 2  # inter-graph reasoning layers (paper: 2)
+    relation_rois: int = 64  # proposals per image that become thing nodes in training
+    relation_seg_weight: float = 0.5  # beta of L_RR = L_cls_en + L_reg_en + beta L_seg_en
 
 
 @dataclass
@@ -162,6 +168,17 @@ class PanopticNet(nn.Module):
         self.mid_head = MIDHead(rep, labels.num_things) if self.weak.cls2box and labels.num_things else None
         sem_channels = semantic_head.predictor.in_channels
         self.cam_head = CAMClassifier(sem_channels, labels.num_classes) if self.weak.cls2pixel else None
+        self.relation = None
+        if self.weak.relation and labels.stuff_semantic:
+            self.relation = RelationReasoning(
+                rep,
+                sem_channels,
+                labels.num_things + 1,
+                labels.num_classes,
+                labels.stuff_semantic,
+                self.weak.relation_width,
+                self.weak.relation_layers,
+            )
         self.iteration = 0  # the trainer's step, for warm-ups
         self.size_divisible = size_divisible
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
@@ -205,7 +222,11 @@ class PanopticNet(nn.Module):
             return self._training_losses(images, image_list, features, sem_features, sem_logits, q, targets)
         proposals, _ = self.rpn(image_list, features)
         thresh = self.head.test_score_thresh if mode == "argmax" else self.roi_heads.score_thresh
-        dets = self.roi_heads.detect(features, proposals, image_list.image_sizes, thresh)
+        enhanced_seg: list[Tensor] = []
+        enhance = self._relation_enhancer(sem_features, sem_logits, enhanced_seg) if self.relation else None
+        dets = self.roi_heads.detect(features, proposals, image_list.image_sizes, thresh, enhance=enhance)
+        if enhanced_seg:  # paper 000: the enhanced semantic logits are averaged with the base ones
+            sem_logits = average_with_base(sem_logits, torch.stack(enhanced_seg))
         if mode == "argmax":
             dets = [self._one_channel_per_object(d) for d in dets]
         if self.head.use_masks or mode == "heuristic":
@@ -279,6 +300,11 @@ class PanopticNet(nn.Module):
             )
         if self.weak.box2mask and self.roi_heads.with_mask:
             losses["loss_box2mask"] = self._box2mask_loss(images, image_list, features, targets, boxes_only)
+        if self.relation is not None:
+            known = dict(zip(boxed, proposals)) if boxed else {}
+            losses["loss_relation"] = self._relation_loss(
+                image_list, features, sem_features, sem_logits, targets, kinds, known
+            )
         if full:
             # paper 004, Appendix A.4: the panoptic head learns from *predicted* detections. Its loss reaches
             # the box and mask heads through the scores and masks; the features are detached here because
@@ -323,6 +349,80 @@ class PanopticNet(nn.Module):
             probs = torch.softmax(sem_logits[i, :, :h, :w], dim=0)[None]
             loss = loss + energy_loss(probs, lab[..., :h, :w]) / len(idx)
         return loss
+
+    def _relation_enhancer(self, sem_features: Tensor, sem_logits: Tensor, seg_out: list[Tensor]):
+        """Inference: relation reasoning revises the first cascade stage per image and appends each image's
+        enhanced semantic logits (K, h, w) to ``seg_out`` (paper 000: averaged with the base predictions)."""
+        probs = torch.softmax(sem_logits, dim=1)  # (N, K, h, w)
+
+        def enhance(x: Tensor, logits: Tensor, deltas: Tensor, counts: list[int]) -> tuple[Tensor, Tensor]:
+            cls, reg = [], []
+            for i, (xi, li, di) in enumerate(zip(x.split(counts), logits.split(counts), deltas.split(counts))):
+                c, r, seg = self.relation(xi, sem_features[i], probs[i])
+                cls.append(average_with_base(li, c))
+                reg.append(average_with_base(di, r))
+                seg_out.append(seg)
+            return torch.cat(cls), torch.cat(reg)
+
+        return enhance
+
+    def _relation_loss(
+        self,
+        image_list: ImageList,
+        features: dict[str, Tensor],
+        sem_features: Tensor,
+        sem_logits: Tensor,
+        targets: list[dict[str, Any]],
+        kinds: list[frozenset[str]],
+        proposals: dict[int, Tensor],
+    ) -> Tensor:
+        """Relation reasoning (paper 000, "Semantic Coherence"): L_RR = L_cls_en + L_reg_en + beta L_seg_en.
+
+        Every image with boxes (P, B) or stuff pixels (P, S) builds its super graph from its RoIs and its
+        stuff classes. The enhanced predictions, averaged with the base ones, are trained only against the
+        labels the image has: boxes give L_cls_en and L_reg_en, stuff pixels L_seg_en. The graph carries each
+        loss into the other branch: a stuff map trains the RoI features, boxes train the semantic features.
+        """
+        zero = sum(p.sum() for p in self.relation.parameters()) * 0.0
+        idx = [i for i, k in enumerate(kinds) if k & {"P", "B", "S"}]
+        if not idx:
+            return zero
+        n = self.weak.relation_rois
+        missing = [i for i in idx if i not in proposals]
+        if missing:  # stuff-only images: RPN proposals without an RPN loss
+            sub = ImageList(image_list.tensors[missing], [image_list.image_sizes[i] for i in missing])
+            found = self._proposals(sub, {k: v[missing] for k, v in features.items()})
+            proposals = {**proposals, **dict(zip(missing, found))}
+        gt = {i: self._detection_target(targets[i]) for i in idx if kinds[i] & {"P", "B"}}
+        rois = [torch.cat([proposals[i][:n], gt[i]["boxes"]]) if i in gt else proposals[i][:n] for i in idx]
+        sizes = [image_list.image_sizes[i] for i in idx]
+        stage = self.roi_heads.stages[0]
+        x = stage.head(self.roi_heads.box_roi_pool({k: v[idx] for k, v in features.items()}, rois, sizes))  # (R, F)
+        base_logits, base_deltas = stage.predictor(x)
+        probs = torch.softmax(sem_logits[idx].detach(), dim=1)  # (n, K, h, w): where each stuff class is
+        counts = [len(r) for r in rois]
+        box_cls, box_reg, box_rois, seg, seg_targets = [], [], [], [], []
+        for j, (xi, li, di) in enumerate(zip(x.split(counts), base_logits.split(counts), base_deltas.split(counts))):
+            i = idx[j]
+            c, r, s = self.relation(xi, sem_features[i], probs[j])
+            if i in gt:
+                box_cls.append(average_with_base(li, c))
+                box_reg.append(average_with_base(di, r))
+                box_rois.append(rois[j])
+            target = self._semantic_target(targets[i], kinds[i] & {"P", "S"}, image_list.image_sizes[i])
+            if target is not None:
+                seg.append(average_with_base(sem_logits[i], s))
+                seg_targets.append(target)
+        cls_en = reg_en = seg_en = zero
+        if box_rois:
+            labels, reg_targets = self.roi_heads.first_stage_targets(
+                box_rois, [gt[i]["boxes"] for i in idx if i in gt], [gt[i]["labels"] for i in idx if i in gt]
+            )
+            cls_en, reg_en = self.roi_heads.box_losses(torch.cat(box_cls), torch.cat(box_reg), labels, reg_targets)
+        if seg:
+            padded = self._pad_semantic(seg_targets, image_list.tensors.shape[-2:], sem_logits.device)
+            seg_en = self.semantic_head.loss(torch.stack(seg), padded)
+        return relation_loss(cls_en, reg_en, seg_en, self.weak.relation_seg_weight)
 
     def _proposals(self, image_list: ImageList, features: dict[str, Tensor]) -> list[Tensor]:
         """RPN proposals without its loss (for images that have no boxes to train it with)."""
