@@ -270,6 +270,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_pilot(args) -> int:
+    from cqbnet.engine.config import load_config
+    from cqbnet.sweep.pilot import run_pilot
+
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or Path("runs") / Path(args.config).stem
+    table = run_pilot(cfg, out, args.table, args.address, args.cpus_per_run, args.gpus_per_run, _device(args.device))
+    print(f"pilot table: {table}  (fit the planner with: cqbnet plan --pilot {table} ...)")
+    return 0
+
+
 def _load_model_args(args):
     import torch
 
@@ -432,6 +443,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+    pi = sub.add_parser(
+        "pilot", help="paper 000's Table 2 protocol as Ray training runs, written to a pilot table for `plan`"
+    )
+    pi.add_argument(
+        "config", type=Path, help="a training config with a pilot section, e.g. configs/synthetic_pilot.yaml"
+    )
+    pi.add_argument("overrides", nargs="*", help="section.key=value, e.g. pilot.seeds=[0]")
+    pi.add_argument("--out", type=Path, help="output folder (default: runs/<config name>); runs go to OUT/runs/")
+    pi.add_argument("--table", type=Path, help="pilot table to write (default: OUT/pilot.csv)")
+    pi.add_argument("--address", help="Ray cluster address (default: start Ray on this machine)")
+    pi.add_argument("--cpus-per-run", type=float, help="CPUs per run (default: all of this machine, 1 on a cluster)")
+    pi.add_argument("--gpus-per-run", type=float, default=0, help="GPUs per run (with --device cuda)")
+    pi.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    pi.set_defaults(func=cmd_pilot)
+
     pr = sub.add_parser("predict", help="COCO panoptic predictions (PNG + JSON) and overlay pictures")
     pr.add_argument("--checkpoint", type=Path, required=True, help="model_final.pth or checkpoints/last.pth")
     pr.add_argument("--images", type=Path, help="an image file or a folder of images")
@@ -470,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides of `train` may come after its options
-        if getattr(args, "command", None) != "train" or any(a.startswith("-") or "=" not in a for a in extra):
+        if getattr(args, "command", None) not in ("train", "pilot") or any(
+            a.startswith("-") or "=" not in a for a in extra
+        ):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:
@@ -480,8 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RuntimeError as e:
         from cqbnet.engine.trainer import TrainingDiverged
+        from cqbnet.sweep.runner import SweepFailed
 
-        if not isinstance(e, TrainingDiverged):
+        if not isinstance(e, (TrainingDiverged, SweepFailed)):
             raise
         print(f"cqbnet: error: {e}", file=sys.stderr)
         return 3

@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "affinity_channels": 128,
         "semantic_loss_weight": 0.5,
         "panoptic": {},
-        "weak": {},  # WeakConfig: box2mask, box2mask_warmup, box2mask_pairwise
+        "weak": {},  # WeakConfig: the four modules' switches and settings (box2mask, cls2box, cls2pixel, relation)
     },
     "solver": {
         # paper 000's COCO schedule: 24 epochs, batch 16, lr 0.02, steps at epochs 18 and 23 (x 7330 iterations)
@@ -82,6 +82,14 @@ DEFAULTS: dict[str, Any] = {
         "eval_images": None,  # None: the whole val split
         "log_period": 20,
         "test_mode": "argmax",
+    },
+    # `cqbnet pilot`: paper 000's Table 2 protocol (cqbnet.sweep.protocol); ignored by `cqbnet train`
+    "pilot": {
+        "studies": ["P", "I", "B", "S"],
+        "rho_P": [0.1, 0.3, 0.5],
+        "seeds": [0, 1],
+        "arms": ["baseline", "module", "upper"],
+        "points_per_segment": 1,
     },
 }
 

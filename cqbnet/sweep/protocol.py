@@ -1,0 +1,139 @@
+"""Paper 000's pilot protocol (Table 2): which training runs measure each label kind's curve.
+
+For a weak kind W and a share rho_P of panoptic labels (the rest labelled with W):
+
+* ``baseline``: the network trained on that mix *without* W's modules (the weak labels still give the losses
+  the base network can take from them);
+* ``module``: the same mix with W's modules switched on;
+* ``upper``: the same rho_P panoptic labels, the rest given a finer label (tags -> boxes, boxes and stuff
+  maps -> full masks); reported beside the others, not fitted.
+
+Study P trains on the rho_P panoptic images alone (the rest unlabelled), at every rho_P and at 1 (full
+supervision). Which module each kind tests (paper 000, "Ablation Study for Pareto-front Approximation"):
+
+====  ==============================================  ===================================
+kind  modules                                         curves
+====  ==============================================  ===================================
+I     Cls2Box (things), Cls2Pixel (stuff)              PQ_th, PQ_st
+B     Box2Mask (things), relation reasoning th->st     PQ_th, PQ_st
+S     relation reasoning st->th                        PQ_th
+====  ==============================================  ===================================
+
+Runs that come out identical (the full-supervision run is study P's rho = 1 *and* the upper bound of B and
+S) are one :class:`RunSpec`, trained once. For a seed, every study draws the panoptic images the same way
+(P is placed first in the ratio), so arms of one seed differ only in what the other images carry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from cqbnet.errors import InputError
+
+MODULES = ("box2mask", "cls2box", "cls2pixel", "relation")  # paper 000's four weak-supervision modules
+MODULES_OF_KIND = {"I": ("cls2box", "cls2pixel"), "B": ("box2mask", "relation"), "S": ("relation",)}
+UPPER_KIND = {"I": "B", "B": "P", "S": "P"}  # the finer label an upper-bound run gets instead
+STUDIES = ("P", *MODULES_OF_KIND)
+WEAK_ARMS = ("baseline", "module", "upper")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a labelling ratio (kind set -> share), the modules switched on, and a seed.
+
+    ``labelled_only`` drops the images that are not fully labelled (study P: the rest is unlabelled).
+    """
+
+    ratio: tuple[tuple[str, float], ...]
+    modules: tuple[str, ...] = MODULES
+    seed: int = 0
+    labelled_only: bool = False
+
+    @property
+    def key(self) -> str:
+        """A readable, unique folder name, e.g. ``P0.3-B0.7_box2mask+relation_s0_3f2a9c1e``."""
+        mix = "-".join(f"{k}{v:g}" for k, v in self.ratio)
+        mods = "+".join(self.modules) or "none"
+        digest = hashlib.sha1(json.dumps([self.ratio, self.modules, self.seed, self.labelled_only]).encode())
+        only = "_only" if self.labelled_only else ""
+        return f"{mix}{only}_{mods}_s{self.seed}_{digest.hexdigest()[:8]}"
+
+    def ratio_text(self) -> str:
+        return ",".join(f"{k}={v:.10g}" for k, v in self.ratio)
+
+
+@dataclass(frozen=True)
+class PilotRun:
+    """One row of the pilot table: a (study, arm, rho_P, seed) cell and the run that measures it."""
+
+    study: str
+    arm: str
+    seed: int
+    rho: dict[str, float] = field(hash=False)  # kind -> share, as written to the pilot table
+    spec: RunSpec
+
+    @property
+    def cell(self) -> tuple[str, str, str, float]:
+        return (self.study, self.arm, str(self.seed), round(self.rho.get("P", 0.0), 6))
+
+
+def _mix(rho_p: float, other: str) -> tuple[tuple[str, float], ...]:
+    """rho_P panoptic labels, the rest of kind ``other`` (P first, so a seed draws the same panoptic images)."""
+    rest = round(1.0 - rho_p, 10)
+    return (("P", 1.0),) if rest <= 0 or other == "P" else (("P", rho_p), (other, rest))
+
+
+def table2_runs(
+    studies: list[str] | tuple[str, ...] = STUDIES,
+    rhos: list[float] | tuple[float, ...] = (0.1, 0.3, 0.5),
+    seeds: list[int] | tuple[int, ...] = (0, 1),
+    arms: list[str] | tuple[str, ...] = WEAK_ARMS,
+) -> list[PilotRun]:
+    """The pilot's runs, fitted arms first (study P, then baseline and module of each kind), upper bounds last."""
+    for s in studies:
+        if s not in STUDIES:
+            raise InputError(f"pilot: unknown study {s!r}; choose from {', '.join(STUDIES)} (points have no module)")
+    for a in arms:
+        if a not in WEAK_ARMS:
+            raise InputError(f"pilot: unknown arm {a!r}; choose from {', '.join(WEAK_ARMS)}")
+    for r in rhos:
+        if not 0 < r < 1:
+            raise InputError(f"pilot: rho_P must lie in (0, 1), got {r}")
+    if not seeds:
+        raise InputError("pilot: no seeds")
+    runs: list[PilotRun] = []
+    for seed in seeds:
+        if "P" in studies:
+            for r in [*sorted(rhos), 1.0]:
+                # the rest is tagged only to draw the same panoptic images as the weak studies, then dropped
+                spec = RunSpec(_mix(r, "I"), MODULES, seed, labelled_only=r < 1)
+                runs.append(PilotRun("P", "full", seed, {"P": r}, spec))
+        for kind in MODULES_OF_KIND:
+            if kind not in studies:
+                continue
+            for arm in ("baseline", "module"):
+                if arm not in arms:
+                    continue
+                on = MODULES if arm == "module" else tuple(m for m in MODULES if m not in MODULES_OF_KIND[kind])
+                for r in sorted(rhos):
+                    runs.append(
+                        PilotRun(kind, arm, seed, {"P": r, kind: round(1 - r, 10)}, RunSpec(_mix(r, kind), on, seed))
+                    )
+    if "upper" in arms:
+        for seed in seeds:
+            for kind in MODULES_OF_KIND:
+                if kind in studies:
+                    for r in sorted(rhos):
+                        spec = RunSpec(_mix(r, UPPER_KIND[kind]), MODULES, seed)
+                        runs.append(PilotRun(kind, "upper", seed, {"P": r, kind: round(1 - r, 10)}, spec))
+    return runs
+
+
+def unique_specs(runs: list[PilotRun]) -> list[RunSpec]:
+    """The distinct runs to train, in first-needed order."""
+    seen: dict[str, RunSpec] = {}
+    for run in runs:
+        seen.setdefault(run.spec.key, run.spec)
+    return list(seen.values())

@@ -1,0 +1,173 @@
+"""Run many independent training runs through Ray: local by default, a cluster when given its address.
+
+Each run (:class:`~cqbnet.sweep.protocol.RunSpec`) lives in ``ROOT/runs/<key>/``: its simulated labels, its
+training checkpoints and, once evaluated, ``result.json``. A run is therefore resumable at every level: a
+finished run is never trained again (its ``result.json`` is there), an interrupted one continues from its last
+checkpoint (the trainer's exact resume), and labels are simulated once. The scenes are generated once, into
+``ROOT/data``, before any run starts. On a cluster, ``ROOT`` must be a folder every node sees.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cqbnet.data.panoptic_format import load_panoptic_json
+from cqbnet.engine.data import dataset_paths, ensure_synthetic, load_split
+from cqbnet.io import read_json, write_json
+from cqbnet.labels.kinds import parse_kind_set
+from cqbnet.sweep.protocol import MODULES, RunSpec
+
+RESULT = "result.json"
+
+
+class SweepFailed(RuntimeError):
+    """Some runs of a sweep raised; the message names each by key with its last error line."""
+
+
+def shared_data_config(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The config every run trains from: the synthetic scenes (if asked for) generated once into ROOT/data."""
+    cfg = copy.deepcopy(cfg)
+    ensure_synthetic(cfg["data"], root)
+    if cfg["data"].get("synthetic") is not None and cfg["data"].get("root") is None:
+        cfg["data"]["root"] = str((root / "data").absolute())
+        cfg["data"]["synthetic"] = None
+    return cfg
+
+
+def prepare_labels(spec: RunSpec, cfg: dict[str, Any], out: Path, points_per_segment: int = 1) -> Path:
+    """Simulate the run's labels from the training split's ground truth (once); the manifest's path."""
+    from cqbnet.labels.simulate import simulate
+
+    target = out / "labels" / "manifest.json"
+    if target.is_file():
+        return target
+    j, png, img = dataset_paths(cfg["data"], "train", out)
+    gt = load_panoptic_json(j, png, img)
+    ratio = {parse_kind_set(k): v for k, v in spec.ratio}
+    if not spec.labelled_only:
+        simulate(gt, ratio, out / "labels", seed=spec.seed, points_per_segment=points_per_segment)
+        return target
+    drawn = simulate(gt, ratio, out / "drawn", seed=spec.seed, points_per_segment=points_per_segment)
+    full = replace(drawn, images=[im for im in drawn.images if im.kinds == frozenset({"P"})])
+    full.info = {**full.info, "labelled_only": True}
+    write_json(target, full.to_json(target.parent.absolute()))
+    return target
+
+
+def run_config(cfg: dict[str, Any], spec: RunSpec, manifest: Path) -> dict[str, Any]:
+    """The training config of one run: the shared recipe with the run's labels, modules and seed."""
+    cfg = copy.deepcopy(cfg)
+    cfg["data"]["manifest"] = str(manifest)
+    cfg["model"]["weak"] = {**(cfg["model"].get("weak") or {}), **{m: m in spec.modules for m in MODULES}}
+    cfg["train"]["seed"] = spec.seed
+    return cfg
+
+
+def execute(spec: RunSpec, cfg: dict[str, Any], root: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
+    """One run from start to finish (or from wherever it stopped): labels, training, evaluation on val."""
+    from cqbnet.engine.inference import evaluate_model
+    from cqbnet.engine.trainer import load_model, train
+
+    out = Path(root) / "runs" / spec.key
+    if (out / RESULT).is_file():
+        return read_json(out / RESULT)
+    t0 = time.time()
+    manifest = prepare_labels(spec, cfg, out, int(cfg.get("pilot", {}).get("points_per_segment", 1)))
+    run_cfg = run_config(cfg, spec, manifest)
+    info = train(run_cfg, out, device, resume=True, progress=False)
+    t_train = time.time()
+    model, _ = load_model(out / "model_final.pth", torch.device(device))
+    dcfg, tcfg = run_cfg["data"], run_cfg["train"]
+    val = load_split(dcfg, "val", out)
+    r = evaluate_model(
+        model,
+        val,
+        torch.device(device),
+        tcfg["test_mode"],
+        tcfg["eval_images"],
+        dcfg["test_short_size"],
+        dcfg["max_size"],
+    )
+    result = {
+        "key": spec.key,
+        "spec": asdict(spec),
+        **{k: (100 * v if k != "images" else v) for k, v in r.summary().items()},
+        "iterations": info["iterations"],
+        "resumed_from": info["resumed_from"],
+        "seconds_train": t_train - t0,
+        "seconds": time.time() - t0,
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+    write_json(out / RESULT, result, indent=2)
+    return result
+
+
+def finished(specs: list[RunSpec], root: Path) -> dict[str, dict[str, Any]]:
+    """Results of the runs already done (their ``result.json``), by key."""
+    return {
+        s.key: read_json(root / "runs" / s.key / RESULT) for s in specs if (root / "runs" / s.key / RESULT).is_file()
+    }
+
+
+def run_specs(
+    specs: list[RunSpec],
+    cfg: dict[str, Any],
+    root: str | os.PathLike,
+    address: str | None = None,
+    cpus_per_run: float | None = None,
+    gpus_per_run: float = 0,
+    device: str = "cpu",
+    on_result: Callable[[RunSpec, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Train every spec not yet finished as an independent Ray task; call ``on_result`` as each one ends.
+
+    Locally (no ``address``) Ray starts on this machine and each run takes all its cores unless
+    ``cpus_per_run`` says otherwise, so runs go one after another; on a cluster, as many run at once as its
+    resources allow. A failed run is reported by key after the others have finished.
+    """
+    root = Path(root)
+    cfg = shared_data_config(cfg, root)
+    results = finished(specs, root)
+    todo = [s for s in specs if s.key not in results]
+    if not todo:
+        return results
+    import ray
+
+    local_cpus = os.cpu_count() or 1
+    cpus = float(cpus_per_run) if cpus_per_run else (1.0 if address else float(local_cpus))
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=local_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(execute).options(num_cpus=cpus, num_gpus=gpus_per_run, max_retries=0)
+        pending = {task.remote(s, cfg, str(root.absolute()), device): s for s in todo}
+        failures = []
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            spec = pending.pop(done[0])
+            try:
+                res = ray.get(done[0])
+            except ray.exceptions.RayError as e:
+                failures.append(f"{spec.key}: {str(e).strip().splitlines()[-1]}")
+                continue
+            results[spec.key] = res
+            if on_result is not None:
+                on_result(spec, res)
+    finally:
+        ray.shutdown()
+    if failures:
+        where = root / "runs"
+        raise SweepFailed(
+            f"{len(failures)} run(s) failed (their folders under {where} keep their progress):\n" + "\n".join(failures)
+        )
+    return results

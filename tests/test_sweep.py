@@ -1,0 +1,140 @@
+"""The pilot protocol (paper 000, Table 2) and its Ray runner."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from cqbnet.errors import InputError
+from cqbnet.labels.simulate import assign_kinds
+from cqbnet.sweep.protocol import MODULES, MODULES_OF_KIND, table2_runs, unique_specs
+from helpers import tiny_model_config
+
+
+def test_table2_runs_arms_modules_and_shared_runs():
+    runs = table2_runs(("P", "I", "B", "S"), (0.1, 0.3, 0.5), (0, 1))
+    assert len(runs) == 2 * (4 + 3 * 3 * 3)  # per seed: P at 3 ratios and 1; 3 kinds x 3 arms x 3 ratios
+    cells = [r.cell for r in runs]
+    assert len(set(cells)) == len(cells)
+    specs = unique_specs(runs)
+    # identical runs are trained once: full supervision is study P at 1 and the upper bound of B and S (6 cells
+    # per seed), and tags' upper bound (P + boxes, all modules) is the module arm of boxes (3 per seed)
+    assert len(specs) == len(runs) - 2 * 6 - 2 * 3
+    by_cell = {r.cell: r.spec.key for r in runs}
+    assert all(by_cell[("I", "upper", "0", rho)] == by_cell[("B", "module", "0", rho)] for rho in (0.1, 0.3, 0.5))
+    full = [r for r in runs if r.spec.ratio == (("P", 1.0),) and r.seed == 0]
+    assert {(r.study, r.arm) for r in full} == {("P", "full"), ("B", "upper"), ("S", "upper")}
+    assert len({r.spec.key for r in full}) == 1
+    for r in runs:
+        if r.arm == "baseline":
+            assert not set(MODULES_OF_KIND[r.study]) & set(r.spec.modules)
+            assert set(r.spec.modules) | set(MODULES_OF_KIND[r.study]) == set(MODULES)
+        else:
+            assert r.spec.modules == MODULES
+        if r.study == "P" and r.rho["P"] < 1:
+            assert r.spec.labelled_only
+    upper_i = [r for r in runs if r.study == "I" and r.arm == "upper"]
+    assert all(dict(r.spec.ratio).keys() == {"P", "B"} for r in upper_i)  # tags upgraded to boxes
+    # fitted arms come before the upper bounds, so a partial pilot is already useful to the planner
+    first_upper = min(i for i, r in enumerate(runs) if r.arm == "upper")
+    assert all(r.arm == "upper" for r in runs[first_upper:])
+
+
+def test_same_seed_draws_the_same_panoptic_images_in_every_study():
+    from cqbnet.labels.kinds import parse_kind_set
+
+    ids = list(range(200))
+    runs = [r for r in table2_runs(("P", "I", "B", "S"), (0.3,), (4,)) if dict(r.spec.ratio).get("P") == 0.3]
+    drawn = []
+    for r in runs:
+        kinds = assign_kinds(ids, {parse_kind_set(k): v for k, v in r.spec.ratio}, r.spec.seed)
+        drawn.append({i for i, k in kinds.items() if k == frozenset({"P"})})
+    assert len(drawn[0]) == 60 and all(d == drawn[0] for d in drawn)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"studies": ["PT"]}, "unknown study 'PT'"),
+        ({"arms": ["best"]}, "unknown arm 'best'"),
+        ({"rhos": [1.0]}, "rho_P must lie in (0, 1)"),
+        ({"seeds": []}, "no seeds"),
+    ],
+)
+def test_table2_runs_refuses_bad_settings(kwargs, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        table2_runs(**kwargs)
+
+
+def _pilot_config(data):
+    from cqbnet.engine.config import load_config
+
+    cfg = load_config(None)
+    cfg["data"]["root"] = str(data)
+    cfg["data"]["flip"] = False
+    cfg["model"].update(tiny_model_config())
+    cfg["solver"].update(max_iter=2, batch_size=2, warmup_iters=1, steps=[], amp=False)
+    cfg["train"].update(checkpoint_period=1, eval_period=0, eval_images=4, log_period=1)
+    cfg["pilot"].update(studies=["P", "B"], rho_P=[0.5], seeds=[0], arms=["baseline", "module", "upper"])
+    return cfg
+
+
+def test_pilot_through_ray_writes_a_table_the_planner_fits_and_skips_finished_runs(synth, tmp_path, capsys):
+    from cqbnet.cli.main import main
+    from cqbnet.planner.pilot import load_pilot_table
+    from cqbnet.sweep.pilot import run_pilot
+
+    cfg = _pilot_config(synth)
+    root = tmp_path / "pilot"
+    table = run_pilot(cfg, root, log=lambda *_: None)
+    with open(table) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["study"], r["arm"], float(r["rho_P"])) for r in rows] == [
+        ("P", "full", 0.5),
+        ("P", "full", 1.0),
+        ("B", "baseline", 0.5),
+        ("B", "module", 0.5),
+        ("B", "upper", 0.5),
+    ]
+    assert rows[1]["run"] == rows[4]["run"]  # full supervision trained once, reported twice
+    assert len(list((root / "runs").iterdir())) == 4
+    assert all(0 <= float(r["pq"]) <= 100 and float(r["rho_B"]) == (0.5 if r["study"] == "B" else 0) for r in rows)
+    study_p = root / "runs" / rows[0]["run"] / "labels" / "manifest.json"
+    assert '"kinds": ["B"' not in study_p.read_text() and '"labelled_only": true' in study_p.read_text()
+    # restart: nothing is trained again (Ray is not even started) and the table is the same
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/result.json")}
+    before = table.read_text()
+    run_pilot(cfg, root, log=lambda *_: None)
+    assert table.read_text() == before
+    assert stamps == {p: p.stat().st_mtime_ns for p in root.glob("runs/*/result.json")}
+    # the planner fits from its format (two training steps give PQ 0, so put plausible numbers in the PQ cells)
+    assert {r.study for r in load_pilot_table(table).rows} == {"P", "B"}
+    pq = {("P", "0.5"): (30, 50), ("P", "1"): (40, 60), ("B", "0.5"): (32, 51)}
+    for r in rows:
+        r["pq_th"], r["pq_st"] = pq[(r["study"], r["rho_P"])]
+        if r["arm"] == "module":
+            r["pq_th"] += 3
+    with open(table, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "plan"
+    assert main(["plan", "--pilot", str(table), "--regressor", "poly", "--samples", "300", "--out", str(out)]) == 0
+    assert (out / "plan.json").is_file()
+    capsys.readouterr()
+
+
+def test_a_failing_run_is_named_and_the_cli_exits_3(synth, tmp_path, capsys):
+    import yaml
+
+    from cqbnet.cli.main import main
+
+    cfg = _pilot_config(synth)
+    cfg["pilot"].update(studies=["P"], rho_P=[0.5])
+    cfg["model"]["panoptic"]["no_such_knob"] = 1  # every run fails inside its Ray worker
+    path = tmp_path / "pilot.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["pilot", str(path), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 3
+    err = capsys.readouterr().err
+    assert "2 run(s) failed" in err and "P0.5-I0.5_only_" in err and "no_such_knob" in err
