@@ -48,6 +48,9 @@ def test_demo_small(tmp_path, capsys):
     assert (tmp_path / "d" / "pictures" / "label_kinds.png").stat().st_size > 10_000
     assert (tmp_path / "d" / "pictures" / "manifest_labels.png").is_file()
     assert (tmp_path / "d" / "labels" / "manifest.json").is_file()
+    # CQB-Net trained on the simulated mix of labels, and the report puts its PQ beside the cost
+    assert "labels/manifest.json" in (tmp_path / "d" / "run" / "config.yaml").read_text()
+    assert "of full panoptic labelling gave **PQ" in (tmp_path / "d" / "report.md").read_text()
 
 
 def test_synth_simulate_cost_show(tmp_path, capsys):

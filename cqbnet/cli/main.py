@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-val", type=int, default=300)
     d.add_argument("--budget", type=float, default=0.45, help="annotation budget for the planner (full labels = 1)")
     d.add_argument("--ratio", help="a labelling plan to use instead of planning, e.g. P=0.29,I=0.355,B=0.29,S=0.065")
-    d.add_argument("--train-iters", type=int, default=300, help="training iterations (0: skip training)")
+    d.add_argument("--train-iters", type=int, default=400, help="training iterations (0: skip training)")
     d.add_argument("--device", default="auto", help="cpu, cuda or auto")
     d.set_defaults(func=cmd_demo)
 

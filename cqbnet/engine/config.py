@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
         "rpn_batch_size": 256,
         "roi_batch_size": 512,
         "box_representation": 1024,
+        "roi_canonical_scale": 224,
         "detections_per_img": 100,
         "mask_channels": 256,
         "semantic_channels": 128,

@@ -87,12 +87,16 @@ class CascadeRoIHeads(nn.Module):
         mask_channels: int = 256,
         mask_layers: int = 4,
         with_mask: bool = True,
+        canonical_scale: int = 224,
     ):
         super().__init__()
         if not len(stage_ious) == len(stage_weights) == len(stage_box_weights):
             raise ValueError("stage_ious, stage_weights and stage_box_weights must have one entry per stage")
         names = ["0", "1", "2", "3"]
-        self.box_roi_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
+        # an RoI of side s is pooled from FPN level 4 + log2(s / canonical_scale) (FPN paper, Eq. 1): 224 suits
+        # ImageNet-sized objects; small images with small objects pool from coarser, more semantic levels
+        # when it is lower
+        self.box_roi_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2, canonical_scale=canonical_scale)
         self.stages = nn.ModuleList(
             CascadeStage(in_channels, 7, representation, num_classes, iou, bw)
             for iou, bw in zip(stage_ious, stage_box_weights)
@@ -105,7 +109,9 @@ class CascadeRoIHeads(nn.Module):
         self.detections_per_img = detections_per_img
         self.with_mask = with_mask
         if with_mask:
-            self.mask_roi_pool = MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)
+            self.mask_roi_pool = MultiScaleRoIAlign(
+                names, output_size=14, sampling_ratio=2, canonical_scale=canonical_scale
+            )
             self.mask_head = MaskRCNNHeads(in_channels, [mask_channels] * mask_layers, 1)
             self.mask_predictor = MaskRCNNPredictor(mask_channels, mask_channels, num_classes)
 

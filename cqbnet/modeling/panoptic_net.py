@@ -627,6 +627,7 @@ def build_panoptic_net(
     rpn_batch_size: int = 256,
     roi_batch_size: int = 512,
     box_representation: int = 1024,
+    roi_canonical_scale: int = 224,
     detections_per_img: int = 100,
     mask_channels: int = 256,
     semantic_channels: int = 128,
@@ -659,6 +660,7 @@ def build_panoptic_net(
         detections_per_img=detections_per_img,
         mask_channels=mask_channels,
         with_mask=head.use_masks,
+        canonical_scale=roi_canonical_scale,
     )
     semantic = SemanticHead(fpn_channels, labels.num_classes, semantic_channels)
     affinity = DenseInstanceAffinity(fpn_channels, affinity_channels, head.affinity_norm) if head.use_affinity else None

@@ -212,6 +212,43 @@ def make_plan(
     )
 
 
+def random_plans_at_cost(
+    costs: CostModel,
+    constraints: Constraints,
+    target: float,
+    n: int,
+    seed: int = 0,
+    tolerance: float = 0.01,
+    samples: int = 20000,
+) -> list[dict[str, float]]:
+    """``n`` random plans (uniform on the feasible simplex) whose cost is within ``tolerance`` of ``target``.
+
+    The "random allocation ratios" that paper 000's Table 1 (R1-R7) and Fig. 1 right compare the front with,
+    matched in cost so that only the allocation differs. Shares are rounded to 3 decimals (summing to 1).
+    """
+    kinds = constraints.kinds
+    unit = np.array([costs.expected_per_image(k) for k in kinds])
+    rho = sample_ratios(samples, constraints, seed)
+    near = np.flatnonzero(np.abs(rho @ unit - target) <= tolerance)
+    if len(near) < n:
+        raise InputError(
+            f"only {len(near)} of {samples} random plans cost {target:g} +- {tolerance:g}; widen the tolerance"
+        )
+    pick = np.random.default_rng([seed, 11]).choice(near, size=n, replace=False)
+    return [round_ratio(dict(zip(kinds, rho[i].tolist()))) for i in pick]
+
+
+def round_ratio(ratio: dict[str, float], digits: int = 3) -> dict[str, float]:
+    """Shares rounded to ``digits`` decimals that still sum to 1 (largest remainder); zero shares dropped."""
+    unit = 10**digits
+    total = sum(ratio.values())
+    raw = {k: v / total * unit for k, v in ratio.items()}
+    out = {k: math.floor(v) for k, v in raw.items()}
+    for k in sorted(raw, key=lambda k: out[k] - raw[k])[: unit - sum(out.values())]:
+        out[k] += 1
+    return {k: v / unit for k, v in out.items() if v > 0}
+
+
 def load_plan_ratio(path: str | os.PathLike) -> dict[frozenset[str], float]:
     """The recommended ratio of a plan JSON, as ``cqbnet labels simulate`` takes it."""
     path = Path(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,13 @@ def run_pilot(
     cpus_per_run: float | None = None,
     gpus_per_run: float = 0,
     device: str = "cpu",
-    log=print,
+    log: Callable[[str], None] = print,
+    after_each: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Run (or finish) the pilot into ``root``; the table (default ``root/pilot.csv``) grows as runs end."""
+    """Run (or finish) the pilot into ``root``; the table (default ``root/pilot.csv``) grows as runs end.
+
+    ``after_each(table)`` is called once the table holds a newly finished run (e.g. to commit it).
+    """
     root = Path(root)
     table = Path(table) if table else root / "pilot.csv"
     runs = pilot_runs(cfg)
@@ -72,6 +77,8 @@ def run_pilot(
             f"[{len(done)}/{len(specs)}] {spec.key}: PQ {res['pq']:.1f} (th {res['pq_th']:.1f}, st {res['pq_st']:.1f}) "
             f"in {res['seconds'] / 60:.1f} min; {table} has {n} rows"
         )
+        if after_each is not None:
+            after_each(table)
 
     run_specs(specs, cfg, root, address, cpus_per_run, gpus_per_run, device, on_result)
     return table

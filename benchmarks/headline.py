@@ -1,0 +1,394 @@
+"""Paper 000's headline experiment at CPU scale, on the synthetic scenes (issue 5, item 8).
+
+1. **Pilot** (Table 2 analogue): ``cqbnet pilot configs/synthetic_pilot.yaml``, i.e. study P and the baseline,
+   module and upper-bound arms of tags (Cls2Box, Cls2Pixel), boxes (Box2Mask, relation reasoning th->st) and stuff
+   maps (relation reasoning st->th) at rho_P in {0.1, 0.3, 0.5}, two seeds, the same schedule for every run.
+2. **Plans**: the planner fitted from that pilot (not the paper's preset) gives its Pareto front; three plans
+   are picked from it (the best within costs 0.25, 0.35 and 0.45 of full labelling) and, for each, a random plan
+   of the same cost (+-0.01) is drawn. They are written once to ``plans.json`` and then kept fixed.
+3. **Plan runs** (Fig. 1 right analogue): every plan trained with all modules on, same seeds and schedule, next
+   to full supervision (the pilot's rho_P = 1 runs).
+4. **Report**: ``benchmarks/headline.md`` from whatever has finished.
+
+Usage::
+
+    python benchmarks/headline.py [--work runs/headline] [--commit] [--stop-after MINUTES]
+
+The experiment resumes where it stopped: finished runs are read from their ``result.json``, an interrupted run
+continues from its last checkpoint, and with ``--commit`` each finished run's tables and the report are committed
+to git at once (only those files), so a session that ends mid-way loses at most one run in progress.
+``--stop-after`` starts no new run after that many minutes (the one in progress is finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from machine import machine_info  # benchmarks/machine.py
+
+from cqbnet.data.panoptic_format import load_panoptic_json
+from cqbnet.engine.config import load_config
+from cqbnet.engine.data import dataset_paths
+from cqbnet.io import atomic_path, read_json, write_json
+from cqbnet.labels.costs import CostModel
+from cqbnet.labels.simulate import dataset_stats
+from cqbnet.planner.pilot import load_pilot_table, regression_samples
+from cqbnet.planner.plan import format_plan_ratio, make_plan, random_plans_at_cost, round_ratio
+from cqbnet.planner.quality_model import fit_quality_model
+from cqbnet.planner.search import Constraints
+from cqbnet.sweep.pilot import run_pilot
+from cqbnet.sweep.protocol import MODULES, RunSpec
+from cqbnet.sweep.runner import finished, run_specs, shared_data_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results" / "headline"
+PILOT = RESULTS / "pilot.csv"
+PLANS = RESULTS / "plans.json"
+PLAN_RUNS = RESULTS / "plan_runs.csv"
+FIGURE = RESULTS / "fig1_right.png"
+REPORT = Path(__file__).parent / "headline.md"
+BUDGETS = (0.25, 0.35, 0.45)
+PLAN_KINDS = ("P", "I", "B", "S")  # the kinds the pilot gives curves for (points have no module in paper 000)
+
+
+class Deadline(Exception):
+    pass
+
+
+def commit(paths: list[Path], message: str) -> None:
+    """Commit only these files (nothing else that is staged or changed)."""
+    files = [str(p.relative_to(ROOT)) for p in paths if p.exists()]
+    subprocess.run(["git", "-C", str(ROOT), "add", *files], check=True)
+    if subprocess.run(["git", "-C", str(ROOT), "diff", "--cached", "--quiet", "--", *files]).returncode:
+        subprocess.run(["git", "-C", str(ROOT), "commit", "-q", "-m", message, "--", *files], check=True)
+
+
+def full_spec(seed: int) -> RunSpec:
+    return RunSpec((("P", 1.0),), MODULES, seed)
+
+
+def plan_spec(ratio: dict[str, float], seed: int) -> RunSpec:
+    return RunSpec(tuple((k, v) for k, v in ratio.items() if v > 0), MODULES, seed)
+
+
+def unit_costs(cfg: dict[str, Any], work: Path) -> CostModel:
+    """Paper 000's relative costs with this dataset's counts (segments, things, stuff per image)."""
+    gt = load_panoptic_json(*dataset_paths(cfg["data"], "train", work))
+    return CostModel(stats=dataset_stats(gt))
+
+
+def choose_plans(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Fit the planner from the pilot, pick the planned plans from its front and cost-matched random plans."""
+    table = load_pilot_table(PILOT)
+    cats = load_panoptic_json(*dataset_paths(cfg["data"], "train", work)).categories
+    share = sum(c.isthing for c in cats.values()) / len(cats)
+    model = fit_quality_model(regression_samples(table), thing_share=share, source=f"fitted from {PILOT.name}")
+    costs = unit_costs(cfg, work)
+    constraints = Constraints(PLAN_KINDS)
+    plans = []
+    for i, budget in enumerate(BUDGETS):
+        res = make_plan(model, costs, constraints, budget=budget, method="both", seed=0)
+        best = round_ratio(res.recommended.ratio)
+        planned = {"name": f"planned-{budget:g}", "kind": "planned", "budget": budget, "ratio": best}
+        plans.append(planned)
+        for ratio in random_plans_at_cost(costs, constraints, _cost(best, costs), 1, seed=100 + i):
+            plans.append({"name": f"random-{budget:g}", "kind": "random", "budget": budget, "ratio": ratio})
+    for p in plans:
+        rho = np.array([[p["ratio"].get(k, 0.0) for k in PLAN_KINDS]])
+        p["cost"] = _cost(p["ratio"], costs)
+        p["predicted_f1"] = float(model.f1(rho, PLAN_KINDS)[0])
+    return {
+        "quality_model": model.to_json(),
+        "unit_costs": {k: costs.expected_per_image(k) for k in PLAN_KINDS},
+        "plans": plans,
+    }
+
+
+def _cost(ratio: dict[str, float], costs: CostModel) -> float:
+    return float(sum(v * costs.expected_per_image(k) for k, v in ratio.items()))
+
+
+def write_plan_runs(plans: dict[str, Any], seeds: list[int], results: dict[str, dict]) -> None:
+    rows = []
+    entries = [{"name": "full", "kind": "full", "budget": 1.0, "ratio": {"P": 1.0}, "cost": 1.0, "predicted_f1": ""}]
+    for p in entries + plans["plans"]:
+        for seed in seeds:
+            spec = full_spec(seed) if p["kind"] == "full" else plan_spec(p["ratio"], seed)
+            res = results.get(spec.key)
+            if res is None:
+                continue
+            rows.append(
+                {
+                    "plan": p["name"],
+                    "kind": p["kind"],
+                    "seed": seed,
+                    "ratio": format_plan_ratio(p["ratio"]),
+                    "cost": f"{p['cost']:.4f}",
+                    "pq": f"{res['pq']:.4f}",
+                    "pq_th": f"{res['pq_th']:.4f}",
+                    "pq_st": f"{res['pq_st']:.4f}",
+                    "seconds": f"{res['seconds']:.1f}",
+                    "run": spec.key,
+                }
+            )
+    with atomic_path(PLAN_RUNS) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(
+                f, fieldnames=["plan", "kind", "seed", "ratio", "cost", "pq", "pq_th", "pq_st", "seconds", "run"]
+            )
+            w.writeheader()
+            w.writerows(rows)
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _stat(vals: list[float]) -> str:
+    if not vals:
+        return "pending"
+    if len(vals) == 1:
+        return f"{vals[0]:.1f} (1 seed)"
+    return f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1):.1f}"
+
+
+MODULE_ROWS = [  # (module, study, region) as in paper 000's Table 2
+    ("Cls2Box (tags -> things)", "I", "th"),
+    ("Box2Mask (boxes -> things)", "B", "th"),
+    ("Relation reasoning st->th (stuff maps -> things)", "S", "th"),
+    ("Cls2Pixel (tags -> stuff)", "I", "st"),
+    ("Relation reasoning th->st (boxes -> stuff)", "B", "st"),
+]
+
+
+def table2_section(pilot: list[dict[str, str]], rhos: list[float]) -> tuple[str, list[str]]:
+    lines = ["| module | rho_P | baseline | module | upper bound | module - baseline |", "|---|---|---|---|---|---|"]
+    verdicts = []
+    for name, study, region in MODULE_ROWS:
+        wins = []
+        for rho in rhos:
+            cell = {}
+            for arm in ("baseline", "module", "upper"):
+                cell[arm] = {
+                    r["seed"]: float(r[f"pq_{region}"])
+                    for r in pilot
+                    if r["study"] == study and r["arm"] == arm and abs(float(r["rho_P"]) - rho) < 1e-6
+                }
+            paired = sorted(set(cell["baseline"]) & set(cell["module"]))
+            diff = [cell["module"][s] - cell["baseline"][s] for s in paired]
+            if diff:
+                wins.append(float(np.mean(diff)))
+            arms = " | ".join(_stat(list(cell[a].values())) for a in ("baseline", "module", "upper"))
+            lines.append(f"| {name} | {rho:g} | {arms} | {(f'{np.mean(diff):+.1f}' if diff else 'pending')} |")
+        if len(wins) == len(rhos):
+            ok = all(w > 0 for w in wins)
+            verdicts.append(
+                f"- {name}: PQ_{region} {'above' if ok else 'NOT above'} its baseline at "
+                f"{sum(w > 0 for w in wins)} of {len(rhos)} ratios (mean gain {np.mean(wins):+.1f})."
+            )
+    return "\n".join(lines), verdicts
+
+
+def fig1_section(plans: dict[str, Any] | None, runs: list[dict[str, str]]) -> tuple[str, list[str]]:
+    by_plan: dict[str, list[dict[str, str]]] = {}
+    for r in runs:
+        by_plan.setdefault(r["plan"], []).append(r)
+    full = [float(r["pq"]) for r in by_plan.get("full", [])]
+    full_mean = float(np.mean(full)) if full else None
+    lines = [
+        "| plan | ratio | cost | predicted f1 | PQ | PQ_th | PQ_st | % of full PQ |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    entries = [{"name": "full", "ratio": {"P": 1.0}, "cost": 1.0, "predicted_f1": None}] + (plans or {}).get(
+        "plans", []
+    )
+    means = {}
+    for p in entries:
+        rs = by_plan.get(p["name"], [])
+        pq = [float(r["pq"]) for r in rs]
+        means[p["name"]] = float(np.mean(pq)) if pq else None
+        share = f"{100 * np.mean(pq) / full_mean:.0f}%" if pq and full_mean else "pending"
+        f1 = "" if p.get("predicted_f1") is None else f"{p['predicted_f1']:.3f}"
+        lines.append(
+            f"| {p['name']} | `{format_plan_ratio(p['ratio'])}` | {p['cost']:.3f} | {f1} | {_stat(pq)} | "
+            f"{_stat([float(r['pq_th']) for r in rs])} | {_stat([float(r['pq_st']) for r in rs])} | {share} |"
+        )
+    verdicts = []
+    if plans and full_mean:
+        cheap = [
+            p
+            for p in plans["plans"]
+            if p["kind"] == "planned" and p["cost"] <= 0.45 + 1e-9 and means.get(p["name"]) is not None
+        ]
+        if cheap:
+            best = max(cheap, key=lambda p: means[p["name"]])
+            frac = means[best["name"]] / full_mean
+            verdicts.append(
+                f"- Best planned mix costing <= 0.45: {best['name']} (cost {best['cost']:.3f}) reaches "
+                f"{100 * frac:.0f}% of full-supervision PQ (target 95%): {'met' if frac >= 0.95 else 'MISSED'}."
+            )
+        pairs = [(means.get(f"planned-{b:g}"), means.get(f"random-{b:g}")) for b in BUDGETS]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        if len(pairs) == len(BUDGETS):
+            gain = np.mean([a - b for a, b in pairs])
+            verdicts.append(
+                f"- Planned minus random at matched cost, mean over {len(pairs)} pairs: {gain:+.1f} PQ "
+                f"({'met' if gain > 0 else 'MISSED'}; planned ahead in {sum(a > b for a, b in pairs)} "
+                f"of {len(pairs)})."
+            )
+    return "\n".join(lines), verdicts
+
+
+def plot(plans: dict[str, Any] | None, runs: list[dict[str, str]]) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        return False
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    style = {"full": ("black", "s"), "planned": ("tab:blue", "o"), "random": ("tab:orange", "^")}
+    for kind, (color, marker) in style.items():
+        rs = [r for r in runs if r["kind"] == kind]
+        if rs:
+            ax.scatter(
+                [float(r["cost"]) for r in rs],
+                [float(r["pq"]) for r in rs],
+                c=color,
+                marker=marker,
+                label=kind,
+                alpha=0.8,
+            )
+    ax.set_xlabel("annotation cost (full labelling = 1)")
+    ax.set_ylabel("PQ on the synthetic val split (%)")
+    ax.set_title("Planned vs random labelling plans (one point per seed)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(FIGURE) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return True
+
+
+def write_report(cfg: dict[str, Any], note: str = "") -> None:
+    pilot = _read_csv(PILOT)
+    runs = _read_csv(PLAN_RUNS)
+    plans = read_json(PLANS) if PLANS.is_file() else None
+    t2, v2 = table2_section(pilot, sorted(cfg["pilot"]["rho_P"]))
+    f1, v1 = fig1_section(plans, runs)
+    has_fig = plot(plans, runs)
+    secs = [float(r["seconds"]) for r in pilot] + [float(r["seconds"]) for r in runs]
+    machine = json.dumps(machine_info())
+    study_p = [r for r in pilot if r["study"] == "P"]
+    p_rows = "\n".join(
+        f"| {float(r['rho_P']):g} | {r['seed']} | {float(r['pq']):.1f} | {float(r['pq_th']):.1f} | "
+        f"{float(r['pq_st']):.1f} |"
+        for r in study_p
+    )
+    text = f"""# Headline experiment at CPU scale (paper 000, Table 2 and Fig. 1 right, on the synthetic scenes)
+
+Produced by `python benchmarks/headline.py` from `configs/synthetic_pilot.yaml`; tables in
+`benchmarks/results/headline/` (`pilot.csv` is a pilot table `cqbnet plan --pilot` reads). Every run uses the same
+schedule ({cfg["solver"]["max_iter"]} iterations of batch {cfg["solver"]["batch_size"]} at
+{cfg["data"]["synthetic"]["size"]} px, {cfg["data"]["synthetic"]["num_train"]} training scenes, evaluated on
+{cfg["train"]["eval_images"] or cfg["data"]["synthetic"]["num_val"]} val scenes with argmax inference) and seeds
+{cfg["pilot"]["seeds"]}; values are mean ± sd over seeds, PQ in percent.
+Machine: `{machine}`. Runs finished so far: {len(secs)} table rows, {np.mean(secs) / 60 if secs else 0:.1f} min per
+run on average (labels, training and evaluation; longest {max(secs) / 60 if secs else 0:.1f} min).
+{note}
+## (a) Table 2 analogue: each module against its baseline
+
+Baseline: the same mix of rho_P panoptic labels and 1 - rho_P weak labels, trained without the module (the weak
+images still give the losses the base network can take from them). Upper bound: the weak images get a finer label
+instead (tags -> boxes, boxes and stuff maps -> full masks), all modules on.
+
+{t2}
+
+{chr(10).join(v2) or "- pending"}
+
+Study P (rho_P panoptic labels, the rest unlabelled; rho_P = 1 is full supervision):
+
+| rho_P | seed | PQ | PQ_th | PQ_st |
+|---|---|---|---|---|
+{p_rows}
+
+## (b) Fig. 1 right analogue: planned versus random plans
+
+Plans from the planner fitted on the pilot above (`plans.json` keeps the fitted model, the unit costs and the
+plans): the best predicted plan within each budget, and one random plan drawn uniformly on the simplex at the same
+cost (+-0.01). All modules on.
+
+{f1}
+
+{chr(10).join(v1) or "- pending"}
+{"" if not has_fig else chr(10) + "![planned vs random](results/headline/fig1_right.png)" + chr(10)}"""
+    with atomic_path(REPORT) as tmp:
+        tmp.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "synthetic_pilot.yaml")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "headline", help="runs and data (not committed)")
+    ap.add_argument("--commit", action="store_true", help="commit tables and report after every finished run")
+    ap.add_argument("--stop-after", type=float, help="start no new run after this many minutes")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    cfg = load_config(args.config)
+    t0 = time.time()
+    outputs = [PILOT, PLANS, PLAN_RUNS, FIGURE, REPORT]
+
+    def checkpoint(_: Any = None) -> None:
+        write_report(cfg)
+        if args.commit:
+            commit(outputs, "headline experiment: results so far (benchmarks/headline.py)")
+        if args.stop_after is not None and time.time() - t0 > 60 * args.stop_after:
+            raise Deadline
+
+    if args.report_only:
+        write_report(cfg)
+        return
+    try:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        run_pilot(cfg, args.work, PILOT, after_each=checkpoint)
+        data_cfg = shared_data_config(cfg, args.work)
+        if not PLANS.is_file():
+            write_json(PLANS, choose_plans(data_cfg, args.work), indent=2)
+            checkpoint()
+        plans = read_json(PLANS)
+        seeds = list(cfg["pilot"]["seeds"])
+        specs = [full_spec(s) for s in seeds] + [plan_spec(p["ratio"], s) for s in seeds for p in plans["plans"]]
+        results = finished(specs, args.work)
+        write_plan_runs(plans, seeds, results)
+
+        def on_result(spec: RunSpec, res: dict) -> None:
+            results[spec.key] = res
+            write_plan_runs(plans, seeds, results)
+            print(f"plan run {spec.key}: PQ {res['pq']:.1f} in {res['seconds'] / 60:.1f} min", flush=True)
+            checkpoint()
+
+        run_specs(specs, cfg, args.work, on_result=on_result)
+        write_report(cfg)
+        if args.commit:
+            commit(outputs, "headline experiment: complete (benchmarks/headline.py)")
+    except Deadline:
+        print(f"stopped after {args.stop_after} min; run again to continue", flush=True)
+
+
+if __name__ == "__main__":
+    main()
