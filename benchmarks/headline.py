@@ -49,11 +49,18 @@ from cqbnet.sweep.runner import finished, run_specs, shared_data_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "headline"
-PILOT = RESULTS / "pilot.csv"
-PLANS = RESULTS / "plans.json"
-PLAN_RUNS = RESULTS / "plan_runs.csv"
-FIGURE = RESULTS / "fig1_right.png"
 REPORT = Path(__file__).parent / "headline.md"
+
+
+def _set_outputs(results: Path, report: Path) -> None:
+    """Where the tables, the figure and the report go (``--results``/``--report`` for a trial elsewhere)."""
+    global RESULTS, PILOT, PLANS, PLAN_RUNS, FIGURE, REPORT
+    RESULTS, REPORT = results, report
+    PILOT, PLANS, PLAN_RUNS = results / "pilot.csv", results / "plans.json", results / "plan_runs.csv"
+    FIGURE = results / "fig1_right.png"
+
+
+_set_outputs(RESULTS, REPORT)
 BUDGETS = (0.25, 0.35, 0.45)
 PLAN_KINDS = ("P", "I", "B", "S")  # the kinds the pilot gives curves for (points have no module in paper 000)
 
@@ -62,12 +69,22 @@ class Deadline(Exception):
     pass
 
 
-def commit(paths: list[Path], message: str) -> None:
-    """Commit only these files (nothing else that is staged or changed)."""
-    files = [str(p.relative_to(ROOT)) for p in paths if p.exists()]
-    subprocess.run(["git", "-C", str(ROOT), "add", *files], check=True)
-    if subprocess.run(["git", "-C", str(ROOT), "diff", "--cached", "--quiet", "--", *files]).returncode:
-        subprocess.run(["git", "-C", str(ROOT), "commit", "-q", "-m", message, "--", *files], check=True)
+def commit(paths: list[Path], message: str, attempts: int = 5) -> None:
+    """Commit only these files (nothing else that is staged or changed); retried, never fatal (the results stay
+    on disk and the next commit takes them)."""
+    files = [str(p.absolute().relative_to(ROOT)) for p in paths if p.exists()]
+    git = ["git", "-C", str(ROOT)]
+    for attempt in range(attempts):
+        added = subprocess.run([*git, "add", *files], capture_output=True, text=True)
+        if added.returncode == 0:
+            if subprocess.run([*git, "diff", "--cached", "--quiet", "--", *files]).returncode == 0:
+                return
+            done = subprocess.run([*git, "commit", "-q", "-m", message, "--", *files], capture_output=True, text=True)
+            if done.returncode == 0:
+                return
+            added = done
+        time.sleep(2 + 3 * attempt)  # e.g. another git process holds the index lock
+    print(f"warning: could not commit the results ({added.stderr.strip()}); they are on disk", flush=True)
 
 
 def full_spec(seed: int) -> RunSpec:
@@ -89,13 +106,21 @@ def choose_plans(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     table = load_pilot_table(PILOT)
     cats = load_panoptic_json(*dataset_paths(cfg["data"], "train", work)).categories
     share = sum(c.isthing for c in cats.values()) / len(cats)
-    model = fit_quality_model(regression_samples(table), thing_share=share, source=f"fitted from {PILOT.name}")
+    notes: list[str] = []
+    samples = regression_samples(table, notes=notes)
+    model = fit_quality_model(samples, thing_share=share, source=f"fitted from {PILOT.name}")
     costs = unit_costs(cfg, work)
     constraints = Constraints(PLAN_KINDS)
     plans = []
+    res = make_plan(model, costs, constraints, method="both", seed=0)
+    front = sorted(res.front, key=lambda p: p.f2)
+    chosen: list[int] = []
     for i, budget in enumerate(BUDGETS):
-        res = make_plan(model, costs, constraints, budget=budget, method="both", seed=0)
-        best = round_ratio(res.recommended.ratio)
+        # the best predicted plan within the budget that is not already picked for a smaller one
+        ok = [j for j, p in enumerate(front) if p.f2 <= budget and j not in chosen]
+        j = max(ok, key=lambda j: front[j].f1)
+        chosen.append(j)
+        best = round_ratio(front[j].ratio)
         planned = {"name": f"planned-{budget:g}", "kind": "planned", "budget": budget, "ratio": best}
         plans.append(planned)
         for ratio in random_plans_at_cost(costs, constraints, _cost(best, costs), 1, seed=100 + i):
@@ -106,6 +131,7 @@ def choose_plans(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
         p["predicted_f1"] = float(model.f1(rho, PLAN_KINDS)[0])
     return {
         "quality_model": model.to_json(),
+        "curves_left_out": notes,
         "unit_costs": {k: costs.expected_per_image(k) for k in PLAN_KINDS},
         "plans": plans,
     }
@@ -285,6 +311,12 @@ def plot(plans: dict[str, Any] | None, runs: list[dict[str, str]]) -> bool:
     return True
 
 
+def _relative(path: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(path.absolute(), start.absolute())
+
+
 def write_report(cfg: dict[str, Any], note: str = "") -> None:
     pilot = _read_csv(PILOT)
     runs = _read_csv(PLAN_RUNS)
@@ -336,7 +368,7 @@ cost (+-0.01). All modules on.
 {f1}
 
 {chr(10).join(v1) or "- pending"}
-{"" if not has_fig else chr(10) + "![planned vs random](results/headline/fig1_right.png)" + chr(10)}"""
+{"" if not has_fig else chr(10) + f"![planned vs random]({_relative(FIGURE, REPORT.parent)})" + chr(10)}"""
     with atomic_path(REPORT) as tmp:
         tmp.write_text(text)
 
@@ -348,8 +380,12 @@ def main() -> None:
     ap.add_argument("--commit", action="store_true", help="commit tables and report after every finished run")
     ap.add_argument("--stop-after", type=float, help="start no new run after this many minutes")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the tables and the figure")
+    ap.add_argument("--report", type=Path, default=REPORT)
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. solver.max_iter=2 (for a trial)")
     args = ap.parse_args()
-    cfg = load_config(args.config)
+    _set_outputs(args.results, args.report)
+    cfg = load_config(args.config, args.overrides)
     t0 = time.time()
     outputs = [PILOT, PLANS, PLAN_RUNS, FIGURE, REPORT]
 
@@ -373,6 +409,7 @@ def main() -> None:
         plans = read_json(PLANS)
         seeds = list(cfg["pilot"]["seeds"])
         specs = [full_spec(s) for s in seeds] + [plan_spec(p["ratio"], s) for s in seeds for p in plans["plans"]]
+        specs = list({s.key: s for s in specs}.values())
         results = finished(specs, args.work)
         write_plan_runs(plans, seeds, results)
 

@@ -190,8 +190,13 @@ def test_pilot_bad_tables(tmp_path):
     with pytest.raises(InputError, match="no curve can be fitted"):
         regression_samples(load_pilot_table(p))
     p.write_text("study,arm,seed,rho_P,rho_B,pq_th\nB,baseline,0,0.1,0.9,0\nB,module,0,0.1,0.9,30\n")
-    with pytest.raises(InputError, match="baseline PQ_th is 0"):
+    with pytest.raises(InputError, match="no curve can be fitted.*baseline PQ_th is 0, below 1"):
         regression_samples(load_pilot_table(p))
+    p.write_text("study,arm,seed,rho_P,rho_B,pq_th,pq_st\nB,baseline,0,0.1,0.9,0.4,30\nB,module,0,0.1,0.9,3,33\n")
+    notes: list[str] = []
+    samples = regression_samples(load_pilot_table(p), notes=notes)  # the thing curve is noise: left out
+    assert set(samples) == {("B", "st")} and np.allclose(samples[("B", "st")].y, [0.1])
+    assert len(notes) == 1 and "baseline PQ_th is 0.4, below 1" in notes[0]
 
 
 # --- Search and constraints ----------------------------------------------------------------------------------

@@ -198,8 +198,12 @@ def cmd_plan(args) -> int:
         if share is None and gt is not None:
             things = sum(c.isthing for c in gt.categories.values())
             share = things / len(gt.categories)
+        notes: list[str] = []
+        samples = regression_samples(table, notes=notes)
+        for n in notes:
+            print(f"note: {n}")
         model = fit_quality_model(
-            regression_samples(table),
+            samples,
             args.regressor,
             args.degree,
             args.bootstrap,

@@ -194,7 +194,11 @@ def _panoptic_samples(rows: list[PilotRow], region: str) -> list[tuple[float, fl
     return out
 
 
-def _weak_samples(rows: list[PilotRow], kind: str, region: str, path: str) -> list[tuple[float, float]]:
+class Unmeasured(ValueError):
+    """A curve whose baseline is too close to 0 for Eq. 6's ratio to mean anything."""
+
+
+def _weak_samples(rows: list[PilotRow], kind: str, region: str, min_baseline: float) -> list[tuple[float, float]]:
     """Eq. 6: PQ_module / PQ_baseline - 1 at rho_kind."""
     by_ratio: dict[float, dict[str, list[PilotRow]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -203,17 +207,24 @@ def _weak_samples(rows: list[PilotRow], kind: str, region: str, path: str) -> li
     for rho in sorted(by_ratio):
         arms = by_ratio[rho]
         for base, mod in _paired(_by_seed(arms["baseline"], region), _by_seed(arms["module"], region)):
-            if base <= 0:
-                raise InputError(
-                    f"{path}: study {kind} at rho_{kind}={rho:g}: baseline PQ_{region} is 0, "
-                    "so the relative improvement of Eq. 6 is undefined"
+            if base < min_baseline or base <= 0:
+                raise Unmeasured(
+                    f"study {kind} at rho_{kind}={rho:g}: baseline PQ_{region} is {base:g}, below {min_baseline:g}, "
+                    "so the relative improvement of Eq. 6 is undefined or noise; curve left out"
                 )
             out.append((rho, mod / base - 1.0))
     return out
 
 
-def regression_samples(table: PilotTable) -> dict[tuple[str, str], Samples]:
-    """(kind, region) -> samples of its marginal-improvement curve (Eqs. 5 and 6)."""
+def regression_samples(
+    table: PilotTable, min_baseline: float = 1.0, notes: list[str] | None = None
+) -> dict[tuple[str, str], Samples]:
+    """(kind, region) -> samples of its marginal-improvement curve (Eqs. 5 and 6).
+
+    A weak curve whose baseline PQ (percent) is below ``min_baseline`` somewhere is left out (the planner
+    then treats the kind as teaching nothing in that region) and a line saying why is appended to ``notes``.
+    """
+    notes = [] if notes is None else notes
     by_study: dict[str, list[PilotRow]] = defaultdict(list)
     for r in table.rows:
         by_study[r.study].append(r)
@@ -226,13 +237,17 @@ def regression_samples(table: PilotTable) -> dict[tuple[str, str], Samples]:
             if kind == "P":
                 pairs = _panoptic_samples(rows, region)
             else:
-                pairs = _weak_samples(rows, kind, region, table.path)
+                try:
+                    pairs = _weak_samples(rows, kind, region, min_baseline)
+                except Unmeasured as e:
+                    notes.append(str(e))
+                    continue
             if pairs:
                 xy = np.asarray(pairs, dtype=float)
                 out[(kind, region)] = Samples(xy[:, 0], xy[:, 1])
     if not out:
         raise InputError(
             f"{table.path}: no curve can be fitted: study P needs two or more ratios, "
-            "a weak study needs baseline and module runs at the same ratio"
+            "a weak study needs baseline and module runs at the same ratio" + "".join(f"; {n}" for n in notes)
         )
     return out
