@@ -11,7 +11,8 @@ from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json, read_panoptic_png, write_panoptic_png
 from cqbnet.labels.simulate import parse_ratio, simulate
-from helpers import tiny_model_config
+from cqbnet.modeling.panoptic_net import build_panoptic_net
+from helpers import TINY, tiny_model_config
 
 KEYS = {
     "P": {"masks", "labels", "boxes", "semantic", "panoptic", "segment_ids", "iscrowd", "is_thing", "category_ids"},
@@ -116,12 +117,9 @@ def test_mixed_label_training_never_uses_hidden_labels(mixed, tmp_path):
     assert len(rows) == 4 and all(np.isfinite(v) for v in __import__("json").loads(rows[-1]).values())
 
 
-def test_each_kind_gets_its_own_losses(mixed):
+def _tiny_model_and_kinds(mixed):
+    """The manifest's dataset, its image indices by kind set, and a freshly seeded tiny network in train mode."""
     import torch
-
-    from cqbnet.data.transforms import to_tensors
-    from cqbnet.modeling.panoptic_net import build_panoptic_net
-    from helpers import TINY
 
     _, m = mixed
     ds = MixedLabelDataset(m.path)
@@ -129,7 +127,14 @@ def test_each_kind_gets_its_own_losses(mixed):
     for i, lab in enumerate(m.images):
         by_kind.setdefault(lab.kinds, []).append(i)
     torch.manual_seed(0)
-    model = build_panoptic_net(ds.categories, **TINY).train()
+    return ds, by_kind, build_panoptic_net(ds.categories, **TINY).train()
+
+
+def test_each_kind_gets_its_own_losses(mixed):
+
+    from cqbnet.data.transforms import to_tensors
+
+    ds, by_kind, model = _tiny_model_and_kinds(mixed)
 
     def losses(kind):
         items = [to_tensors(*ds[i]) for i in by_kind[frozenset(kind.split("+"))][:2]]
@@ -165,16 +170,8 @@ def test_relation_reasoning_carries_each_label_into_the_other_branch(mixed):
     import torch
 
     from cqbnet.data.transforms import to_tensors
-    from cqbnet.modeling.panoptic_net import build_panoptic_net
-    from helpers import TINY
 
-    _, m = mixed
-    ds = MixedLabelDataset(m.path)
-    by_kind: dict = {}
-    for i, lab in enumerate(m.images):
-        by_kind.setdefault(lab.kinds, []).append(i)
-    torch.manual_seed(0)
-    model = build_panoptic_net(ds.categories, **TINY).train()
+    ds, by_kind, model = _tiny_model_and_kinds(mixed)
     roi_mlp = model.roi_heads.stages[0].head.fc6.weight
     decoder = next(model.semantic_head.decoder.parameters())
 
