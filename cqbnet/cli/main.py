@@ -276,11 +276,15 @@ def cmd_train(args) -> int:
 
 def cmd_pilot(args) -> int:
     from cqbnet.engine.config import load_config
+    from cqbnet.planner.pilot import load_pilot_table
     from cqbnet.sweep.pilot import run_pilot
 
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / Path(args.config).stem
-    table = run_pilot(cfg, out, args.table, args.address, args.cpus_per_run, args.gpus_per_run, _device(args.device))
+    device = _device(args.device)
+    gpus = args.gpus_per_run if args.gpus_per_run is not None else (1.0 if device.startswith("cuda") else 0.0)
+    table = run_pilot(cfg, out, args.table, args.address, args.cpus_per_run, gpus, device)
+    print(load_pilot_table(table).summary())
     print(f"pilot table: {table}  (fit the planner with: cqbnet plan --pilot {table} ...)")
     return 0
 
@@ -458,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--table", type=Path, help="pilot table to write (default: OUT/pilot.csv)")
     pi.add_argument("--address", help="Ray cluster address (default: start Ray on this machine)")
     pi.add_argument("--cpus-per-run", type=float, help="CPUs per run (default: all of this machine, 1 on a cluster)")
-    pi.add_argument("--gpus-per-run", type=float, default=0, help="GPUs per run (with --device cuda)")
+    pi.add_argument("--gpus-per-run", type=float, help="GPUs per run (default: 1 with a CUDA device, else 0)")
     pi.add_argument("--device", default="auto", help="cpu, cuda or auto")
     pi.set_defaults(func=cmd_pilot)
 
