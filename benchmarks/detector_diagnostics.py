@@ -1,0 +1,68 @@
+"""Where a trained network's thing branch stands: proposal recall and the detector's class accuracy.
+
+    python benchmarks/detector_diagnostics.py CHECKPOINT --data DATA_ROOT [--images 100]
+
+For the first ``--images`` val images: the share of ground-truth things (not crowd) that have an RPN proposal at
+IoU >= 0.5, and the share whose best-scoring detection among those at IoU >= 0.5 (score >= 0.05) has the right
+class. Used in ``benchmarks/headline.md`` to say why short schedules give PQ_th near 0 on the synthetic scenes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torchvision.ops import box_iou
+
+from cqbnet.data.dataset import PanopticDataset
+from cqbnet.data.synthetic import split_paths
+from cqbnet.data.transforms import to_tensors
+from cqbnet.engine.trainer import load_model
+
+
+@torch.no_grad()
+def diagnose(checkpoint: Path, data: Path, images: int = 100) -> dict[str, float]:
+    model, _ = load_model(checkpoint, torch.device("cpu"))
+    val = PanopticDataset(*split_paths(data, "val"))
+    things = recalled = right = 0
+    for i in range(min(images, len(val))):
+        image, target = to_tensors(*val[i])
+        batch = model.batch([image])
+        features = model.backbone(batch.tensors)
+        proposals, _ = model.rpn(batch, features)
+        det = model.roi_heads.detect(features, proposals, batch.image_sizes, 0.05)[0]
+        keep = target["is_thing"] & ~target["iscrowd"]
+        boxes, classes = target["boxes"][keep].float(), target["labels"][keep]
+        things += len(boxes)
+        if not len(boxes):
+            continue
+        recalled += int((box_iou(boxes, proposals[0]).max(1).values >= 0.5).sum()) if len(proposals[0]) else 0
+        if not len(det["boxes"]):
+            continue
+        iou = box_iou(boxes, det["boxes"])  # (G, D)
+        for g in range(len(boxes)):
+            hit = iou[g] >= 0.5
+            if hit.any():
+                j = int(torch.argmax(torch.where(hit, det["scores"], torch.zeros_like(det["scores"]))))
+                right += int(model.labels.thing_semantic[int(det["labels"][j]) - 1] == int(classes[g]))
+    return {
+        "things": things,
+        "proposal_recall_iou50": recalled / max(1, things),
+        "class_accuracy": right / max(1, things),
+        "chance": 1 / max(1, model.labels.num_things),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("--data", type=Path, required=True, help="a folder made by `cqbnet data synth`")
+    ap.add_argument("--images", type=int, default=100)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    print(diagnose(args.checkpoint, args.data, args.images))
+
+
+if __name__ == "__main__":
+    main()
