@@ -324,8 +324,8 @@ def limits_section(pilot: list[dict[str, str]], plans: dict[str, Any] | None, it
     lines = [f"- Full supervision at this schedule reaches PQ_th {th:.1f} and PQ_st {st:.1f}."]
     if th < 5:
         lines.append(
-            f"- The thing branch has not learned yet: in {iterations} iterations the detector does not tell the six thing "
-            "shapes apart (their colours and textures come from one shared palette, so shape is the only cue). "
+            f"- The thing branch has not learned yet: in {iterations} iterations the detector does not tell the six "
+            "thing shapes apart (their colours and textures come from one shared palette, so shape is the only cue). "
             "Measured with `benchmarks/detector_diagnostics.py` on the CPU recipe's network trained with full "
             "labels (configs/synthetic_full.yaml, shortened): after 250 iterations of batch 8 the class of the best "
             "detection matching a ground-truth thing is right 21% of the time (chance: 17%) although 78% of "
