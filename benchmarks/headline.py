@@ -375,8 +375,9 @@ schedule ({cfg["solver"]["max_iter"]} iterations of batch {cfg["solver"]["batch_
 {cfg["data"]["synthetic"]["size"]} px, {cfg["data"]["synthetic"]["num_train"]} training scenes, evaluated on
 {cfg["train"]["eval_images"] or cfg["data"]["synthetic"]["num_val"]} val scenes with argmax inference) and seeds
 {cfg["pilot"]["seeds"]}; values are mean ± sd over seeds, PQ in percent.
-Machine: `{machine}`. Runs finished so far: {len(secs)} distinct runs, {np.mean(secs) / 60 if secs else 0:.1f} min per
-run on average (labels, training and evaluation; longest {max(secs) / 60 if secs else 0:.1f} min).
+Machine: `{machine}`. Runs finished so far: {len(secs)} distinct runs; wall time per run (labels, training and
+evaluation) median {np.median(secs) / 60 if secs else 0:.1f} min, shortest {min(secs) / 60 if secs else 0:.1f}, longest
+{max(secs) / 60 if secs else 0:.1f} (runs that shared the 2 cores with other work, such as a CI run, take longer).
 {note}
 ## (a) Table 2 analogue: each module against its baseline
 
