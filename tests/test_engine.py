@@ -279,3 +279,36 @@ def test_evaluate_refuses_a_checkpoint_of_another_label_set(tmp_path, synth, coc
         "cpu",
     )
     assert code == 2 and "the model was trained on category 1 'disk'" in err and err.count("\n") == 1
+
+
+def test_checkpoints_from_before_the_weak_modules_load_and_bad_ones_are_named(tmp_path, synth, capsys):
+    import torch
+
+    from cqbnet.engine.checkpoint import load_checkpoint, save_checkpoint
+    from cqbnet.engine.trainer import load_model
+
+    cfg = tiny_config(tmp_path, synth, max_iter=1)
+    assert run(capsys, "train", cfg, "--out", tmp_path / "run", "--quiet", "--device", "cpu")[0] == 0
+    ck = load_checkpoint(tmp_path / "run" / "model_final.pth")
+    weak_heads = ("relation.", "mid_head.", "cam_head.")
+
+    def save(name, state):
+        save_checkpoint(tmp_path / name, **{**ck, "model": state})
+        return tmp_path / name
+
+    old = save("old.pth", {k: v for k, v in ck["model"].items() if not k.startswith(weak_heads)})
+    model, _ = load_model(old, torch.device("cpu"))  # trained before those modules: inference without them
+    assert model.relation is None
+    image = torch.rand(3, 64, 64)
+    with torch.no_grad():
+        assert model([image])[0].ids.shape == (64, 64)
+    assert load_model(tmp_path / "run" / "model_final.pth", torch.device("cpu"))[0].relation is not None
+    key = next(k for k in ck["model"] if k.startswith("backbone."))
+    cases = [
+        ({k: v for k, v in ck["model"].items() if k != key}, "weights missing from the checkpoint: " + key),
+        ({**ck["model"], "extra.weight": torch.zeros(1)}, "does not have: extra.weight"),
+        ({**ck["model"], key: torch.zeros(1)}, "weights do not fit the configured network"),
+    ]
+    for i, (state, message) in enumerate(cases):
+        with pytest.raises(InputError, match=message.replace(".", r"\.")):
+            load_model(save(f"bad{i}.pth", state), torch.device("cpu"))

@@ -79,8 +79,33 @@ def load_model(
     if overrides:
         model_cfg["panoptic"] = {**model_cfg.get("panoptic", {}), **overrides}
     model = build_model(categories_from_json(ckpt["categories"]), model_cfg)
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], path)
     return model.to(device).eval(), cfg
+
+
+TRAINING_ONLY = ("mid_head.", "cam_head.")  # Cls2Box's and Cls2Pixel's heads: used by losses, not by inference
+
+
+def load_weights(model: PanopticNet, state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Load trained weights; a checkpoint from before a weak module existed still loads for inference.
+
+    Missing training-only heads are fine; missing relation-reasoning weights switch that module off (the
+    network then predicts as it was trained); anything else missing or unexpected is an error naming the keys.
+    """
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes that differ from the configured network's
+        detail = str(e).strip().splitlines()[-1].strip()
+        raise InputError(f"{path}: weights do not fit the configured network: {detail}") from None
+    if unexpected:
+        raise InputError(f"{path}: weights the configured network does not have: {', '.join(unexpected[:4])}")
+    relation = [k for k in model.state_dict() if k.startswith("relation.")]
+    if relation and set(relation) <= set(missing):
+        model.relation = None  # trained before relation reasoning was part of the network
+        missing = [k for k in missing if not k.startswith("relation.")]
+    missing = [k for k in missing if not k.startswith(TRAINING_ONLY)]
+    if missing:
+        raise InputError(f"{path}: weights missing from the checkpoint: {', '.join(missing[:4])}")
 
 
 class _Metrics:
