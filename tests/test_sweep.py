@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import yaml
 
 from cqbnet.errors import InputError
 from cqbnet.labels.simulate import assign_kinds
@@ -19,10 +20,12 @@ def test_table2_runs_arms_modules_and_shared_runs():
     assert len(set(cells)) == len(cells)
     specs = unique_specs(runs)
     # identical runs are trained once: full supervision is study P at 1 and the upper bound of B and S (6 cells
-    # per seed), and tags' upper bound (P + boxes, all modules) is the module arm of boxes (3 per seed)
-    assert len(specs) == len(runs) - 2 * 6 - 2 * 3
+    # per seed), tags' upper bound (P + boxes, all modules) is the module arm of boxes (3 per seed), and study P
+    # below 1 (the rest unlabelled) is the tags baseline (tags with the tag modules off teach nothing; 3 per seed)
+    assert len(specs) == len(runs) - 2 * 6 - 2 * 3 - 2 * 3
     by_cell = {r.cell: r.spec.key for r in runs}
     assert all(by_cell[("I", "upper", "0", rho)] == by_cell[("B", "module", "0", rho)] for rho in (0.1, 0.3, 0.5))
+    assert all(by_cell[("P", "full", "0", rho)] == by_cell[("I", "baseline", "0", rho)] for rho in (0.1, 0.3, 0.5))
     full = [r for r in runs if r.spec.ratio == (("P", 1.0),) and r.seed == 0]
     assert {(r.study, r.arm) for r in full} == {("P", "full"), ("B", "upper"), ("S", "upper")}
     assert len({r.spec.key for r in full}) == 1
@@ -30,10 +33,8 @@ def test_table2_runs_arms_modules_and_shared_runs():
         if r.arm == "baseline":
             assert not set(MODULES_OF_KIND[r.study]) & set(r.spec.modules)
             assert set(r.spec.modules) | set(MODULES_OF_KIND[r.study]) == set(MODULES)
-        else:
+        elif r.study != "P" or r.rho["P"] == 1:
             assert r.spec.modules == MODULES
-        if r.study == "P" and r.rho["P"] < 1:
-            assert r.spec.labelled_only
     upper_i = [r for r in runs if r.study == "I" and r.arm == "upper"]
     assert all(dict(r.spec.ratio).keys() == {"P", "B"} for r in upper_i)  # tags upgraded to boxes
     # fitted arms come before the upper bounds, so a partial pilot is already useful to the planner
@@ -100,8 +101,11 @@ def test_pilot_through_ray_writes_a_table_the_planner_fits_and_skips_finished_ru
     assert rows[1]["run"] == rows[4]["run"]  # full supervision trained once, reported twice
     assert len(list((root / "runs").iterdir())) == 4
     assert all(0 <= float(r["pq"]) <= 100 and float(r["rho_B"]) == (0.5 if r["study"] == "B" else 0) for r in rows)
-    study_p = root / "runs" / rows[0]["run"] / "labels" / "manifest.json"
-    assert '"kinds": ["B"' not in study_p.read_text() and '"labelled_only": true' in study_p.read_text()
+    # study P below 1: the other images are tagged, but with the tag modules off they teach nothing
+    study_p = root / "runs" / rows[0]["run"]
+    assert '"kinds": ["I"]' in (study_p / "labels" / "manifest.json").read_text()
+    weak = yaml.safe_load((study_p / "config.yaml").read_text())["model"]["weak"]
+    assert weak["cls2box"] is False and weak["cls2pixel"] is False and weak["relation"] is True
     # restart: nothing is trained again (Ray is not even started) and the table is the same
     stamps = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/result.json")}
     before = table.read_text()
@@ -126,8 +130,6 @@ def test_pilot_through_ray_writes_a_table_the_planner_fits_and_skips_finished_ru
 
 
 def test_a_failing_run_is_named_and_the_cli_exits_3(synth, tmp_path, capsys):
-    import yaml
-
     from cqbnet.cli.main import main
 
     cfg = _pilot_config(synth)
@@ -137,4 +139,4 @@ def test_a_failing_run_is_named_and_the_cli_exits_3(synth, tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     assert main(["pilot", str(path), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 3
     err = capsys.readouterr().err
-    assert "2 run(s) failed" in err and "P0.5-I0.5_only_" in err and "no_such_knob" in err
+    assert "2 run(s) failed" in err and "P0.5-I0.5_box2mask+relation_s0_" in err and "no_such_knob" in err

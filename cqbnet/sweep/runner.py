@@ -13,7 +13,7 @@ import copy
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +52,7 @@ def prepare_labels(spec: RunSpec, cfg: dict[str, Any], out: Path, points_per_seg
     j, png, img = dataset_paths(cfg["data"], "train", out)
     gt = load_panoptic_json(j, png, img)
     ratio = {parse_kind_set(k): v for k, v in spec.ratio}
-    if not spec.labelled_only:
-        simulate(gt, ratio, out / "labels", seed=spec.seed, points_per_segment=points_per_segment)
-        return target
-    drawn = simulate(gt, ratio, out / "drawn", seed=spec.seed, points_per_segment=points_per_segment)
-    full = replace(drawn, images=[im for im in drawn.images if im.kinds == frozenset({"P"})])
-    full.info = {**full.info, "labelled_only": True}
-    write_json(target, full.to_json(target.parent.absolute()))
+    simulate(gt, ratio, out / "labels", seed=spec.seed, points_per_segment=points_per_segment)
     return target
 
 
