@@ -155,7 +155,10 @@ def test_each_kind_gets_its_own_losses(mixed):
     model.iteration = 0
     i = losses("I")
     assert i["loss_cls2box"] > 0  # tags teach detection through Cls2Box
-    assert i["loss_cls2pixel"] > 0  # and stuff pixels through Cls2Pixel
+    assert i["loss_cls2pixel"] > 0  # and stuff pixels through Cls2Pixel: L_cls from the start,
+    model.iteration = 10**6
+    assert losses("I")["loss_cls2pixel"] > i["loss_cls2pixel"]  # pseudo labels and energy after the warm-up
+    model.iteration = 0
     assert all(v == 0 for k, v in i.items() if k not in ("loss_cls2box", "loss_cls2pixel"))
     assert losses("B+I")["loss_cls2pixel"] > 0 and losses("B+I")["loss_cls2box"] == 0  # paper 001's mix
     assert b["loss_cls2box"] == 0 and losses("P")["loss_cls2box"] == 0

@@ -11,8 +11,8 @@ from cqbnet.weak.box2mask import (
     lab_similarity,
     neighbour_offsets,
     pairwise_loss,
-    pairwise_weight,
     projection_loss,
+    ramp_weight,
 )
 from cqbnet.weak.cls2box import MIDHead, cls2box_loss, image_scores
 
@@ -92,7 +92,7 @@ def test_pairwise_loss_prefers_masks_that_follow_colour_edges():
 
 
 def test_pairwise_warmup():
-    assert pairwise_weight(0, 100) == 0.0 and pairwise_weight(50, 100) == 0.5 and pairwise_weight(500, 100) == 1.0
+    assert ramp_weight(0, 100) == 0.0 and ramp_weight(50, 100) == 0.5 and ramp_weight(500, 100) == 1.0
 
 
 def test_mid_head_normalisation_and_image_scores():

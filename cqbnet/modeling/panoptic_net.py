@@ -48,7 +48,7 @@ from cqbnet.modeling.panoptic_head import (
     upsample_argmax,
 )
 from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE, SemanticHead
-from cqbnet.weak.box2mask import image_to_lab, lab_similarity, pairwise_loss, pairwise_weight, projection_loss
+from cqbnet.weak.box2mask import image_to_lab, lab_similarity, pairwise_loss, projection_loss, ramp_weight
 from cqbnet.weak.cls2box import MIDHead, cls2box_loss
 from cqbnet.weak.cls2pixel import (
     CAMClassifier,
@@ -106,6 +106,7 @@ class WeakConfig:
     cls2box_proposals: int = 100  # proposals per tag image fed to the MID head
     cls2pixel: bool = True  # tags teach stuff pixels: CAM pseudo labels + classification + energy (L_C2P)
     cls2pixel_weight: float = 0.5  # beta of Eq. 3
+    cls2pixel_warmup: int = 10000  # iterations over which L_pseudo and L_energy ramp in (L_cls from the start)
     relation: bool = True  # boxes teach stuff and stuff maps teach detection: graph reasoning (L_RR)
     relation_width: int = 128  # node width of the thing, stuff and super graphs (paper: 128)
     relation_layers: int = 2  # inter-graph reasoning layers (paper: 2)
@@ -332,7 +333,10 @@ class PanopticNet(nn.Module):
 
         CAMs of a classification branch on the semantic features give pseudo stuff labels (confident
         pixels of tagged stuff classes, the rest ignored) for the semantic logits; the branch itself learns
-        from the tags; an energy term keeps the semantic prediction coherent with the image's colours.
+        from the tags; an energy term keeps the semantic prediction coherent with the image's colours. The
+        pseudo-label and energy terms ramp in over ``weak.cls2pixel_warmup`` iterations (our addition, after
+        BoxInst's warm-up): a classifier's CAMs are noise until it has learned, and on a pilot where 90% of
+        the images carry tags only, pseudo labels from that noise drove the stuff prediction to collapse.
         """
         zero = sum(p.sum() for p in self.cam_head.parameters()) * 0.0
         if not idx:
@@ -340,15 +344,18 @@ class PanopticNet(nn.Module):
         image_logits, maps = self.cam_head(sem_features[idx])  # (n, K), (n, K, h, w)
         tags = torch.stack([targets[i]["tags"] for i in idx])
         loss = classification_loss(image_logits, tags)
+        ramp = ramp_weight(self.iteration, self.weak.cls2pixel_warmup)
+        if ramp == 0:  # the CAMs of a classifier that has not learned yet are noise: no pseudo labels from them
+            return loss
         cams = class_activation_maps(maps.detach())
         pseudo = pseudo_stuff_labels(cams, tags, self._stuff_semantic)  # (n, h, w)
-        loss = loss + pseudo_label_loss(sem_logits[idx], pseudo)
+        dense = pseudo_label_loss(sem_logits[idx], pseudo)
         for i in idx:
             h, w = (-(-d // SEMANTIC_STRIDE) for d in images[i].shape[-2:])  # the image's cells on the grid
             lab = F.avg_pool2d(image_to_lab(images[i])[None], SEMANTIC_STRIDE, ceil_mode=True).to(sem_logits.device)
             probs = torch.softmax(sem_logits[i, :, :h, :w], dim=0)[None]
-            loss = loss + energy_loss(probs, lab[..., :h, :w]) / len(idx)
-        return loss
+            dense = dense + energy_loss(probs, lab[..., :h, :w]) / len(idx)
+        return loss + ramp * dense
 
     def _relation_enhancer(self, sem_features: Tensor, sem_logits: Tensor, seg_out: list[Tensor]):
         """Inference: relation reasoning revises the first cascade stage per image and appends each image's
@@ -474,9 +481,7 @@ class PanopticNet(nn.Module):
                 lab, rois, output_size=logits.shape[-2:], spatial_scale=1.0, sampling_ratio=2, aligned=True
             )  # (M, 3, 28, 28)
             sim = lab_similarity(lab_rois)
-            loss = loss + pairwise_weight(self.iteration, self.weak.box2mask_warmup) * pairwise_loss(
-                logits, sim, inside
-            )
+            loss = loss + ramp_weight(self.iteration, self.weak.box2mask_warmup) * pairwise_loss(logits, sim, inside)
         return loss
 
     def _detection_loss_names(self) -> list[str]:

@@ -9,7 +9,7 @@ Two losses on the mask predictions of images that carry boxes only:
   whose LAB colours are similar (similarity >= 0.3) should take the same label; the loss is the negative
   log-probability that they do, over pairs inside the box.
 
-:func:`pairwise_weight` ramps the pairwise term in over a warm-up, as BoxInst does. All functions work on
+:func:`ramp_weight` ramps the pairwise term in over a warm-up, as BoxInst does. All functions work on
 mask logits in any frame (an RoI's M x M grid or the image), with the box given as a mask on the same grid.
 """
 
@@ -107,6 +107,7 @@ def pairwise_loss(
     return total / count.clamp(min=1.0)
 
 
-def pairwise_weight(iteration: int, warmup: int = 10000) -> float:
-    """The pairwise term's weight: 0 -> 1 linearly over ``warmup`` iterations (BoxInst)."""
+def ramp_weight(iteration: int, warmup: int = 10000) -> float:
+    """A warmed-up term's weight: 0 -> 1 linearly over ``warmup`` iterations (BoxInst's pairwise term; also
+    Cls2Pixel's pseudo-label and energy terms)."""
     return min(1.0, iteration / warmup) if warmup > 0 else 1.0
