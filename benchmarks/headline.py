@@ -3,8 +3,9 @@
 1. **Pilot** (Table 2 analogue): ``cqbnet pilot configs/synthetic_pilot.yaml``, i.e. study P and the baseline,
    module and upper-bound arms of tags (Cls2Box, Cls2Pixel), boxes (Box2Mask, relation reasoning th->st) and stuff
    maps (relation reasoning st->th) at rho_P in {0.1, 0.3, 0.5}, two seeds, the same schedule for every run.
-2. **Plans**: the planner fitted from that pilot (not the paper's preset) gives its Pareto front; three plans
-   are picked from it (the best within costs 0.25, 0.35 and 0.45 of full labelling) and, for each, a random plan
+2. **Plans**: the planner fitted from that pilot (not the paper's preset) gives its Pareto front, over plans with
+   at least the pilot's smallest rho_P of panoptic labels (the curves are not extrapolated); three plans are
+   picked from it (the best within costs 0.25, 0.35 and 0.45 of full labelling) and, for each, a random plan
    of the same cost (+-0.01) is drawn. They are written once to ``plans.json`` and then kept fixed.
 3. **Plan runs** (Fig. 1 right analogue): every plan trained with all modules on, same seeds and schedule, next
    to full supervision (the pilot's rho_P = 1 runs).
@@ -110,7 +111,9 @@ def choose_plans(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     samples = regression_samples(table, notes=notes)
     model = fit_quality_model(samples, thing_share=share, source=f"fitted from {PILOT.name}")
     costs = unit_costs(cfg, work)
-    constraints = Constraints(PLAN_KINDS)
+    # the fitted curves are trusted only within the pilot's ratios: no plan with fewer panoptic labels than the
+    # pilot's smallest rho_P (the planned and the random plans alike)
+    constraints = Constraints(PLAN_KINDS, {"P": min(cfg["pilot"]["rho_P"])})
     plans = []
     res = make_plan(model, costs, constraints, method="both", seed=0)
     front = sorted(res.front, key=lambda p: p.f2)
@@ -400,8 +403,9 @@ Study P (rho_P panoptic labels, the rest unlabelled; rho_P = 1 is full supervisi
 ## (b) Fig. 1 right analogue: planned versus random plans
 
 Plans from the planner fitted on the pilot above (`plans.json` keeps the fitted model, the unit costs and the
-plans): the best predicted plan within each budget, and one random plan drawn uniformly on the simplex at the same
-cost (+-0.01). All modules on.
+plans), over plans with at least the pilot's smallest rho_P of panoptic labels (the curves are not extrapolated
+below it): the best predicted plan within each budget, and one random plan drawn uniformly from the same set at
+the same cost (+-0.01). All modules on.
 
 {f1}
 

@@ -80,24 +80,30 @@ def demo_config(data: Path, iterations: int, manifest: Path | None = None) -> di
     return load_config(RECIPE, overrides)
 
 
-def planner_model(categories) -> tuple[QualityModel, str, dict[str, dict[str, float]]]:
-    """The quality model to plan with, a phrase saying where it comes from, and the named plans to show.
+def planner_model(categories) -> tuple[QualityModel, Constraints, str, dict[str, dict[str, float]]]:
+    """The quality model to plan with, the plans to search, a phrase saying where the model comes from, and the
+    named plans to show.
 
     The project's own pilot on these scenes when the source tree holds one with curves for P and at least one
-    weak kind; otherwise paper 000's published COCO model and its Table 1 plans.
+    weak kind (plans then keep at least the pilot's smallest share of panoptic labels: its curves are not
+    extrapolated below it); otherwise paper 000's published COCO model and its Table 1 plans.
     """
     note = ""
     if PILOT_TABLE.is_file():
         try:
-            samples = regression_samples(load_pilot_table(PILOT_TABLE))
+            table = load_pilot_table(PILOT_TABLE)
+            samples = regression_samples(table)
             if "P" in {k for k, _ in samples} and len({k for k, _ in samples}) > 1:
                 share = sum(c.isthing for c in categories.values()) / len(categories)
                 model = fit_quality_model(samples, thing_share=share, source=str(PILOT_TABLE))
-                return model, f"quality model fitted from the pilot on these scenes, {PILOT_TABLE.name}", {}
+                floor = min(r.ratio["P"] for r in table.rows)
+                source = f"quality model fitted from the pilot on these scenes, {PILOT_TABLE.name}; rho_P >= {floor:g}"
+                return model, Constraints(model.kinds, {"P": floor}), source, {}
             note = f"; {PILOT_TABLE.name} is incomplete"
         except InputError as e:
             note = f"; {PILOT_TABLE.name} unusable: {e}"
-    return preset("paper-coco"), f"paper 000's Eq. 8 model for COCO{note}", named_ratios("paper-coco")
+    model = preset("paper-coco")
+    return model, Constraints(model.kinds), f"paper 000's Eq. 8 model for COCO{note}", named_ratios("paper-coco")
 
 
 def run_demo(
@@ -128,9 +134,9 @@ def run_demo(
     gt = load_panoptic_json(*split_paths(data, "train"))
     costs = CostModel(stats=dataset_stats(gt))
     if ratio is None:
-        model, source, named = planner_model(cats)
+        model, constraints, source, named = planner_model(cats)
         print(f"[2/7] plan for a budget of {budget:g} ({source}; 7500 sampled ratios, seed {seed})")
-        result = make_plan(model, costs, Constraints(model.kinds), budget=budget, seed=seed, named=named)
+        result = make_plan(model, costs, constraints, budget=budget, seed=seed, named=named)
         write_json(out / "plan" / "plan.json", result.to_json(), indent=2)
         plot_plan(result, figs / "pareto.png", budget=budget)
         rec = result.recommended
