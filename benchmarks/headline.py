@@ -210,7 +210,7 @@ def table2_section(pilot: list[dict[str, str]], rhos: list[float]) -> tuple[str,
     lines = ["| module | rho_P | baseline | module | upper bound | module - baseline |", "|---|---|---|---|---|---|"]
     verdicts = []
     for name, study, region, upper in MODULE_ROWS:
-        wins = []
+        wins, seeds = [], []
         for rho in rhos:
             cell = {}
             for arm, (s_, a_) in (("baseline", (study, "baseline")), ("module", (study, "module")), ("upper", upper)):
@@ -223,13 +223,15 @@ def table2_section(pilot: list[dict[str, str]], rhos: list[float]) -> tuple[str,
             diff = [cell["module"][s] - cell["baseline"][s] for s in paired]
             if diff:
                 wins.append(float(np.mean(diff)))
+                seeds.append(len(diff))
             arms = " | ".join(_stat(list(cell[a].values())) for a in ("baseline", "module", "upper"))
             lines.append(f"| {name} | {rho:g} | {arms} | {(f'{np.mean(diff):+.1f}' if diff else 'pending')} |")
         if len(wins) == len(rhos):
             ok = all(w > 0 for w in wins)
             verdicts.append(
                 f"- {name}: PQ_{region} {'above' if ok else 'NOT above'} its baseline at "
-                f"{sum(w > 0 for w in wins)} of {len(rhos)} ratios (mean gain {np.mean(wins):+.1f})."
+                f"{sum(w > 0 for w in wins)} of {len(rhos)} ratios (mean gain {np.mean(wins):+.1f}; paired seeds per "
+                f"ratio: {', '.join(map(str, seeds))})."
             )
     return "\n".join(lines), verdicts
 
@@ -340,6 +342,18 @@ def limits_section(pilot: list[dict[str, str]], plans: dict[str, Any] | None, it
             "(Cls2Box, Box2Mask, relation reasoning st->th) therefore compare numbers near 0 and say nothing "
             "about the modules; the stuff-side studies (Cls2Pixel, relation reasoning th->st) and study P's "
             "stuff curve are the measurable part."
+        )
+    cells: dict[tuple[str, str, str], list[float]] = {}
+    for r in pilot:
+        cells.setdefault((r["study"], r["arm"], r["rho_P"]), []).append(float(r["pq_st"]))
+    spreads = [max(v) - min(v) for v in cells.values() if len(v) > 1]
+    if spreads:
+        lines.append(
+            f"- Run-to-run noise: over the {len(spreads)} cells with two or more seeds, PQ_st differs between "
+            f"seeds by {np.median(spreads):.1f} points in the median and up to {max(spreads):.1f}. At this "
+            "schedule a network is far from converged and the seed (which images get which label, the data "
+            "order, the initialisation) moves PQ_st by as much as most module effects; read single-seed cells "
+            "with that in mind."
         )
     if plans and plans.get("curves_left_out"):
         lines.append(
