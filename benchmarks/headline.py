@@ -141,7 +141,7 @@ def choose_plans(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 def _cost(ratio: dict[str, float], costs: CostModel) -> float:
-    return float(sum(v * costs.expected_per_image(k) for k, v in ratio.items()))
+    return float(costs.ratio_cost({frozenset({k}): v for k, v in ratio.items()}))
 
 
 def write_plan_runs(plans: dict[str, Any], seeds: list[int], results: dict[str, dict]) -> None:

@@ -273,10 +273,11 @@ class PanopticNet(nn.Module):
         full = [i for i, k in enumerate(kinds) if "P" in k]
         zero = sem_logits.sum() * 0.0
         losses: dict[str, Tensor] = {}
+        det_targets = [self._detection_target(targets[i]) for i in boxed]
+        gt_boxes = dict(zip(boxed, det_targets))  # image -> its boxes as detection targets (P and B images)
         if boxed:
             sub = ImageList(image_list.tensors[boxed], [image_list.image_sizes[i] for i in boxed])
             feats = {k: v[boxed] for k, v in features.items()}
-            det_targets = [self._detection_target(targets[i]) for i in boxed]
             proposals, rpn_losses = self.rpn(sub, feats, det_targets)
             _, det_losses = self.roi_heads(feats, proposals, sub.image_sizes, det_targets)
             losses.update(rpn_losses)
@@ -300,11 +301,11 @@ class PanopticNet(nn.Module):
                 images, sem_features, sem_logits, targets, tagged
             )
         if self.weak.box2mask and self.roi_heads.with_mask:
-            losses["loss_box2mask"] = self._box2mask_loss(images, image_list, features, targets, boxes_only)
+            losses["loss_box2mask"] = self._box2mask_loss(images, image_list, features, gt_boxes, boxes_only)
         if self.relation is not None:
             known = dict(zip(boxed, proposals)) if boxed else {}
             losses["loss_relation"] = self._relation_loss(
-                image_list, features, sem_features, sem_logits, targets, kinds, known
+                image_list, features, sem_features, sem_logits, targets, kinds, known, gt_boxes
             )
         if full:
             # paper 004, Appendix A.4: the panoptic head learns from *predicted* detections. Its loss reaches
@@ -338,7 +339,7 @@ class PanopticNet(nn.Module):
         BoxInst's warm-up): a classifier's CAMs are noise until it has learned, and on a pilot where 90% of
         the images carry tags only, pseudo labels from that noise drove the stuff prediction to collapse.
         """
-        zero = sum(p.sum() for p in self.cam_head.parameters()) * 0.0
+        zero = _zero_loss(self.cam_head)
         if not idx:
             return zero
         image_logits, maps = self.cam_head(sem_features[idx])  # (n, K), (n, K, h, w)
@@ -382,6 +383,7 @@ class PanopticNet(nn.Module):
         targets: list[dict[str, Any]],
         kinds: list[frozenset[str]],
         proposals: dict[int, Tensor],
+        gt: dict[int, dict[str, Tensor]],
     ) -> Tensor:
         """Relation reasoning (paper 000, "Semantic Coherence"): L_RR = L_cls_en + L_reg_en + beta L_seg_en.
 
@@ -390,7 +392,7 @@ class PanopticNet(nn.Module):
         labels the image has: boxes give L_cls_en and L_reg_en, stuff pixels L_seg_en. The graph carries each
         loss into the other branch: a stuff map trains the RoI features, boxes train the semantic features.
         """
-        zero = sum(p.sum() for p in self.relation.parameters()) * 0.0
+        zero = _zero_loss(self.relation)
         idx = [i for i, k in enumerate(kinds) if k & {"P", "B", "S"}]
         if not idx:
             return zero
@@ -400,7 +402,6 @@ class PanopticNet(nn.Module):
             sub = ImageList(image_list.tensors[missing], [image_list.image_sizes[i] for i in missing])
             found = self._proposals(sub, {k: v[missing] for k, v in features.items()})
             proposals = {**proposals, **dict(zip(missing, found))}
-        gt = {i: self._detection_target(targets[i]) for i in idx if kinds[i] & {"P", "B"}}
         rois = [torch.cat([proposals[i][:n], gt[i]["boxes"]]) if i in gt else proposals[i][:n] for i in idx]
         sizes = [image_list.image_sizes[i] for i in idx]
         stage = self.roi_heads.stages[0]
@@ -445,7 +446,7 @@ class PanopticNet(nn.Module):
     def _cls2box_loss(self, image_list, features, targets, idx: list[int]) -> Tensor:
         """Cls2Box (paper 000): phi_MID times the detector's class probabilities, summed over proposals,
         against the image's thing tags (binary cross-entropy). Trains the MID head and the detector."""
-        zero = sum(p.sum() for p in self.mid_head.parameters()) * 0.0
+        zero = _zero_loss(self.mid_head)
         if not idx:
             return zero
         sub = ImageList(image_list.tensors[idx], [image_list.image_sizes[i] for i in idx])
@@ -458,13 +459,13 @@ class PanopticNet(nn.Module):
         tags = torch.stack([targets[i]["tags"][self._thing_semantic] for i in idx])  # (n, T)
         return cls2box_loss(mids, tags, list(probs))
 
-    def _box2mask_loss(self, images, image_list, features, targets, idx: list[int]) -> Tensor:
+    def _box2mask_loss(self, images, image_list, features, gt_boxes: dict[int, dict[str, Tensor]], idx: list[int]):
         """Box2Mask (paper 000): each box of a boxes-only image is an RoI whose mask must touch every row and
         column (projection loss) and agree across similar-coloured neighbours (pairwise loss, warmed up)."""
-        dets = [self._detection_target(targets[i]) for i in idx]
+        dets = [gt_boxes[i] for i in idx]
         keep = [j for j, d in enumerate(dets) if len(d["boxes"])]
         if not keep:
-            return sum(p.sum() for p in self.roi_heads.mask_predictor.parameters()) * 0.0
+            return _zero_loss(self.roi_heads.mask_predictor)
         idx = [idx[j] for j in keep]
         boxes = [dets[j]["boxes"] for j in keep]
         feats = {k: v[idx] for k, v in features.items()}
@@ -614,6 +615,11 @@ class PanopticNet(nn.Module):
             self.head.merge_overlap_thresh,
             self.head.merge_stuff_area,
         )
+
+
+def _zero_loss(module: nn.Module) -> Tensor:
+    """A zero that is connected to ``module``'s parameters (so DDP sees them used when a batch has no such image)."""
+    return sum(p.sum() for p in module.parameters()) * 0.0
 
 
 def build_panoptic_net(

@@ -118,6 +118,11 @@ class PlanResult:
         }
 
 
+def unit_costs(costs: CostModel, kinds: tuple[str, ...]) -> np.ndarray:
+    """(K,) expected cost per image of each kind, in full-label units: a ratio's cost is ``rho @ unit``."""
+    return np.array([costs.expected_per_image(k) for k in kinds])
+
+
 def format_plan_ratio(ratio: dict[str, float]) -> str:
     return ",".join(f"{k}={v:.3g}" for k, v in ratio.items() if v > 0)
 
@@ -155,7 +160,7 @@ def make_plan(
     if budget is not None and not (math.isfinite(budget) and budget >= 0):
         raise InputError(f"the budget must be a cost >= 0 (full labelling costs 1), got {budget:g}")
     kinds = constraints.kinds
-    unit = np.array([costs.expected_per_image(k) for k in kinds])
+    unit = unit_costs(costs, kinds)
 
     def objectives(rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return model.f1(rho, kinds), rho @ unit
@@ -227,7 +232,7 @@ def random_plans_at_cost(
     matched in cost so that only the allocation differs. Shares are rounded to 3 decimals (summing to 1).
     """
     kinds = constraints.kinds
-    unit = np.array([costs.expected_per_image(k) for k in kinds])
+    unit = unit_costs(costs, kinds)
     rho = sample_ratios(samples, constraints, seed)
     near = np.flatnonzero(np.abs(rho @ unit - target) <= tolerance)
     if len(near) < n:
