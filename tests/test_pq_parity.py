@@ -162,3 +162,43 @@ def test_small_id_maps_take_the_lut_path_and_agree(synth):
         small.update(*maps)
     a, b = big.compute(), small.compute()
     assert a.all == b.all and a.per_class == b.per_class and a.miou == b.miou
+
+
+@pytest.mark.parametrize("blocky", [True, False])
+def test_run_length_histogram_equals_per_pixel_counts(blocky):
+    """The run-length joint histogram and the per-pixel one agree, unknown ids and void included."""
+    from cqbnet.evaluation.panoptic_quality import _dense_index, _joint_histogram, _pair_histogram
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        h, w = rng.integers(1, 30, size=2)
+        seg = rng.choice(np.arange(1, 2**24), size=rng.integers(1, 12), replace=False)
+        pool = np.concatenate([[0], seg, rng.integers(1, 2**24, size=2)])  # void, known, maybe-unknown
+        if blocky:  # a few rectangles: runs
+            g = np.zeros((h, w), np.uint32)
+            p = np.zeros((h, w), np.uint32)
+            for m in (g, p):
+                for _ in range(6):
+                    y, x = rng.integers(0, h), rng.integers(0, w)
+                    m[y : y + rng.integers(1, h + 1), x : x + rng.integers(1, w + 1)] = rng.choice(pool)
+        else:  # noise: the per-pixel fallback
+            g = rng.choice(pool, size=(h, w)).astype(np.uint32)
+            p = rng.choice(pool, size=(h, w)).astype(np.int64)
+        g_id, p_id = seg.astype(np.int64), seg[::-1].astype(np.int64)
+        expect = _joint_histogram(_dense_index(g, g_id), _dense_index(p, p_id), len(seg) + 2, len(seg) + 2)
+        assert np.array_equal(_pair_histogram(g, g_id, p, p_id), expect), trial
+
+
+def test_bad_id_maps_are_named(synth):
+    from cqbnet.errors import InputError
+
+    gt = load_panoptic_json(synth / "panoptic_val.json", synth / "panoptic" / "val")
+    rec = gt.records[0]
+    ids = read_panoptic_png(gt.png_path(rec))
+    metric = PanopticQuality(gt.categories)
+    with pytest.raises(InputError, match=rf"image {rec.image_id}: segment id map must be an integer array"):
+        metric.update(ids, rec.segments, ids.astype(np.float32), rec.segments, image_id=rec.image_id)
+    bad = ids.astype(np.int64)
+    bad[0, 0] = -5
+    with pytest.raises(InputError, match=rf"image {rec.image_id}: segment ids must lie in"):
+        metric.update(ids, rec.segments, bad, rec.segments, image_id=rec.image_id)
