@@ -183,3 +183,15 @@ def test_upsample_argmax_equals_full_upsampling():
         want = full[:, : size[0], : size[1]].argmax(0)
         assert torch.equal(upsample_argmax(logits, stride, size), want)
         assert candidate_channels(logits).sum() < k
+
+
+def test_max_filter3_equals_max_pooling():
+    import torch.nn.functional as F
+
+    from cqbnet.modeling.panoptic_head import max_filter3
+
+    torch.manual_seed(0)
+    for shape in [(1, 1), (3, 1, 5), (4, 7, 9), (2, 3, 6, 5)]:
+        x = torch.randn(shape)
+        flat = x.reshape(-1, 1, *x.shape[-2:])
+        assert torch.equal(max_filter3(x), F.max_pool2d(flat, 3, 1, 1).reshape(x.shape))

@@ -191,6 +191,17 @@ class PanopticOutput:
     segments: list[dict]
 
 
+def max_filter3(x: Tensor) -> Tensor:
+    """3x3 maximum filter over the last two dims of (..., h, w), edges padded with -inf.
+
+    The same values as ``F.max_pool2d(x, 3, 1, 1)``, from four element-wise maxima of shifted views
+    (about ten times faster on CPU than max pooling at stride 1).
+    """
+    p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    rows = torch.maximum(torch.maximum(p[..., :-2, :], p[..., 1:-1, :]), p[..., 2:, :])  # (..., h, w + 2)
+    return torch.maximum(torch.maximum(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
+
+
 def candidate_channels(logits: Tensor) -> Tensor:
     """Channels (K,) bool that can win the argmax somewhere after bilinear upsampling of (K, h, w) logits.
 
@@ -198,9 +209,9 @@ def candidate_channels(logits: Tensor) -> Tensor:
     with margin), so channel k can win there only if its largest value in the window reaches the
     smallest per-cell maximum in it. Channels failing this everywhere are dropped: exact, and cheap.
     """
-    best = logits.max(0, keepdim=True).values  # (1, h, w)
-    floor = -F.max_pool2d(-best[None], 3, stride=1, padding=1)[0]  # (1, h, w): min of the cell maxima
-    reach = F.max_pool2d(logits[None], 3, stride=1, padding=1)[0]  # (K, h, w)
+    best = logits.max(0).values  # (h, w)
+    floor = -max_filter3(-best)  # (h, w): min of the cell maxima
+    reach = max_filter3(logits)  # (K, h, w)
     return (reach >= floor).flatten(1).any(1)
 
 
