@@ -66,13 +66,9 @@ def build_maskrcnn(h: int, w: int):
 
 
 def without_panoptic_stage(model, img) -> None:
-    """Everything the argmax mode computes except the panoptic head: backbone, RPN, cascade, masks, semantics."""
-    il = model.batch([img])
-    f = model.backbone(il.tensors)
-    props, _ = model.rpn(il, f)
-    dets = model.roi_heads.detect(f, props, il.image_sizes, model.head.test_score_thresh)
-    model.roi_heads.predict_masks(f, dets, il.image_sizes)
-    model.semantic_head([f[k] for k in ("0", "1", "2", "3")])
+    """Everything the argmax mode computes before the panoptic stage (``PanopticNet.detect``): backbone, semantic
+    head, RPN, the three stages (revised by relation reasoning when it is on) and masks."""
+    model.detect([img], "argmax")
 
 
 def latency(fn, repeat: int) -> float:

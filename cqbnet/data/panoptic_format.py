@@ -145,6 +145,7 @@ class PanopticRecord:
     image_file_name: str | None = None
     height: int | None = None
     width: int | None = None
+    raw_segments: list | None = None  # unparsed segments_info (load_panoptic_json(lazy_segments=True))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -233,6 +234,32 @@ def load_categories(path: str | os.PathLike) -> dict[int, Category]:
 
 
 def _parse_segment(s: Any, ctx: str) -> SegmentInfo:
+    """One ``segments_info`` entry, validated (a fast path for the common well-formed case)."""
+    if type(s) is dict:
+        sid, cat, crowd = s.get("id"), s.get("category_id"), s.get("iscrowd", 0)
+        area, bbox, score = s.get("area"), s.get("bbox"), s.get("score")
+        if (
+            type(sid) is int
+            and type(cat) is int
+            and 0 < sid <= MAX_ID
+            and type(crowd) in (int, bool)
+            and crowd in (0, 1)
+            and (area is None or type(area) is int)
+            and (bbox is None or (type(bbox) is list and len(bbox) == 4 and all(type(v) is int for v in bbox)))
+            and (score is None or type(score) in (int, float))
+        ):
+            return SegmentInfo(
+                sid,
+                cat,
+                bool(crowd),
+                area,
+                None if bbox is None else tuple(bbox),
+                None if score is None else float(score),
+            )
+    return _parse_segment_checked(s, ctx)
+
+
+def _parse_segment_checked(s: Any, ctx: str) -> SegmentInfo:
     sid = _int_field(s, "id", ctx)
     sctx = f"{ctx}segment {sid}: "
     cat = _int_field(s, "category_id", sctx)
@@ -253,18 +280,35 @@ def _parse_segment(s: Any, ctx: str) -> SegmentInfo:
     return SegmentInfo(sid, cat, bool(crowd), area, bbox, None if score is None else float(score))
 
 
+def parse_segments(raw: list, categories: dict[int, Category], ctx: str = "") -> list[SegmentInfo]:
+    """Validate one image's ``segments_info`` list: fields, unique ids, known categories."""
+    segs = [_parse_segment(s, ctx) for s in raw]
+    ids = [s.id for s in segs]
+    if len(set(ids)) != len(ids):
+        dup = sorted({x for x in ids if ids.count(x) > 1})
+        raise InputError(f"{ctx}segment {dup[0]}: duplicate segment id")
+    for s in segs:
+        if s.category_id not in categories:
+            raise InputError(f"{ctx}segment {s.id}: unknown category_id {s.category_id}")
+    return segs
+
+
 def load_panoptic_json(
     json_path: str | os.PathLike,
     png_dir: str | os.PathLike | None = None,
     image_dir: str | os.PathLike | None = None,
     categories: dict[int, Category] | str | os.PathLike | None = None,
+    lazy_segments: bool = False,
 ) -> PanopticSet:
     """Load and validate a COCO panoptic JSON.
 
     ``png_dir`` defaults to the JSON path without ``.json`` (the COCO layout).
     ``categories`` (a dict or a categories JSON) overrides or supplies the JSON's
     own list. Checked here: malformed JSON, missing keys, duplicate image or
-    segment ids, unknown category ids, annotations for unknown images.
+    segment ids, unknown category ids, annotations for unknown images. With
+    ``lazy_segments`` each record keeps its raw ``segments_info`` in
+    ``raw_segments`` for :func:`parse_segments` to check later (the evaluator
+    does that in its worker processes).
     """
     json_path = Path(json_path)
     raw = read_json(json_path)
@@ -301,23 +345,16 @@ def load_panoptic_json(
         segs_raw = ann.get("segments_info")
         if not isinstance(segs_raw, list):
             raise InputError(f"{ctx}missing 'segments_info' list")
-        segs = [_parse_segment(s, ctx) for s in segs_raw]
-        ids = [s.id for s in segs]
-        if len(set(ids)) != len(ids):
-            dup = sorted({x for x in ids if ids.count(x) > 1})
-            raise InputError(f"{ctx}segment {dup[0]}: duplicate segment id")
-        for s in segs:
-            if s.category_id not in cats:
-                raise InputError(f"{ctx}segment {s.id}: unknown category_id {s.category_id}")
         im = images.get(iid, {})
         records.append(
             PanopticRecord(
                 image_id=iid,
                 file_name=ann["file_name"],
-                segments=segs,
+                segments=[] if lazy_segments else parse_segments(segs_raw, cats, ctx),
                 image_file_name=im.get("file_name"),
                 height=im.get("height"),
                 width=im.get("width"),
+                raw_segments=segs_raw if lazy_segments else None,
             )
         )
     if png_dir is None:

@@ -38,6 +38,7 @@ from cqbnet.data.panoptic_format import (
     SegmentInfo,
     check_size,
     load_panoptic_json,
+    parse_segments,
     read_panoptic_png,
 )
 from cqbnet.errors import InputError, where
@@ -392,15 +393,32 @@ class PanopticQuality:
         self.fn = np.zeros(n, dtype=np.int64)
         self.confusion = np.zeros((n, n + 1), dtype=np.int64)
         self.num_images = 0
+        self._pending: list[ImageStats] = []
 
     def add(self, s: ImageStats) -> None:
-        """Add one image's statistics (IoUs summed in the order given, as the reference does)."""
-        np.add.at(self.iou, s.tp_cat, s.tp_iou)
-        np.add.at(self.tp, s.tp_cat, 1)
-        np.add.at(self.fn, s.fn_cat, 1)
-        np.add.at(self.fp, s.fp_cat, 1)
-        np.add.at(self.confusion.reshape(-1), s.conf_idx, s.conf_val)
+        """Add one image's statistics (summed in batches, in the order given)."""
+        self._pending.append(s)
         self.num_images += 1
+        if len(self._pending) >= 256:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Fold the pending images into the totals with one weighted count per statistic."""
+        if not self._pending:
+            return
+        n = len(self.cat_index)
+        p, self._pending = self._pending, []
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(s, name) for s in p])
+
+        tp_cat = cat("tp_cat")
+        self.iou += np.bincount(tp_cat, weights=cat("tp_iou"), minlength=n)
+        self.tp += np.bincount(tp_cat, minlength=n)
+        self.fn += np.bincount(cat("fn_cat"), minlength=n)
+        self.fp += np.bincount(cat("fp_cat"), minlength=n)
+        conf = np.bincount(cat("conf_idx"), weights=cat("conf_val"), minlength=self.confusion.size)
+        self.confusion += conf.astype(np.int64).reshape(self.confusion.shape)
 
     def update(
         self,
@@ -415,6 +433,7 @@ class PanopticQuality:
 
     def _average(self, isthing: bool | None) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
         """Class average as panopticapi's ``PQStat.pq_average``."""
+        self._flush()
         pq = sq = rq = 0.0
         n = 0
         per_class: dict[int, dict[str, float]] = {}
@@ -442,6 +461,7 @@ class PanopticQuality:
 
         mIoU averages over classes present in the ground truth or the prediction.
         """
+        self._flush()
         conf = self.confusion
         n = conf.shape[0]
         tp = np.diag(conf[:, :n]).astype(np.float64)
@@ -497,17 +517,16 @@ def evaluate_panoptic_files(
     """
     from cqbnet.evaluation.coco_ap import InstanceCollector
 
-    gt_set = load_panoptic_json(gt_json, gt_dir, categories=categories)
-    pred_set = load_panoptic_json(pred_json, pred_dir, categories=gt_set.categories)
+    # segments are checked per image by the workers (in parallel), not here
+    gt_set = load_panoptic_json(gt_json, gt_dir, categories=categories, lazy_segments=True)
+    pred_set = load_panoptic_json(pred_json, pred_dir, categories=gt_set.categories, lazy_segments=True)
     for d, j in ((gt_set.png_dir, gt_json), (pred_set.png_dir, pred_json)):
         if not Path(d).is_dir():
             raise InputError(f"{d}: PNG folder for {j} not found")
     metric = PanopticQuality(gt_set.categories)
     instances = InstanceCollector(gt_set.categories) if compute_ap else None
-    pairs = [
-        (g, gt_set.png_path(g), pred_set.png_path(p), p.segments) for g, p in _pairs(gt_set, pred_set, Path(pred_json))
-    ]
-    state = (metric.cat_index, instances, pairs)
+    pairs = [(g, gt_set.png_path(g), pred_set.png_path(p), p) for g, p in _pairs(gt_set, pred_set, Path(pred_json))]
+    state = (metric.cat_index, instances, pairs, gt_set.categories, Path(gt_json), Path(pred_json))
     for stats, enc in _ordered_map(_file_task, range(len(pairs)), workers, state):
         metric.add(stats)
         if instances is not None:
@@ -523,19 +542,30 @@ _worker_state: tuple | None = None
 
 def _file_task(index: int) -> tuple[ImageStats, tuple | None]:
     """Decode one GT/prediction pair and count it (runs in a worker process)."""
-    cat_index, instances, pairs = _worker_state
-    g, gp, pp, p_segs = pairs[index]
+    cat_index, instances, pairs, categories, gt_json, pred_json = _worker_state
+    g, gp, pp, p = pairs[index]
+    g_segs, p_segs = (
+        r.segments if r.raw_segments is None else parse_segments(r.raw_segments, categories, where(j, r.image_id))
+        for r, j in ((g, gt_json), (p, pred_json))
+    )
     gt_ids = read_panoptic_png(gp)
     pred_ids = read_panoptic_png(pp)
     check_size(gt_ids, g, gp)
-    stats = image_stats(gt_ids, g.segments, pred_ids, p_segs, cat_index, g.image_id, gp, pp)
-    enc = instances.encode(g.image_id, gt_ids, g.segments, pred_ids, p_segs) if instances is not None else None
+    stats = image_stats(gt_ids, g_segs, pred_ids, p_segs, cat_index, g.image_id, gp, pp)
+    enc = instances.encode(g.image_id, gt_ids, g_segs, pred_ids, p_segs) if instances is not None else None
     return stats, enc
 
 
-def _ordered_map(fn, tasks, workers: int | None, state: tuple) -> Iterable:
-    """Map ``fn`` over ``tasks`` in order: in this process, or in a pool of forked workers.
+def _run_block(job: tuple) -> list:
+    fn, block = job
+    return [fn(t) for t in block]
 
+
+def _ordered_map(fn, tasks, workers: int | None, state: tuple) -> Iterable:
+    """Map ``fn`` over ``tasks`` in order: in this process, or shared with ``workers - 1`` forked workers.
+
+    The tasks are cut into blocks dealt round-robin: this process computes every ``workers``-th block
+    itself (one process fewer to fork, half the results never pickled) while the workers take the others.
     The workers inherit ``state`` through fork, so a task is only an index.
     """
     global _worker_state
@@ -546,8 +576,12 @@ def _ordered_map(fn, tasks, workers: int | None, state: tuple) -> Iterable:
         if workers <= 1 or "fork" not in mp.get_all_start_methods():
             yield from map(fn, tasks)
             return
-        chunk = max(1, len(tasks) // (workers * 8))
-        with mp.get_context("fork").Pool(workers) as pool:
-            yield from pool.imap(fn, tasks, chunksize=chunk)
+        size = max(1, len(tasks) // (workers * 16))
+        blocks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
+        theirs = [(fn, b) for i, b in enumerate(blocks) if i % workers]
+        with mp.get_context("fork").Pool(workers - 1) as pool:
+            done = pool.imap(_run_block, theirs)
+            for i, block in enumerate(blocks):
+                yield from (map(fn, block) if i % workers == 0 else next(done))
     finally:
         _worker_state = None

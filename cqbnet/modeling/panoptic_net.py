@@ -115,6 +115,16 @@ class WeakConfig:
 
 
 @dataclass
+class Detections:
+    """What inference has before the panoptic stage (:meth:`PanopticNet.detect`)."""
+
+    image_list: ImageList
+    fpn: list[Tensor]  # FPN levels at strides 4..32, each (N, C, H'/s, W'/s)
+    sem_logits: Tensor  # (N, K, H'/4, W'/4), relation-enhanced when relation reasoning is on
+    dets: list[dict[str, Tensor]]  # per image: boxes, scores, labels (and mask_probs when needed)
+
+
+@dataclass
 class PanopticHeadConfig:
     variant: str = "C"  # dynamic potential: B multiplies V and M, C adds them (paper 004, Appendix A.3)
     use_masks: bool = True
@@ -212,15 +222,25 @@ class PanopticNet(nn.Module):
             raise ValueError("targets are needed in training mode")
         if mode not in INFERENCE_MODES:
             raise InputError(f"unknown inference mode {mode!r}; choose argmax or heuristic")
+        if self.training:
+            image_list, features, sem_features, sem_logits = self._shared_features(images)
+            fpn = [features[k] for k in ("0", "1", "2", "3")]
+            q = self.affinity.features(fpn) if self.affinity is not None else None  # (N, C, H'/4, W'/4)
+            return self._training_losses(images, image_list, features, sem_features, sem_logits, q, targets)
+        return self.panoptic_stage(self.detect(images, mode), mode)
+
+    def _shared_features(self, images: list[Tensor]) -> tuple[ImageList, dict[str, Tensor], Tensor, Tensor]:
+        """Padded batch, backbone + FPN features, semantic features and logits."""
         image_list = self.batch(images)
         features = self.backbone(image_list.tensors)  # "0".."3" at strides 4..32, "pool" at 64
-        fpn = [features[k] for k in ("0", "1", "2", "3")]
-        sem_features = self.semantic_head.decoder(fpn)  # (N, C, H'/4, W'/4)
+        sem_features = self.semantic_head.decoder([features[k] for k in ("0", "1", "2", "3")])  # (N, C, H'/4, W'/4)
         sem_logits = self.semantic_head.predictor(sem_features)  # (N, K, H'/4, W'/4)
-        need_q = self.affinity is not None and (self.training or mode == "argmax")
-        q = self.affinity.features(fpn) if need_q else None  # (N, C, H'/4, W'/4)
-        if self.training:
-            return self._training_losses(images, image_list, features, sem_features, sem_logits, q, targets)
+        return image_list, features, sem_features, sem_logits
+
+    def detect(self, images: list[Tensor], mode: str = "argmax") -> Detections:
+        """Inference up to the panoptic stage: features, semantic logits, the cascade's detections (revised
+        by relation reasoning when it is on) and their masks when the panoptic stage needs them."""
+        image_list, features, sem_features, sem_logits = self._shared_features(images)
         proposals, _ = self.rpn(image_list, features)
         thresh = self.head.test_score_thresh if mode == "argmax" else self.roi_heads.score_thresh
         enhanced_seg: list[Tensor] = []
@@ -232,23 +252,30 @@ class PanopticNet(nn.Module):
             dets = [self._one_channel_per_object(d) for d in dets]
         if self.head.use_masks or mode == "heuristic":
             self.roi_heads.predict_masks(features, dets, image_list.image_sizes)
+        return Detections(image_list, [features[k] for k in ("0", "1", "2", "3")], sem_logits, dets)
+
+    def panoptic_stage(self, found: Detections, mode: str = "argmax") -> list[PanopticOutput]:
+        """Paper 004's argmax over P (with its affinity features Q), or the heuristic merge; one output per image."""
+        need_q = self.affinity is not None and mode == "argmax"
+        q = self.affinity.features(found.fpn) if need_q else None  # (N, C, H'/4, W'/4)
         outputs = []
-        for i, (h, w) in enumerate(image_list.image_sizes):
+        for i, (h, w) in enumerate(found.image_list.image_sizes):
+            sem, det = found.sem_logits[i], found.dets[i]
             if mode == "argmax":
                 logits = self._panoptic_logits(
-                    sem_logits[i], None if q is None else q[i], dets[i], image_list.tensors.shape[-2:]
+                    sem, None if q is None else q[i], det, found.image_list.tensors.shape[-2:]
                 )
                 outputs.append(
                     panoptic_from_logits(
                         upsample_argmax(logits, self.head.stride, (h, w)),
-                        self.labels.detection_categories(dets[i]["labels"]),
-                        [float(s) for s in dets[i]["scores"]],
+                        self.labels.detection_categories(det["labels"]),
+                        [float(s) for s in det["scores"]],
                         [self.labels.category_of[c] for c in self.labels.stuff_semantic],
                         self.head.min_area,
                     )
                 )
             else:
-                outputs.append(self._heuristic(sem_logits[i], dets[i], (h, w)))
+                outputs.append(self._heuristic(sem, det, (h, w)))
         return outputs
 
     # --- training ---------------------------------------------------------------------------------------------
