@@ -97,6 +97,39 @@ def test_bad_segments_are_named(tmp_path, segments, message):
     assert message in str(e.value) and "image 1" in str(e.value)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    "segment, message",
+    [
+        ({"id": 7, "category_id": 3, "iscrowd": 0}, "segment 7: unknown category_id 3"),
+        ({"id": 7, "category_id": "b", "iscrowd": 0}, "segment 7: 'category_id' must be an integer"),
+        ({"id": 7, "category_id": 2, "iscrowd": 2}, "segment 7: 'iscrowd' must be 0 or 1"),
+        ({"id": 7.0, "category_id": 2, "iscrowd": 0, "bbox": [0.0, 1, 3, 1]}, None),  # floats that are integers
+    ],
+)
+def test_evaluator_checks_prediction_segments_in_its_workers(tmp_path, workers, segment, message):
+    """The evaluator parses segments lazily (in its worker processes): same checks, same messages."""
+    from cqbnet.evaluation.panoptic_quality import evaluate_panoptic_files
+
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    gt_json, pan = _write_set(tmp_path / "gt", IDS, SEGS)
+    pred_json, pred_pan = _write_set(tmp_path / "pred", IDS, [SEGS[0], segment])
+    for j, segs in ((gt_json, SEGS), (pred_json, [SEGS[0], segment])):  # four images, the last one bad
+        doc = json.loads(j.read_text())
+        doc["images"] = [dict(doc["images"][0], id=i) for i in range(1, 5)]
+        doc["annotations"] = [dict(doc["annotations"][0], image_id=i, segments_info=SEGS) for i in range(1, 4)]
+        doc["annotations"].append(dict(doc["annotations"][0], image_id=4, segments_info=segs))
+        j.write_text(json.dumps(doc))
+    if message is None:
+        r = evaluate_panoptic_files(gt_json, pred_json, pan, pred_pan, workers=workers)
+        assert r.all["pq"] == 1.0
+        return
+    with pytest.raises(InputError) as e:
+        evaluate_panoptic_files(gt_json, pred_json, pan, pred_pan, workers=workers)
+    assert message in str(e.value) and "pred" in str(e.value) and "image 4" in str(e.value)
+
+
 def test_size_mismatch_named(tmp_path):
     j, pan = _write_set(tmp_path, IDS, SEGS, image={"id": 1, "file_name": "1.jpg", "height": 5, "width": 3})
     s = load_panoptic_json(j, pan)
