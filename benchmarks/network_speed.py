@@ -209,6 +209,8 @@ def main() -> None:
         "latency_seconds": measure_latency(args.repeat),
         "affinity_memory": measure_memory(),
     }
+    if args.trained:
+        result["trained_checkpoint_latency"] = measure_trained(args.trained, args.val_image, args.repeat)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))
 
