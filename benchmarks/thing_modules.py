@@ -36,6 +36,7 @@ from cqbnet.sweep.runner import execute, shared_data_config
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "thing_modules.json"
 REPORT = Path(__file__).parent / "thing_modules.md"
+CHANCE = 1 / 6  # six thing classes in the synthetic scenes
 KIND_NAMES = {"B": "boxes", "I": "image tags", "S": "stuff maps"}
 
 
@@ -91,6 +92,18 @@ def report(rows: list[dict[str, Any]], cfg_path: Path, overrides: list[str]) -> 
                 f"- {KIND_NAMES.get(kind, kind)}, rho_P {rho:g}, seed {seed}: {'+'.join(mods)} minus baseline "
                 f"PQ_th {d_th:+.1f}, PQ_st {d_st:+.1f}."
             )
+            for arm, r in arms.items():
+                acc = r.get("class_accuracy")
+                if acc is not None and acc < CHANCE / 2:
+                    lines.append(
+                        f"  - The {arm} run's detector is below chance ({100 * acc:.1f}%): it finds almost no "
+                        "thing at IoU >= 0.5 at inference, so its PQ_th says nothing about the labels."
+                    )
+                elif acc is not None and acc < 1.5 * CHANCE:
+                    lines.append(
+                        f"  - The {arm} run's detector is near chance ({100 * acc:.1f}%): it has not learned the "
+                        "thing classes, so PQ_th compares numbers near 0."
+                    )
     return "\n".join(lines) + "\n"
 
 
