@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from machine import machine_info  # benchmarks/machine.py
+from thing_modules import paired_cells  # benchmarks/thing_modules.py
 
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.config import load_config
@@ -391,18 +392,14 @@ def thing_side_supplement(path: Path) -> list[str]:
     """One line per thing-side cell measured at the recipe's schedule by ``benchmarks/thing_modules.py``."""
     if not path.is_file():
         return []
-    cells: dict[tuple, dict[str, dict]] = {}
-    for r in json.loads(path.read_text())["runs"]:
-        cells.setdefault((r["kind"], r["rho_P"], r["seed"], tuple(r["modules_tested"])), {})[r["arm"]] = r
     out = []
-    for (kind, rho, seed, mods), arms in sorted(cells.items()):
-        if {"baseline", "module"} <= arms.keys():
-            b, m = arms["baseline"], arms["module"]
-            out.append(
-                f"- At the CPU recipe's schedule ({m['iterations']} iterations, `benchmarks/thing_modules.md`), "
-                f"weak kind {kind} at rho_P {rho:g}, seed {seed}: {'+'.join(mods)} gives PQ_th {m['pq_th']:.1f} "
-                f"against {b['pq_th']:.1f} for its baseline (PQ_st {m['pq_st']:.1f} against {b['pq_st']:.1f})."
-            )
+    for (kind, rho, seed, mods), arms in paired_cells(json.loads(path.read_text())["runs"]):
+        b, m = arms["baseline"], arms["module"]
+        out.append(
+            f"- At the CPU recipe's schedule ({m['iterations']} iterations, `benchmarks/thing_modules.md`), "
+            f"weak kind {kind} at rho_P {rho:g}, seed {seed}: {'+'.join(mods)} gives PQ_th {m['pq_th']:.1f} "
+            f"against {b['pq_th']:.1f} for its baseline (PQ_st {m['pq_st']:.1f} against {b['pq_st']:.1f})."
+        )
     return out
 
 

@@ -50,6 +50,14 @@ def cells(kind: str, modules: tuple[str, ...], rho: float, seeds: list[int]) -> 
     return out
 
 
+def paired_cells(rows: list[dict[str, Any]]) -> list[tuple[tuple, dict[str, dict]]]:
+    """((kind, rho_P, seed, modules tested), {arm: run}) for every cell with both its baseline and module run."""
+    cells: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        cells.setdefault((r["kind"], r["rho_P"], r["seed"], tuple(r["modules_tested"])), {})[r["arm"]] = r
+    return [(k, arms) for k, arms in sorted(cells.items()) if {"baseline", "module"} <= arms.keys()]
+
+
 def _shown(path: Path) -> str:
     path = path.resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
@@ -81,29 +89,25 @@ def report(rows: list[dict[str, Any]], cfg_path: Path, overrides: list[str]) -> 
             f"{r['rq_th']:.1f} | {r['pq_st']:.1f} | {acc} | {r['seconds'] / 60:.1f} |"
         )
     lines.append("")
-    by_cell: dict[tuple, dict[str, dict]] = {}
-    for r in rows:
-        by_cell.setdefault((r["kind"], r["rho_P"], r["seed"], tuple(r["modules_tested"])), {})[r["arm"]] = r
-    for (kind, rho, seed, mods), arms in sorted(by_cell.items()):
-        if {"baseline", "module"} <= arms.keys():
-            d_th = arms["module"]["pq_th"] - arms["baseline"]["pq_th"]
-            d_st = arms["module"]["pq_st"] - arms["baseline"]["pq_st"]
-            lines.append(
-                f"- {KIND_NAMES.get(kind, kind)}, rho_P {rho:g}, seed {seed}: {'+'.join(mods)} minus baseline "
-                f"PQ_th {d_th:+.1f}, PQ_st {d_st:+.1f}."
-            )
-            for arm, r in arms.items():
-                acc = r.get("class_accuracy")
-                if acc is not None and acc < CHANCE / 2:
-                    lines.append(
-                        f"  - The {arm} run's detector is below chance ({100 * acc:.1f}%): it finds almost no "
-                        "thing at IoU >= 0.5 at inference, so its PQ_th says nothing about the labels."
-                    )
-                elif acc is not None and acc < 1.5 * CHANCE:
-                    lines.append(
-                        f"  - The {arm} run's detector is near chance ({100 * acc:.1f}%): it has not learned the "
-                        "thing classes, so PQ_th compares numbers near 0."
-                    )
+    for (kind, rho, seed, mods), arms in paired_cells(rows):
+        d_th = arms["module"]["pq_th"] - arms["baseline"]["pq_th"]
+        d_st = arms["module"]["pq_st"] - arms["baseline"]["pq_st"]
+        lines.append(
+            f"- {KIND_NAMES.get(kind, kind)}, rho_P {rho:g}, seed {seed}: {'+'.join(mods)} minus baseline "
+            f"PQ_th {d_th:+.1f}, PQ_st {d_st:+.1f}."
+        )
+        for arm, r in arms.items():
+            acc = r.get("class_accuracy")
+            if acc is not None and acc < CHANCE / 2:
+                lines.append(
+                    f"  - The {arm} run's detector is below chance ({100 * acc:.1f}%): it finds almost no "
+                    "thing at IoU >= 0.5 at inference, so its PQ_th says nothing about the labels."
+                )
+            elif acc is not None and acc < 1.5 * CHANCE:
+                lines.append(
+                    f"  - The {arm} run's detector is near chance ({100 * acc:.1f}%): it has not learned the "
+                    "thing classes, so PQ_th compares numbers near 0."
+                )
     return "\n".join(lines) + "\n"
 
 

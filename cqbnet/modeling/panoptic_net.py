@@ -114,6 +114,11 @@ class WeakConfig:
     relation_seg_weight: float = 0.5  # beta of L_RR = L_cls_en + L_reg_en + beta L_seg_en
 
 
+def _fpn(features: dict[str, Tensor]) -> list[Tensor]:
+    """The FPN levels the heads read, strides 4..32 (the backbone's "pool" level is for the RPN only)."""
+    return [features[k] for k in ("0", "1", "2", "3")]
+
+
 @dataclass
 class Detections:
     """What inference has before the panoptic stage (:meth:`PanopticNet.detect`)."""
@@ -224,8 +229,7 @@ class PanopticNet(nn.Module):
             raise InputError(f"unknown inference mode {mode!r}; choose argmax or heuristic")
         if self.training:
             image_list, features, sem_features, sem_logits = self._shared_features(images)
-            fpn = [features[k] for k in ("0", "1", "2", "3")]
-            q = self.affinity.features(fpn) if self.affinity is not None else None  # (N, C, H'/4, W'/4)
+            q = self.affinity.features(_fpn(features)) if self.affinity is not None else None  # (N, C, H'/4, W'/4)
             return self._training_losses(images, image_list, features, sem_features, sem_logits, q, targets)
         return self.panoptic_stage(self.detect(images, mode), mode)
 
@@ -233,7 +237,7 @@ class PanopticNet(nn.Module):
         """Padded batch, backbone + FPN features, semantic features and logits."""
         image_list = self.batch(images)
         features = self.backbone(image_list.tensors)  # "0".."3" at strides 4..32, "pool" at 64
-        sem_features = self.semantic_head.decoder([features[k] for k in ("0", "1", "2", "3")])  # (N, C, H'/4, W'/4)
+        sem_features = self.semantic_head.decoder(_fpn(features))  # (N, C, H'/4, W'/4)
         sem_logits = self.semantic_head.predictor(sem_features)  # (N, K, H'/4, W'/4)
         return image_list, features, sem_features, sem_logits
 
@@ -252,7 +256,7 @@ class PanopticNet(nn.Module):
             dets = [self._one_channel_per_object(d) for d in dets]
         if self.head.use_masks or mode == "heuristic":
             self.roi_heads.predict_masks(features, dets, image_list.image_sizes)
-        return Detections(image_list, [features[k] for k in ("0", "1", "2", "3")], sem_logits, dets)
+        return Detections(image_list, _fpn(features), sem_logits, dets)
 
     def panoptic_stage(self, found: Detections, mode: str = "argmax") -> list[PanopticOutput]:
         """Paper 004's argmax over P (with its affinity features Q), or the heuristic merge; one output per image."""
