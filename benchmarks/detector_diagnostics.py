@@ -5,20 +5,26 @@
 For the first ``--images`` val images: the share of ground-truth things (not crowd) that have an RPN proposal at
 IoU >= 0.5, and the share whose best-scoring detection among those at IoU >= 0.5 (score >= 0.05) has the right
 class. Used in ``benchmarks/headline.md`` to say why short schedules give PQ_th near 0 on the synthetic scenes.
+:func:`detector_on_true_boxes` asks the cascade about the ground-truth boxes themselves, which separates what
+the classifier knows from what the proposals find (``benchmarks/loss_normalization.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from torchvision.ops import box_iou
 
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.synthetic import split_paths
 from cqbnet.data.transforms import to_tensors
 from cqbnet.engine.trainer import load_model
+from cqbnet.modeling.panoptic_net import PanopticNet
 
 
 @torch.no_grad()
@@ -51,6 +57,36 @@ def diagnose(checkpoint: Path, data: Path, images: int = 100) -> dict[str, float
         "proposal_recall_iou50": recalled / max(1, things),
         "class_accuracy": right / max(1, things),
         "chance": 1 / max(1, model.labels.num_things),
+    }
+
+
+@torch.no_grad()
+def detector_on_true_boxes(model: PanopticNet, val: PanopticDataset, images: int = 80) -> dict[str, Any]:
+    """FPN magnitude, and each cascade stage's foreground probability and accuracy on the true thing boxes."""
+    model.eval()
+    heads = model.roi_heads
+    fg: list[list[Tensor]] = [[] for _ in heads.stages]
+    right: list[list[Tensor]] = [[] for _ in heads.stages]
+    scale = []
+    for i in range(min(images, len(val))):
+        image, target = to_tensors(*val[i])
+        batch = model.batch([image])
+        features = model.backbone(batch.tensors)
+        scale.append(torch.stack([v.abs().mean() for v in features.values()]).mean())
+        keep = target["is_thing"] & ~target["iscrowd"]
+        if not keep.any():
+            continue
+        boxes = target["boxes"][keep].float()
+        labels = torch.tensor([model.labels.thing_semantic.index(int(c)) + 1 for c in target["labels"][keep]])
+        for k, stage in enumerate(heads.stages):
+            logits, _ = heads._stage_forward(stage, features, [boxes], batch.image_sizes)  # (G, 1 + T)
+            probs = F.softmax(logits, dim=-1)
+            fg[k].append(1 - probs[:, 0])
+            right[k].append((probs[:, 1:].argmax(1) + 1 == labels).float())
+    return {
+        "fpn_magnitude": float(torch.stack(scale).mean()),
+        "foreground_probability": [float(torch.cat(x).mean()) for x in fg],
+        "class_accuracy": [float(torch.cat(x).mean()) for x in right],
     }
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 from machine import machine_info  # benchmarks/machine.py
-from thing_modules import paired_cells  # benchmarks/thing_modules.py
+from thing_modules import VERSION, VERSIONS, paired_cells  # benchmarks/thing_modules.py
 
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.config import load_config
@@ -56,10 +56,19 @@ REPORT = Path(__file__).parent / "headline.md"
 
 def _set_outputs(results: Path, report: Path) -> None:
     """Where the tables, the figure and the report go (``--results``/``--report`` for a trial elsewhere)."""
-    global RESULTS, PILOT, PLANS, PLAN_RUNS, FIGURE, REPORT
+    global RESULTS, PILOT, PLANS, PLAN_RUNS, FIGURE, REPORT, TRAINING
     RESULTS, REPORT = results, report
     PILOT, PLANS, PLAN_RUNS = results / "pilot.csv", results / "plans.json", results / "plan_runs.csv"
     FIGURE = results / "fig1_right.png"
+    TRAINING = results / "training_version.json"  # the network's training the runs were made with
+
+
+def training_version() -> int:
+    """The training version of this results folder: recorded when its first run starts, then kept."""
+    if not TRAINING.is_file():
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        write_json(TRAINING, {"version": VERSION, "what": VERSIONS[VERSION]}, indent=2)
+    return int(read_json(TRAINING)["version"])
 
 
 _set_outputs(RESULTS, REPORT)
@@ -393,10 +402,11 @@ def thing_side_supplement(path: Path) -> list[str]:
     if not path.is_file():
         return []
     out = []
-    for (kind, rho, seed, mods), arms in paired_cells(json.loads(path.read_text())["runs"]):
+    for (version, overrides, kind, rho, seed, mods), arms in paired_cells(json.loads(path.read_text())["runs"]):
         b, m = arms["baseline"], arms["module"]
         out.append(
-            f"- At the CPU recipe's schedule ({m['iterations']} iterations, `benchmarks/thing_modules.md`), "
+            f"- At the CPU recipe's schedule ({m['iterations']} iterations, `benchmarks/thing_modules.md`, training "
+            f"version {version}{', ' + overrides if overrides else ''}), "
             f"weak kind {kind} at rho_P {rho:g}, seed {seed}: {'+'.join(mods)} gives PQ_th {m['pq_th']:.1f} "
             f"against {b['pq_th']:.1f} for its baseline (PQ_st {m['pq_st']:.1f} against {b['pq_st']:.1f})."
         )
@@ -417,6 +427,7 @@ def write_report(cfg: dict[str, Any], note: str = "") -> None:
     f1, v1 = fig1_section(plans, runs)
     has_fig = plot(plans, runs)
     secs = list({r["run"]: float(r["seconds"]) for r in pilot + runs}.values())  # one entry per distinct run
+    version = training_version()
     machine = json.dumps(machine_info())
     study_p = [r for r in pilot if r["study"] == "P"]
     p_rows = "\n".join(
@@ -435,6 +446,7 @@ schedule ({cfg["solver"]["max_iter"]} iterations of batch {cfg["solver"]["batch_
 Machine: `{machine}`. Runs finished so far: {len(secs)} distinct runs; wall time per run (labels, training and
 evaluation) median {np.median(secs) / 60 if secs else 0:.1f} min, shortest {min(secs) / 60 if secs else 0:.1f}, longest
 {max(secs) / 60 if secs else 0:.1f} (runs that shared the 2 cores with other work, such as a CI run, take longer).
+Training version {version} (`benchmarks/thing_modules.py`): {VERSIONS[version]}.
 {note}
 ## (a) Table 2 analogue: each module against its baseline
 
@@ -486,7 +498,7 @@ def main() -> None:
     _set_outputs(args.results, args.report)
     cfg = load_config(args.config, args.overrides)
     t0 = time.time()
-    outputs = [PILOT, PLANS, PLAN_RUNS, FIGURE, REPORT]
+    outputs = [PILOT, PLANS, PLAN_RUNS, FIGURE, TRAINING, REPORT]
 
     def checkpoint(_: Any = None) -> None:
         write_report(cfg)

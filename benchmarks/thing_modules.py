@@ -38,6 +38,14 @@ RESULTS = Path(__file__).parent / "results" / "thing_modules.json"
 REPORT = Path(__file__).parent / "thing_modules.md"
 CHANCE = 1 / 6  # six thing classes in the synthetic scenes
 KIND_NAMES = {"B": "boxes", "I": "image tags", "S": "stuff maps"}
+# what the network's training was when a run was made (rows before versions were recorded are version 1)
+VERSION = 2
+VERSIONS = {
+    1: "each loss a mean over the images that carry it (`loss_normalization: labelled`); Box2Mask on the boxes "
+    "themselves as RoIs",
+    2: "each loss weighted by the share of the batch's images that carry it (`loss_normalization: batch`); Box2Mask "
+    "on RoIs over the boxes (the boxes and proposals at IoU >= 0.5), so the projection loss sees the box's outside",
+}
 
 
 def cells(kind: str, modules: tuple[str, ...], rho: float, seeds: list[int]) -> list[tuple[str, RunSpec]]:
@@ -51,11 +59,17 @@ def cells(kind: str, modules: tuple[str, ...], rho: float, seeds: list[int]) -> 
 
 
 def paired_cells(rows: list[dict[str, Any]]) -> list[tuple[tuple, dict[str, dict]]]:
-    """((kind, rho_P, seed, modules tested), {arm: run}) for every cell with both its baseline and module run."""
+    """((version, overrides, kind, rho_P, seed, modules tested), {arm: run}) for every cell with both arms."""
     cells: dict[tuple, dict[str, dict]] = {}
     for r in rows:
-        cells.setdefault((r["kind"], r["rho_P"], r["seed"], tuple(r["modules_tested"])), {})[r["arm"]] = r
+        key = (r.get("version", 1), " ".join(r["overrides"]), r["kind"], r["rho_P"], r["seed"])
+        cells.setdefault((*key, tuple(r["modules_tested"])), {})[r["arm"]] = r
     return [(k, arms) for k, arms in sorted(cells.items()) if {"baseline", "module"} <= arms.keys()]
+
+
+def run_folder(work: Path, overrides: list[str]) -> Path:
+    """Where the runs of this version and these overrides live (a run's folder name says only its labels)."""
+    return work / "".join([f"v{VERSION}", *(f"_{o.replace('/', '-')}" for o in overrides)])
 
 
 def _shown(path: Path) -> str:
@@ -63,13 +77,12 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def report(rows: list[dict[str, Any]], cfg_path: Path, overrides: list[str]) -> str:
+def report(rows: list[dict[str, Any]], cfg_path: Path) -> str:
     """The markdown table of every finished run, and the module-minus-baseline differences per seed."""
     lines = [
         "# Thing-side weak supervision at the CPU recipe's schedule",
         "",
-        f"Produced by `python benchmarks/thing_modules.py` from `{_shown(cfg_path)}`"
-        + (f" with `{' '.join(overrides)}`" if overrides else "")
+        f"Produced by `python benchmarks/thing_modules.py` from `{_shown(cfg_path)}` (with each row's overrides)"
         + "; runs in `results/thing_modules.json`. Evaluated on the val scenes "
         + f"({', '.join(sorted({str(r['images']) for r in rows}))} images), argmax inference, PQ in percent.",
         f"Machine: `{json.dumps(machine_info())}`.",
@@ -78,22 +91,29 @@ def report(rows: list[dict[str, Any]], cfg_path: Path, overrides: list[str]) -> 
         "share whose best such detection has the right class (`benchmarks/detector_diagnostics.py`; chance 1/6 = "
         "16.7%; the fully supervised recipe reaches 57% at 1000 iterations).",
         "",
-        "| weak kind | rho_P | seed | arm | modules | PQ | PQ_th | SQ_th | RQ_th | PQ_st | class accuracy | minutes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Version: the network's training when the run was made; "
+        + "; ".join(f"{v}: {text}" for v, text in VERSIONS.items())
+        + ".",
+        "",
+        "| version | weak kind | rho_P | seed | arm | modules | overrides | PQ | PQ_th | SQ_th | RQ_th | PQ_st "
+        "| class accuracy | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         acc = f"{100 * r['class_accuracy']:.1f}%" if r.get("class_accuracy") is not None else ""
         lines.append(
-            f"| {KIND_NAMES.get(r['kind'], r['kind'])} | {r['rho_P']:g} | {r['seed']} | {r['arm']} | "
-            f"{'+'.join(r['modules']) or 'none'} | {r['pq']:.1f} | {r['pq_th']:.1f} | {r['sq_th']:.1f} | "
+            f"| {r.get('version', 1)} | {KIND_NAMES.get(r['kind'], r['kind'])} | {r['rho_P']:g} | {r['seed']} | "
+            f"{r['arm']} | {'+'.join(r['modules']) or 'none'} | {' '.join(r['overrides']) or '-'} | "
+            f"{r['pq']:.1f} | {r['pq_th']:.1f} | {r['sq_th']:.1f} | "
             f"{r['rq_th']:.1f} | {r['pq_st']:.1f} | {acc} | {r['seconds'] / 60:.1f} |"
         )
     lines.append("")
-    for (kind, rho, seed, mods), arms in paired_cells(rows):
+    for (version, overrides, kind, rho, seed, mods), arms in paired_cells(rows):
         d_th = arms["module"]["pq_th"] - arms["baseline"]["pq_th"]
         d_st = arms["module"]["pq_st"] - arms["baseline"]["pq_st"]
         lines.append(
-            f"- {KIND_NAMES.get(kind, kind)}, rho_P {rho:g}, seed {seed}: {'+'.join(mods)} minus baseline "
+            f"- version {version}{', ' + overrides if overrides else ''}, {KIND_NAMES.get(kind, kind)}, rho_P "
+            f"{rho:g}, seed {seed}: {'+'.join(mods)} minus baseline "
             f"PQ_th {d_th:+.1f}, PQ_st {d_st:+.1f}."
         )
         for arm, r in arms.items():
@@ -131,20 +151,19 @@ def main() -> None:
     cfg = shared_data_config(load_config(args.config, ["train.eval_period=0", *args.overrides]), args.work)
     rows = read_json(args.results)["runs"] if args.results.is_file() else []
     data = Path(cfg["data"]["root"])
-    for r in rows:  # runs finished before the diagnostic existed
-        ckpt = args.work / "runs" / r["key"] / "model_final.pth"
-        if r.get("class_accuracy") is None and ckpt.is_file():
-            r["class_accuracy"] = diagnose(ckpt, data)["class_accuracy"]
 
     def save() -> None:
         write_json(args.results, {"machine": machine_info(), "config": str(args.config.name), "runs": rows}, indent=2)
         with atomic_path(args.report) as tmp:
-            Path(tmp).write_text(report(rows, args.config, args.overrides))
+            Path(tmp).write_text(report(rows, args.config))
 
     for arm, spec in cells(args.kind, modules, args.rho, args.seeds):
-        if any(r["key"] == spec.key and r["overrides"] == args.overrides for r in rows):
+        if any(
+            r["key"] == spec.key and r["overrides"] == args.overrides and r.get("version", 1) == VERSION for r in rows
+        ):
             continue
-        res = execute(spec, cfg, args.work)
+        folder = run_folder(args.work, args.overrides)
+        res = execute(spec, cfg, folder)
         rows.append(
             {
                 **{
@@ -158,7 +177,8 @@ def main() -> None:
                 "modules": list(spec.modules),
                 "modules_tested": list(modules),
                 "overrides": args.overrides,
-                "class_accuracy": diagnose(args.work / "runs" / spec.key / "model_final.pth", data)["class_accuracy"],
+                "version": VERSION,
+                "class_accuracy": diagnose(folder / "runs" / spec.key / "model_final.pth", data)["class_accuracy"],
             }
         )
         print(f"{arm} {spec.key}: PQ_th {res['pq_th']:.1f} PQ_st {res['pq_st']:.1f} ({res['seconds'] / 60:.1f} min)")

@@ -201,3 +201,28 @@ def test_relation_reasoning_carries_each_label_into_the_other_branch(mixed):
             assert len(model([x[0] for x in items], mode=mode)) == 2
     off = build_panoptic_net(ds.categories, **{**TINY, "weak": {"relation": False}}).train()
     assert off.relation is None and "loss_relation" not in off([x[0] for x in items], [x[1] for x in items])
+
+
+def test_batch_normalization_weighs_each_loss_by_the_share_of_images_that_carry_it(mixed):
+    """A batch of one P and one B image: detection is carried by both, the dense losses by the P image only and
+    Box2Mask by the B image only, so under "batch" those are half their "labelled" (per-carrier mean) value."""
+    import pytest
+    import torch
+
+    from cqbnet.data.transforms import to_tensors
+
+    ds, by_kind, model = _tiny_model_and_kinds(mixed)
+    items = [to_tensors(*ds[by_kind[frozenset({k})][0]]) for k in ("P", "B")]
+
+    def losses(normalization):
+        model.loss_normalization = normalization
+        torch.manual_seed(1)  # the RPN's and RoI heads' samplers draw from the global generator
+        return {k: float(v.detach()) for k, v in model([x[0] for x in items], [x[1] for x in items]).items()}
+
+    labelled, batch = losses("labelled"), losses("batch")
+    for k in ("loss_objectness", "loss_cls_s0", "loss_box_s2"):
+        assert batch[k] == pytest.approx(labelled[k], rel=1e-6)
+    for k in ("loss_semantic", "loss_mask", "loss_panoptic", "loss_box2mask"):
+        assert labelled[k] > 0 and batch[k] == pytest.approx(labelled[k] / 2, rel=1e-6)
+    with pytest.raises(Exception, match="loss_normalization"):
+        build_panoptic_net(ds.categories, **{**TINY, "loss_normalization": "per-pixel"})

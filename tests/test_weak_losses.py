@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from cqbnet.weak.box2mask import (
+    box_in_roi,
     image_to_lab,
     lab_similarity,
     neighbour_offsets,
     pairwise_loss,
     projection_loss,
     ramp_weight,
+    sample_box_rois,
 )
 from cqbnet.weak.cls2box import MIDHead, cls2box_loss, image_scores
 
@@ -234,3 +236,29 @@ def test_stuff_nodes_pool_features_under_class_probabilities():
     probs[2, :, 1] = 1.0  # stuff class 2 on the right
     nodes = rr.stuff_nodes(feats, probs)
     assert torch.allclose(nodes, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+
+
+def test_box_in_roi_draws_the_box_on_each_rois_grid():
+    box = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    assert torch.equal(box_in_roi(box, box, 8), torch.ones(1, 8, 8))  # the RoI is the box: no outside
+    wide = torch.tensor([[0.0, 20.0, 40.0, 40.0]])  # twice as wide: cell centres at x = 2.5, 7.5, ..., 37.5
+    grid = box_in_roi(wide, box, 8)[0]
+    expected = torch.zeros(8, 8)
+    expected[:, 2:6] = 1  # centres 12.5 .. 27.5 lie in the box's [10, 30)
+    assert torch.equal(grid, expected)
+    # a mask that is exactly the box, seen from a larger RoI, has zero projection loss; one filling the RoI not
+    assert projection_loss(logits_of(grid[None]), grid[None]).item() == pytest.approx(0.0, abs=1e-5)
+    assert projection_loss(logits_of(torch.ones(1, 8, 8)), grid[None]).item() > 0.1
+
+
+def test_sample_box_rois_keeps_the_boxes_and_only_overlapping_proposals():
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [50.0, 50.0, 70.0, 70.0]])
+    near = torch.tensor([[12.0, 10.0, 32.0, 30.0], [50.0, 48.0, 70.0, 72.0]])  # IoU >= 0.5 with box 0, box 1
+    far = torch.tensor([[80.0, 80.0, 100.0, 100.0], [10.0, 10.0, 60.0, 60.0]])  # IoU 0 and 0.16
+    proposals = torch.cat([far[:1], near[:1], far[1:], near[1:]])
+    rois, which = sample_box_rois(proposals, boxes, per_image=10)
+    assert torch.equal(rois[:2], boxes) and which.tolist() == [0, 1, 0, 1]
+    assert torch.equal(rois[2:], near)
+    rois, which = sample_box_rois(proposals, boxes, per_image=3, generator=torch.Generator().manual_seed(0))
+    assert len(rois) == 3 and torch.equal(rois[:2], boxes)  # capped; the boxes always stay
+    assert len(sample_box_rois(proposals[:0], boxes, 10)[0]) == 2

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "norm": "frozen_bn",
         "trainable_layers": 3,
         "fpn_channels": 256,
+        "fpn_norm": None,  # "gn": GroupNorm in the FPN (keeps its scale fixed under sparse supervision)
         "anchor_sizes": [32, 64, 128, 256, 512],
         "aspect_ratios": [0.5, 1.0, 2.0],
         "rpn_pre_nms_train": 2000,
@@ -60,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
         "affinity_channels": 128,
         "semantic_loss_weight": 0.5,
         "panoptic": {},
+        "loss_normalization": "batch",  # a loss only some images carry: scaled by their share ("batch") or not
         "weak": {},  # WeakConfig: the four modules' switches and settings (box2mask, cls2box, cls2pixel, relation)
     },
     "solver": {

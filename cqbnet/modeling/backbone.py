@@ -97,11 +97,14 @@ def build_backbone(
     norm: str = "frozen_bn",
     trainable_layers: int = 3,
     out_channels: int = 256,
+    fpn_norm: str | None = None,
 ) -> BackboneWithFPN:
     """Body + FPN. ``trainable_layers`` counts stages from the top (5 = everything trains).
 
     With ``norm='frozen_bn'`` the BN statistics are those of the weights file; train
-    from scratch with ``'bn'`` or ``'gn'``.
+    from scratch with ``'bn'`` or ``'gn'``. ``fpn_norm='gn'`` puts GroupNorm after the FPN's convolutions
+    (Wu and He 2018, as detectron2's GN recipes do): it keeps the pyramid's scale fixed, which the heads
+    reading it need when most images teach the detector alone (see ``benchmarks/thing_modules.md``).
     """
     if name not in BACKBONES:
         raise InputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
@@ -127,4 +130,11 @@ def build_backbone(
         _freeze(stages[trainable_layers:])
         return_layers = {"3": "0", "6": "1", "13": "2", "18": "3"}
         in_channels = [24, 32, 96, 1280]
-    return BackboneWithFPN(body, return_layers, in_channels, out_channels, extra_blocks=LastLevelMaxPool())
+    return BackboneWithFPN(
+        body,
+        return_layers,
+        in_channels,
+        out_channels,
+        extra_blocks=LastLevelMaxPool(),
+        norm_layer=None if fpn_norm in (None, "none") else norm_layer(fpn_norm),
+    )

@@ -48,7 +48,15 @@ from cqbnet.modeling.panoptic_head import (
     upsample_argmax,
 )
 from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE, SemanticHead
-from cqbnet.weak.box2mask import image_to_lab, lab_similarity, pairwise_loss, projection_loss, ramp_weight
+from cqbnet.weak.box2mask import (
+    box_in_roi,
+    image_to_lab,
+    lab_similarity,
+    pairwise_loss,
+    projection_loss,
+    ramp_weight,
+    sample_box_rois,
+)
 from cqbnet.weak.cls2box import MIDHead, cls2box_loss
 from cqbnet.weak.cls2pixel import (
     CAMClassifier,
@@ -63,6 +71,10 @@ from cqbnet.weak.relation_reasoning import RelationReasoning, average_with_base,
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INFERENCE_MODES = ("argmax", "heuristic")
+# how a loss that only some of a batch's images carry is weighed: "batch" scales each loss by the share of the
+# batch's images that carry its label, so the batch's loss is the mean over images of what each one can teach
+# (L = 1/N sum_i L_i); "labelled" takes each loss as a mean over the images that carry it, whatever their share
+LOSS_NORMALIZATIONS = ("batch", "labelled")
 FULL_LABELS = frozenset({"P"})  # the kinds of an image from a plain panoptic dataset
 
 
@@ -102,6 +114,7 @@ class WeakConfig:
     box2mask: bool = True  # boxes teach masks: projection + pairwise LAB losses on the boxes' mask logits
     box2mask_warmup: int = 10000  # iterations over which the pairwise term ramps in (BoxInst)
     box2mask_pairwise: bool = True
+    box2mask_rois: int = 16  # RoIs per boxes-only image: its boxes, then proposals at IoU >= 0.5 with one of them
     cls2box: bool = True  # tags teach detection: WSDDN's MID head times the detector's scores (L_C2B)
     cls2box_proposals: int = 100  # proposals per tag image fed to the MID head
     cls2pixel: bool = True  # tags teach stuff pixels: CAM pseudo labels + classification + energy (L_C2P)
@@ -164,6 +177,7 @@ class PanopticNet(nn.Module):
         head: PanopticHeadConfig,
         semantic_loss_weight: float = 0.5,
         weak: WeakConfig | None = None,
+        loss_normalization: str = "batch",
         size_divisible: int = 32,
         pixel_mean: tuple[float, ...] = IMAGENET_MEAN,
         pixel_std: tuple[float, ...] = IMAGENET_STD,
@@ -179,6 +193,9 @@ class PanopticNet(nn.Module):
         self.labels = labels
         self.head = head
         self.semantic_loss_weight = semantic_loss_weight
+        if loss_normalization not in LOSS_NORMALIZATIONS:
+            raise InputError(f"unknown loss_normalization {loss_normalization!r}; choose batch or labelled")
+        self.loss_normalization = loss_normalization
         self.weak = weak or WeakConfig()
         rep = roi_heads.stages[0].predictor.cls_score.in_features
         self.mid_head = MIDHead(rep, labels.num_things) if self.weak.cls2box and labels.num_things else None
@@ -306,6 +323,7 @@ class PanopticNet(nn.Module):
         losses: dict[str, Tensor] = {}
         det_targets = [self._detection_target(targets[i]) for i in boxed]
         gt_boxes = dict(zip(boxed, det_targets))  # image -> its boxes as detection targets (P and B images)
+        proposals: list[Tensor] = []
         if boxed:
             sub = ImageList(image_list.tensors[boxed], [image_list.image_sizes[i] for i in boxed])
             feats = {k: v[boxed] for k, v in features.items()}
@@ -315,8 +333,9 @@ class PanopticNet(nn.Module):
             losses.update(det_losses)
         else:
             losses.update({k: zero for k in self._detection_loss_names()})
+        sem_maps = [self._semantic_target(t, k, s) for t, k, s in zip(targets, kinds, image_list.image_sizes)]
         sem_targets = self._pad_semantic(
-            [self._semantic_target(t, k, s) for t, k, s in zip(targets, kinds, image_list.image_sizes)],
+            sem_maps,
             image_list.tensors.shape[-2:],
             sem_logits.device,
         )
@@ -326,15 +345,17 @@ class PanopticNet(nn.Module):
         tags_only = [i for i, k in enumerate(kinds) if "I" in k and "P" not in k and "B" not in k]
         if self.mid_head is not None:
             losses["loss_cls2box"] = self._cls2box_loss(image_list, features, targets, tags_only)
+        tagged = [i for i, k in enumerate(kinds) if "I" in k and "P" not in k and "S" not in k]
         if self.cam_head is not None:
-            tagged = [i for i, k in enumerate(kinds) if "I" in k and "P" not in k and "S" not in k]
             losses["loss_cls2pixel"] = self.weak.cls2pixel_weight * self._cls2pixel_loss(
                 images, sem_features, sem_logits, targets, tagged
             )
         if self.weak.box2mask and self.roi_heads.with_mask:
-            losses["loss_box2mask"] = self._box2mask_loss(images, image_list, features, gt_boxes, boxes_only)
+            losses["loss_box2mask"] = self._box2mask_loss(
+                images, image_list, features, gt_boxes, dict(zip(boxed, proposals)), boxes_only
+            )
         if self.relation is not None:
-            known = dict(zip(boxed, proposals)) if boxed else {}
+            known = dict(zip(boxed, proposals))
             losses["loss_relation"] = self._relation_loss(
                 image_list, features, sem_features, sem_logits, targets, kinds, known, gt_boxes
             )
@@ -358,6 +379,18 @@ class PanopticNet(nn.Module):
                 [targets[i] for i in full],
                 image_list.tensors.shape[-2:],
             )
+        if self.loss_normalization == "batch":
+            contributors = {
+                **{k: len(boxed) for k in self._detection_loss_names()},
+                "loss_mask": len(full),
+                "loss_semantic": sum(m is not None for m in sem_maps),
+                "loss_panoptic": len(full),
+                "loss_cls2box": len(tags_only),
+                "loss_cls2pixel": len(tagged),
+                "loss_box2mask": len(boxes_only),
+                "loss_relation": sum(bool(k & {"P", "B", "S"}) for k in kinds),
+            }
+            losses = {k: v * (contributors[k] / len(targets)) for k, v in losses.items()}
         return losses
 
     def _cls2pixel_loss(self, images, sem_features, sem_logits, targets, idx: list[int]) -> Tensor:
@@ -490,27 +523,39 @@ class PanopticNet(nn.Module):
         tags = torch.stack([targets[i]["tags"][self._thing_semantic] for i in idx])  # (n, T)
         return cls2box_loss(mids, tags, list(probs))
 
-    def _box2mask_loss(self, images, image_list, features, gt_boxes: dict[int, dict[str, Tensor]], idx: list[int]):
-        """Box2Mask (paper 000): each box of a boxes-only image is an RoI whose mask must touch every row and
-        column (projection loss) and agree across similar-coloured neighbours (pairwise loss, warmed up)."""
-        dets = [gt_boxes[i] for i in idx]
-        keep = [j for j, d in enumerate(dets) if len(d["boxes"])]
-        if not keep:
+    def _box2mask_loss(
+        self,
+        images: list[Tensor],
+        image_list: ImageList,
+        features: dict[str, Tensor],
+        gt_boxes: dict[int, dict[str, Tensor]],
+        proposals: dict[int, Tensor],
+        idx: list[int],
+    ) -> Tensor:
+        """Box2Mask (paper 000): in boxes-only images, the masks of RoIs on a box (the box and proposals at
+        IoU >= 0.5) must project onto the box along rows and columns (projection loss, zero outside the box)
+        and agree across similar-coloured neighbours inside it (pairwise loss, warmed up)."""
+        idx = [i for i in idx if len(gt_boxes[i]["boxes"])]
+        if not idx:
             return _zero_loss(self.roi_heads.mask_predictor)
-        idx = [idx[j] for j in keep]
-        boxes = [dets[j]["boxes"] for j in keep]
+        rois, boxes, labels = [], [], []
+        for i in idx:
+            r, which = sample_box_rois(proposals[i], gt_boxes[i]["boxes"], self.weak.box2mask_rois)
+            rois.append(r)
+            boxes.append(gt_boxes[i]["boxes"][which])
+            labels.append(gt_boxes[i]["labels"][which])
         feats = {k: v[idx] for k, v in features.items()}
         sizes = [image_list.image_sizes[i] for i in idx]
-        logits = self.roi_heads.mask_logits(feats, boxes, [dets[j]["labels"] for j in keep], sizes)  # (M, 28, 28)
-        inside = torch.ones_like(logits)  # the RoI is the box
+        logits = self.roi_heads.mask_logits(feats, rois, labels, sizes)  # (M, 28, 28)
+        inside = box_in_roi(torch.cat(rois), torch.cat(boxes), logits.shape[-1])  # (M, 28, 28)
         loss = projection_loss(logits, inside)
         if self.weak.box2mask_pairwise:
-            lab = torch.stack([image_to_lab(images[i]) for i in idx]).to(logits.device)  # (n, 3, H, W)
-            rois = torch.cat(
-                [torch.cat([torch.full((len(b), 1), float(j), device=b.device), b], 1) for j, b in enumerate(boxes)]
-            )
-            lab_rois = roi_align(
-                lab, rois, output_size=logits.shape[-2:], spatial_scale=1.0, sampling_ratio=2, aligned=True
+            lab = [image_to_lab(images[i])[None].to(logits.device) for i in idx]  # each (1, 3, H, W)
+            lab_rois = torch.cat(
+                [
+                    roi_align(x, [r], logits.shape[-2:], spatial_scale=1.0, sampling_ratio=2, aligned=True)
+                    for x, r in zip(lab, rois)
+                ]
             )  # (M, 3, 28, 28)
             sim = lab_similarity(lab_rois)
             loss = loss + ramp_weight(self.iteration, self.weak.box2mask_warmup) * pairwise_loss(logits, sim, inside)
@@ -660,6 +705,7 @@ def build_panoptic_net(
     norm: str = "frozen_bn",
     trainable_layers: int = 3,
     fpn_channels: int = 256,
+    fpn_norm: str | None = None,
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512),
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
     rpn_pre_nms_train: int = 2000,
@@ -677,11 +723,12 @@ def build_panoptic_net(
     semantic_loss_weight: float = 0.5,
     panoptic: dict[str, Any] | None = None,
     weak: dict[str, Any] | None = None,
+    loss_normalization: str = "batch",
 ) -> PanopticNet:
     """Compose the network from plain arguments (one per constructor knob)."""
     labels = LabelSpace(categories)
     head = PanopticHeadConfig(**(panoptic or {}))
-    body = build_backbone(backbone, weights, norm, trainable_layers, fpn_channels)
+    body = build_backbone(backbone, weights, norm, trainable_layers, fpn_channels, fpn_norm)
     anchors = AnchorGenerator(tuple((s,) for s in anchor_sizes), (tuple(aspect_ratios),) * len(anchor_sizes))
     rpn = RegionProposalNetwork(
         anchors,
@@ -707,5 +754,14 @@ def build_panoptic_net(
     semantic = SemanticHead(fpn_channels, labels.num_classes, semantic_channels)
     affinity = DenseInstanceAffinity(fpn_channels, affinity_channels, head.affinity_norm) if head.use_affinity else None
     return PanopticNet(
-        body, rpn, roi_heads, semantic, affinity, labels, head, semantic_loss_weight, WeakConfig(**(weak or {}))
+        body,
+        rpn,
+        roi_heads,
+        semantic,
+        affinity,
+        labels,
+        head,
+        semantic_loss_weight,
+        WeakConfig(**(weak or {})),
+        loss_normalization,
     )

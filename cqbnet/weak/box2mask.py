@@ -11,6 +11,13 @@ Two losses on the mask predictions of images that carry boxes only:
 
 :func:`ramp_weight` ramps the pairwise term in over a warm-up, as BoxInst does. All functions work on
 mask logits in any frame (an RoI's M x M grid or the image), with the box given as a mask on the same grid.
+
+In a two-stage network the masks live in RoI frames. BoxInst's projection term learns as much from where the
+box is *not* (a projection is 0 outside the box) as from where it is; an RoI that is the box itself has no
+outside, and there the term is satisfied by a mask that fills the whole RoI. So, as the mask head of Mask R-CNN
+learns from proposals rather than from the ground-truth boxes, :func:`sample_box_rois` takes proposals that
+overlap a box (IoU >= 0.5), each of which sees its box and some background around it, and :func:`box_in_roi`
+draws the box on each RoI's grid.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from skimage.color import rgb2lab
 from torch import Tensor
+from torchvision.ops import box_iou
 
 PAIRWISE_DILATION = 2
 PAIRWISE_THRESHOLD = 0.3
@@ -105,6 +113,36 @@ def pairwise_loss(
         total = total - (same * weight).sum()
         count = count + weight.sum()
     return total / count.clamp(min=1.0)
+
+
+def box_in_roi(rois: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """Where each box lies on its RoI's ``size`` x ``size`` grid: rois, boxes (N, 4) xyxy -> (N, size, size).
+
+    A cell belongs to the box when its centre does (the cell centres are those RoIAlign samples around).
+    """
+    steps = (torch.arange(size, device=rois.device, dtype=rois.dtype) + 0.5) / size  # (size,)
+    xs = rois[:, 0:1] + steps * (rois[:, 2:3] - rois[:, 0:1])  # (N, size) cell centres
+    ys = rois[:, 1:2] + steps * (rois[:, 3:4] - rois[:, 1:2])
+    in_x = (xs >= boxes[:, 0:1]) & (xs < boxes[:, 2:3])
+    in_y = (ys >= boxes[:, 1:2]) & (ys < boxes[:, 3:4])
+    return (in_y[:, :, None] & in_x[:, None, :]).to(rois.dtype)
+
+
+def sample_box_rois(
+    proposals: Tensor, boxes: Tensor, per_image: int, iou: float = 0.5, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """RoIs that teach Box2Mask in one image: the boxes themselves plus up to ``per_image - len(boxes)``
+    proposals at IoU >= ``iou`` with a box, drawn at random. proposals (P, 4), boxes (G, 4) ->
+    (RoIs (R, 4), index of each RoI's box (R,))."""
+    own = torch.arange(len(boxes), device=boxes.device)
+    if len(proposals) == 0 or len(boxes) == 0:
+        return boxes, own
+    best, which = box_iou(proposals, boxes).max(dim=1)  # (P,)
+    pos = torch.where(best >= iou)[0]
+    room = max(0, per_image - len(boxes))
+    if len(pos) > room:
+        pos = pos[torch.randperm(len(pos), generator=generator, device="cpu")[:room].to(pos.device)]
+    return torch.cat([boxes, proposals[pos]]), torch.cat([own, which[pos]])
 
 
 def ramp_weight(iteration: int, warmup: int = 10000) -> float:
