@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from commit_results import commit  # benchmarks/commit_results.py
 from detector_diagnostics import detector_on_true_boxes  # benchmarks/detector_diagnostics.py
 from machine import machine_info  # benchmarks/machine.py
 
@@ -96,33 +96,19 @@ def main() -> None:
     overrides = ["train.eval_period=0", f"solver.max_iter={args.iterations}"]
     cfg = shared_data_config(load_config(args.config, overrides), args.work)
     doc = read_json(args.results) if args.results.is_file() else {}
-    same = {k: doc.get(k) for k in ("iterations", "rho", "seed")} == {
-        "iterations": args.iterations,
-        "rho": args.rho,
-        "seed": args.seed,
-    }
-    rows = doc["runs"] if same else []
-    for normalization in ("labelled", "batch"):
-        assert normalization in LOSS_NORMALIZATIONS
+    setting = {"iterations": args.iterations, "rho": args.rho, "seed": args.seed}
+    rows = doc["runs"] if all(doc.get(k) == v for k, v in setting.items()) else []
+    for normalization in LOSS_NORMALIZATIONS:
         if any(r["normalization"] == normalization for r in rows):
             continue
         rows.append(run(cfg, args.work, normalization, args.rho, args.seed))
-        doc = {
-            "machine": machine_info(),
-            "iterations": args.iterations,
-            "rho": args.rho,
-            "seed": args.seed,
-            "runs": rows,
-        }
+        doc = {"machine": machine_info(), **setting, "runs": rows}
         write_json(args.results, doc, indent=2)
         with atomic_path(args.report) as tmp:
             Path(tmp).write_text(report(doc))
         print(report(doc))
         if args.commit:
-            files = [str(p.absolute().relative_to(ROOT)) for p in (args.results, args.report)]
-            subprocess.run(["git", "-C", str(ROOT), "add", *files], check=False)
-            msg = f"loss_normalization benchmark: {normalization}"
-            subprocess.run(["git", "-C", str(ROOT), "commit", "-q", "-m", msg, "--", *files], check=False)
+            commit([args.results, args.report], f"loss_normalization benchmark: {normalization}")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
+from commit_results import commit  # benchmarks/commit_results.py
 from detector_diagnostics import diagnose  # benchmarks/detector_diagnostics.py
 from machine import machine_info  # benchmarks/machine.py
 
@@ -184,12 +184,7 @@ def main() -> None:
         print(f"{arm} {spec.key}: PQ_th {res['pq_th']:.1f} PQ_st {res['pq_st']:.1f} ({res['seconds'] / 60:.1f} min)")
         save()
         if args.commit:
-            files = [str(p.absolute().relative_to(ROOT)) for p in (args.results, args.report)]
-            subprocess.run(["git", "-C", str(ROOT), "add", *files], check=False)
-            subprocess.run(
-                ["git", "-C", str(ROOT), "commit", "-q", "-m", f"thing modules: {arm} {spec.key}", "--", *files],
-                check=False,
-            )
+            commit([args.results, args.report], f"thing modules: {arm} {spec.key}")
     save()
 
 
