@@ -167,22 +167,55 @@ def test_potential_gradients_reach_scores_and_masks(variant):
     assert scores.grad is not None and masks.grad is not None and sem.grad is not None
 
 
-def test_upsample_argmax_equals_full_upsampling():
-    """Dropping channels that cannot win changes nothing (random and peaky logits, odd crops)."""
+def _full_upsample_argmax(logits, stride, size):
     import torch.nn.functional as F
 
-    from cqbnet.modeling.panoptic_head import candidate_channels, upsample_argmax
+    full = F.interpolate(logits[None], scale_factor=stride, mode="bilinear", align_corners=False)[0]
+    return full[:, : size[0], : size[1]].argmax(0)
+
+
+def test_upsample_argmax_equals_full_upsampling():
+    """Dropping channels that cannot win, slab by slab, changes nothing (random and peaky logits, odd crops)."""
+    from cqbnet.modeling.panoptic_head import (
+        _crop_candidates,
+        _tiled_upsample_argmax,
+        candidate_channels,
+        upsample_argmax,
+    )
 
     torch.manual_seed(3)
-    for k, h, w, stride in [(40, 9, 13, 4), (7, 5, 5, 2), (120, 16, 20, 4)]:
+    for k, h, w, stride in [(40, 9, 13, 4), (7, 5, 5, 2), (120, 16, 20, 4), (3, 1, 6, 4), (25, 23, 7, 2)]:
         logits = torch.randn(k, h, w) * 0.3
         logits[: k // 2] -= 2.0  # many hopeless channels
-        logits[0, 2:4, 3:6] += 5.0
-        full = F.interpolate(logits[None], scale_factor=stride, mode="bilinear", align_corners=False)[0]
-        size = (h * stride - 3, w * stride - 1)
-        want = full[:, : size[0], : size[1]].argmax(0)
-        assert torch.equal(upsample_argmax(logits, stride, size), want)
-        assert candidate_channels(logits).sum() < k
+        logits[0, : h // 2 + 1, 1:4] += 5.0
+        for size in [(h * stride - 3, w * stride - 1), (h * stride // 2 + 1, w * stride // 2 + 3)]:
+            want = _full_upsample_argmax(logits, stride, size)
+            assert torch.equal(upsample_argmax(logits, stride, size), want)
+            assert torch.equal(upsample_argmax(logits, stride, size, tile=None), want)
+            ok = _crop_candidates(logits, stride, size)
+            assert torch.equal(_crop_candidates(logits, stride, size, block=2), ok)
+            for tile in (1, 2, 3, 8, 64):
+                assert torch.equal(_tiled_upsample_argmax(logits, ok, stride, size, tile), want), (k, h, stride, tile)
+        if k > 10:
+            assert candidate_channels(logits).sum() < k
+
+
+def test_upsample_argmax_keeps_a_channel_that_is_never_the_best_cell():
+    """Channel 2 is second in every cell yet wins between the two cells, where the other two blend to about 0.6."""
+    from cqbnet.modeling.panoptic_head import candidate_channels, upsample_argmax
+
+    logits = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[0.7, 0.7]]])  # (3, 1, 2)
+    want = _full_upsample_argmax(logits, 4, (4, 8))
+    assert (want == 2).any()
+    assert candidate_channels(logits).all()
+    assert torch.equal(upsample_argmax(logits, 4, (4, 8)), want)
+
+
+def test_upsample_argmax_rejects_a_crop_beyond_the_grid():
+    from cqbnet.modeling.panoptic_head import upsample_argmax
+
+    with pytest.raises(ValueError, match="larger than"):
+        upsample_argmax(torch.zeros(2, 3, 3), 2, (7, 6))
 
 
 def test_max_filter3_equals_max_pooling():
