@@ -211,6 +211,14 @@ def test_upsample_argmax_keeps_a_channel_that_is_never_the_best_cell():
     assert torch.equal(upsample_argmax(logits, 4, (4, 8)), want)
 
 
+def test_upsample_argmax_with_nan_logits_still_returns_a_map():
+    from cqbnet.modeling.panoptic_head import upsample_argmax
+
+    logits = torch.zeros(3, 4, 4)
+    logits[1] = float("nan")
+    assert upsample_argmax(logits, 2, (8, 8)).shape == (8, 8)
+
+
 def test_upsample_argmax_rejects_a_crop_beyond_the_grid():
     from cqbnet.modeling.panoptic_head import upsample_argmax
 

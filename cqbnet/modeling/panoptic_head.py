@@ -273,6 +273,8 @@ def _upsample_argmax_of(
     logits: Tensor, keep: Tensor, stride: int, size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]
 ) -> Tensor:
     """Winning channel (from ``keep``) of the upsampled grid cells ``rows`` x ``cols``, cropped to ``size``."""
+    if len(keep) == 0:  # only with NaN logits, where no channel passes the test: compare them all, as before
+        keep = torch.arange(len(logits), device=logits.device)
     if len(keep) == 1:
         return keep[0].expand(
             min(size[0], rows[1] * stride) - rows[0] * stride, min(size[1], cols[1] * stride) - cols[0] * stride
