@@ -426,7 +426,7 @@ def write_report(cfg: dict[str, Any], note: str = "") -> None:
     text = f"""# Headline experiment at CPU scale (paper 000, Table 2 and Fig. 1 right, on the synthetic scenes)
 
 Produced by `python benchmarks/headline.py` from `configs/synthetic_pilot.yaml`; tables in
-`benchmarks/results/headline/` (`pilot.csv` is a pilot table `cqbnet plan --pilot` reads). Every run uses the same
+`{_relative(RESULTS, ROOT)}/` (`pilot.csv` is a pilot table `cqbnet plan --pilot` reads). Every run uses the same
 schedule ({cfg["solver"]["max_iter"]} iterations of batch {cfg["solver"]["batch_size"]} at
 {cfg["data"]["synthetic"]["size"]} px, {cfg["data"]["synthetic"]["num_train"]} training scenes, evaluated on
 {cfg["train"]["eval_images"] or cfg["data"]["synthetic"]["num_val"]} val scenes with argmax inference) and seeds
