@@ -63,6 +63,22 @@ def test_affinity_equals_explicit_pairwise_matrix(norm):
     assert p.shape == psi.shape
 
 
+@pytest.mark.parametrize("norm", ["mass", "pixels"])
+def test_affinity_with_a_coarser_q_equals_upsampling_q_first(norm):
+    """Q at stride 4 with Psi on a stride-2 grid: projecting before the upsampling gives the same P."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(2)
+    head = DenseInstanceAffinity(in_channels=8, channels=16, norm=norm)
+    q = torch.randn(16, 5, 7)
+    psi = torch.rand(4, 10, 14)
+    up = F.interpolate(q[None], size=(10, 14), mode="bilinear", align_corners=False)[0]
+    assert torch.allclose(head(q, psi), head(up, psi), atol=1e-5)
+    q.requires_grad_(True)
+    head(q, psi).sum().backward()
+    assert q.grad is not None
+
+
 def test_affinity_is_differentiable_and_residual():
     head = DenseInstanceAffinity(in_channels=8, channels=8)
     q = torch.randn(8, 4, 4, requires_grad=True)

@@ -113,10 +113,20 @@ class DenseInstanceAffinity(nn.Module):
         return self.decoder(fpn)
 
     def forward(self, q: Tensor, psi: Tensor) -> Tensor:
-        """q (C, h, w), psi (K, h, w) -> P (K, h, w); never forms the (hw, hw) matrix (Eq. 3)."""
+        """q (C, h', w'), psi (K, h, w) -> P (K, h, w); never forms the (hw, hw) matrix (Eq. 3).
+
+        A Q coarser than Psi's grid is taken to it by bilinear upsampling. phi0 and phi1 are then applied
+        before the upsampling and their ReLU after it: a 1x1 convolution commutes with bilinear
+        interpolation (whose weights sum to 1), so this is the same P for a quarter of the work at stride 2.
+        """
         k, h, w = psi.shape
-        flat_q = q.flatten(1)  # (C, hw)
-        a, b = (_pointwise(phi, flat_q) for phi in (self.phi0, self.phi1))  # (C, hw) each
+        c = q.shape[0]
+        if q.shape[-2:] == (h, w):
+            a, b = (_project(phi, q.flatten(1)).relu_() for phi in (self.phi0, self.phi1))  # (C, hw) each
+        else:
+            both = torch.cat([_project(phi, q.flatten(1)) for phi in (self.phi0, self.phi1)])  # (2C, h'w')
+            both = F.interpolate(both.view(1, 2 * c, *q.shape[-2:]), size=(h, w), mode="bilinear", align_corners=False)
+            a, b = both[0].flatten(1).relu_().split(c)  # (C, hw) each
         flat = psi.flatten(1)  # (K, hw)
         context = b @ flat.T  # (C, K): phi1(Q)^T Psi
         if self.norm == "mass":
@@ -126,13 +136,13 @@ class DenseInstanceAffinity(nn.Module):
         return torch.addmm(flat, context.T, a).reshape(k, h, w)  # Psi + context^T phi0(Q): (K, h, w)
 
 
-def _pointwise(phi: nn.Sequential, flat: Tensor) -> Tensor:
-    """phi = 1x1 convolution + ReLU applied to (C_in, hw) features as one matrix product: (C_out, hw).
+def _project(phi: nn.Sequential, flat: Tensor) -> Tensor:
+    """The 1x1 convolution of phi (before its ReLU) applied to (C_in, hw) features as one matrix product.
 
-    The same numbers as the convolution, about twice as fast on CPU for these wide, flat maps.
+    The same numbers as the convolution, about twice as fast on CPU for these wide, flat maps: (C_out, hw).
     """
     conv = phi[0]
-    return torch.addmm(conv.bias[:, None], conv.weight.flatten(1), flat).relu_()
+    return torch.addmm(conv.bias[:, None], conv.weight.flatten(1), flat)
 
 
 def match_segments(

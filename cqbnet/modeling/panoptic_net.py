@@ -639,9 +639,7 @@ class PanopticNet(nn.Module):
         )
         if self.affinity is None or q is None:
             return psi
-        if q.shape[-2:] != (h, w):
-            q = F.interpolate(q[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        return self.affinity(q, psi)
+        return self.affinity(q, psi)  # Q at stride 4 is taken to the grid inside
 
     def _panoptic_loss(self, sem_logits, q, dets, targets, padded) -> Tensor:
         """Panoptic matching loss (paper 004, Sec. 3.5): cross-entropy on P against matched ground truth."""
