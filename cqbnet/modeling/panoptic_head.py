@@ -286,9 +286,8 @@ def _upsample_argmax_of(
     if len(keep) == 0:  # only with NaN logits, where no channel passes the test: compare them all, as before
         keep = torch.arange(len(logits), device=logits.device)
     if len(keep) == 1:
-        return keep[0].expand(
-            min(size[0], rows[1] * stride) - rows[0] * stride, min(size[1], cols[1] * stride) - cols[0] * stride
-        )
+        shape = (min(size[0], rows[1] * stride) - rows[0] * stride, min(size[1], cols[1] * stride) - cols[0] * stride)
+        return torch.full(shape, int(keep[0]), dtype=torch.int64, device=logits.device)
     h, w = logits.shape[-2:]
     a, b, c, d = max(0, rows[0] - 1), min(h, rows[1] + 1), max(0, cols[0] - 1), min(w, cols[1] + 1)  # with context
     x = logits[keep, a:b, c:d][None].contiguous(memory_format=torch.channels_last)  # channels last: argmax reads rows
