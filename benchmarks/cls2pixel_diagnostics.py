@@ -12,12 +12,12 @@ Usage: ``python benchmarks/cls2pixel_diagnostics.py RUN/model_final.pth --data D
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from detector_diagnostics import checkpoint_arguments  # benchmarks/detector_diagnostics.py
 
 from cqbnet.data.dataset import IGNORE_INDEX, PanopticDataset
 from cqbnet.data.synthetic import split_paths
@@ -61,11 +61,7 @@ def pseudo_label_quality(checkpoint: Path, data: Path, images: int = 60) -> dict
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("--data", type=Path, required=True, help="a folder made by `cqbnet data synth`")
-    ap.add_argument("--images", type=int, default=60)
-    args = ap.parse_args()
+    args = checkpoint_arguments(images=60)
     print({k: round(v, 4) for k, v in pseudo_label_quality(args.checkpoint, args.data, args.images).items()})
 
 

@@ -90,12 +90,17 @@ def detector_on_true_boxes(model: PanopticNet, val: PanopticDataset, images: int
     }
 
 
-def main() -> None:
+def checkpoint_arguments(images: int) -> argparse.Namespace:
+    """The command line of a diagnostic that judges one checkpoint on the val scenes of a synthetic folder."""
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--data", type=Path, required=True, help="a folder made by `cqbnet data synth`")
-    ap.add_argument("--images", type=int, default=100)
-    args = ap.parse_args()
+    ap.add_argument("--images", type=int, default=images)
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = checkpoint_arguments(images=100)
     torch.set_num_threads(2)
     print(diagnose(args.checkpoint, args.data, args.images))
 

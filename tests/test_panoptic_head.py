@@ -47,36 +47,25 @@ def test_dynamic_potential_eqs_1_and_2():
 
 
 @pytest.mark.parametrize("norm", ["mass", "pixels"])
-def test_affinity_equals_explicit_pairwise_matrix(norm):
-    """Eq. 3: phi0(Q) (phi1(Q)^T Psi) equals forming the HW x HW affinity and multiplying."""
+@pytest.mark.parametrize("coarse_q", [False, True])
+def test_affinity_equals_explicit_pairwise_matrix(norm, coarse_q):
+    """Eq. 3: phi0(Q) (phi1(Q)^T Psi) equals forming the HW x HW affinity and multiplying; a Q coarser than
+    Psi's grid (stride 4 against 2) gives the same P as upsampling Q first."""
+    import torch.nn.functional as F
+
     torch.manual_seed(1)
     head = DenseInstanceAffinity(in_channels=8, channels=16, norm=norm)
-    q = torch.randn(16, 5, 6)
+    q = torch.randn(16, 3, 3) if coarse_q else torch.randn(16, 5, 6)
     psi = torch.rand(4, 5, 6)
     p = head(q, psi)
-    a = head.phi0(q[None])[0].flatten(1)  # (C, HW)
-    b = head.phi1(q[None])[0].flatten(1)
+    full_q = F.interpolate(q[None], size=(5, 6), mode="bilinear", align_corners=False)[0] if coarse_q else q
+    a = head.phi0(full_q[None])[0].flatten(1)  # (C, HW)
+    b = head.phi1(full_q[None])[0].flatten(1)
     affinity = a.T @ b  # (HW, HW): never built by the head
     scale = psi.flatten(1).sum(1)[:, None] if norm == "mass" else 30  # per channel mass, or H W = 5 x 6
     want = psi.flatten(1) + (affinity @ psi.flatten(1).T).T / scale
     assert torch.allclose(p.flatten(1), want, atol=1e-5)
     assert p.shape == psi.shape
-
-
-@pytest.mark.parametrize("norm", ["mass", "pixels"])
-def test_affinity_with_a_coarser_q_equals_upsampling_q_first(norm):
-    """Q at stride 4 with Psi on a stride-2 grid: projecting before the upsampling gives the same P."""
-    import torch.nn.functional as F
-
-    torch.manual_seed(2)
-    head = DenseInstanceAffinity(in_channels=8, channels=16, norm=norm)
-    q = torch.randn(16, 5, 7)
-    psi = torch.rand(4, 10, 14)
-    up = F.interpolate(q[None], size=(10, 14), mode="bilinear", align_corners=False)[0]
-    assert torch.allclose(head(q, psi), head(up, psi), atol=1e-5)
-    q.requires_grad_(True)
-    head(q, psi).sum().backward()
-    assert q.grad is not None
 
 
 def test_affinity_is_differentiable_and_residual():
@@ -85,6 +74,9 @@ def test_affinity_is_differentiable_and_residual():
     psi = torch.rand(3, 4, 4, requires_grad=True)
     head(q, psi).sum().backward()
     assert q.grad is not None and psi.grad is not None
+    coarse = torch.randn(8, 2, 2, requires_grad=True)  # Q at half Psi's resolution
+    head(coarse, psi).sum().backward()
+    assert coarse.grad is not None
     for m in (head.phi0[0], head.phi1[0]):
         torch.nn.init.zeros_(m.weight)
         torch.nn.init.zeros_(m.bias)
