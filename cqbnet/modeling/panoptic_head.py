@@ -117,7 +117,7 @@ class DenseInstanceAffinity(nn.Module):
 
         A Q coarser than Psi's grid is taken to it by bilinear upsampling. phi0 and phi1 are then applied
         before the upsampling and their ReLU after it: a 1x1 convolution commutes with bilinear
-        interpolation (whose weights sum to 1), so this is the same P for a quarter of the work at stride 2.
+        interpolation (whose weights sum to 1), so P is the same and the projections cost a quarter at stride 2.
         """
         k, h, w = psi.shape
         c = q.shape[0]
@@ -285,19 +285,20 @@ def _upsample_argmax_of(
     """Winning channel (from ``keep``) of the upsampled grid cells ``rows`` x ``cols``, cropped to ``size``."""
     if len(keep) == 0:  # only with NaN logits, where no channel passes the test: compare them all, as before
         keep = torch.arange(len(logits), device=logits.device)
+    height = min(size[0], rows[1] * stride) - rows[0] * stride  # the output pixels of these cells
+    width = min(size[1], cols[1] * stride) - cols[0] * stride
     if len(keep) == 1:
-        shape = (min(size[0], rows[1] * stride) - rows[0] * stride, min(size[1], cols[1] * stride) - cols[0] * stride)
-        return torch.full(shape, int(keep[0]), dtype=torch.int64, device=logits.device)
+        return torch.full((height, width), int(keep[0]), dtype=torch.int64, device=logits.device)
     h, w = logits.shape[-2:]
     a, b, c, d = max(0, rows[0] - 1), min(h, rows[1] + 1), max(0, cols[0] - 1), min(w, cols[1] + 1)  # with context
     x = logits[keep, a:b, c:d][None].contiguous(memory_format=torch.channels_last)  # channels last: argmax reads rows
     up = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)[0]  # (k, (b-a)s, (d-c)s)
     top, left = (rows[0] - a) * stride, (cols[0] - c) * stride
-    bottom, right = min(size[0], rows[1] * stride) - rows[0] * stride, min(size[1], cols[1] * stride) - cols[0] * stride
-    return keep[up[:, top : top + bottom, left : left + right].argmax(0)]
+    return keep[up[:, top : top + height, left : left + width].argmax(0)]
 
 
 def _tiled_upsample_argmax(logits: Tensor, ok: Tensor, stride: int, size: tuple[int, int], tile: int) -> Tensor:
+    """upsample_argmax tile by tile, each tile upsampling only its own candidates (``ok``: (K, rows, cols))."""
     out = torch.empty(size, dtype=torch.int64, device=logits.device)  # (H, W)
     for r0 in range(0, ok.shape[1], tile):
         for c0 in range(0, ok.shape[2], tile):
