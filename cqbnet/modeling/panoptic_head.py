@@ -256,10 +256,10 @@ def upsample_argmax(logits: Tensor, stride: int, size: tuple[int, int], tile: in
     ok = _crop_candidates(logits, stride, size)  # (K, rows, cols)
     keep = torch.nonzero(ok.flatten(1).any(1)).flatten()
     if tile is not None and len(keep) > 1:
-        per_tile = F.max_pool2d(ok[keep].to(torch.float32)[None], tile, ceil_mode=True)[0]  # (k, tiles down, across)
+        per_tile = tile_candidates(ok, keep, tile)  # (k, tiles down, across)
         work_tiled = float(per_tile.sum()) * (tile * stride) ** 2 + per_tile[0].numel() * TILE_OVERHEAD_CHANNEL_PIXELS
         if work_tiled < len(keep) * size[0] * size[1]:
-            return _tiled_upsample_argmax(logits, ok, stride, size, tile)
+            return _tiled_upsample_argmax(logits, keep, per_tile, stride, size, tile)
     return _upsample_argmax_of(logits, keep, stride, size, (0, ok.shape[1]), (0, ok.shape[2]))
 
 
@@ -297,14 +297,23 @@ def _upsample_argmax_of(
     return keep[up[:, top : top + height, left : left + width].argmax(0)]
 
 
-def _tiled_upsample_argmax(logits: Tensor, ok: Tensor, stride: int, size: tuple[int, int], tile: int) -> Tensor:
-    """upsample_argmax tile by tile, each tile upsampling only its own candidates (``ok``: (K, rows, cols))."""
+def tile_candidates(ok: Tensor, keep: Tensor, tile: int) -> Tensor:
+    """(k, tiles down, across) bool: which of the ``keep`` channels may win somewhere in each ``tile`` x ``tile``
+    block of cells, from the per-cell candidates ``ok`` (K, rows, cols)."""
+    return F.max_pool2d(ok[keep].to(torch.float32)[None], tile, ceil_mode=True)[0] > 0
+
+
+def _tiled_upsample_argmax(
+    logits: Tensor, keep: Tensor, per_tile: Tensor, stride: int, size: tuple[int, int], tile: int
+) -> Tensor:
+    """upsample_argmax tile by tile, each tile upsampling only its own candidates (``per_tile`` of ``keep``)."""
     out = torch.empty(size, dtype=torch.int64, device=logits.device)  # (H, W)
-    for r0 in range(0, ok.shape[1], tile):
-        for c0 in range(0, ok.shape[2], tile):
-            r1, c1 = min(ok.shape[1], r0 + tile), min(ok.shape[2], c0 + tile)
-            keep = torch.nonzero(ok[:, r0:r1, c0:c1].flatten(1).any(1)).flatten()
-            part = _upsample_argmax_of(logits, keep, stride, size, (r0, r1), (c0, c1))
+    rows, cols = -(-size[0] // stride), -(-size[1] // stride)
+    for i, r0 in enumerate(range(0, rows, tile)):
+        for j, c0 in enumerate(range(0, cols, tile)):
+            part = _upsample_argmax_of(
+                logits, keep[per_tile[:, i, j]], stride, size, (r0, min(rows, r0 + tile)), (c0, min(cols, c0 + tile))
+            )
             out[r0 * stride : r0 * stride + part.shape[0], c0 * stride : c0 * stride + part.shape[1]] = part
     return out
 
