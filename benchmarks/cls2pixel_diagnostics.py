@@ -31,7 +31,7 @@ def pseudo_label_quality(checkpoint: Path, data: Path, images: int = 60) -> dict
         raise SystemExit(f"{checkpoint}: trained without Cls2Pixel, so it has no CAM branch to judge")
     val = PanopticDataset(*split_paths(data, "val"))
     stuff = model._stuff_semantic
-    labelled = right = stuff_cells = head_right = 0
+    labelled = right = stuff_cells = head_right = tag_head_right = 0
     chance = 0.0
     with torch.no_grad():
         for i in range(min(images, len(val))):
@@ -50,12 +50,15 @@ def pseudo_label_quality(checkpoint: Path, data: Path, images: int = 60) -> dict
             right += int((pseudo[mask] == gt[mask]).sum())
             stuff_cells += int(is_stuff.sum())
             head_right += int((sem_logits[0].argmax(0)[is_stuff] == gt[is_stuff]).sum())
+            restricted = sem_logits[0].masked_fill(~tags[0].bool()[:, None, None], float("-inf")).argmax(0)
+            tag_head_right += int((restricted[is_stuff] == gt[is_stuff]).sum())
             tagged_stuff = int(tags[0, stuff].sum())
             chance += int(is_stuff.sum()) / max(tagged_stuff, 1)  # a tagged stuff class drawn at random per cell
     return {
         "coverage": labelled / max(stuff_cells, 1),
         "precision": right / max(labelled, 1),
         "semantic_head_stuff_accuracy": head_right / max(stuff_cells, 1),
+        "semantic_head_within_tags_stuff_accuracy": tag_head_right / max(stuff_cells, 1),
         "chance_precision_on_stuff": chance / max(stuff_cells, 1),
     }
 

@@ -39,12 +39,14 @@ REPORT = Path(__file__).parent / "thing_modules.md"
 CHANCE = 1 / 6  # six thing classes in the synthetic scenes
 KIND_NAMES = {"B": "boxes", "I": "image tags", "S": "stuff maps"}
 # what the network's training was when a run was made (rows before versions were recorded are version 1)
-VERSION = 2
+VERSION = 3
 VERSIONS = {
     1: "each loss a mean over the images that carry it (`loss_normalization: labelled`); Box2Mask on the boxes "
     "themselves as RoIs",
     2: "each loss weighted by the share of the batch's images that carry it (`loss_normalization: batch`); Box2Mask "
     "on RoIs over the boxes (the boxes and proposals at IoU >= 0.5), so the projection loss sees the box's outside",
+    3: "as 2, and Cls2Pixel's pseudo labels gated by their measured precision on the batch's panoptic images "
+    "(`PseudoLabelGate`) plus a tag-consistency term on the semantic head (`tag_consistency_loss`)",
 }
 
 

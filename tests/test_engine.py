@@ -290,7 +290,7 @@ def test_checkpoints_from_before_the_weak_modules_load_and_bad_ones_are_named(tm
     cfg = tiny_config(tmp_path, synth, max_iter=1)
     assert run(capsys, "train", cfg, "--out", tmp_path / "run", "--quiet", "--device", "cpu")[0] == 0
     ck = load_checkpoint(tmp_path / "run" / "model_final.pth")
-    weak_heads = ("relation.", "mid_head.", "cam_head.")
+    weak_heads = ("relation.", "mid_head.", "cam_head.", "pseudo_gate.")
 
     def save(name, state):
         save_checkpoint(tmp_path / name, **{**ck, "model": state})

@@ -157,7 +157,14 @@ def test_each_kind_gets_its_own_losses(mixed):
     assert i["loss_cls2box"] > 0  # tags teach detection through Cls2Box
     assert i["loss_cls2pixel"] > 0  # and stuff pixels through Cls2Pixel: L_cls from the start,
     model.iteration = 10**6
-    assert losses("I")["loss_cls2pixel"] > i["loss_cls2pixel"]  # pseudo labels and energy after the warm-up
+    gated = losses("I")["loss_cls2pixel"]
+    assert gated > i["loss_cls2pixel"]  # energy and tag consistency after the warm-up
+    assert model.pseudo_gate.precision is None and not model.pseudo_gate.is_open()  # no panoptic image scored yet
+    model.pseudo_gate.enabled = False  # the paper's behaviour: the CAM pseudo labels teach unchecked
+    assert losses("I")["loss_cls2pixel"] > gated
+    model.pseudo_gate.enabled = True
+    losses("P")  # a panoptic batch scores the pseudo labels against its semantic maps
+    assert model.pseudo_gate.precision is not None
     model.iteration = 0
     assert all(v == 0 for k, v in i.items() if k not in ("loss_cls2box", "loss_cls2pixel"))
     assert losses("B+I")["loss_cls2pixel"] > 0 and losses("B+I")["loss_cls2box"] == 0  # paper 001's mix

@@ -195,6 +195,44 @@ def test_pseudo_label_and_energy_losses():
     assert soft.grad is not None
 
 
+def test_tag_consistency_loss_forbids_one_class_everywhere_and_untagged_classes():
+    from cqbnet.weak.cls2pixel import energy_loss, tag_consistency_loss
+
+    tags = torch.tensor([[1.0, 1.0, 0.0]])  # classes 0 and 1 present, 2 absent
+    one_class = torch.zeros(1, 3, 4, 4)
+    one_class[:, 0] = 1.0  # class 0 everywhere: what the energy term alone likes best
+    halves = one_class.clone()
+    halves[:, :, :, 2:] = torch.tensor([0.0, 1.0, 0.0])[:, None, None]  # class 1 on the right half
+    lab = torch.zeros(1, 3, 4, 4)
+    assert float(energy_loss(one_class, lab)) < float(energy_loss(halves, lab))
+    assert float(tag_consistency_loss(halves, tags)) < 1e-5 < float(tag_consistency_loss(one_class, tags))
+    stray = halves.clone()
+    stray[0, :, 0, 0] = torch.tensor([0.0, 0.0, 1.0])  # one pixel of the untagged class
+    assert float(tag_consistency_loss(stray, tags)) > 1.0
+
+
+def test_pseudo_label_gate_opens_only_while_pseudo_labels_beat_the_head():
+    from cqbnet.weak.cls2pixel import IGNORE, PseudoLabelGate
+
+    truth = torch.tensor([[[0, 1], [1, 9]]])  # (1, 2, 2); 9 = unknown
+    pseudo = torch.tensor([[[0, 1], [IGNORE, 0]]])  # right on both scored cells; the 9-cell is not scored
+    head_wrong = torch.zeros(1, 3, 2, 2)
+    head_wrong[:, 2] = 1.0  # the head says class 2 everywhere
+    gate = PseudoLabelGate()
+    assert gate.precision is None and not gate.is_open()  # nothing scored yet: shut
+    assert PseudoLabelGate(enabled=False).is_open()  # the paper's behaviour: always on
+    gate.update(pseudo, head_wrong, truth, ignore_index=9)
+    assert gate.precision == (1.0, 0.0) and gate.is_open()
+    head_right = torch.zeros(1, 3, 2, 2)
+    head_right[0, 1] = 1.0
+    head_right[0, 0, 0, 0] = 2.0  # argmax equals the truth on every cell
+    for _ in range(30):  # the running counts forget the early batch
+        gate.update(torch.where(pseudo == 0, 1, pseudo), head_right, truth, ignore_index=9)
+    pseudo_p, head_p = gate.precision
+    assert head_p > 0.99 and pseudo_p < 0.6 and not gate.is_open()
+    assert float(gate.labelled) == pytest.approx(2 * sum(0.9**k for k in range(31)))
+
+
 def test_relation_reasoning_shapes_and_information_flow():
     from cqbnet.weak.relation_reasoning import RelationReasoning, average_with_base, relation_loss
 

@@ -83,7 +83,7 @@ def load_model(
     return model.to(device).eval(), cfg
 
 
-TRAINING_ONLY = ("mid_head.", "cam_head.")  # Cls2Box's and Cls2Pixel's heads: used by losses, not by inference
+TRAINING_ONLY = ("mid_head.", "cam_head.", "pseudo_gate.")  # Cls2Box and Cls2Pixel: used by losses, not inference
 
 
 def load_weights(model: PanopticNet, state: dict[str, Any], path: str | os.PathLike) -> None:

@@ -60,11 +60,13 @@ from cqbnet.weak.box2mask import (
 from cqbnet.weak.cls2box import MIDHead, cls2box_loss
 from cqbnet.weak.cls2pixel import (
     CAMClassifier,
+    PseudoLabelGate,
     class_activation_maps,
     classification_loss,
     energy_loss,
     pseudo_label_loss,
     pseudo_stuff_labels,
+    tag_consistency_loss,
 )
 from cqbnet.weak.relation_reasoning import RelationReasoning, average_with_base, relation_loss
 
@@ -120,6 +122,7 @@ class WeakConfig:
     cls2pixel: bool = True  # tags teach stuff pixels: CAM pseudo labels + classification + energy (L_C2P)
     cls2pixel_weight: float = 0.5  # beta of Eq. 3
     cls2pixel_warmup: int = 10000  # iterations over which L_pseudo and L_energy ramp in (L_cls from the start)
+    cls2pixel_gate: bool = True  # L_pseudo only while the CAM pseudo labels beat the semantic head (scored on P images)
     relation: bool = True  # boxes teach stuff and stuff maps teach detection: graph reasoning (L_RR)
     relation_width: int = 128  # node width of the thing, stuff and super graphs (paper: 128)
     relation_layers: int = 2  # inter-graph reasoning layers (paper: 2)
@@ -201,6 +204,7 @@ class PanopticNet(nn.Module):
         self.mid_head = MIDHead(rep, labels.num_things) if self.weak.cls2box and labels.num_things else None
         sem_channels = semantic_head.predictor.in_channels
         self.cam_head = CAMClassifier(sem_channels, labels.num_classes) if self.weak.cls2pixel else None
+        self.pseudo_gate = PseudoLabelGate(self.weak.cls2pixel_gate) if self.weak.cls2pixel else None
         self.relation = None
         if self.weak.relation and labels.stuff_semantic:
             self.relation = RelationReasoning(
@@ -348,7 +352,7 @@ class PanopticNet(nn.Module):
         tagged = [i for i, k in enumerate(kinds) if "I" in k and "P" not in k and "S" not in k]
         if self.cam_head is not None:
             losses["loss_cls2pixel"] = self.weak.cls2pixel_weight * self._cls2pixel_loss(
-                images, sem_features, sem_logits, targets, tagged
+                images, sem_features, sem_logits, targets, tagged, full
             )
         if self.weak.box2mask and self.roi_heads.with_mask:
             losses["loss_box2mask"] = self._box2mask_loss(
@@ -393,7 +397,7 @@ class PanopticNet(nn.Module):
             losses = {k: v * (contributors[k] / len(targets)) for k, v in losses.items()}
         return losses
 
-    def _cls2pixel_loss(self, images, sem_features, sem_logits, targets, idx: list[int]) -> Tensor:
+    def _cls2pixel_loss(self, images, sem_features, sem_logits, targets, idx: list[int], full: list[int]) -> Tensor:
         """Cls2Pixel (paper 000): L_pseudo + L_cls + L_energy for images whose stuff is known only by tags.
 
         CAMs of a classification branch on the semantic features give pseudo stuff labels (confident
@@ -401,9 +405,13 @@ class PanopticNet(nn.Module):
         from the tags; an energy term keeps the semantic prediction coherent with the image's colours. The
         pseudo-label and energy terms ramp in over ``weak.cls2pixel_warmup`` iterations (our addition, after
         BoxInst's warm-up): a classifier's CAMs are noise until it has learned, and on a pilot where 90% of
-        the images carry tags only, pseudo labels from that noise drove the stuff prediction to collapse.
+        the images carry tags only, pseudo labels from that noise drove the stuff prediction to collapse. For
+        the same reason L_pseudo is gated (:class:`PseudoLabelGate`): the panoptic images ``full`` of the batch
+        score the pseudo labels against their true semantic map, and they teach only while they beat the head.
         """
         zero = _zero_loss(self.cam_head)
+        if full and self.pseudo_gate.enabled:
+            self._score_pseudo_labels(images, sem_features, sem_logits, targets, full)
         if not idx:
             return zero
         image_logits, maps = self.cam_head(sem_features[idx])  # (n, K), (n, K, h, w)
@@ -414,13 +422,30 @@ class PanopticNet(nn.Module):
             return loss
         cams = class_activation_maps(maps.detach())
         pseudo = pseudo_stuff_labels(cams, tags, self._stuff_semantic)  # (n, h, w)
-        dense = pseudo_label_loss(sem_logits[idx], pseudo)
-        for i in idx:
+        dense = pseudo_label_loss(sem_logits[idx], pseudo) if self.pseudo_gate.is_open() else zero
+        for j, i in enumerate(idx):
             h, w = (-(-d // SEMANTIC_STRIDE) for d in images[i].shape[-2:])  # the image's cells on the grid
             lab = F.avg_pool2d(image_to_lab(images[i])[None], SEMANTIC_STRIDE, ceil_mode=True).to(sem_logits.device)
-            probs = torch.softmax(sem_logits[i, :, :h, :w], dim=0)[None]
+            probs = torch.softmax(sem_logits[i, :, :h, :w], dim=0)[None]  # (1, K, h, w)
             dense = dense + energy_loss(probs, lab[..., :h, :w]) / len(idx)
+            dense = dense + tag_consistency_loss(probs, tags[j : j + 1]) / len(idx)
         return loss + ramp * dense
+
+    @torch.no_grad()
+    def _score_pseudo_labels(self, images, sem_features, sem_logits, targets, full: list[int]) -> None:
+        """Pseudo labels for the panoptic images, made as for tag images, scored against their semantic maps."""
+        ignore = self.semantic_head.ignore_index
+        _, maps = self.cam_head(sem_features[full])  # (n, K, h, w) on the padded grid
+        cams = class_activation_maps(maps)
+        for j, i in enumerate(full):
+            h, w = (-(-d // SEMANTIC_STRIDE) for d in images[i].shape[-2:])  # the image's cells on the grid
+            truth = targets[i]["semantic"].to(sem_logits.device)
+            grid = F.interpolate(truth[None, None].float(), size=(h, w), mode="nearest")[0].long()  # (1, h, w)
+            present = truth[truth != ignore].unique()
+            tags = torch.zeros(1, cams.shape[1], device=cams.device)
+            tags[0, present[present < cams.shape[1]]] = 1.0
+            pseudo = pseudo_stuff_labels(cams[j : j + 1, :, :h, :w], tags, self._stuff_semantic)  # (1, h, w)
+            self.pseudo_gate.update(pseudo, sem_logits[i : i + 1, :, :h, :w], grid, ignore)
 
     def _relation_enhancer(self, sem_features: Tensor, sem_logits: Tensor, seg_out: list[Tensor]):
         """Inference: relation reasoning revises the first cascade stage per image and appends each image's
