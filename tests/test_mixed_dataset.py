@@ -163,6 +163,13 @@ def test_each_kind_gets_its_own_losses(mixed):
     model.pseudo_gate.enabled = False  # the paper's behaviour: the CAM pseudo labels teach unchecked
     assert losses("I")["loss_cls2pixel"] > gated
     model.pseudo_gate.enabled = True
+    for term in ("energy", "tag_consistency"):  # each dense term switched off on its own
+        setattr(model.weak, f"cls2pixel_{term}", False)
+        assert losses("I")["loss_cls2pixel"] < gated
+        setattr(model.weak, f"cls2pixel_{term}", True)
+    model.weak.cls2pixel_pseudo, model.pseudo_gate.enabled = False, False  # no L_pseudo: as with the gate shut
+    assert losses("I")["loss_cls2pixel"] == pytest.approx(gated, rel=1e-6)
+    model.weak.cls2pixel_pseudo, model.pseudo_gate.enabled = True, True
     losses("P")  # a panoptic batch scores the pseudo labels against its semantic maps
     assert model.pseudo_gate.precision is not None
     model.iteration = 0

@@ -123,6 +123,9 @@ class WeakConfig:
     cls2pixel_weight: float = 0.5  # beta of Eq. 3
     cls2pixel_warmup: int = 10000  # iterations over which L_pseudo and L_energy ramp in (L_cls from the start)
     cls2pixel_gate: bool = True  # L_pseudo only while the CAM pseudo labels beat the semantic head (scored on P images)
+    cls2pixel_pseudo: bool = True  # the three dense terms of L_C2P, each switchable for ablations
+    cls2pixel_energy: bool = True
+    cls2pixel_tag_consistency: bool = True  # our MIL term on the semantic head
     relation: bool = True  # boxes teach stuff and stuff maps teach detection: graph reasoning (L_RR)
     relation_width: int = 128  # node width of the thing, stuff and super graphs (paper: 128)
     relation_layers: int = 2  # inter-graph reasoning layers (paper: 2)
@@ -410,7 +413,7 @@ class PanopticNet(nn.Module):
         score the pseudo labels against their true semantic map, and they teach only while they beat the head.
         """
         zero = _zero_loss(self.cam_head)
-        if full and self.pseudo_gate.enabled:
+        if full and self.pseudo_gate.enabled and self.weak.cls2pixel_pseudo:
             self._score_pseudo_labels(images, sem_features, sem_logits, targets, full)
         if not idx:
             return zero
@@ -422,13 +425,17 @@ class PanopticNet(nn.Module):
             return loss
         cams = class_activation_maps(maps.detach())
         pseudo = pseudo_stuff_labels(cams, tags, self._stuff_semantic)  # (n, h, w)
-        dense = pseudo_label_loss(sem_logits[idx], pseudo) if self.pseudo_gate.is_open() else zero
+        weak = self.weak
+        use_pseudo = weak.cls2pixel_pseudo and self.pseudo_gate.is_open()
+        dense = pseudo_label_loss(sem_logits[idx], pseudo) if use_pseudo else zero
         for j, i in enumerate(idx):
             h, w = (-(-d // SEMANTIC_STRIDE) for d in images[i].shape[-2:])  # the image's cells on the grid
-            lab = F.avg_pool2d(image_to_lab(images[i])[None], SEMANTIC_STRIDE, ceil_mode=True).to(sem_logits.device)
             probs = torch.softmax(sem_logits[i, :, :h, :w], dim=0)[None]  # (1, K, h, w)
-            dense = dense + energy_loss(probs, lab[..., :h, :w]) / len(idx)
-            dense = dense + tag_consistency_loss(probs, tags[j : j + 1]) / len(idx)
+            if weak.cls2pixel_energy:
+                lab = F.avg_pool2d(image_to_lab(images[i])[None], SEMANTIC_STRIDE, ceil_mode=True)
+                dense = dense + energy_loss(probs, lab.to(sem_logits.device)[..., :h, :w]) / len(idx)
+            if weak.cls2pixel_tag_consistency:
+                dense = dense + tag_consistency_loss(probs, tags[j : j + 1]) / len(idx)
         return loss + ramp * dense
 
     @torch.no_grad()
