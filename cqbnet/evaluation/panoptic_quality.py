@@ -556,19 +556,37 @@ def _file_task(index: int) -> tuple[ImageStats, tuple | None]:
     return stats, enc
 
 
-def _run_block(job: tuple) -> list:
-    fn, block = job
-    return [fn(t) for t in block]
+_shared_blocks: tuple | None = None  # (blocks, counter): inherited by the forked workers
+
+
+def _next_block(counter, total: int) -> int | None:
+    """Take the next untaken block index from the counter shared by all processes, or None when none is left."""
+    with counter.get_lock():
+        b = counter.value
+        if b >= total:
+            return None
+        counter.value = b + 1
+    return b
+
+
+def _take_blocks(fn) -> dict[int, list]:
+    """Compute blocks taken from the shared counter until none is left; {block index: results}."""
+    blocks, counter = _shared_blocks
+    out = {}
+    while (b := _next_block(counter, len(blocks))) is not None:
+        out[b] = [fn(t) for t in blocks[b]]
+    return out
 
 
 def _ordered_map(fn, tasks, workers: int | None, state: tuple) -> Iterable:
-    """Map ``fn`` over ``tasks`` in order: in this process, or shared with ``workers - 1`` forked workers.
+    """Map ``fn`` over ``tasks`` and give the results in task order, with ``workers - 1`` forked workers helping.
 
-    The tasks are cut into blocks dealt round-robin: this process computes every ``workers``-th block
-    itself (one process fewer to fork, half the results never pickled) while the workers take the others.
-    The workers inherit ``state`` through fork, so a task is only an index.
+    The tasks are cut into blocks; this process and the workers take the next untaken block from one
+    shared counter until none is left, so a process that runs slower (this one also unpickles the
+    workers' results) simply takes fewer blocks. Each worker sends its results once, at the end. The
+    workers inherit ``state`` and the blocks through fork, so no task is pickled.
     """
-    global _worker_state
+    global _worker_state, _shared_blocks
     tasks = list(tasks)
     workers = min(workers or os.cpu_count() or 1, len(tasks))
     _worker_state = state
@@ -576,12 +594,17 @@ def _ordered_map(fn, tasks, workers: int | None, state: tuple) -> Iterable:
         if workers <= 1 or "fork" not in mp.get_all_start_methods():
             yield from map(fn, tasks)
             return
+        ctx = mp.get_context("fork")
         size = max(1, len(tasks) // (workers * 16))
         blocks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
-        theirs = [(fn, b) for i, b in enumerate(blocks) if i % workers]
-        with mp.get_context("fork").Pool(workers - 1) as pool:
-            done = pool.imap(_run_block, theirs)
-            for i, block in enumerate(blocks):
-                yield from (map(fn, block) if i % workers == 0 else next(done))
+        _shared_blocks = (blocks, ctx.Value("l", 0))
+        with ctx.Pool(workers - 1) as pool:
+            pending = [pool.apply_async(_take_blocks, (fn,)) for _ in range(workers - 1)]
+            done = _take_blocks(fn)
+            for r in pending:
+                done.update(r.get())
+        for b in range(len(blocks)):
+            yield from done[b]
     finally:
         _worker_state = None
+        _shared_blocks = None
