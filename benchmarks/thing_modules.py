@@ -45,8 +45,9 @@ VERSIONS = {
     "themselves as RoIs",
     2: "each loss weighted by the share of the batch's images that carry it (`loss_normalization: batch`); Box2Mask "
     "on RoIs over the boxes (the boxes and proposals at IoU >= 0.5), so the projection loss sees the box's outside",
-    3: "as 2, and Cls2Pixel's pseudo labels gated by their measured precision on the batch's panoptic images "
-    "(`PseudoLabelGate`) plus a tag-consistency term on the semantic head (`tag_consistency_loss`)",
+    3: "as 2, and Cls2Pixel's pseudo labels used only while, on the batch's panoptic images, they are right more "
+    "often than the semantic head restricted to the tags (`PseudoLabelGate`), plus a tag-consistency term on the "
+    "semantic head (`tag_consistency_loss`)",
 }
 
 

@@ -215,19 +215,25 @@ def test_pseudo_label_gate_opens_only_while_pseudo_labels_beat_the_head():
     from cqbnet.weak.cls2pixel import IGNORE, PseudoLabelGate
 
     truth = torch.tensor([[[0, 1], [1, 9]]])  # (1, 2, 2); 9 = unknown
+    tags = torch.tensor([[1.0, 1.0, 0.0]])  # classes 0 and 1 present, 2 absent
     pseudo = torch.tensor([[[0, 1], [IGNORE, 0]]])  # right on both scored cells; the 9-cell is not scored
-    head_wrong = torch.zeros(1, 3, 2, 2)
-    head_wrong[:, 2] = 1.0  # the head says class 2 everywhere
+
+    def head(at_00: int, at_01: int) -> torch.Tensor:
+        logits = torch.zeros(1, 3, 2, 2)
+        logits[:, 2] = 5.0  # the untagged class is the head's argmax everywhere
+        logits[0, at_00, 0, 0] = logits[0, at_01, 0, 1] = 1.0  # the best tagged class at the two scored cells
+        return logits
+
     gate = PseudoLabelGate()
     assert gate.precision is None and not gate.is_open()  # nothing scored yet: shut
     assert PseudoLabelGate(enabled=False).is_open()  # the paper's behaviour: always on
-    gate.update(pseudo, head_wrong, truth, ignore_index=9)
+    gate.update(pseudo, head(1, 0), tags, truth, ignore_index=9)  # told the tags, the head is still wrong twice
     assert gate.precision == (1.0, 0.0) and gate.is_open()
-    head_right = torch.zeros(1, 3, 2, 2)
-    head_right[0, 1] = 1.0
-    head_right[0, 0, 0, 0] = 2.0  # argmax equals the truth on every cell
+    told = PseudoLabelGate()
+    told.update(pseudo, head(0, 1), tags, truth, ignore_index=9)  # right once told the tags: the pseudo labels
+    assert told.precision == (1.0, 1.0) and not told.is_open()  # teach it nothing, though its argmax is wrong
     for _ in range(30):  # the running counts forget the early batch
-        gate.update(torch.where(pseudo == 0, 1, pseudo), head_right, truth, ignore_index=9)
+        gate.update(torch.where(pseudo == 0, 1, pseudo), head(0, 1), tags, truth, ignore_index=9)
     pseudo_p, head_p = gate.precision
     assert head_p > 0.99 and pseudo_p < 0.6 and not gate.is_open()
     assert float(gate.labelled) == pytest.approx(2 * sum(0.9**k for k in range(31)))

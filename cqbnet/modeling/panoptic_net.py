@@ -122,7 +122,7 @@ class WeakConfig:
     cls2pixel: bool = True  # tags teach stuff pixels: CAM pseudo labels + classification + energy (L_C2P)
     cls2pixel_weight: float = 0.5  # beta of Eq. 3
     cls2pixel_warmup: int = 10000  # iterations over which L_pseudo and L_energy ramp in (L_cls from the start)
-    cls2pixel_gate: bool = True  # L_pseudo only while the CAM pseudo labels beat the semantic head (scored on P images)
+    cls2pixel_gate: bool = True  # L_pseudo only while CAM pseudo labels beat the head told the tags, on P images
     cls2pixel_pseudo: bool = True  # the three dense terms of L_C2P, each switchable for ablations
     cls2pixel_energy: bool = True
     cls2pixel_tag_consistency: bool = True  # our MIL term on the semantic head
@@ -452,7 +452,7 @@ class PanopticNet(nn.Module):
             tags = torch.zeros(1, cams.shape[1], device=cams.device)
             tags[0, present[present < cams.shape[1]]] = 1.0
             pseudo = pseudo_stuff_labels(cams[j : j + 1, :, :h, :w], tags, self._stuff_semantic)  # (1, h, w)
-            self.pseudo_gate.update(pseudo, sem_logits[i : i + 1, :, :h, :w], grid, ignore)
+            self.pseudo_gate.update(pseudo, sem_logits[i : i + 1, :, :h, :w], tags, grid, ignore)
 
     def _relation_enhancer(self, sem_features: Tensor, sem_logits: Tensor, seg_out: list[Tensor]):
         """Inference: relation reasoning revises the first cascade stage per image and appends each image's
