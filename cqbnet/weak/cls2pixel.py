@@ -116,10 +116,10 @@ class PseudoLabelGate(nn.Module):
     how many the pseudo label gets right and how many the semantic head gets right when told the tags too
     (its argmax over the image's tagged classes: the pseudo labels know the tags, so the fair rival does).
     Both counts are running sums decayed by ``decay`` per update. The gate is open while the pseudo labels'
-    count is the larger. On the pilot's synthetic scenes (P0.3-I0.7, 200 iterations) pseudo labels taken from CAMs that
-    had not learned yet, together with the energy term, collapsed the stuff prediction (PQ_st 1.6 against
-    48.3 without Cls2Pixel); the energy term alone gave 55.0. With no panoptic image seen, the gate stays shut
-    (set ``enabled=False`` to trust the CAMs unchecked, as the paper does).
+    count is the larger. On the pilot's synthetic scenes (P0.3-I0.7, 200 iterations) pseudo labels taken
+    from CAMs that had not learned yet, together with the energy term, collapsed the stuff prediction
+    (PQ_st 1.6 against 48.3 without Cls2Pixel); the energy term alone gave 55.0. With no panoptic image
+    seen, the gate stays shut (set ``enabled=False`` to trust the CAMs unchecked, as the paper does).
     """
 
     def __init__(self, enabled: bool = True, decay: float = 0.9):
