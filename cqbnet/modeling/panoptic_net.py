@@ -423,11 +423,11 @@ class PanopticNet(nn.Module):
         ramp = ramp_weight(self.iteration, self.weak.cls2pixel_warmup)
         if ramp == 0:  # the CAMs of a classifier that has not learned yet are noise: no pseudo labels from them
             return loss
-        cams = class_activation_maps(maps.detach())
-        pseudo = pseudo_stuff_labels(cams, tags, self._stuff_semantic)  # (n, h, w)
         weak = self.weak
-        use_pseudo = weak.cls2pixel_pseudo and self.pseudo_gate.is_open()
-        dense = pseudo_label_loss(sem_logits[idx], pseudo) if use_pseudo else zero
+        dense = zero
+        if weak.cls2pixel_pseudo and self.pseudo_gate.is_open():  # CAMs and pseudo labels only when they teach
+            pseudo = pseudo_stuff_labels(class_activation_maps(maps.detach()), tags, self._stuff_semantic)  # (n, h, w)
+            dense = pseudo_label_loss(sem_logits[idx], pseudo)
         for j, i in enumerate(idx):
             h, w = (-(-d // SEMANTIC_STRIDE) for d in images[i].shape[-2:])  # the image's cells on the grid
             probs = torch.softmax(sem_logits[i, :, :h, :w], dim=0)[None]  # (1, K, h, w)
