@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from cqbnet.data.panoptic_format import load_categories, load_panoptic_json, read_panoptic_png
+from cqbnet.data.panoptic_format import SegmentInfo, load_categories, load_panoptic_json, read_panoptic_png
 from cqbnet.evaluation.panoptic_quality import PanopticQuality, evaluate_panoptic_files
 from cqbnet.evaluation.perturb import PERTURBATIONS, perturb
 from helpers import write_prediction
@@ -202,3 +202,61 @@ def test_bad_id_maps_are_named(synth):
     bad[0, 0] = -5
     with pytest.raises(InputError, match=rf"image {rec.image_id}: segment ids must lie in"):
         metric.update(ids, rec.segments, bad, rec.segments, image_id=rec.image_id)
+
+
+def test_unmatched_prediction_on_crowd_uses_the_last_crowd_segment(tmp_path):
+    """Two crowd segments of one category: only the last one excuses an unmatched prediction (as the reference)."""
+    from cqbnet.data.panoptic_format import Category, PanopticRecord, write_panoptic_png
+    from cqbnet.io import write_json
+
+    cats = {1: Category(1, "person", True), 2: Category(2, "grass", False), 3: Category(3, "car", True)}
+    gt = np.full((20, 50), 9, np.uint32)  # stuff
+    gt[:, :10] = 3  # first crowd of category 1
+    gt[:, 10:20] = 8  # the only crowd of category 3
+    gt[:, 40:] = 4  # last crowd of category 1
+    gt[0:2, 22:38] = 0  # a strip of void
+    g_segs = [
+        SegmentInfo(i, c, crowd, int((gt == i).sum()))
+        for i, c, crowd in ((3, 1, True), (8, 3, True), (4, 1, True), (9, 2, False))
+    ]
+    pred = np.full((20, 50), 9, np.uint32)
+    pred[:, 2:9] = 5  # category 1 on the first crowd only: a false positive
+    pred[:, 12:19] = 6  # category 3 on its crowd: ignored
+    pred[0:2, 24:30] = 7  # category 1 on void: ignored
+    p_segs = [SegmentInfo(5, 1), SegmentInfo(6, 3), SegmentInfo(7, 1), SegmentInfo(9, 2)]
+    (tmp_path / "gt").mkdir()
+    write_panoptic_png(tmp_path / "gt" / "1.png", gt)
+    write_json(
+        tmp_path / "gt.json",
+        {
+            "annotations": [PanopticRecord(1, "1.png", g_segs).to_json()],
+            "categories": [c.to_json() for c in cats.values()],
+        },
+    )
+    pred_json = write_prediction(tmp_path, {1: (pred, p_segs)}, cats)
+    ours = evaluate_panoptic_files(tmp_path / "gt.json", pred_json, tmp_path / "gt", tmp_path / "pred", workers=1)
+    assert_same(ours, reference(tmp_path / "gt.json", pred_json, tmp_path / "gt", tmp_path / "pred"))
+    assert (ours.per_class[1]["fp"], ours.per_class[1]["tp"], ours.per_class[1]["fn"]) == (1, 0, 0)
+    assert (ours.per_class[3]["fp"], ours.per_class[3]["tp"], ours.per_class[3]["fn"]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda segs: segs + [segs[0]], "duplicate segment id in the prediction"),
+        (lambda segs: [{"id": segs[0].id, "category_id": 999}] + segs[1:], "unknown category_id 999"),
+        (lambda segs: segs + [{"id": 2**24, "category_id": segs[0].category_id}], "segment id out of range"),
+        (lambda segs: segs + [{"id": 77777, "category_id": segs[0].category_id}], "has no pixel in the PNG"),
+    ],
+)
+def test_bad_segment_lists_are_named_in_memory(synth, edit, message):
+    from cqbnet.errors import InputError
+
+    gt = load_panoptic_json(synth / "panoptic_val.json", synth / "panoptic" / "val")
+    rec = gt.records[0]
+    ids = read_panoptic_png(gt.png_path(rec))
+    with pytest.raises(InputError, match=rf"image {rec.image_id}.*{message}"):
+        PanopticQuality(gt.categories).update(ids, rec.segments, ids, edit(list(rec.segments)), image_id=rec.image_id)
+    wrong_area = [SegmentInfo(s.id, s.category_id, s.iscrowd, (s.area or 0) + 1) for s in rec.segments]
+    with pytest.raises(InputError, match=rf"image {rec.image_id}: segment {rec.segments[0].id}: JSON area"):
+        PanopticQuality(gt.categories).update(ids, wrong_area, ids, rec.segments, image_id=rec.image_id)

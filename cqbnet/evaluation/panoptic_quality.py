@@ -154,42 +154,36 @@ def _pair_histogram(
         starts[1:] = np.flatnonzero(change) + 1
         g, p = g[starts], p[starts]  # (R,) every pixel's value is its run's
     for values, at in ((g, where_gt), (p, where_pred)):
-        if values.min() < 0 or values.max() > MAX_ID:
+        if (values.dtype.kind == "i" and values.min() < 0) or values.max() > MAX_ID:
             raise InputError(f"{at}segment ids must lie in [0, {MAX_ID}]")
     if fragmented:
         return _joint_histogram(_dense_index(gt_ids, g_id), _dense_index(pred_ids, p_id), ng, np_)
-    lengths = np.diff(starts, append=gt_ids.size)  # (R,)
+    lengths = np.empty(n_runs, dtype=np.intp)  # (R,)
+    np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
+    lengths[-1] = gt_ids.size - starts[-1]
     joint = _index_values(g, g_id) * np_ + _index_values(p, p_id)  # (R,)
     hist = np.bincount(joint, weights=lengths, minlength=ng * np_)
     return hist.astype(np.int64).reshape(ng, np_)
 
 
+def _segment_row(s: SegmentInfo | dict) -> tuple[int, int, bool, int]:
+    """(id, category id, crowd flag, JSON area or -1) of a SegmentInfo or a JSON dict."""
+    if isinstance(s, SegmentInfo):
+        return s.id, s.category_id, s.iscrowd, -1 if s.area is None else s.area
+    area = s.get("area")
+    return int(s["id"]), int(s["category_id"]), bool(s.get("iscrowd", 0)), -1 if area is None else int(area)
+
+
 def _segment_arrays(
     segments: Sequence[SegmentInfo | dict],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Segment ids, category ids, crowd flags and JSON areas (-1 when absent) as arrays.
+    """Segment ids, category ids, crowd flags and JSON areas (-1 when absent) as (n,) arrays.
 
     Accepts SegmentInfo objects or JSON dicts.
     """
-    ids, cats, crowd, areas = [], [], [], []
-    for s in segments:
-        if isinstance(s, dict):
-            ids.append(int(s["id"]))
-            cats.append(int(s["category_id"]))
-            crowd.append(bool(s.get("iscrowd", 0)))
-            area = s.get("area")
-        else:
-            ids.append(s.id)
-            cats.append(s.category_id)
-            crowd.append(s.iscrowd)
-            area = s.area
-        areas.append(-1 if area is None else int(area))
-    return (
-        np.asarray(ids, dtype=np.int64),
-        np.asarray(cats, dtype=np.int64),
-        np.asarray(crowd, dtype=bool),
-        np.asarray(areas, dtype=np.int64),
-    )
+    rows = [_segment_row(s) for s in segments]
+    table = np.array(rows, dtype=np.int64).reshape(-1, 4).T  # (4, n)
+    return table[0], table[1], table[2].astype(bool), table[3]
 
 
 @dataclass
@@ -212,6 +206,49 @@ class ImageStats:
 def _unknown_ids(ids: np.ndarray, known: np.ndarray) -> list[int]:
     known_set = set(known.tolist())
     return [int(x) for x in np.unique(ids) if x != VOID and int(x) not in known_set]
+
+
+def _category_positions(
+    seg_ids: np.ndarray, cats: np.ndarray, cat_index: dict[int, int], label: str, path: Any, image_id: Any
+) -> np.ndarray:
+    """Check one side's segments (ids unique and in range, categories known); their category positions, (n,)."""
+    id_list = seg_ids.tolist()
+    if len(set(id_list)) != len(id_list):
+        dup = next(x for x in id_list if id_list.count(x) > 1)
+        raise InputError(f"{where(path, image_id, dup)}duplicate segment id in the {label}")
+    if seg_ids.size and (seg_ids.min() <= VOID or seg_ids.max() > MAX_ID):
+        bad = next(x for x in id_list if not VOID < x <= MAX_ID)
+        raise InputError(f"{where(path, image_id, bad)}segment id out of range")
+    positions = [cat_index.get(c, -1) for c in cats.tolist()]
+    if -1 in positions:
+        k = positions.index(-1)
+        raise InputError(f"{where(path, image_id, id_list[k])}unknown category_id {int(cats[k])}")
+    return np.asarray(positions, dtype=np.int64)
+
+
+def _false_positives(
+    p_ci: np.ndarray,
+    p_cat: np.ndarray,
+    p_area: np.ndarray,
+    p_matched: np.ndarray,
+    void_pred: np.ndarray,
+    inter: np.ndarray,
+    g_cat: np.ndarray,
+    g_crowd_unmatched: np.ndarray,
+) -> np.ndarray:
+    """Category positions of the unmatched predictions that count as false positives, (P,).
+
+    As panopticapi: an unmatched prediction is ignored when more than half of it lies on GT void plus the
+    crowd region of its own category, that region being the last crowd segment of the category.
+    """
+    unmatched = np.flatnonzero(~p_matched)  # (U,)
+    ignored = void_pred[unmatched]  # (U,) a copy
+    if g_crowd_unmatched.any():
+        crowd_of_cat = {int(g_cat[k]): int(k) for k in np.flatnonzero(g_crowd_unmatched)}  # the last one wins
+        rows = np.asarray([crowd_of_cat.get(c, -1) for c in p_cat[unmatched].tolist()], dtype=np.int64)
+        has = rows >= 0
+        ignored[has] += inter[rows[has], unmatched[has]]
+    return p_ci[unmatched[ignored / p_area[unmatched] <= 0.5]]
 
 
 def image_stats(
@@ -238,16 +275,8 @@ def image_stats(
         )
     g_id, g_cat, g_crowd, g_json_area = _segment_arrays(gt_segments)
     p_id, p_cat, _, _ = _segment_arrays(pred_segments)
-    for label, seg_ids, cats, path in (("ground truth", g_id, g_cat, gt_path), ("prediction", p_id, p_cat, pred_path)):
-        id_list = seg_ids.tolist()
-        if len(set(id_list)) != len(id_list):
-            dup = next(x for x in id_list if id_list.count(x) > 1)
-            raise InputError(f"{where(path, image_id, dup)}duplicate segment id in the {label}")
-        for x, c in zip(id_list, cats.tolist()):
-            if not VOID < x <= MAX_ID:
-                raise InputError(f"{where(path, image_id, x)}segment id out of range")
-            if c not in cat_index:
-                raise InputError(f"{where(path, image_id, x)}unknown category_id {c}")
+    g_ci = _category_positions(g_id, g_cat, cat_index, "ground truth", gt_path, image_id)
+    p_ci = _category_positions(p_id, p_cat, cat_index, "prediction", pred_path, image_id)
 
     ng, np_ = len(g_id), len(p_id)
     hist = _pair_histogram(
@@ -260,11 +289,13 @@ def image_stats(
         raise InputError(f"{where(pred_path, image_id, _unknown_ids(pred_ids, p_id)[0])}in the PNG but not in the JSON")
     g_area = hist[2:].sum(axis=1)  # (ng,)
     p_area = hist[:, 2:].sum(axis=0)  # (np,)
-    for k in np.flatnonzero(g_area == 0):
-        raise InputError(f"{where(gt_path, image_id, int(g_id[k]))}in the JSON but has no pixel in the PNG")
-    for k in np.flatnonzero(p_area == 0):
-        raise InputError(f"{where(pred_path, image_id, int(p_id[k]))}in the JSON but has no pixel in the PNG")
-    for k in np.flatnonzero((g_json_area >= 0) & (g_json_area != g_area)):
+    for area, seg_ids, path in ((g_area, g_id, gt_path), (p_area, p_id, pred_path)):
+        if not area.all():
+            k = int(np.argmin(area != 0))
+            raise InputError(f"{where(path, image_id, int(seg_ids[k]))}in the JSON but has no pixel in the PNG")
+    wrong_area = (g_json_area >= 0) & (g_json_area != g_area)  # (ng,)
+    if wrong_area.any():
+        k = int(np.argmax(wrong_area))
         raise InputError(
             f"{where(gt_path, image_id, int(g_id[k]))}JSON area {int(g_json_area[k])} but {int(g_area[k])} "
             "pixels in the PNG"
@@ -273,8 +304,6 @@ def image_stats(
     inter = hist[2:, 2:]  # (ng, np) intersections
     void_pred = hist[VOID, 2:]  # (np,) prediction pixels on GT void
     n_cat = len(cat_index)
-    g_ci = np.asarray([cat_index[c] for c in g_cat.tolist()], dtype=np.int64)
-    p_ci = np.asarray([cat_index[c] for c in p_cat.tolist()], dtype=np.int64)
 
     # Matching: same category, GT not crowd, IoU > 0.5 (unique by construction).
     same = (g_cat[:, None] == p_cat[None, :]) & ~g_crowd[:, None] & (inter > 0)
@@ -287,20 +316,7 @@ def image_stats(
     p_matched = np.zeros(np_, dtype=bool)
     p_matched[pi] = True
     fn_cat = g_ci[~g_matched & ~g_crowd]
-
-    # Unmatched predictions on void or on their category's crowd region are ignored.
-    crowd_of_cat: dict[int, int] = {}
-    for k in np.flatnonzero(g_crowd & ~g_matched):
-        crowd_of_cat[int(g_cat[k])] = int(k)  # the last one wins, as in the reference
-    fp = []
-    for k in np.flatnonzero(~p_matched):
-        ignored = int(void_pred[k])
-        crowd_k = crowd_of_cat.get(int(p_cat[k]))
-        if crowd_k is not None:
-            ignored += int(inter[crowd_k, k])
-        if ignored / p_area[k] > 0.5:
-            continue
-        fp.append(p_ci[k])
+    fp_cat = _false_positives(p_ci, p_cat, p_area, p_matched, void_pred, inter, g_cat, g_crowd & ~g_matched)
 
     # Semantic confusion cells (GT void rows dropped; prediction void is the last column).
     cells = np.concatenate([hist[2:, :1], hist[2:, 2:]], axis=1)  # (ng, np + 1)
@@ -310,7 +326,7 @@ def image_stats(
         tp_cat=g_ci[gi],
         tp_iou=iou[gi, pi],
         fn_cat=fn_cat,
-        fp_cat=np.asarray(fp, dtype=np.int64),
+        fp_cat=fp_cat,
         conf_idx=g_ci[r] * (n_cat + 1) + cols[c],
         conf_val=cells[r, c],
     )
