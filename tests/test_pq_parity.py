@@ -42,6 +42,17 @@ def coco_gt(tmp_path, coco_sample):
     return j, coco_sample / "panoptic_examples"
 
 
+def write_gt_image(tmp_path, ids: np.ndarray, segs, cats) -> None:
+    """One ground-truth image as ``tmp_path/gt.json`` + ``tmp_path/gt/1.png`` (image id 1)."""
+    from cqbnet.data.panoptic_format import PanopticRecord, write_panoptic_png
+    from cqbnet.io import write_json
+
+    (tmp_path / "gt").mkdir()
+    write_panoptic_png(tmp_path / "gt" / "1.png", ids)
+    record = PanopticRecord(1, "1.png", segs).to_json()
+    write_json(tmp_path / "gt.json", {"annotations": [record], "categories": [c.to_json() for c in cats.values()]})
+
+
 def test_coco_identity(tmp_path, coco_sample):
     gt_json, gt_dir = coco_gt(tmp_path, coco_sample)
     ours = evaluate_panoptic_files(gt_json, gt_json, gt_dir, gt_dir)
@@ -106,22 +117,13 @@ def test_in_memory_equals_files(tmp_path, synth):
 
 def test_many_segments_fallback_path(tmp_path):
     """More than 254 segments per image takes the uint16 / bincount path; still identical."""
-    from cqbnet.data.panoptic_format import Category, PanopticRecord, SegmentInfo, write_panoptic_png
-    from cqbnet.io import write_json
+    from cqbnet.data.panoptic_format import Category
 
     cats = {1: Category(1, "a", True), 2: Category(2, "b", False)}
     rng = np.random.default_rng(0)
     ids = (np.arange(40 * 40).reshape(40, 40) // 5 + 1).astype(np.uint32)  # 320 segments of 5 px
     segs = [SegmentInfo(int(i), 1 if i % 3 else 2, bool(i % 17 == 0), 5) for i in np.unique(ids)]
-    (tmp_path / "gt").mkdir()
-    write_panoptic_png(tmp_path / "gt" / "1.png", ids)
-    write_json(
-        tmp_path / "gt.json",
-        {
-            "annotations": [PanopticRecord(1, "1.png", segs).to_json()],
-            "categories": [c.to_json() for c in cats.values()],
-        },
-    )
+    write_gt_image(tmp_path, ids, segs, cats)
     p_ids, p_segs = perturb(ids, segs, cats, rng, ["shift", "split", "extra", "wrong_class"])
     pred_json = write_prediction(tmp_path, {1: (p_ids, p_segs)}, cats)
     ours = evaluate_panoptic_files(tmp_path / "gt.json", pred_json, tmp_path / "gt", tmp_path / "pred")
@@ -206,8 +208,7 @@ def test_bad_id_maps_are_named(synth):
 
 def test_unmatched_prediction_on_crowd_uses_the_last_crowd_segment(tmp_path):
     """Two crowd segments of one category: only the last one excuses an unmatched prediction (as the reference)."""
-    from cqbnet.data.panoptic_format import Category, PanopticRecord, write_panoptic_png
-    from cqbnet.io import write_json
+    from cqbnet.data.panoptic_format import Category
 
     cats = {1: Category(1, "person", True), 2: Category(2, "grass", False), 3: Category(3, "car", True)}
     gt = np.full((20, 50), 9, np.uint32)  # stuff
@@ -224,15 +225,7 @@ def test_unmatched_prediction_on_crowd_uses_the_last_crowd_segment(tmp_path):
     pred[:, 12:19] = 6  # category 3 on its crowd: ignored
     pred[0:2, 24:30] = 7  # category 1 on void: ignored
     p_segs = [SegmentInfo(5, 1), SegmentInfo(6, 3), SegmentInfo(7, 1), SegmentInfo(9, 2)]
-    (tmp_path / "gt").mkdir()
-    write_panoptic_png(tmp_path / "gt" / "1.png", gt)
-    write_json(
-        tmp_path / "gt.json",
-        {
-            "annotations": [PanopticRecord(1, "1.png", g_segs).to_json()],
-            "categories": [c.to_json() for c in cats.values()],
-        },
-    )
+    write_gt_image(tmp_path, gt, g_segs, cats)
     pred_json = write_prediction(tmp_path, {1: (pred, p_segs)}, cats)
     ours = evaluate_panoptic_files(tmp_path / "gt.json", pred_json, tmp_path / "gt", tmp_path / "pred", workers=1)
     assert_same(ours, reference(tmp_path / "gt.json", pred_json, tmp_path / "gt", tmp_path / "pred"))
