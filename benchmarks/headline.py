@@ -56,11 +56,12 @@ REPORT = Path(__file__).parent / "headline.md"
 
 def _set_outputs(results: Path, report: Path) -> None:
     """Where the tables, the figure and the report go (``--results``/``--report`` for a trial elsewhere)."""
-    global RESULTS, PILOT, PLANS, PLAN_RUNS, FIGURE, REPORT, TRAINING
+    global RESULTS, PILOT, PLANS, PLAN_RUNS, FIGURE, REPORT, TRAINING, NOTE
     RESULTS, REPORT = results, report
     PILOT, PLANS, PLAN_RUNS = results / "pilot.csv", results / "plans.json", results / "plan_runs.csv"
     FIGURE = results / "fig1_right.png"
     TRAINING = results / "training_version.json"  # the network's training the runs were made with
+    NOTE = results / "note.md"  # how this folder's runs came about, when the tables alone do not say
 
 
 def training_version() -> int:
@@ -407,7 +408,9 @@ def _relative(path: Path, start: Path) -> str:
     return os.path.relpath(path.absolute(), start.absolute())
 
 
-def write_report(cfg: dict[str, Any], note: str = "") -> None:
+def write_report(cfg: dict[str, Any]) -> None:
+    """``benchmarks/headline*.md`` from the finished runs; a ``note.md`` in the results folder goes under the header."""
+    note = NOTE.read_text() if NOTE.is_file() else ""
     pilot = _read_csv(PILOT)
     runs = _read_csv(PLAN_RUNS)
     plans = read_json(PLANS) if PLANS.is_file() else None
@@ -486,7 +489,7 @@ def main() -> None:
     _set_outputs(args.results, args.report)
     cfg = load_config(args.config, args.overrides)
     t0 = time.time()
-    outputs = [PILOT, PLANS, PLAN_RUNS, FIGURE, TRAINING, REPORT]
+    outputs = [PILOT, PLANS, PLAN_RUNS, FIGURE, TRAINING, NOTE, REPORT]
 
     def checkpoint(_: Any = None) -> None:
         write_report(cfg)

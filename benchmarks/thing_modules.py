@@ -39,7 +39,7 @@ REPORT = Path(__file__).parent / "thing_modules.md"
 CHANCE = 1 / 6  # six thing classes in the synthetic scenes
 KIND_NAMES = {"B": "boxes", "I": "image tags", "S": "stuff maps"}
 # what the network's training was when a run was made (rows before versions were recorded are version 1)
-VERSION = 3
+VERSION = 4
 VERSIONS = {
     1: "each loss a mean over the images that carry it (`loss_normalization: labelled`); Box2Mask on the boxes "
     "themselves as RoIs",
@@ -48,6 +48,9 @@ VERSIONS = {
     3: "as 2, and Cls2Pixel's pseudo labels used only while, on the batch's panoptic images, they are right more "
     "often than the semantic head restricted to the tags (`PseudoLabelGate`), plus a tag-consistency term on the "
     "semantic head (`tag_consistency_loss`)",
+    4: "as 3, with L_pseudo weighed by the share of the semantic head's errors that the pseudo labels put right, "
+    "(p_pseudo - p_head) / (1 - p_head) clipped to [0, 1], instead of all or nothing (`PseudoLabelGate.weight`); "
+    "only images with tags train differently",
 }
 
 

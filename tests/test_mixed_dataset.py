@@ -161,8 +161,15 @@ def test_each_kind_gets_its_own_losses(mixed):
     assert gated > i["loss_cls2pixel"]  # energy and tag consistency after the warm-up
     assert model.pseudo_gate.precision is None and not model.pseudo_gate.is_open()  # no panoptic image scored yet
     model.pseudo_gate.enabled = False  # the paper's behaviour: the CAM pseudo labels teach unchecked
-    assert losses("I")["loss_cls2pixel"] > gated
+    unchecked = losses("I")["loss_cls2pixel"]
+    assert unchecked > gated
     model.pseudo_gate.enabled = True
+    gate_counts = (model.pseudo_gate.pseudo_right, model.pseudo_gate.head_right, model.pseudo_gate.labelled)
+    for buf, value in zip(gate_counts, (75.0, 50.0, 100.0)):  # half the head's errors put right: weight 0.5
+        buf.fill_(value)
+    assert losses("I")["loss_cls2pixel"] == pytest.approx(gated + 0.5 * (unchecked - gated), rel=1e-5)
+    for buf in gate_counts:
+        buf.zero_()
     for term in ("energy", "tag_consistency"):  # each dense term switched off on its own
         setattr(model.weak, f"cls2pixel_{term}", False)
         assert losses("I")["loss_cls2pixel"] < gated

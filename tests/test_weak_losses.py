@@ -239,6 +239,24 @@ def test_pseudo_label_gate_opens_only_while_pseudo_labels_beat_the_head():
     assert float(gate.labelled) == pytest.approx(2 * sum(0.9**k for k in range(31)))
 
 
+def test_pseudo_label_gate_weight_is_the_share_of_the_heads_errors_put_right():
+    from cqbnet.weak.cls2pixel import PseudoLabelGate
+
+    def weight(pseudo_right: float, head_right: float, labelled: float = 100.0) -> float:
+        gate = PseudoLabelGate()
+        gate.pseudo_right.fill_(pseudo_right)
+        gate.head_right.fill_(head_right)
+        gate.labelled.fill_(labelled)
+        return gate.weight()
+
+    assert weight(100, 0) == 1.0 and weight(100, 60) == 1.0  # perfect pseudo labels teach in full
+    assert weight(75, 50) == pytest.approx(0.5) and weight(55, 10) == pytest.approx(0.5)
+    assert weight(50, 50) == 0.0 and weight(40, 50) == 0.0  # no better than the head: shut
+    # both about as wrong (31% and 30%, as a collapsed run ended): the pseudo labels barely teach
+    assert 0 < weight(31.4, 30.1) < 0.02
+    assert PseudoLabelGate().weight() == 0.0 and PseudoLabelGate(enabled=False).weight() == 1.0
+
+
 def test_relation_reasoning_shapes_and_information_flow():
     from cqbnet.weak.relation_reasoning import RelationReasoning, average_with_base, relation_loss
 

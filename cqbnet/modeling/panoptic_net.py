@@ -410,7 +410,8 @@ class PanopticNet(nn.Module):
         BoxInst's warm-up): a classifier's CAMs are noise until it has learned, and on a pilot where 90% of
         the images carry tags only, pseudo labels from that noise drove the stuff prediction to collapse. For
         the same reason L_pseudo is gated (:class:`PseudoLabelGate`): the panoptic images ``full`` of the batch
-        score the pseudo labels against their true semantic map, and they teach only while they beat the head.
+        score the pseudo labels against their true semantic map, and they teach, weighed by how far they beat
+        the head, only while they do.
         """
         zero = _zero_loss(self.cam_head)
         if full and self.pseudo_gate.enabled and self.weak.cls2pixel_pseudo:
@@ -425,9 +426,10 @@ class PanopticNet(nn.Module):
             return loss
         weak = self.weak
         dense = zero
-        if weak.cls2pixel_pseudo and self.pseudo_gate.is_open():  # CAMs and pseudo labels only when they teach
+        gate = self.pseudo_gate.weight() if weak.cls2pixel_pseudo else 0.0
+        if gate > 0:  # CAMs and pseudo labels only when they teach
             pseudo = pseudo_stuff_labels(class_activation_maps(maps.detach()), tags, self._stuff_semantic)  # (n, h, w)
-            dense = pseudo_label_loss(sem_logits[idx], pseudo)
+            dense = gate * pseudo_label_loss(sem_logits[idx], pseudo)
         for j, i in enumerate(idx):
             h, w = (-(-d // SEMANTIC_STRIDE) for d in images[i].shape[-2:])  # the image's cells on the grid
             probs = torch.softmax(sem_logits[i, :, :h, :w], dim=0)[None]  # (1, K, h, w)
