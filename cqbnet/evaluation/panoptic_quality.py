@@ -158,9 +158,7 @@ def _pair_histogram(
             raise InputError(f"{at}segment ids must lie in [0, {MAX_ID}]")
     if fragmented:
         return _joint_histogram(_dense_index(gt_ids, g_id), _dense_index(pred_ids, p_id), ng, np_)
-    lengths = np.empty(n_runs, dtype=np.intp)  # (R,)
-    np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
-    lengths[-1] = gt_ids.size - starts[-1]
+    lengths = np.diff(starts, append=gt_ids.size)  # (R,)
     joint = _index_values(g, g_id) * np_ + _index_values(p, p_id)  # (R,)
     hist = np.bincount(joint, weights=lengths, minlength=ng * np_)
     return hist.astype(np.int64).reshape(ng, np_)
