@@ -55,9 +55,16 @@ def _costs(args):
 def cmd_synth(args) -> int:
     from cqbnet.data.synthetic import SceneConfig, generate
 
-    cfg = SceneConfig(size=args.size, max_instances=args.max_instances, min_size=args.min_size, max_size=args.max_size)
+    cfg = SceneConfig(
+        size=args.size,
+        max_instances=args.max_instances,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        preset=args.preset,
+    )
     out = generate(args.out, args.num_train, args.num_val, args.seed, cfg)
-    print(f"wrote {args.num_train} train and {args.num_val} val scenes ({args.size}x{args.size}) to {out}")
+    size = f"{args.size}x{args.size}"
+    print(f"wrote {args.num_train} train and {args.num_val} val {args.preset} scenes ({size}) to {out}")
     return 0
 
 
@@ -379,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-instances", type=int, default=10)
     s.add_argument("--min-size", type=float, default=10.0)
     s.add_argument("--max-size", type=float, default=56.0)
+    s.add_argument(
+        "--preset",
+        choices=("realistic", "camouflage"),
+        default="realistic",
+        help="realistic: class-typical colours, objects mostly stand out (default); camouflage: shape is the only cue",
+    )
     s.set_defaults(func=cmd_synth)
 
     labels = sub.add_parser("labels", help="label simulation and costs").add_subparsers(

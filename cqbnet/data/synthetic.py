@@ -1,15 +1,25 @@
 """Synthetic panoptic scenes: the embedded default dataset.
 
-Small images in which weak supervision is a real problem, not a toy:
+Two presets share one geometry (the same shapes, layouts, occlusion, crowds and
+void) and differ in how things and stuff look:
 
-* **Things** (6 classes) differ only by *shape*: disk, square, triangle, ring,
-  cross, star. Every instance draws its two colours and its texture (solid,
-  stripes, checker, dots) from one palette shared by all classes, so colour or
-  texture never gives a thing's class away.
-* **Stuff** (5 classes) differ by *texture*: grass (fine streaked noise), brick
-  (offset courses with mortar), water (wobbly waves), gravel (blotches) and
-  weave (diagonal cloth). Their colours come from the same palette. Regions are
-  irregular: the argmax of smooth random fields, never just straight bands.
+* ``realistic`` (the default) has the appearance statistics of photographs:
+  each thing class has a typical colour family (two hue modes, the second shared
+  with another class, so colour tells a good deal about the class without
+  settling it) and a finish that is mostly smooth colour with shading and mild
+  texture; each stuff class has its own texture and typical colours (grass is
+  green, water blue); objects stand out from their surroundings, except a
+  minority (``camouflage_prob``) that wears the texture and colours of the stuff
+  around them.
+* ``camouflage`` is the hard case: things differ only by *shape* (disk, square,
+  triangle, ring, cross, star) and every instance draws its two colours and its
+  texture (solid, stripes, checker, dots) from one palette shared by all
+  classes; stuff differs by texture only, in palette colours too.
+
+Common to both:
+
+* Stuff (5 classes: grass, brick, water, gravel, weave) as irregular regions,
+  the argmax of smooth random fields, never just straight bands.
 * 0 to ``max_instances`` instances per image, log-uniform sizes over a wide
   scale range (default 10 to 56 px, 5.6x), occlusion by painting order, and
   touching instances of the same class (a neighbour placed against an
@@ -24,6 +34,7 @@ split is reproduced exactly whatever the order or number of worker processes.
 
 from __future__ import annotations
 
+import colorsys
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -48,7 +59,9 @@ THING_SHAPES = ("disk", "square", "triangle", "ring", "cross", "star")
 STUFF_TEXTURES = ("grass", "brick", "water", "gravel", "weave")
 THING_TEXTURES = ("solid", "stripes", "checker", "dots")
 
-# One palette for every class (RGB): colour is never a class cue.
+PRESETS = ("realistic", "camouflage")
+
+# The camouflage preset's one palette for every class (RGB): colour is never a class cue there.
 PALETTE = np.array(
     [
         [200, 60, 50],
@@ -98,8 +111,14 @@ class SceneConfig:
     min_stuff_area: int = 24  # stuff segments below this become void
     stuff_per_image: tuple[int, int] = (2, 4)  # how many stuff classes an image shows
     noise: float = 6.0  # std of pixel noise (0-255 scale)
+    preset: str = "realistic"  # "realistic" (class-typical appearance) or "camouflage" (shape is the only cue)
+    camouflage_prob: float = 0.1  # realistic preset: share of instances that wear the surrounding stuff's look
 
     def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if not 0 <= self.camouflage_prob <= 1:
+            raise InputError(f"camouflage_prob must lie in [0, 1], got {self.camouflage_prob}")
         if self.size < 32:
             raise InputError(f"size must be at least 32, got {self.size}")
         if not 0 < self.min_size <= self.max_size:
@@ -235,6 +254,112 @@ def _paint(img: np.ndarray, mask: np.ndarray, weights: np.ndarray, c0: np.ndarra
     img[mask] = c0 * (1 - w) + c1 * w
 
 
+# ----------------------------------------------------------------------------- appearance
+# Realistic preset. Each thing class has two hue modes (degrees): its own and, less often, the first mode of
+# another class, so that colour narrows a thing's class down without settling it.
+THING_HUES = {
+    "disk": (0.0, 28.0),
+    "square": (215.0, 180.0),
+    "triangle": (52.0, 0.0),
+    "ring": (125.0, 52.0),
+    "cross": (285.0, 215.0),
+    "star": (28.0, 125.0),
+}
+THING_PRIMARY_PROB = 0.55  # chance of a class's own hue mode
+# Each stuff class: hue range (degrees), saturation range and value range of its base colour.
+STUFF_LOOKS = {
+    "grass": ((80.0, 135.0), (0.35, 0.7), (0.3, 0.6)),
+    "brick": ((0.0, 22.0), (0.4, 0.65), (0.4, 0.65)),
+    "water": ((190.0, 225.0), (0.35, 0.75), (0.4, 0.75)),
+    "gravel": ((0.0, 360.0), (0.0, 0.1), (0.35, 0.7)),
+    "weave": ((25.0, 45.0), (0.12, 0.35), (0.6, 0.88)),
+}
+MIN_CONTRAST = 30.0  # LAB distance a non-camouflaged object keeps from its surroundings' mean colour (redraws)
+
+
+def _hsv(h: float, sat: float, val: float) -> np.ndarray:
+    """RGB (0-255, float32) of a hue in degrees, saturation and value in [0, 1]."""
+    return np.array(colorsys.hsv_to_rgb((h % 360.0) / 360.0, sat, val), np.float32) * 255
+
+
+def lab(rgb: np.ndarray) -> np.ndarray:
+    """CIE LAB (L in 0-100) of RGB colours in 0-255, any leading shape."""
+    a = np.asarray(rgb, np.float32).reshape(-1, 1, 3) / 255
+    return cv2.cvtColor(a, cv2.COLOR_RGB2LAB).reshape(np.shape(rgb))
+
+
+def thing_colour(rng: np.random.Generator, shape: str) -> np.ndarray:
+    """One instance's base colour, drawn from its class's colour family."""
+    primary, secondary = THING_HUES[shape]
+    hue = primary if rng.random() < THING_PRIMARY_PROB else secondary
+    return _hsv(hue + rng.normal(0, 8), rng.uniform(0.45, 0.95), rng.uniform(0.45, 0.95))
+
+
+def stuff_colours(rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """A stuff region's two colours: its class's typical base colour and a darker shade of it."""
+    (h0, h1), (s0, s1), (v0, v1) = STUFF_LOOKS[kind]
+    base = _hsv(rng.uniform(h0, h1), rng.uniform(s0, s1), rng.uniform(v0, v1))
+    return base, base * rng.uniform(0.55, 0.8)
+
+
+class CamouflageLook:
+    """The camouflage preset: shared-palette colours and textures for every class."""
+
+    def stuff(self, rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, kind: str) -> None:
+        tex = stuff_texture(kind, rng, img.shape[0])
+        _paint(img, mask, tex, *_two_colours(rng))
+
+    def thing(self, rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, shape: str, under: np.ndarray) -> None:
+        tex = thing_texture(rng, img.shape[0])
+        c0, c1 = _two_colours(rng)
+        _paint(img, mask, tex, c0, c1)
+
+
+class RealisticLook:
+    """The realistic preset: class-typical colours; smooth shaded objects that mostly stand out."""
+
+    def __init__(self, camouflage_prob: float) -> None:
+        self.camouflage_prob = camouflage_prob
+        self.stuff_colours: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def stuff(self, rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, kind: str) -> None:
+        tex = stuff_texture(kind, rng, img.shape[0])
+        self.stuff_colours[kind] = stuff_colours(rng, kind)
+        _paint(img, mask, tex, *self.stuff_colours[kind])
+
+    def thing(self, rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, shape: str, under: np.ndarray) -> None:
+        """Paint one instance; ``under`` holds the stuff texture index of every pixel (-1 where none)."""
+        s = img.shape[0]
+        ring = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~mask
+        if not ring.any():
+            ring = mask
+        if rng.random() < self.camouflage_prob:  # wears the look of the stuff around it
+            kinds = under[ring]
+            kinds = kinds[kinds >= 0]
+            if kinds.size:
+                kind = STUFF_TEXTURES[int(np.bincount(kinds).argmax())]
+                _paint(img, mask, stuff_texture(kind, rng, s), *self.stuff_colours[kind])
+                return
+        around = lab(img[ring].mean(0))
+        for _ in range(4):  # objects usually stand out from what surrounds them
+            colour = thing_colour(rng, shape)
+            if np.linalg.norm(lab(colour) - around) >= MIN_CONTRAST:
+                break
+        # finish: a linear shading across the object and mild smooth texture
+        x, y = _grid(s)
+        py, px = np.nonzero(mask)
+        extent = max(np.ptp(px), np.ptp(py)) + 1.0
+        th = rng.uniform(0, 2 * math.pi)
+        ramp = ((x - px.mean()) * math.cos(th) + (y - py.mean()) * math.sin(th)) / extent  # about -0.5..0.5
+        shade = 1 + rng.uniform(0.1, 0.3) * ramp + 0.03 * _smooth_noise(rng, s, 1.5)
+        img[mask] = np.clip(colour[None] * shade[mask][:, None], 0, 255)
+
+
+def scene_look(cfg: SceneConfig) -> CamouflageLook | RealisticLook:
+    """The painter of ``cfg.preset`` (one per scene: the realistic look remembers its stuff colours)."""
+    return RealisticLook(cfg.camouflage_prob) if cfg.preset == "realistic" else CamouflageLook()
+
+
 # ----------------------------------------------------------------------------- scenes
 @dataclass
 class Scene:
@@ -272,14 +397,17 @@ def make_scene(rng: np.random.Generator, cfg: SceneConfig) -> Scene:
     img = np.zeros((s, s, 3), np.float32)
     ids = np.zeros((s, s), np.uint32)
 
-    # Stuff first: texture family per class, colours from the shared palette.
+    look = scene_look(cfg)
+
+    # Stuff first: one texture family per class, colours as the preset says.
     layout, stuff_classes = _stuff_layout(rng, cfg)
     stuff_label = np.zeros((s, s), np.int32)  # category id per pixel under the things
+    under = np.full((s, s), -1, np.int64)  # stuff texture index per pixel
     for k, c in enumerate(stuff_classes):
         m = layout == k
-        tex = stuff_texture(STUFF_TEXTURES[c], rng, s)
-        _paint(img, m, tex, *_two_colours(rng))
+        look.stuff(rng, img, m, STUFF_TEXTURES[c])
         stuff_label[m] = n_things + 1 + c
+        under[m] = c
 
     # Things: list of (class index, mask), painted in order; later ones occlude.
     things: list[tuple[int, np.ndarray, bool]] = []
@@ -317,10 +445,8 @@ def make_scene(rng: np.random.Generator, cfg: SceneConfig) -> Scene:
             things.insert(int(rng.integers(len(things) + 1)), (cls, union, True))
 
     visible = []
-    for k, (_, mask, _) in enumerate(things):
-        tex = thing_texture(rng, s)
-        c0, c1 = _two_colours(rng)
-        _paint(img, mask, tex, c0, c1)
+    for k, (cls, mask, _) in enumerate(things):
+        look.thing(rng, img, mask, THING_SHAPES[cls], under)
         vis = mask.copy()
         for _, later, _ in things[k + 1 :]:
             vis &= ~later

@@ -10,6 +10,7 @@ loader workers.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,17 +45,26 @@ def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
     if syn is None or data.get("root") is not None:
         return
     target = out_dir / "data"
-    if (target / "panoptic_val.json").is_file():
-        return
-    known = {"num_train", "num_val", "seed", "size"}
+    known = {"num_train", "num_val", "seed", "size", "preset"}
     if set(syn) - known:
         raise InputError(f"config: unknown key data.synthetic.{sorted(set(syn) - known)[0]}")
+    preset = str(syn.get("preset", "realistic"))
+    existing = target / "panoptic_val.json"
+    if existing.is_file():
+        info = json.loads(existing.read_text()).get("info", {}).get("config", {})
+        have = info.get("preset", "camouflage")  # scenes written before presets existed are camouflage scenes
+        if have != preset:
+            raise InputError(
+                f"{target}: holds {have} scenes but the config asks for data.synthetic.preset={preset}; "
+                "use another output folder or delete that one"
+            )
+        return
     generate(
         target,
         int(syn.get("num_train", 2000)),
         int(syn.get("num_val", 300)),
         int(syn.get("seed", 0)),
-        SceneConfig(size=int(syn.get("size", 128))),
+        SceneConfig(size=int(syn.get("size", 128)), preset=preset),
     )
 
 

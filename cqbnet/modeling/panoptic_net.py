@@ -49,10 +49,11 @@ from cqbnet.modeling.panoptic_head import (
 )
 from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE, SemanticHead
 from cqbnet.weak.box2mask import (
+    PAIRWISE_POOL,
     box_in_roi,
-    image_to_lab,
     lab_similarity,
     pairwise_loss,
+    pooled_lab,
     projection_loss,
     ramp_weight,
     sample_box_rois,
@@ -434,7 +435,7 @@ class PanopticNet(nn.Module):
             h, w = (-(-d // SEMANTIC_STRIDE) for d in images[i].shape[-2:])  # the image's cells on the grid
             probs = torch.softmax(sem_logits[i, :, :h, :w], dim=0)[None]  # (1, K, h, w)
             if weak.cls2pixel_energy:
-                lab = F.avg_pool2d(image_to_lab(images[i])[None], SEMANTIC_STRIDE, ceil_mode=True)
+                lab = pooled_lab(images[i], SEMANTIC_STRIDE)  # (1, 3, h, w): where the energy fires
                 dense = dense + energy_loss(probs, lab.to(sem_logits.device)[..., :h, :w]) / len(idx)
             if weak.cls2pixel_tag_consistency:
                 dense = dense + tag_consistency_loss(probs, tags[j : j + 1]) / len(idx)
@@ -584,10 +585,11 @@ class PanopticNet(nn.Module):
         inside = box_in_roi(torch.cat(rois), torch.cat(boxes), logits.shape[-1])  # (M, 28, 28)
         loss = projection_loss(logits, inside)
         if self.weak.box2mask_pairwise:
-            lab = [image_to_lab(images[i])[None].to(logits.device) for i in idx]  # each (1, 3, H, W)
+            lab = [pooled_lab(images[i]).to(logits.device) for i in idx]  # each (1, 3, H / pool, W / pool)
+            scale = 1.0 / PAIRWISE_POOL
             lab_rois = torch.cat(
                 [
-                    roi_align(x, [r], logits.shape[-2:], spatial_scale=1.0, sampling_ratio=2, aligned=True)
+                    roi_align(x, [r], logits.shape[-2:], spatial_scale=scale, sampling_ratio=2, aligned=True)
                     for x, r in zip(lab, rois)
                 ]
             )  # (M, 3, 28, 28)

@@ -7,7 +7,9 @@ Two losses on the mask predictions of images that carry boxes only:
   column must equal the box's; a dice loss compares the two projections on each axis.
 * :func:`pairwise_loss` (BoxInst's pairwise term): neighbouring pixels (3 x 3 neighbourhood at dilation 2)
   whose LAB colours are similar (similarity >= 0.3) should take the same label; the loss is the negative
-  log-probability that they do, over pairs inside the box.
+  log-probability that they do, over pairs inside the box. The colours are those of the image average pooled
+  by ``PAIRWISE_POOL`` (BoxInst computes them on the image downsampled to its mask stride): at full resolution
+  pixel noise keeps most pairs inside one object below the threshold (``benchmarks/scenes.md``).
 
 :func:`ramp_weight` ramps the pairwise term in over a warm-up, as BoxInst does. All functions work on
 mask logits in any frame (an RoI's M x M grid or the image), with the box given as a mask on the same grid.
@@ -32,6 +34,7 @@ from torchvision.ops import box_iou
 PAIRWISE_DILATION = 2
 PAIRWISE_THRESHOLD = 0.3
 COLOR_THETA = 2.0  # BoxInst: S = exp(-||c_i - c_j|| / theta)
+PAIRWISE_POOL = 4  # the LAB image is average pooled by this before it is sampled on the RoI grids
 
 
 def dice_loss(pred: Tensor, target: Tensor, eps: float = 1e-5) -> Tensor:
@@ -88,6 +91,12 @@ def image_to_lab(image: np.ndarray | Tensor) -> Tensor:
     if isinstance(image, Tensor):
         image = image.detach().permute(1, 2, 0).cpu().numpy()
     return torch.from_numpy(rgb2lab(np.asarray(image)).astype(np.float32)).permute(2, 0, 1)
+
+
+def pooled_lab(image: np.ndarray | Tensor, pool: int = PAIRWISE_POOL) -> Tensor:
+    """(1, 3, ceil(H / pool), ceil(W / pool)) LAB of an image (as :func:`image_to_lab` takes it), average pooled."""
+    lab = image_to_lab(image)[None]  # (1, 3, H, W)
+    return F.avg_pool2d(lab, pool, ceil_mode=True) if pool > 1 else lab
 
 
 def pairwise_loss(
