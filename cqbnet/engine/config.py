@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "semantic_loss_weight": 0.5,
         "panoptic": {},
         "loss_normalization": "batch",  # a loss only some images carry: scaled by their share ("batch") or not
+        "channels_last": True,  # NHWC weights and activations (faster convolutions on CPU)
         "weak": {},  # WeakConfig: the four modules' switches and settings (box2mask, cls2box, cls2pixel, relation)
     },
     "solver": {

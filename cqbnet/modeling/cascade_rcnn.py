@@ -5,8 +5,8 @@ and 0.7 and loss weights 1, 0.5 and 0.25 ("Overall End-to-End Training"). Each
 stage re-labels the previous stage's refined boxes at its own, higher IoU
 threshold and regresses class-agnostic deltas with its own, tighter box-coder
 weights. At inference the class scores of the three stages are averaged and the
-last stage's boxes are kept. Everything is torchvision: RoIAlign pooling,
-Matcher, BoxCoder, the balanced sampler, batched NMS and the mask loss.
+last stage's boxes are kept. Everything is torchvision: RoIAlign pooling (on CPU
+computed as a sparse product, ``roi_pool.py``), Matcher, BoxCoder, the balanced sampler, batched NMS and the mask loss.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import maskrcnn_inference, maskrcnn_loss
-from torchvision.ops import MultiScaleRoIAlign, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+
+from cqbnet.modeling.roi_pool import SparseMultiScaleRoIAlign
 
 STAGE_IOUS = (0.5, 0.6, 0.7)
 STAGE_WEIGHTS = (1.0, 0.5, 0.25)
@@ -96,7 +98,9 @@ class CascadeRoIHeads(nn.Module):
         # an RoI of side s is pooled from FPN level 4 + log2(s / canonical_scale) (FPN paper, Eq. 1): 224 suits
         # ImageNet-sized objects; small images with small objects pool from coarser, more semantic levels
         # when it is lower
-        self.box_roi_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2, canonical_scale=canonical_scale)
+        self.box_roi_pool = SparseMultiScaleRoIAlign(
+            names, output_size=7, sampling_ratio=2, canonical_scale=canonical_scale
+        )
         self.stages = nn.ModuleList(
             CascadeStage(in_channels, 7, representation, num_classes, iou, bw)
             for iou, bw in zip(stage_ious, stage_box_weights)
@@ -109,7 +113,7 @@ class CascadeRoIHeads(nn.Module):
         self.detections_per_img = detections_per_img
         self.with_mask = with_mask
         if with_mask:
-            self.mask_roi_pool = MultiScaleRoIAlign(
+            self.mask_roi_pool = SparseMultiScaleRoIAlign(
                 names, output_size=14, sampling_ratio=2, canonical_scale=canonical_scale
             )
             self.mask_head = MaskRCNNHeads(in_channels, [mask_channels] * mask_layers, 1)

@@ -188,6 +188,7 @@ class PanopticNet(nn.Module):
         size_divisible: int = 32,
         pixel_mean: tuple[float, ...] = IMAGENET_MEAN,
         pixel_std: tuple[float, ...] = IMAGENET_STD,
+        channels_last: bool = True,
     ):
         super().__init__()
         if head.variant not in POTENTIAL_VARIANTS:
@@ -230,6 +231,10 @@ class PanopticNet(nn.Module):
         self.register_buffer(
             "_stuff_semantic", torch.tensor(labels.stuff_semantic, dtype=torch.int64), persistent=False
         )
+        # NHWC activations and weights: MobileNetV2-FPN's forward and backward on CPU take about 18% less time
+        # (benchmarks/step_profile.md); every result is the same up to float rounding
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
 
     # --- input ------------------------------------------------------------------------------------------------
 
@@ -242,7 +247,7 @@ class PanopticNet(nn.Module):
         x = images[0].new_zeros((len(images), 3, hmax, wmax))
         for i, im in enumerate(images):
             x[i, :, : im.shape[-2], : im.shape[-1]] = (im - self.pixel_mean) / self.pixel_std
-        return ImageList(x, sizes)
+        return ImageList(x.contiguous(memory_format=self.memory_format), sizes)
 
     # --- forward ----------------------------------------------------------------------------------------------
 
@@ -758,6 +763,7 @@ def build_panoptic_net(
     panoptic: dict[str, Any] | None = None,
     weak: dict[str, Any] | None = None,
     loss_normalization: str = "batch",
+    channels_last: bool = True,
 ) -> PanopticNet:
     """Compose the network from plain arguments (one per constructor knob)."""
     labels = LabelSpace(categories)
@@ -798,4 +804,5 @@ def build_panoptic_net(
         semantic_loss_weight,
         WeakConfig(**(weak or {})),
         loss_normalization,
+        channels_last=channels_last,
     )
