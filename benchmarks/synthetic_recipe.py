@@ -1,8 +1,8 @@
 """The CPU recipe (configs/synthetic_full.yaml): train (or resume), then evaluate the final checkpoint on the whole
 synthetic val split with both inference modes, and collect the learning curve.
 
-Usage: ``python benchmarks/synthetic_recipe.py --run runs/synthetic_full [overrides ...]``; writes
-``benchmarks/results/synthetic_recipe.json``. Training resumes from the run folder's last checkpoint, so the
+Usage: ``python benchmarks/synthetic_recipe.py --run runs/synthetic_full [--out JSON] [overrides ...]``; writes
+``benchmarks/results/synthetic_recipe.json`` unless ``--out`` says otherwise. Training resumes from the run folder's last checkpoint, so the
 script can be stopped and started again. Training time is the sum of the logged seconds per iteration (wall time
 of the steps, data loading included) plus the periodic evaluations' time.
 """
@@ -31,6 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "synthetic_full")
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "synthetic_full.yaml")
+    ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     cfg = load_config(args.config, args.overrides)
@@ -67,9 +68,9 @@ def main() -> None:
         "loss_curve": [{"iter": r["iter"], "loss": r["loss"]} for r in steps],
         "final": final,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2))
-    print(f"wrote {OUT}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -248,3 +248,21 @@ def test_max_filter3_equals_max_pooling():
         x = torch.randn(shape)
         flat = x.reshape(-1, 1, *x.shape[-2:])
         assert torch.equal(max_filter3(x), F.max_pool2d(flat, 3, 1, 1).reshape(x.shape))
+
+
+def test_mass_score_norm_attenuates_by_the_score():
+    """With the per-channel mass norm a channel's boost does not depend on its score; mass_score scales it by it."""
+    torch.manual_seed(0)
+    q = torch.rand(8, 6, 6)
+    base = torch.rand(3, 6, 6)
+    boosts = {}
+    for norm in ("mass", "mass_score"):
+        aff = DenseInstanceAffinity(4, 8, norm)
+        for s in (1.0, 0.5):
+            scores = torch.tensor([s, 1.0, 1.0])
+            psi = base * scores[:, None, None]
+            boosts[norm, s] = (aff(q, psi, scores) - psi)[0]
+    assert torch.allclose(boosts["mass", 1.0], boosts["mass", 0.5], atol=1e-6)
+    assert torch.allclose(boosts["mass_score", 0.5], 0.5 * boosts["mass_score", 1.0], atol=1e-6)
+    with pytest.raises(ValueError, match="score"):
+        DenseInstanceAffinity(4, 8, "mass_score")(q, base)

@@ -82,7 +82,7 @@ def dynamic_potential(
     return torch.cat([thing, stuff], dim=0)
 
 
-AFFINITY_NORMS = ("pixels", "mass")
+AFFINITY_NORMS = ("pixels", "mass", "mass_score")
 
 
 class DenseInstanceAffinity(nn.Module):
@@ -97,6 +97,9 @@ class DenseInstanceAffinity(nn.Module):
     * ``"mass"``: divide channel k's context phi1(Q)^T Psi_k by its mass sum_i Psi_ik, so the added
       term is each pixel's affinity to the channel's mean feature. Large stuff regions then no longer
       outweigh small instances just by their area.
+    * ``"mass_score"``: as ``"mass"``, times the channel's score s_k (1 for stuff). Dividing by the mass
+      removes s_k from the context (Psi_k carries it as a factor); this puts it back, so an unconfident
+      detection's boost is attenuated by its score as Sec. 3.4.1 intends.
     """
 
     def __init__(self, in_channels: int, channels: int = 128, norm: str = "mass"):
@@ -112,8 +115,10 @@ class DenseInstanceAffinity(nn.Module):
         """Q: (N, C, H/4, W/4)."""
         return self.decoder(fpn)
 
-    def forward(self, q: Tensor, psi: Tensor) -> Tensor:
+    def forward(self, q: Tensor, psi: Tensor, scores: Tensor | None = None) -> Tensor:
         """q (C, h', w'), psi (K, h, w) -> P (K, h, w); never forms the (hw, hw) matrix (Eq. 3).
+
+        ``scores`` (K,): each channel's score, needed by the ``"mass_score"`` norm.
 
         A Q coarser than Psi's grid is taken to it by bilinear upsampling. phi0 and phi1 are then applied
         before the upsampling and their ReLU after it: a 1x1 convolution commutes with bilinear
@@ -129,8 +134,12 @@ class DenseInstanceAffinity(nn.Module):
             a, b = both[0].flatten(1).relu_().split(c)  # (C, hw) each
         flat = psi.flatten(1)  # (K, hw)
         context = b @ flat.T  # (C, K): phi1(Q)^T Psi
-        if self.norm == "mass":
+        if self.norm in ("mass", "mass_score"):
             context = context / flat.sum(1).clamp(min=1e-6)[None]
+            if self.norm == "mass_score":
+                if scores is None:
+                    raise ValueError("the mass_score affinity norm needs each channel's score")
+                context = context * scores[None].to(context.dtype)
         else:
             context = context / (h * w)
         return torch.addmm(flat, context.T, a).reshape(k, h, w)  # Psi + context^T phi0(Q): (K, h, w)

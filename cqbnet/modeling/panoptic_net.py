@@ -161,7 +161,7 @@ class PanopticHeadConfig:
     train_proposals: int = 200
     test_score_thresh: float = 0.5
     agnostic_nms: float | None = 0.7  # IoU of class-agnostic NMS on the detections fed to Psi
-    affinity_norm: str = "mass"  # scale of Eq. 4's product: "mass" (per channel) or "pixels"
+    affinity_norm: str = "mass"  # scale of Eq. 4's product: "mass" (per channel), "mass_score" or "pixels"
     min_area: int = 16  # segments smaller than this become void
     loss_weight: float = 1.0
     # heuristic merge (second inference mode)
@@ -680,7 +680,8 @@ class PanopticNet(nn.Module):
         )
         if self.affinity is None or q is None:
             return psi
-        return self.affinity(q, psi)  # Q at stride 4 is taken to the grid inside
+        scores = torch.cat([det["scores"], det["scores"].new_ones(len(self._stuff_semantic))])  # (K,) stuff: 1
+        return self.affinity(q, psi, scores)  # Q at stride 4 is taken to the grid inside
 
     def _panoptic_loss(self, sem_logits, q, dets, targets, padded) -> Tensor:
         """Panoptic matching loss (paper 004, Sec. 3.5): cross-entropy on P against matched ground truth."""
