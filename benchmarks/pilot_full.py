@@ -14,15 +14,12 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-from detector_diagnostics import diagnose
+from detector_diagnostics import diagnose  # benchmarks/detector_diagnostics.py
 from machine import machine_info  # benchmarks/machine.py
+from synthetic_recipe import final_pq  # benchmarks/synthetic_recipe.py
 
-from cqbnet.data.dataset import PanopticDataset
-from cqbnet.data.synthetic import split_paths
 from cqbnet.engine.config import load_config
-from cqbnet.engine.inference import evaluate_model
-from cqbnet.engine.trainer import load_model, train
+from cqbnet.engine.trainer import train
 from cqbnet.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,14 +38,8 @@ def main() -> None:
     t = time.time()
     train(cfg, args.run, device="cpu", resume=True, progress=False)
     train_seconds = time.time() - t
-    model, _ = load_model(args.run / "model_final.pth", torch.device("cpu"))
-    data = args.run / "data"
-    val = PanopticDataset(*split_paths(data, "val"))
-    final = {}
-    for mode in ("argmax", "heuristic"):
-        final[mode] = evaluate_model(model, val, torch.device("cpu"), mode).summary()
-        print(mode, {k: round(v, 4) if isinstance(v, float) else v for k, v in final[mode].items()}, flush=True)
-    diag = diagnose(args.run / "model_final.pth", data, images=len(val))
+    final = final_pq(args.run)
+    diag = diagnose(args.run / "model_final.pth", args.run / "data", images=300)
     print(diag)
     result = {
         "machine": machine_info(),

@@ -2,9 +2,9 @@
 synthetic val split with both inference modes, and collect the learning curve.
 
 Usage: ``python benchmarks/synthetic_recipe.py --run runs/synthetic_full [--out JSON] [overrides ...]``; writes
-``benchmarks/results/synthetic_recipe.json`` unless ``--out`` says otherwise. Training resumes from the run folder's last checkpoint, so the
-script can be stopped and started again. Training time is the sum of the logged seconds per iteration (wall time
-of the steps, data loading included) plus the periodic evaluations' time.
+``benchmarks/results/synthetic_recipe.json`` unless ``--out`` says otherwise. Training resumes from the run folder's
+last checkpoint, so the script can be stopped and started again. Training time is the sum of the logged seconds
+per iteration (wall time of the steps, data loading included) plus the periodic evaluations' time.
 """
 
 from __future__ import annotations
@@ -25,6 +25,20 @@ from cqbnet.engine.trainer import load_model, train
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results" / "synthetic_recipe.json"
+
+
+def final_pq(run: Path) -> dict[str, dict]:
+    """PQ of a run's final checkpoint on its whole val split, argmax and heuristic, with each evaluation's time."""
+    model, cfg_used = load_model(run / "model_final.pth", torch.device("cpu"))
+    data = run / "data" if cfg_used["data"].get("root") is None else Path(cfg_used["data"]["root"])
+    val = PanopticDataset(*split_paths(data, "val"))
+    final = {}
+    for mode in ("argmax", "heuristic"):
+        t = time.time()
+        r = evaluate_model(model, val, torch.device("cpu"), mode)
+        final[mode] = {**r.summary(), "seconds": time.time() - t}
+        print(mode, {k: round(v, 4) if isinstance(v, float) else v for k, v in final[mode].items()}, flush=True)
+    return final
 
 
 def main() -> None:
@@ -48,15 +62,7 @@ def main() -> None:
         train_seconds += r["sec_per_iter"] * (r["iter"] - prev)
         prev = r["iter"]
 
-    model, cfg_used = load_model(args.run / "model_final.pth", torch.device("cpu"))
-    data = args.run / "data" if cfg_used["data"].get("root") is None else Path(cfg_used["data"]["root"])
-    val = PanopticDataset(*split_paths(data, "val"))
-    final = {}
-    for mode in ("argmax", "heuristic"):
-        t = time.time()
-        r = evaluate_model(model, val, torch.device("cpu"), mode)
-        final[mode] = {**r.summary(), "seconds": time.time() - t}
-        print(mode, {k: round(v, 4) if isinstance(v, float) else v for k, v in final[mode].items()}, flush=True)
+    final = final_pq(args.run)
     result = {
         "machine": machine_info(),
         "config": str(args.config.relative_to(ROOT)) if args.config.is_relative_to(ROOT) else str(args.config),
