@@ -84,9 +84,9 @@ def planner_model(categories) -> tuple[QualityModel, Constraints, str, dict[str,
     """The quality model to plan with, the plans to search, a phrase saying where the model comes from, and the
     named plans to show.
 
-    The project's own pilot on these scenes when the source tree holds one with curves for P and at least one
-    weak kind (plans then keep at least the pilot's smallest share of panoptic labels: its curves are not
-    extrapolated below it); otherwise paper 000's published COCO model and its Table 1 plans.
+    The project's own pilot (headline v4, run on the camouflage scenes) when the source tree holds one with
+    curves for P and at least one weak kind (plans then keep at least the pilot's smallest share of panoptic
+    labels: its curves are not extrapolated below it); otherwise paper 000's published COCO model and its Table 1 plans.
     """
     note = ""
     if PILOT_TABLE.is_file():
@@ -97,7 +97,10 @@ def planner_model(categories) -> tuple[QualityModel, Constraints, str, dict[str,
                 share = sum(c.isthing for c in categories.values()) / len(categories)
                 model = fit_quality_model(samples, thing_share=share, source=str(PILOT_TABLE))
                 floor = min(r.ratio["P"] for r in table.rows)
-                source = f"quality model fitted from the pilot on these scenes, {PILOT_TABLE.name}; rho_P >= {floor:g}"
+                source = (
+                    f"quality model fitted from the project's pilot, {PILOT_TABLE.parent.name}/{PILOT_TABLE.name} "
+                    f"(measured on the camouflage scenes); rho_P >= {floor:g}"
+                )
                 return model, Constraints(model.kinds, {"P": floor}), source, {}
             note = f"; {PILOT_TABLE.name} is incomplete"
         except InputError as e:
