@@ -488,7 +488,7 @@ def test_demo_plans_from_the_committed_pilot():
     from cqbnet.data.synthetic import synthetic_categories
 
     model, constraints, source, named = planner_model(synthetic_categories())
-    assert source.startswith("quality model fitted from the pilot"), source
+    assert source.startswith("quality model fitted from the project's pilot"), source
     floor = min(r.ratio["P"] for r in load_pilot_table(PILOT_TABLE).rows)
     assert constraints.lower["P"] == pytest.approx(floor) and floor > 0
     assert "P" in model.kinds and len(model.kinds) > 1 and named == {}
