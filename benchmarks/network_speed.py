@@ -48,7 +48,13 @@ def build_ours():
         coco_like_categories(),
         backbone="resnet50",
         norm="frozen_bn",
-        panoptic={"test_score_thresh": 0.0, "merge_score_thresh": 0.0, "min_area": 0, "agnostic_nms": None},
+        panoptic={
+            "test_score_thresh": 0.0,
+            "merge_score_thresh": 0.0,
+            "min_thing_area": 0,
+            "min_stuff_area": 0,
+            "agnostic_nms": None,
+        },
     ).eval()
     model.roi_heads.score_thresh = 0.0
     return model

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from cqbnet.errors import InputError
@@ -138,6 +139,10 @@ def cmd_evaluate(args) -> int:
     from cqbnet.evaluation.panoptic_quality import evaluate_panoptic_files
     from cqbnet.io import write_json
 
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit {args.limit}: give a number of images of at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers}: give at least 1")
     if args.checkpoint is not None:
         from cqbnet.data.dataset import PanopticDataset
         from cqbnet.engine.inference import evaluate_model
@@ -160,6 +165,7 @@ def cmd_evaluate(args) -> int:
             categories=args.categories,
             workers=args.workers,
             compute_ap=args.ap,
+            strict=args.strict,
         )
     print(r.table(per_class=args.per_class))
     for t in ("bbox", "segm"):
@@ -257,10 +263,22 @@ def cmd_plan(args) -> int:
 
 
 def _device(name: str | None) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N, checked against this machine."""
     import torch
 
     if name in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name!r}: not a device; give auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name!r}: cqbnet runs on cpu or cuda")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name} given, but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
     return name
 
 
@@ -507,13 +525,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--categories", type=Path)
     e.add_argument("--workers", type=int, default=None)
     e.add_argument("--ap", action="store_true", help="also box and mask AP of the thing segments")
+    e.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse ground truth that panopticapi passes over (a segment without pixels, a wrong JSON area, "
+        "predictions of images without ground truth); by default these are warnings and counted as panopticapi does",
+    )
     e.add_argument("--per-class", action="store_true")
     e.add_argument("--out", type=Path, help="write all metrics as JSON")
     e.set_defaults(func=cmd_evaluate)
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as the command line shows them: one line, no source location."""
+    return f"cqbnet: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides of `train` may come after its options

@@ -51,14 +51,14 @@ def lr_factor(iteration: int, solver: dict[str, Any]) -> float:
     return f
 
 
-def build_model(categories: dict[int, Category], model_cfg: dict[str, Any]) -> PanopticNet:
+def build_model(
+    categories: dict[int, Category], model_cfg: dict[str, Any], from_checkpoint: bool = False
+) -> PanopticNet:
+    """The network of a config's ``model`` section (``from_checkpoint``: trained weights are loaded next)."""
     args = dict(model_cfg)
     for k in ("anchor_sizes", "aspect_ratios"):
         args[k] = tuple(args[k])
-    try:
-        return build_panoptic_net(categories, **args)
-    except TypeError as e:  # an unknown key in model.panoptic
-        raise InputError(f"config: {e}") from None
+    return build_panoptic_net(categories, **args, weights_from_checkpoint=from_checkpoint)
 
 
 def categories_from_json(rows: list[dict[str, Any]]) -> dict[int, Category]:
@@ -76,14 +76,18 @@ def load_model(
         raise InputError(f"{path}: not a cqbnet training checkpoint (needs model, config and categories)")
     cfg = ckpt["config"]
     model_cfg = dict(cfg["model"], weights=None)
+    panoptic = dict(model_cfg.get("panoptic") or {})
+    if "min_area" in panoptic:  # a checkpoint's config from before the split: its limit held for both
+        area = panoptic.pop("min_area")
+        model_cfg["panoptic"] = {"min_thing_area": area, "min_stuff_area": area, **panoptic}
     if overrides:
         model_cfg["panoptic"] = {**model_cfg.get("panoptic", {}), **overrides}
-    model = build_model(categories_from_json(ckpt["categories"]), model_cfg)
+    model = build_model(categories_from_json(ckpt["categories"]), model_cfg, from_checkpoint=True)
     load_weights(model, ckpt["model"], path)
     return model.to(device).eval(), cfg
 
 
-TRAINING_ONLY = ("mid_head.", "cam_head.", "pseudo_gate.")  # Cls2Box and Cls2Pixel: used by losses, not inference
+TRAINING_ONLY = ("mid_heads.", "cam_head.", "pseudo_gate.")  # Cls2Box and Cls2Pixel: used by losses, not inference
 
 
 def load_weights(model: PanopticNet, state: dict[str, Any], path: str | os.PathLike) -> None:

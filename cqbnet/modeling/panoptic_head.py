@@ -133,15 +133,17 @@ class DenseInstanceAffinity(nn.Module):
             both = F.interpolate(both.view(1, 2 * c, *q.shape[-2:]), size=(h, w), mode="bilinear", align_corners=False)
             a, b = both[0].flatten(1).relu_().split(c)  # (C, hw) each
         flat = psi.flatten(1)  # (K, hw)
-        context = b @ flat.T  # (C, K): phi1(Q)^T Psi
+        # each channel's weights are scaled before the sum over pixels, never after: a sum over the ~67k cells of
+        # a COCO image would overflow float16 under autocast (its largest value is 65504)
         if self.norm in ("mass", "mass_score"):
-            context = context / flat.sum(1).clamp(min=1e-6)[None]
+            weights = flat / flat.float().sum(1, keepdim=True).clamp(min=1e-6)  # (K, hw), each row sums to 1
             if self.norm == "mass_score":
                 if scores is None:
                     raise ValueError("the mass_score affinity norm needs each channel's score")
-                context = context * scores[None].to(context.dtype)
+                weights = weights * scores[:, None].to(weights.dtype)
         else:
-            context = context / (h * w)
+            weights = flat / (h * w)
+        context = b @ weights.T  # (C, K): phi1(Q)^T Psi, scaled
         return torch.addmm(flat, context.T, a).reshape(k, h, w)  # Psi + context^T phi0(Q): (K, h, w)
 
 
@@ -185,13 +187,20 @@ def match_segments(
 
 
 def panoptic_targets(
-    gt_ids: Tensor, gt_segments: list[dict], match: Tensor, keep: Tensor, stuff_classes: list[int], stride: int
+    gt_ids: Tensor,
+    gt_segments: list[dict],
+    match: Tensor,
+    keep: Tensor,
+    stuff_classes: list[int],
+    stride: int,
+    background: bool = False,
 ) -> Tensor:
     """Channel index per grid cell for the cross-entropy on P (IGNORE where nothing is matched).
 
     ``gt_segments`` rows: id, semantic class, is_thing, iscrowd, in the order of
     ``match`` for the thing segments. Channels: kept detections first, then one
-    per stuff class.
+    per stuff class; with ``background`` (a label space without stuff), the one background channel, which
+    void cells (id 0) take. Negative ids (off the image) are ignored.
     """
     kept_index = torch.cumsum(keep.long(), 0) - 1  # new channel of each kept detection
     num_kept = int(keep.sum())
@@ -199,6 +208,8 @@ def panoptic_targets(
     ids = gt_ids[off::stride, off::stride]
     target = torch.full(ids.shape, IGNORE, dtype=torch.int64, device=gt_ids.device)
     stuff_pos = {c: i for i, c in enumerate(stuff_classes)}
+    if background:
+        target[ids == 0] = num_kept
     thing_k = 0
     for seg in gt_segments:
         if seg["is_thing"] and not seg["iscrowd"]:
@@ -262,6 +273,8 @@ def upsample_argmax(logits: Tensor, stride: int, size: tuple[int, int], tile: in
     so this does a fraction of the work and never holds the (K, H, W) upsampled tensor. With few channels the
     whole grid is done at once, which is then cheaper; ``tile=None`` forces that.
     """
+    if logits.device.type != "cpu":  # the tile loop's cost model is the CPU's; a GPU takes the whole map at once
+        tile = None
     ok = _crop_candidates(logits, stride, size)  # (K, rows, cols)
     keep = torch.nonzero(ok.flatten(1).any(1)).flatten()
     if tile is not None and len(keep) > 1:
@@ -331,12 +344,15 @@ def panoptic_from_logits(
     logits: Tensor,
     det_labels: list[int],
     det_scores: list[float],
-    stuff_categories: list[int],
-    min_area: int,
+    stuff_categories: list[int | None],
+    min_thing_area: int,
+    min_stuff_area: int,
 ) -> PanopticOutput:
     """Segments from the winning channel per pixel, (H, W) (or P itself, (K, H, W), to take its argmax).
 
-    Channel k < D is detection k, the rest the stuff classes; segments below ``min_area`` become void.
+    Channel k < D is detection k, the rest the whole-image channels: a stuff category, or None for the
+    background of a label space without stuff (void). Thing segments below ``min_thing_area`` pixels and stuff
+    segments below ``min_stuff_area`` become void.
     """
     num_channels = len(det_labels) + len(stuff_categories)
     channel = (logits.argmax(0) if logits.dim() == 3 else logits).cpu().numpy()
@@ -344,7 +360,11 @@ def panoptic_from_logits(
     areas = np.bincount(channel.ravel(), minlength=num_channels)
     lut = np.zeros(num_channels, dtype=np.int32)  # channel -> segment id (0: void)
     segments = []
-    for k in np.flatnonzero(areas >= max(min_area, 1)):
+    limit = np.full(num_channels, max(min_stuff_area, 1))
+    limit[:d] = max(min_thing_area, 1)
+    for k in np.flatnonzero(areas >= limit):
+        if k >= d and stuff_categories[k - d] is None:
+            continue  # background: void
         seg_id = len(segments) + 1
         lut[k] = seg_id
         if k < d:

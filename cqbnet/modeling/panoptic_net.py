@@ -15,10 +15,9 @@ section); nothing is looked up by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,10 +34,13 @@ from cqbnet.data.panoptic_format import Category
 from cqbnet.errors import InputError
 from cqbnet.modeling.backbone import build_backbone
 from cqbnet.modeling.cascade_rcnn import CascadeRoIHeads
+from cqbnet.modeling.padding import grid_cells, valid_cells
 from cqbnet.modeling.panoptic_head import (
+    IGNORE,
     POTENTIAL_VARIANTS,
     DenseInstanceAffinity,
     PanopticOutput,
+    box_region,
     dynamic_potential,
     heuristic_merge,
     match_segments,
@@ -83,19 +85,47 @@ FULL_LABELS = frozenset({"P"})  # the kinds of an image from a plain panoptic da
 
 @dataclass
 class LabelSpace:
-    """Class indices: semantic index = order of the categories; detector label k = the k-th thing class (1-based)."""
+    """Class indices: semantic index = order of the categories; detector label k = the k-th thing class (1-based).
+
+    A label space without stuff classes (things on an unlabelled background) gets one more semantic class,
+    *background*, index ``num_classes``: the semantic head learns it on the void pixels of panoptic images, and
+    it is P's whole-image channel, so every pixel has a channel to fall to and an image without detections is
+    all void. With stuff classes, void stays unlabelled and the stuff classes are P's whole-image channels.
+    """
 
     categories: dict[int, Category]
     semantic_of: dict[int, int] = field(init=False)  # category id -> semantic index
     thing_semantic: list[int] = field(init=False)  # detector label k -> semantic index (k - 1)
     stuff_semantic: list[int] = field(init=False)
+    region_semantic: list[int] = field(init=False)  # semantic index of each whole-image channel of P
 
     def __post_init__(self) -> None:
+        if not self.categories:
+            raise InputError("the label space has no categories")
         self.semantic_of = {cid: i for i, cid in enumerate(self.categories)}
         cats = list(self.categories.values())
         self.thing_semantic = [i for i, c in enumerate(cats) if c.isthing]
         self.stuff_semantic = [i for i, c in enumerate(cats) if not c.isthing]
         self.category_of = [c.id for c in cats]  # semantic index -> category id
+        self.region_semantic = self.stuff_semantic or [len(cats)]
+
+    @property
+    def background(self) -> bool:
+        """True when there are no stuff classes: unlabelled pixels are the background class."""
+        return not self.stuff_semantic
+
+    @property
+    def num_semantic(self) -> int:
+        """Outputs of the semantic head: every class, and the background class when there is no stuff."""
+        return self.num_classes + int(self.background)
+
+    def region_categories(self) -> list[int | None]:
+        """Category id of each whole-image channel of P (None: background, which becomes void)."""
+        return (
+            [None] * len(self.region_semantic)
+            if self.background
+            else [self.category_of[c] for c in self.stuff_semantic]
+        )
 
     def detection_categories(self, labels: Tensor) -> list[int]:
         """Category ids of detector labels (1..T)."""
@@ -162,7 +192,13 @@ class PanopticHeadConfig:
     test_score_thresh: float = 0.5
     agnostic_nms: float | None = 0.7  # IoU of class-agnostic NMS on the detections fed to Psi
     affinity_norm: str = "mass"  # scale of Eq. 4's product: "mass" (per channel), "mass_score" or "pixels"
-    min_area: int = 16  # segments smaller than this become void
+    # the panoptic loss stops at the RoI features of its detections (None: on CPU only, where the backward of
+    # their RoIAlign is costly; the FPN still learns from every other loss)
+    detach_detection_features: bool | None = None
+    # argmax inference: segments smaller than these (pixels) become void; things and stuff apart, as detectron2
+    # limits only stuff (its COCO STUFF_AREA_LIMIT is 4096) and a small object is still an object
+    min_thing_area: int = 16
+    min_stuff_area: int = 64
     loss_weight: float = 1.0
     # heuristic merge (second inference mode)
     merge_score_thresh: float = 0.5
@@ -206,18 +242,20 @@ class PanopticNet(nn.Module):
         self.loss_normalization = loss_normalization
         self.weak = weak or WeakConfig()
         rep = roi_heads.stages[0].predictor.cls_score.in_features
-        self.mid_head = MIDHead(rep, labels.num_things) if self.weak.cls2box and labels.num_things else None
+        self.mid_heads = None  # Cls2Box: one MID head per cascade stage (Eq. 3 sums L_C2B over the stages)
+        if self.weak.cls2box and labels.num_things:
+            self.mid_heads = nn.ModuleList(MIDHead(rep, labels.num_things) for _ in roi_heads.stages)
         sem_channels = semantic_head.predictor.in_channels
         self.cam_head = CAMClassifier(sem_channels, labels.num_classes) if self.weak.cls2pixel else None
         self.pseudo_gate = PseudoLabelGate(self.weak.cls2pixel_gate) if self.weak.cls2pixel else None
         self.relation = None
-        if self.weak.relation and labels.stuff_semantic:
+        if self.weak.relation:
             self.relation = RelationReasoning(
                 rep,
                 sem_channels,
                 labels.num_things + 1,
-                labels.num_classes,
-                labels.stuff_semantic,
+                labels.num_semantic,
+                labels.region_semantic,  # stuff nodes: the stuff classes, or the background
                 self.weak.relation_width,
                 self.weak.relation_layers,
             )
@@ -230,6 +268,9 @@ class PanopticNet(nn.Module):
         )
         self.register_buffer(
             "_stuff_semantic", torch.tensor(labels.stuff_semantic, dtype=torch.int64), persistent=False
+        )
+        self.register_buffer(
+            "_region_semantic", torch.tensor(labels.region_semantic, dtype=torch.int64), persistent=False
         )
         # NHWC activations and weights: MobileNetV2-FPN's forward and backward on CPU take about 18% less time
         # (benchmarks/step_profile.md); every result is the same up to float rounding
@@ -259,8 +300,7 @@ class PanopticNet(nn.Module):
             raise InputError(f"unknown inference mode {mode!r}; choose argmax or heuristic")
         if self.training:
             image_list, features, sem_features, sem_logits = self._shared_features(images)
-            q = self.affinity.features(_fpn(features)) if self.affinity is not None else None  # (N, C, H'/4, W'/4)
-            return self._training_losses(images, image_list, features, sem_features, sem_logits, q, targets)
+            return self._training_losses(images, image_list, features, sem_features, sem_logits, targets)
         return self.panoptic_stage(self.detect(images, mode), mode)
 
     def _shared_features(self, images: list[Tensor]) -> tuple[ImageList, dict[str, Tensor], Tensor, Tensor]:
@@ -278,7 +318,11 @@ class PanopticNet(nn.Module):
         proposals, _ = self.rpn(image_list, features)
         thresh = self.head.test_score_thresh if mode == "argmax" else self.roi_heads.score_thresh
         enhanced_seg: list[Tensor] = []
-        enhance = self._relation_enhancer(sem_features, sem_logits, enhanced_seg) if self.relation else None
+        enhance = (
+            self._relation_enhancer(sem_features, sem_logits, image_list.image_sizes, enhanced_seg)
+            if self.relation
+            else None
+        )
         dets = self.roi_heads.detect(features, proposals, image_list.image_sizes, thresh, enhance=enhance)
         if enhanced_seg:  # paper 000: the enhanced semantic logits are averaged with the base ones
             sem_logits = average_with_base(sem_logits, torch.stack(enhanced_seg))
@@ -297,15 +341,16 @@ class PanopticNet(nn.Module):
             sem, det = found.sem_logits[i], found.dets[i]
             if mode == "argmax":
                 logits = self._panoptic_logits(
-                    sem, None if q is None else q[i], det, found.image_list.tensors.shape[-2:]
+                    sem, None if q is None else q[i], det, found.image_list.tensors.shape[-2:], (h, w)
                 )
                 outputs.append(
                     panoptic_from_logits(
                         upsample_argmax(logits, self.head.stride, (h, w)),
                         self.labels.detection_categories(det["labels"]),
                         [float(s) for s in det["scores"]],
-                        [self.labels.category_of[c] for c in self.labels.stuff_semantic],
-                        self.head.min_area,
+                        self.labels.region_categories(),
+                        self.head.min_thing_area,
+                        self.head.min_stuff_area,
                     )
                 )
             else:
@@ -321,7 +366,6 @@ class PanopticNet(nn.Module):
         features: dict[str, Tensor],
         sem_features: Tensor,
         sem_logits: Tensor,
-        q: Tensor | None,
         targets: list[dict[str, Any]],
     ) -> dict[str, Tensor]:
         """Each image contributes exactly the losses its label kinds support (``target["kinds"]``, default P).
@@ -356,7 +400,7 @@ class PanopticNet(nn.Module):
         losses["loss_panoptic"] = zero
         boxes_only = [i for i, k in enumerate(kinds) if "B" in k and "P" not in k]
         tags_only = [i for i, k in enumerate(kinds) if "I" in k and "P" not in k and "B" not in k]
-        if self.mid_head is not None:
+        if self.mid_heads is not None:
             losses["loss_cls2box"] = self._cls2box_loss(image_list, features, targets, tags_only)
         tagged = [i for i, k in enumerate(kinds) if "I" in k and "P" not in k and "S" not in k]
         if self.cam_head is not None:
@@ -374,23 +418,35 @@ class PanopticNet(nn.Module):
             )
         if full:
             # paper 004, Appendix A.4: the panoptic head learns from *predicted* detections. Its loss reaches
-            # the box and mask heads through the scores and masks; the features are detached here because
-            # RoIAlign's backward on CPU would double the step time for little (they train through the rest).
+            # the box and mask heads through the scores and masks, and the FPN through the RoI features unless
+            # ``head.detach_detection_features`` (by default on CPU only, where that backward is the costly part)
             pos = [boxed.index(i) for i in full]
             top = [proposals[j][: self.head.train_proposals] for j in pos]
-            frozen = {k: v[full].detach() for k, v in features.items()}
+            detach = self.head.detach_detection_features
+            if detach is None:
+                detach = sem_logits.device.type == "cpu"
+            frozen = {k: v[full].detach() if detach else v[full] for k, v in features.items()}
             sizes = [image_list.image_sizes[i] for i in full]
-            pan_dets = self.roi_heads.detect(
-                frozen, top, sizes, self.head.train_score_thresh, self.head.train_max_detections
+            pan_sem = sem_logits[full]
+            enhanced_seg: list[Tensor] = []
+            enhance = (  # as at test: the panoptic head learns from what it will be given
+                self._relation_enhancer(sem_features[full], pan_sem, sizes, enhanced_seg) if self.relation else None
             )
+            pan_dets = self.roi_heads.detect(
+                frozen, top, sizes, self.head.train_score_thresh, self.head.train_max_detections, enhance=enhance
+            )
+            if enhanced_seg:
+                pan_sem = average_with_base(pan_sem, torch.stack(enhanced_seg))
             if self.head.use_masks:
                 self.roi_heads.predict_masks(frozen, pan_dets, sizes)
             losses["loss_panoptic"] = self.head.loss_weight * self._panoptic_loss(
-                sem_logits[full],
-                None if q is None else q[full],
+                pan_sem,
+                # Q of the panoptic images only: (n, C, H'/4, W'/4)
+                None if self.affinity is None else self.affinity.features([f[full] for f in _fpn(features)]),
                 pan_dets,
                 [targets[i] for i in full],
                 image_list.tensors.shape[-2:],
+                sizes,
             )
         if self.loss_normalization == "batch":
             contributors = {
@@ -424,7 +480,10 @@ class PanopticNet(nn.Module):
             self._score_pseudo_labels(images, sem_features, sem_logits, targets, full)
         if not idx:
             return zero
-        image_logits, maps = self.cam_head(sem_features[idx])  # (n, K), (n, K, h, w)
+        valid = valid_cells(
+            [images[i].shape[-2:] for i in idx], SEMANTIC_STRIDE, sem_features.shape[-2:], sem_features.device
+        )  # (n, 1, h, w): each image's own cells
+        image_logits, maps = self.cam_head(sem_features[idx], valid)  # (n, K), (n, K, h, w)
         tags = torch.stack([targets[i]["tags"] for i in idx])
         loss = classification_loss(image_logits, tags)
         ramp = ramp_weight(self.iteration, self.weak.cls2pixel_warmup)
@@ -434,43 +493,54 @@ class PanopticNet(nn.Module):
         dense = zero
         gate = self.pseudo_gate.weight() if weak.cls2pixel_pseudo else 0.0
         if gate > 0:  # CAMs and pseudo labels only when they teach
-            pseudo = pseudo_stuff_labels(class_activation_maps(maps.detach()), tags, self._stuff_semantic)  # (n, h, w)
+            cams = class_activation_maps(maps.detach(), valid)  # 0 off the image: no pseudo label there
+            pseudo = pseudo_stuff_labels(cams, tags, self._stuff_semantic)  # (n, h, w)
             dense = gate * pseudo_label_loss(sem_logits[idx], pseudo)
         for j, i in enumerate(idx):
-            h, w = (-(-d // SEMANTIC_STRIDE) for d in images[i].shape[-2:])  # the image's cells on the grid
+            h, w = grid_cells(images[i].shape[-2:], SEMANTIC_STRIDE)  # the image's cells on the grid
             probs = torch.softmax(sem_logits[i, :, :h, :w], dim=0)[None]  # (1, K, h, w)
             if weak.cls2pixel_energy:
                 lab = pooled_lab(images[i], SEMANTIC_STRIDE)  # (1, 3, h, w): where the energy fires
                 dense = dense + energy_loss(probs, lab.to(sem_logits.device)[..., :h, :w]) / len(idx)
             if weak.cls2pixel_tag_consistency:
-                dense = dense + tag_consistency_loss(probs, tags[j : j + 1]) / len(idx)
+                classes = probs[:, : tags.shape[1]]  # without the background class of a stuff-free label space
+                dense = dense + tag_consistency_loss(classes, tags[j : j + 1]) / len(idx)
         return loss + ramp * dense
 
     @torch.no_grad()
     def _score_pseudo_labels(self, images, sem_features, sem_logits, targets, full: list[int]) -> None:
         """Pseudo labels for the panoptic images, made as for tag images, scored against their semantic maps."""
         ignore = self.semantic_head.ignore_index
-        _, maps = self.cam_head(sem_features[full])  # (n, K, h, w) on the padded grid
-        cams = class_activation_maps(maps)
+        valid = valid_cells(
+            [images[i].shape[-2:] for i in full], SEMANTIC_STRIDE, sem_features.shape[-2:], sem_features.device
+        )
+        _, maps = self.cam_head(sem_features[full], valid)  # (n, K, h, w) on the padded grid
+        cams = class_activation_maps(maps, valid)
         for j, i in enumerate(full):
-            h, w = (-(-d // SEMANTIC_STRIDE) for d in images[i].shape[-2:])  # the image's cells on the grid
+            h, w = grid_cells(images[i].shape[-2:], SEMANTIC_STRIDE)  # the image's cells on the grid
             truth = targets[i]["semantic"].to(sem_logits.device)
             grid = F.interpolate(truth[None, None].float(), size=(h, w), mode="nearest")[0].long()  # (1, h, w)
             present = truth[truth != ignore].unique()
             tags = torch.zeros(1, cams.shape[1], device=cams.device)
             tags[0, present[present < cams.shape[1]]] = 1.0
             pseudo = pseudo_stuff_labels(cams[j : j + 1, :, :h, :w], tags, self._stuff_semantic)  # (1, h, w)
-            self.pseudo_gate.update(pseudo, sem_logits[i : i + 1, :, :h, :w], tags, grid, ignore)
+            head = sem_logits[i : i + 1, : tags.shape[1], :h, :w]  # the classes the tags can name
+            self.pseudo_gate.update(pseudo, head, tags, grid, ignore)
 
-    def _relation_enhancer(self, sem_features: Tensor, sem_logits: Tensor, seg_out: list[Tensor]):
-        """Inference: relation reasoning revises the first cascade stage per image and appends each image's
-        enhanced semantic logits (K, h, w) to ``seg_out`` (paper 000: averaged with the base predictions)."""
+    def _relation_enhancer(
+        self, sem_features: Tensor, sem_logits: Tensor, sizes: list[tuple[int, int]], seg_out: list[Tensor]
+    ):
+        """Relation reasoning revising the first cascade stage of :meth:`CascadeRoIHeads.detect`, per image of
+        ``sizes``; appends each image's enhanced semantic logits (K, h, w) to ``seg_out`` (paper 000: averaged
+        with the base predictions). The same at test and for the panoptic head's detections in training: an
+        image's first ``weak.relation_rois`` RoIs are the thing graph, the rest read it."""
         probs = torch.softmax(sem_logits, dim=1)  # (N, K, h, w)
 
         def enhance(x: Tensor, logits: Tensor, deltas: Tensor, counts: list[int]) -> tuple[Tensor, Tensor]:
             cls, reg = [], []
             for i, (xi, li, di) in enumerate(zip(x.split(counts), logits.split(counts), deltas.split(counts))):
-                c, r, seg = self.relation(xi, sem_features[i], probs[i])
+                cells = grid_cells(sizes[i], SEMANTIC_STRIDE)
+                c, r, seg = self.relation(xi, sem_features[i], probs[i], cells, self.weak.relation_rois)
                 cls.append(average_with_base(li, c))
                 reg.append(average_with_base(di, r))
                 seg_out.append(seg)
@@ -516,7 +586,9 @@ class PanopticNet(nn.Module):
         box_cls, box_reg, box_rois, seg, seg_targets = [], [], [], [], []
         for j, (xi, li, di) in enumerate(zip(x.split(counts), base_logits.split(counts), base_deltas.split(counts))):
             i = idx[j]
-            c, r, s = self.relation(xi, sem_features[i], probs[j])
+            c, r, s = self.relation(
+                xi, sem_features[i], probs[j], grid_cells(image_list.image_sizes[i], SEMANTIC_STRIDE)
+            )
             if i in gt:
                 box_cls.append(average_with_base(li, c))
                 box_reg.append(average_with_base(di, r))
@@ -549,19 +621,27 @@ class PanopticNet(nn.Module):
 
     def _cls2box_loss(self, image_list, features, targets, idx: list[int]) -> Tensor:
         """Cls2Box (paper 000): phi_MID times the detector's class probabilities, summed over proposals,
-        against the image's thing tags (binary cross-entropy). Trains the MID head and the detector."""
-        zero = _zero_loss(self.mid_head)
+        against the image's thing tags (binary cross-entropy). Trains the MID heads and the detector.
+
+        Eq. 3: sum_i lambda_i L_C2B over the cascade stages (lambda = the stages' loss weights). Stage i sees
+        the proposals refined by the stages before it, as at test, where the score is the stages' mean.
+        """
+        zero = _zero_loss(self.mid_heads)
         if not idx:
             return zero
         sub = ImageList(image_list.tensors[idx], [image_list.image_sizes[i] for i in idx])
         feats = {k: v[idx] for k, v in features.items()}
-        props = [p[: self.weak.cls2box_proposals] for p in self._proposals(sub, feats)]
-        stage = self.roi_heads.stages[0]
-        x = stage.head(self.roi_heads.box_roi_pool(feats, props, sub.image_sizes))  # (R, representation)
-        mids = self.mid_head(x, [len(p) for p in props])
-        probs = torch.softmax(stage.predictor(x)[0], dim=1)[:, 1:].split([len(p) for p in props])  # things only
+        boxes = [p[: self.weak.cls2box_proposals] for p in self._proposals(sub, feats)]
+        counts = [len(b) for b in boxes]
         tags = torch.stack([targets[i]["tags"][self._thing_semantic] for i in idx])  # (n, T)
-        return cls2box_loss(mids, tags, list(probs))
+        heads = self.roi_heads
+        for stage, mid_head, weight in zip(heads.stages, self.mid_heads, heads.stage_weights):
+            x = stage.head(heads.box_roi_pool(feats, boxes, sub.image_sizes))  # (R, representation)
+            logits, deltas = stage.predictor(x)
+            probs = torch.softmax(logits, dim=1)[:, 1:].split(counts)  # things only
+            zero = zero + weight * cls2box_loss(mid_head(x, counts), tags, list(probs))
+            boxes = heads.refine(stage, deltas, boxes, sub.image_sizes)
+        return zero
 
     def _box2mask_loss(
         self,
@@ -610,6 +690,8 @@ class PanopticNet(nn.Module):
     def _semantic_target(self, t: dict[str, Any], kinds: frozenset[str], size: tuple[int, int]) -> Tensor | None:
         """Pixel labels an image carries: full (P), stuff only (S), clicked points (PT); None when it has none."""
         if "P" in kinds:
+            if self.labels.background:  # no stuff classes: the unlabelled pixels are the background class
+                return torch.where(t["panoptic"] == 0, self.labels.num_classes, t["semantic"])
             return t["semantic"]
         if "S" in kinds:
             return t["stuff_semantic"]
@@ -667,23 +749,37 @@ class PanopticNet(nn.Module):
         )
         return torch.softmax(logits, dim=0)
 
-    def _panoptic_logits(self, sem_logits: Tensor, q: Tensor | None, det: dict[str, Tensor], padded) -> Tensor:
-        """P (D + N_st, h, w) for one image: Psi (Eqs. 1-2), revised by the affinity (Eq. 4)."""
-        prob = self._grid_probs(sem_logits, padded)
-        h, w = prob.shape[-2:]
+    def _panoptic_logits(
+        self, sem_logits: Tensor, q: Tensor | None, det: dict[str, Tensor], padded, size: tuple[int, int]
+    ) -> Tensor:
+        """P (D + N_st, h, w) for one image of ``size`` (H, W): Psi (Eqs. 1-2), revised by the affinity (Eq. 4).
+
+        P covers the image's own cells, ceil(H / stride) x ceil(W / stride), whatever the batch's padding: the
+        affinity's context sums over every cell of Psi.
+        """
+        rows, cols = grid_cells(size, self.head.stride)
+        prob = self._grid_probs(sem_logits, padded)[:, :rows, :cols]  # (K, h, w)
         classes = self._thing_semantic[det["labels"] - 1]
         masks = None
         if self.head.use_masks and "mask_probs" in det:
-            masks = paste_masks(det["mask_probs"], det["boxes"], h, w, self.head.stride)
+            masks = paste_masks(det["mask_probs"], det["boxes"], rows, cols, self.head.stride)
         psi = dynamic_potential(
-            prob, det["boxes"], classes, det["scores"], self._stuff_semantic, self.head.stride, masks, self.head.variant
+            prob,
+            det["boxes"],
+            classes,
+            det["scores"],
+            self._region_semantic,
+            self.head.stride,
+            masks,
+            self.head.variant,
         )
         if self.affinity is None or q is None:
             return psi
-        scores = torch.cat([det["scores"], det["scores"].new_ones(len(self._stuff_semantic))])  # (K,) stuff: 1
+        q = q[:, : grid_cells(size, SEMANTIC_STRIDE)[0], : grid_cells(size, SEMANTIC_STRIDE)[1]]
+        scores = torch.cat([det["scores"], det["scores"].new_ones(len(self._region_semantic))])  # (K,) regions: 1
         return self.affinity(q, psi, scores)  # Q at stride 4 is taken to the grid inside
 
-    def _panoptic_loss(self, sem_logits, q, dets, targets, padded) -> Tensor:
+    def _panoptic_loss(self, sem_logits, q, dets, targets, padded, sizes) -> Tensor:
         """Panoptic matching loss (paper 004, Sec. 3.5): cross-entropy on P against matched ground truth."""
         total = sem_logits.sum() * 0.0
         n = 0
@@ -695,17 +791,19 @@ class PanopticNet(nn.Module):
             match, keep = match_segments(t["boxes"][things], gt_classes, det["boxes"], det_classes, self.head.match_iou)
             keep = keep.to(det["boxes"].device)
             det = {k: v[keep] for k, v in det.items()}
-            logits = self._panoptic_logits(sem_logits[i], None if q is None else q[i], det, padded)
+            logits = self._panoptic_logits(sem_logits[i], None if q is None else q[i], det, padded, sizes[i])
             segs = [
                 {"id": int(sid), "class": int(c), "is_thing": bool(th), "iscrowd": bool(cr)}
                 for sid, c, th, cr in zip(t["segment_ids"], t["labels"], t["is_thing"], t["iscrowd"])
             ]
-            ids = torch.zeros(padded, dtype=torch.int64, device=t["panoptic"].device)
+            ids = torch.full(padded, -1, dtype=torch.int64, device=t["panoptic"].device)  # -1: off the image
             ids[: t["panoptic"].shape[0], : t["panoptic"].shape[1]] = t["panoptic"]
-            target = panoptic_targets(ids, segs, match, keep.cpu(), self.labels.stuff_semantic, self.head.stride)
+            target = panoptic_targets(
+                ids, segs, match, keep.cpu(), self.labels.stuff_semantic, self.head.stride, self.labels.background
+            )
             target = target[: logits.shape[1], : logits.shape[2]]
-            if (target != -100).any():
-                total = total + F.cross_entropy(logits[None], target[None], ignore_index=-100)
+            if (target != IGNORE).any():
+                total = total + F.cross_entropy(logits[None], target[None], ignore_index=IGNORE)
                 n += 1
         return total / max(n, 1)
 
@@ -717,8 +815,8 @@ class PanopticNet(nn.Module):
         semantic = prob[:, :h, :w].argmax(0).cpu().numpy()
         if len(det["boxes"]) and "mask_probs" in det:
             masks = (paste_masks(det["mask_probs"], det["boxes"], h, w, 1.0) > 0.5).cpu().numpy()
-        else:
-            masks = np.zeros((len(det["boxes"]), h, w), dtype=bool)
+        else:  # a network without a mask head: each detection is its box
+            masks = box_region(det["boxes"].detach(), h, w, 1.0).cpu().numpy()
         labels = self.labels.detection_categories(det["labels"])
         stuff = {c: self.labels.category_of[c] for c in self.labels.stuff_semantic}
         return heuristic_merge(
@@ -736,6 +834,21 @@ class PanopticNet(nn.Module):
 def _zero_loss(module: nn.Module) -> Tensor:
     """A zero that is connected to ``module``'s parameters (so DDP sees them used when a batch has no such image)."""
     return sum(p.sum() for p in module.parameters()) * 0.0
+
+
+# settings that were renamed: old key -> what replaced it
+RENAMED = {"min_area": "min_thing_area and min_stuff_area (things and stuff have separate limits)"}
+
+
+def _settings(cls, values: dict[str, Any] | None, section: str):
+    """A settings dataclass from a config mapping; an unknown key is an error naming it (and its new name)."""
+    values = dict(values or {})
+    known = {f.name for f in fields(cls)}
+    for key in values:
+        if key not in known:
+            hint = f"; it is now {RENAMED[key]}" if key in RENAMED else f"; known keys: {', '.join(sorted(known))}"
+            raise InputError(f"config: unknown key {section}.{key}{hint}")
+    return cls(**values)
 
 
 def build_panoptic_net(
@@ -758,6 +871,7 @@ def build_panoptic_net(
     roi_canonical_scale: int = 224,
     detections_per_img: int = 100,
     mask_channels: int = 256,
+    mask_train_stage: int = -1,
     semantic_channels: int = 128,
     affinity_channels: int = 128,
     semantic_loss_weight: float = 0.5,
@@ -765,11 +879,25 @@ def build_panoptic_net(
     weak: dict[str, Any] | None = None,
     loss_normalization: str = "batch",
     channels_last: bool = True,
+    weights_from_checkpoint: bool = False,
 ) -> PanopticNet:
-    """Compose the network from plain arguments (one per constructor knob)."""
+    """Compose the network from plain arguments (one per constructor knob).
+
+    ``weights_from_checkpoint``: a trained network's weights are loaded next, so ``weights`` may be None with a
+    frozen backbone (see :func:`build_backbone`).
+    """
     labels = LabelSpace(categories)
-    head = PanopticHeadConfig(**(panoptic or {}))
-    body = build_backbone(backbone, weights, norm, trainable_layers, fpn_channels, fpn_norm)
+    head = _settings(PanopticHeadConfig, panoptic, "model.panoptic")
+    weak_cfg = _settings(WeakConfig, weak, "model.weak")
+    body = build_backbone(
+        backbone,
+        weights,
+        norm,
+        trainable_layers,
+        fpn_channels,
+        fpn_norm,
+        weights_from_checkpoint=weights_from_checkpoint,
+    )
     anchors = AnchorGenerator(tuple((s,) for s in anchor_sizes), (tuple(aspect_ratios),) * len(anchor_sizes))
     rpn = RegionProposalNetwork(
         anchors,
@@ -791,8 +919,9 @@ def build_panoptic_net(
         mask_channels=mask_channels,
         with_mask=head.use_masks,
         canonical_scale=roi_canonical_scale,
+        mask_train_stage=mask_train_stage,
     )
-    semantic = SemanticHead(fpn_channels, labels.num_classes, semantic_channels)
+    semantic = SemanticHead(fpn_channels, labels.num_semantic, semantic_channels)
     affinity = DenseInstanceAffinity(fpn_channels, affinity_channels, head.affinity_norm) if head.use_affinity else None
     return PanopticNet(
         body,
@@ -803,7 +932,7 @@ def build_panoptic_net(
         labels,
         head,
         semantic_loss_weight,
-        WeakConfig(**(weak or {})),
+        weak_cfg,
         loss_normalization,
         channels_last=channels_last,
     )

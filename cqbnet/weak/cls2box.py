@@ -17,7 +17,7 @@ EPS = 1e-6
 
 
 class MIDHead(nn.Module):
-    """WSDDN's two streams on RoI features: (R, F) per image -> phi_MID (R, C) whose columns sum to 1."""
+    """WSDDN's two streams on RoI features: (R, F) per image -> phi_MID (R, C), each column summing to at most 1."""
 
     def __init__(self, in_features: int, num_classes: int):
         super().__init__()

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cqbnet.data.dataset import IGNORE_INDEX
 from cqbnet.weak.box2mask import lab_similarity, neighbour_offsets, shift
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # pixels without a pseudo label: the semantic loss's ignore index
 
 
 class CAMClassifier(nn.Module):
@@ -36,15 +37,27 @@ class CAMClassifier(nn.Module):
         super().__init__()
         self.classifier = nn.Conv2d(in_channels, num_classes, 1)
 
-    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """features (N, C, h, w) -> (image logits (N, K), activation maps (N, K, h, w))."""
+    def forward(self, features: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """features (N, C, h, w) -> (image logits (N, K), activation maps (N, K, h, w)).
+
+        ``valid`` (N, 1, h, w) bool: each image's own cells of a padded batch; the global average pools over
+        those only (all cells when None).
+        """
         maps = self.classifier(features)
-        return maps.mean(dim=(2, 3)), maps
+        if valid is None:
+            return maps.mean(dim=(2, 3)), maps
+        v = valid.to(maps.dtype)
+        return (maps * v).sum(dim=(2, 3)) / v.sum(dim=(2, 3)).clamp(min=1.0), maps
 
 
-def class_activation_maps(maps: Tensor) -> Tensor:
-    """Raw activation maps (N, K, h, w) -> CAMs in [0, 1]: ReLU, then divided by each map's maximum."""
+def class_activation_maps(maps: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Raw activation maps (N, K, h, w) -> CAMs in [0, 1]: ReLU, then divided by each map's maximum.
+
+    ``valid`` (N, 1, h, w) bool: cells off the image (padding) get 0 and do not count towards the maximum.
+    """
     cams = F.relu(maps)
+    if valid is not None:
+        cams = cams * valid.to(cams.dtype)
     peak = cams.flatten(2).max(dim=2).values.clamp(min=1e-6)  # (N, K)
     return cams / peak[:, :, None, None]
 
@@ -121,14 +134,11 @@ class PseudoLabelGate(nn.Module):
     ``w = (p_pseudo - p_head) / (1 - p_head)`` clipped to [0, 1]. It is 0 while the head is at least as right
     (the gate is shut) and 1 only for perfect pseudo labels.
 
-    Why graded (training version 4): with an all-or-nothing gate, the stuff prediction of a tag-heavy mix
-    collapsed in one seed (P0.1-I0.9, PQ_st 1.0 against 21.7 without Cls2Pixel; the other seed gave 38.8), and
-    that run ended with the pseudo labels and the head both about 30% right (31% against 30%), the gate open:
-    once a head is as wrong as the CAMs, an open gate lets them teach in full. A weight that vanishes as the
-    two meet lets the panoptic images pull the head back; with it the same run gave 38.8. Before that, without
-    any gate, the pseudo labels and the energy term collapsed it outright (PQ_st 1.6 against 48.3 at
-    P0.3-I0.7). With no panoptic image seen the weight is 0 (set ``enabled=False`` to trust the CAMs unchecked,
-    as the paper does).
+    The weight is graded, not all or nothing, so that it vanishes as the CAMs and the head meet: once a head is
+    as wrong as the CAMs, an open gate would let them teach in full (the runs behind this rule are training
+    versions 3 and 4 in ``benchmarks/thing_modules.md``). With no panoptic image seen the weight is 0 (set
+    ``enabled=False`` to trust the CAMs unchecked, as the paper does). Under DDP the counts are summed over
+    the processes, so every process's panoptic images score the pseudo labels.
     """
 
     def __init__(self, enabled: bool = True, decay: float = 0.9):
@@ -145,13 +155,13 @@ class PseudoLabelGate(nn.Module):
         where unknown."""
         scored = (pseudo != IGNORE) & (truth != ignore_index)
         told = head_logits.masked_fill(~tags.bool()[:, :, None, None], float("-inf")).argmax(1)  # (n, h, w)
-        for name, value in (
-            ("pseudo_right", (pseudo == truth) & scored),
-            ("head_right", (told == truth) & scored),
-            ("labelled", scored),
-        ):
-            buf = getattr(self, name)
-            buf.mul_(self.decay).add_(value.sum().to(buf.dtype))
+        counts = torch.stack([((pseudo == truth) & scored).sum(), ((told == truth) & scored).sum(), scored.sum()]).to(
+            self.labelled.dtype
+        )  # (3,)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)  # the same totals on every process
+        for buf, value in zip((self.pseudo_right, self.head_right, self.labelled), counts):
+            buf.mul_(self.decay).add_(value)
 
     @property
     def precision(self) -> tuple[float, float] | None:

@@ -11,6 +11,12 @@ Boxes can teach stuff and stuff maps can teach detection when the two branches r
    are spread back to the pixels by the semantic probabilities and give extra semantic logits;
 4. the enhanced predictions are averaged with the base ones.
 
+One rule for the thing graph in training and at test: its nodes are an image's first ``num_nodes`` RoIs (the
+top proposals, and in training the ground-truth boxes). Further RoIs (at test the detector scores 1000 or so)
+*read* the graph, attending to its nodes, without entering it, so the graph a detection sees is the same size
+in both. Deviation from BGRNet (Wu et al. 2020, which paper 000 cites): there is no separate intra-graph
+reasoning on the thing graph and the stuff graph; every layer attends over the whole super graph.
+
 The loss over the enhanced predictions is L_RR = L_cls_en + L_reg_en + beta L_seg_en (beta = 0.5), computed
 by the caller with the same targets as the base heads; :func:`relation_loss` sums the three given terms.
 """
@@ -31,10 +37,17 @@ class GraphReasoningLayer(nn.Module):
         self.phi = nn.Linear(width, width)
         self.update = nn.Linear(width, width)
 
-    def forward(self, x: Tensor) -> Tensor:
-        # x: (V, D) nodes of one image's super graph
-        adjacency = torch.softmax(self.theta(x) @ self.phi(x).T / x.shape[1] ** 0.5, dim=1)  # (V, V)
-        return x + F.relu(self.update(adjacency @ x))
+    def forward(self, x: Tensor, readers: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (V, D): the nodes of one image's super graph; readers (R, D): features that attend to the nodes
+        without being attended to. Returns both, updated."""
+        keys = self.phi(x)
+        scale = x.shape[1] ** 0.5
+        adjacency = torch.softmax(self.theta(x) @ keys.T / scale, dim=1)  # (V, V)
+        out = x + F.relu(self.update(adjacency @ x))
+        if readers is not None and len(readers):
+            reads = torch.softmax(self.theta(readers) @ keys.T / scale, dim=1)  # (R, V)
+            readers = readers + F.relu(self.update(reads @ x))
+        return out, readers
 
 
 class RelationReasoning(nn.Module):
@@ -60,27 +73,40 @@ class RelationReasoning(nn.Module):
         self.seg_en = nn.Conv2d(semantic_channels, num_semantic_classes, 1)
         self.register_buffer("stuff_classes", torch.tensor(stuff_classes, dtype=torch.int64), persistent=False)
 
-    def stuff_nodes(self, features: Tensor, probs: Tensor) -> Tensor:
+    def stuff_nodes(self, features: Tensor, probs: Tensor, cells: tuple[int, int] | None = None) -> Tensor:
         """Class-level stuff features (N_st, C): pixel features averaged under each stuff class's probability.
 
-        features (C, h, w); probs (K, h, w) semantic probabilities.
+        features (C, h, w); probs (K, h, w) semantic probabilities; ``cells`` (rows, cols): the image's own
+        cells of a padded grid, the only ones pooled (all when None).
         """
+        if cells is not None:
+            features, probs = features[:, : cells[0], : cells[1]], probs[:, : cells[0], : cells[1]]
         w = probs[self.stuff_classes].flatten(1)  # (N_st, hw)
         w = w / w.sum(1, keepdim=True).clamp(min=1e-6)
         return w @ features.flatten(1).T  # (N_st, C)
 
-    def forward(self, roi_features: Tensor, features: Tensor, probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self,
+        roi_features: Tensor,
+        features: Tensor,
+        probs: Tensor,
+        cells: tuple[int, int] | None = None,
+        num_nodes: int | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """One image: RoI features (R, F), semantic features (C, h, w), semantic probabilities (K, h, w).
 
-        Returns enhanced box class logits (R, classes), box deltas (R, 4) and semantic logits (K, h, w).
+        The first ``num_nodes`` RoIs (all when None) are the thing graph's nodes, the others read it; ``cells``:
+        the image's own cells of the padded grid. Returns enhanced box class logits (R, classes), box deltas
+        (R, 4) and semantic logits (K, h, w).
         """
-        r = roi_features.shape[0]
+        n = roi_features.shape[0] if num_nodes is None else min(num_nodes, roi_features.shape[0])
         things = self.thing_in(roi_features)  # (R, D)
-        stuff = self.stuff_in(self.stuff_nodes(features, probs))  # (N_st, D)
-        nodes = torch.cat([things, stuff])  # (R + N_st, D): the super graph
+        stuff = self.stuff_in(self.stuff_nodes(features, probs, cells))  # (N_st, D)
+        nodes = torch.cat([things[:n], stuff])  # (n + N_st, D): the super graph
+        readers = things[n:]  # (R - n, D)
         for layer in self.layers:
-            nodes = layer(nodes)
-        things, stuff = nodes[:r], nodes[r:]
+            nodes, readers = layer(nodes, readers)
+        things, stuff = torch.cat([nodes[:n], readers]), nodes[n:]
         # stuff nodes back to pixels, weighted by where each stuff class is predicted
         spread = torch.einsum("kd,khw->dhw", stuff, probs[self.stuff_classes])  # (D, h, w)
         seg = self.seg_en(features + self.stuff_out(spread[None])[0])  # (K, h, w)
