@@ -12,9 +12,10 @@ import yaml
 
 from cqbnet.cli.main import main
 from cqbnet.data.dataset import PanopticDataset
+from cqbnet.data.label_space import LabelSpace
 from cqbnet.data.panoptic_format import read_panoptic_png, write_panoptic_png
 from cqbnet.data.transforms import to_tensors
-from cqbnet.modeling.panoptic_net import LabelSpace, build_panoptic_net
+from cqbnet.modeling.build import build_panoptic_net
 from helpers import TINY, tiny_model_config
 
 
@@ -66,7 +67,7 @@ def test_a_thing_only_label_space_has_a_background_channel(things_only, synth):
             for o in outs
             for s in o.segments
         )
-        model.head.test_score_thresh = 1.01  # no detection at all: the image is void, not an error
+        model.panoptic_head.test_score_thresh = 1.01  # no detection at all: the image is void, not an error
         empty = model([x[0] for x in b])
     assert all(o.segments == [] and not o.ids.any() for o in empty)
 

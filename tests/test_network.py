@@ -11,8 +11,8 @@ from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.transforms import hflip, resize, to_tensors
 from cqbnet.errors import InputError
 from cqbnet.modeling.backbone import build_backbone
+from cqbnet.modeling.build import build_panoptic_net
 from cqbnet.modeling.cascade_rcnn import CascadeRoIHeads
-from cqbnet.modeling.panoptic_net import build_panoptic_net
 from helpers import TINY
 
 
@@ -89,7 +89,7 @@ def test_training_step_and_losses(dataset):
     assert set(losses) == want
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
-    assert model.affinity.phi0[0].weight.grad is not None
+    assert model.panoptic_head.affinity.phi0[0].weight.grad is not None
     assert model.semantic_head.predictor.weight.grad is not None
     assert model.roi_heads.stages[2].predictor.cls_score.weight.grad is not None
 
@@ -143,7 +143,7 @@ def test_mask_head_trains_on_the_chosen_stage(dataset):
             8, 7, representation=16, mask_channels=8, stage_ious=(0.5, 0.6, 1.01), mask_train_stage=stage
         )
         _, losses = heads.train()(feats, proposals, [(64, 64)] * 2, targets)
-        got[stage] = float(losses["loss_mask"])
+        got[stage] = float(losses["loss_mask"].detach())
     assert got[0] > 0 and got[-1] == 0
     with pytest.raises(ValueError, match="mask_train_stage"):
         CascadeRoIHeads(8, 7, mask_train_stage=3)
@@ -161,7 +161,7 @@ def test_weak_losses_and_panoptic_loss_reach_what_they_should(dataset):
     are relation-enhanced as at test, relation reasoning's box classifier."""
     torch.manual_seed(0)
     model = build_panoptic_net(dataset.categories, **TINY).train()
-    model.head.train_score_thresh = 0.0  # an untrained detector's scores are below 0.3: keep its detections
+    model.panoptic_head.train_score_thresh = 0.0  # an untrained detector's scores are below 0.3: keep its detections
     b = batch(dataset, 3)
     targets = [dict(t) for _, t in b]
     for t in targets[1:]:
@@ -213,7 +213,7 @@ def test_without_masks_or_affinity(dataset):
     torch.manual_seed(0)
     cfg = dict(TINY, panoptic={**TINY["panoptic"], "use_masks": False, "use_affinity": False})
     model = build_panoptic_net(dataset.categories, **cfg)
-    assert model.affinity is None and not model.roi_heads.with_mask
+    assert model.panoptic_head.affinity is None and not model.roi_heads.with_mask
     b = batch(dataset, 2)
     losses = model.train()([x[0] for x in b], [x[1] for x in b])
     assert "loss_mask" not in losses and torch.isfinite(losses["loss_panoptic"])

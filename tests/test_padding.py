@@ -18,8 +18,10 @@ from torchvision.models.detection.image_list import ImageList
 from cqbnet.data.dataset import PanopticDataset, read_rgb
 from cqbnet.data.panoptic_format import load_categories
 from cqbnet.data.transforms import resize, to_tensors
-from cqbnet.modeling.panoptic_head import panoptic_from_logits, upsample_argmax
-from cqbnet.modeling.panoptic_net import Detections, build_panoptic_net
+from cqbnet.modeling.build import build_panoptic_net
+from cqbnet.modeling.fast_argmax import upsample_argmax
+from cqbnet.modeling.panoptic_head import panoptic_from_logits
+from cqbnet.modeling.panoptic_net import Detections
 from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE
 from cqbnet.weak.cls2pixel import CAMClassifier, class_activation_maps
 from cqbnet.weak.relation_reasoning import RelationReasoning
@@ -38,7 +40,7 @@ def alone(found: Detections, i: int, divisible: int = 32) -> Detections:
 
 def panoptic_logits(model, found: Detections, q: torch.Tensor, i: int) -> torch.Tensor:
     """P of image ``i`` from its batch's detections and affinity features Q (N, C, H'/4, W'/4)."""
-    return model._panoptic_logits(
+    return model.panoptic_head.logits(
         found.sem_logits[i], q[i], found.dets[i], found.image_list.tensors.shape[-2:], found.image_list.image_sizes[i]
     )
 
@@ -47,12 +49,12 @@ def prediction(model, found: Detections, q: torch.Tensor, i: int):
     """The argmax inference of :meth:`PanopticNet.panoptic_stage` for image ``i``, with Q given."""
     size, det = found.image_list.image_sizes[i], found.dets[i]
     return panoptic_from_logits(
-        upsample_argmax(panoptic_logits(model, found, q, i), model.head.stride, size),
+        upsample_argmax(panoptic_logits(model, found, q, i), model.panoptic_head.stride, size),
         model.labels.detection_categories(det["labels"]),
         [float(s) for s in det["scores"]],
         model.labels.region_categories(),
-        model.head.min_thing_area,
-        model.head.min_stuff_area,
+        model.panoptic_head.min_thing_area,
+        model.panoptic_head.min_stuff_area,
     )
 
 
@@ -85,7 +87,7 @@ def test_real_coco_images_of_two_sizes_predict_as_alone(coco_sample):
         single = alone(found, small)
         assert single.image_list.tensors.shape[-2] < found.image_list.tensors.shape[-2]  # it was padded more
         assert len(found.dets[small]["boxes"]) > 0
-        q = model.affinity.features(found.fpn)
+        q = model.panoptic_head.features(found.fpn)
         q_single = crop_q(q, found, small)
         torch.testing.assert_close(panoptic_logits(model, found, q, small), panoptic_logits(model, single, q_single, 0))
         assert_same_prediction(prediction(model, found, q, small), prediction(model, single, q_single, 0))
@@ -111,11 +113,11 @@ def test_panoptic_loss_of_a_padded_image_is_its_own(synth, padded_pair):
         found = model.detect(images)
         single = alone(found, 1)
         assert single.image_list.tensors.shape[-1] < found.image_list.tensors.shape[-1]
-        q_joint = model.affinity.features(found.fpn)
+        q_joint = model.panoptic_head.features(found.fpn)
         losses = []
         for f, i, q in ((found, 1, q_joint), (single, 0, crop_q(q_joint, found, 1))):
             losses.append(
-                model._panoptic_loss(
+                model.panoptic_head.loss(
                     f.sem_logits[i : i + 1],
                     q[i : i + 1],
                     [f.dets[i]],

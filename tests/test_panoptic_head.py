@@ -186,7 +186,7 @@ def _full_upsample_argmax(logits, stride, size):
 
 def test_upsample_argmax_equals_full_upsampling():
     """Dropping channels that cannot win, tile by tile, changes nothing (random and peaky logits, odd crops)."""
-    from cqbnet.modeling.panoptic_head import (
+    from cqbnet.modeling.fast_argmax import (
         _crop_candidates,
         _tiled_upsample_argmax,
         candidate_channels,
@@ -216,7 +216,7 @@ def test_upsample_argmax_equals_full_upsampling():
 
 def test_upsample_argmax_keeps_a_channel_that_is_never_the_best_cell():
     """Channel 2 is second in every cell yet wins between the two cells, where the other two blend to about 0.6."""
-    from cqbnet.modeling.panoptic_head import candidate_channels, upsample_argmax
+    from cqbnet.modeling.fast_argmax import candidate_channels, upsample_argmax
 
     logits = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[0.7, 0.7]]])  # (3, 1, 2)
     want = _full_upsample_argmax(logits, 4, (4, 8))
@@ -226,7 +226,7 @@ def test_upsample_argmax_keeps_a_channel_that_is_never_the_best_cell():
 
 
 def test_upsample_argmax_with_nan_logits_still_returns_a_map():
-    from cqbnet.modeling.panoptic_head import upsample_argmax
+    from cqbnet.modeling.fast_argmax import upsample_argmax
 
     logits = torch.zeros(3, 4, 4)
     logits[1] = float("nan")
@@ -234,7 +234,7 @@ def test_upsample_argmax_with_nan_logits_still_returns_a_map():
 
 
 def test_upsample_argmax_rejects_a_crop_beyond_the_grid():
-    from cqbnet.modeling.panoptic_head import upsample_argmax
+    from cqbnet.modeling.fast_argmax import upsample_argmax
 
     with pytest.raises(ValueError, match="larger than"):
         upsample_argmax(torch.zeros(2, 3, 3), 2, (7, 6))
@@ -243,7 +243,7 @@ def test_upsample_argmax_rejects_a_crop_beyond_the_grid():
 def test_max_filter3_equals_max_pooling():
     import torch.nn.functional as F
 
-    from cqbnet.modeling.panoptic_head import max_filter3
+    from cqbnet.modeling.fast_argmax import max_filter3
 
     torch.manual_seed(0)
     for shape in [(1, 1), (3, 1, 5), (4, 7, 9), (2, 3, 6, 5)]:

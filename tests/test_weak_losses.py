@@ -8,15 +8,13 @@ import torch
 
 from cqbnet.weak.box2mask import (
     box_in_roi,
-    image_to_lab,
-    lab_similarity,
-    neighbour_offsets,
     pairwise_loss,
     projection_loss,
     ramp_weight,
     sample_box_rois,
 )
 from cqbnet.weak.cls2box import MIDHead, cls2box_loss, image_scores
+from cqbnet.weak.pairwise import image_to_lab, lab_similarity, neighbour_offsets
 
 
 def box_mask(h, w, x1, y1, x2, y2):

@@ -27,6 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cqbnet.modeling.padding import grid_cells
+from cqbnet.modeling.targets import pad_semantic, semantic_target
+
 
 class GraphReasoningLayer(nn.Module):
     """One layer: x' = x + ReLU(W (A x)), with A = softmax(theta(x) phi(x)^T) learned per image."""
@@ -62,8 +65,14 @@ class RelationReasoning(nn.Module):
         stuff_classes: list[int],
         width: int = 128,
         num_layers: int = 2,
+        num_nodes: int = 64,
+        seg_weight: float = 0.5,
+        stride: int = 4,
     ):
         super().__init__()
+        self.num_nodes = num_nodes  # RoIs per image that are the thing graph's nodes (the rest read it)
+        self.seg_weight = seg_weight  # beta of L_RR
+        self.stride = stride  # of the semantic features and logits
         self.thing_in = nn.Linear(roi_features, width)
         self.stuff_in = nn.Linear(semantic_channels, width)
         self.layers = nn.ModuleList(GraphReasoningLayer(width) for _ in range(num_layers))
@@ -111,6 +120,78 @@ class RelationReasoning(nn.Module):
         spread = torch.einsum("kd,khw->dhw", stuff, probs[self.stuff_classes])  # (D, h, w)
         seg = self.seg_en(features + self.stuff_out(spread[None])[0])  # (K, h, w)
         return self.cls_en(things), self.reg_en(things), seg
+
+    def enhancer(self, sem_features: Tensor, sem_logits: Tensor, sizes: list[tuple[int, int]], seg_out: list[Tensor]):
+        """The revision of the first cascade stage that :meth:`CascadeRoIHeads.detect` calls, for a batch of
+        images of ``sizes``; appends each image's enhanced semantic logits (K, h, w) to ``seg_out`` (paper 000:
+        averaged with the base predictions). The same at test and for the detections the panoptic head trains
+        on: an image's first ``num_nodes`` RoIs are the thing graph, the rest read it."""
+        probs = torch.softmax(sem_logits, dim=1)  # (N, K, h, w)
+
+        def enhance(x: Tensor, logits: Tensor, deltas: Tensor, counts: list[int]) -> tuple[Tensor, Tensor]:
+            cls, reg = [], []
+            for i, (xi, li, di) in enumerate(zip(x.split(counts), logits.split(counts), deltas.split(counts))):
+                cells = grid_cells(sizes[i], self.stride)
+                c, r, seg = self(xi, sem_features[i], probs[i], cells, self.num_nodes)
+                cls.append(average_with_base(li, c))
+                reg.append(average_with_base(di, r))
+                seg_out.append(seg)
+            return torch.cat(cls), torch.cat(reg)
+
+        return enhance
+
+    def loss(self, batch, rpn, roi_heads, semantic_head, labels) -> Tensor:
+        """L_RR = L_cls_en + L_reg_en + beta L_seg_en of ``batch`` (a :class:`~cqbnet.modeling.supervision.
+        TrainingBatch`).
+
+        Every image with boxes (P, B) or stuff pixels (P, S) builds its super graph from its RoIs (its first
+        ``num_nodes`` proposals and its boxes) and its stuff classes. The enhanced predictions, averaged with the
+        base ones, are trained only against the labels the image has: boxes give L_cls_en and L_reg_en, stuff
+        pixels L_seg_en. The graph carries each loss into the other branch: a stuff map trains the RoI
+        features, boxes train the semantic features.
+        """
+        zero = sum(p.sum() for p in self.parameters()) * 0.0
+        idx = batch.images_for("loss_relation")
+        if not idx:
+            return zero
+        proposals, gt = dict(batch.proposals), batch.gt_boxes
+        missing = [i for i in idx if i not in proposals]
+        if missing:  # stuff-only images: RPN proposals without an RPN loss
+            proposals.update(zip(missing, rpn.proposals(*batch.sub(missing))))
+        n = self.num_nodes
+        rois = [torch.cat([proposals[i][:n], gt[i]["boxes"]]) if i in gt else proposals[i][:n] for i in idx]
+        _, feats = batch.sub(idx)
+        stage = roi_heads.stages[0]
+        x = stage.head(roi_heads.box_roi_pool(feats, rois, batch.sizes(idx)))  # (R, F)
+        base_logits, base_deltas = stage.predictor(x)
+        probs = torch.softmax(batch.sem_logits[idx].detach(), dim=1)  # (n, K, h, w): where each stuff class is
+        counts = [len(r) for r in rois]
+        box_cls, box_reg, box_rois, seg, seg_targets = [], [], [], [], []
+        for j, (xi, li, di) in enumerate(zip(x.split(counts), base_logits.split(counts), base_deltas.split(counts))):
+            i = idx[j]
+            size = batch.image_list.image_sizes[i]
+            c, r, s = self(xi, batch.sem_features[i], probs[j], grid_cells(size, self.stride))
+            if i in gt:
+                box_cls.append(average_with_base(li, c))
+                box_reg.append(average_with_base(di, r))
+                box_rois.append(rois[j])
+            target = semantic_target(
+                batch.targets[i], batch.kinds[i] & {"P", "S"}, size, labels, semantic_head.ignore_index
+            )
+            if target is not None:
+                seg.append(average_with_base(batch.sem_logits[i], s))
+                seg_targets.append(target)
+        cls_en = reg_en = seg_en = zero
+        if box_rois:
+            boxed = [i for i in idx if i in gt]
+            labels_en, reg_targets = roi_heads.first_stage_targets(
+                box_rois, [gt[i]["boxes"] for i in boxed], [gt[i]["labels"] for i in boxed]
+            )
+            cls_en, reg_en = roi_heads.box_losses(torch.cat(box_cls), torch.cat(box_reg), labels_en, reg_targets)
+        if seg:
+            padded = pad_semantic(seg_targets, batch.padded, batch.sem_logits.device, semantic_head.ignore_index)
+            seg_en = semantic_head.loss(torch.stack(seg), padded)
+        return relation_loss(cls_en, reg_en, seg_en, self.seg_weight)
 
 
 def average_with_base(base: Tensor, enhanced: Tensor) -> Tensor:
