@@ -45,7 +45,7 @@ def main() -> None:
     model, _ = load_model(args.checkpoint, torch.device("cpu"))
     val = PanopticDataset(*split_paths(args.data, "val"))
     head = copy.deepcopy(model.head)
-    affinity = model.affinity
+    affinity = model.panoptic_head.affinity
     variants = {
         "heuristic merge": ("heuristic", {}, True),
         "argmax over P": ("argmax", {}, True),
@@ -61,7 +61,7 @@ def main() -> None:
         model.head = copy.deepcopy(head)
         for k, v in changes.items():
             setattr(model.head, k, v)
-        model.affinity = affinity if with_affinity else None
+        model.panoptic_head.affinity = affinity if with_affinity else None
         r = evaluate_model(model, val, torch.device("cpu"), mode)
         rows[name] = {**r.summary(), "things": thing_counts(r, val.categories)}
         s = rows[name]

@@ -27,7 +27,7 @@ from cqbnet.weak.cls2pixel import IGNORE, class_activation_maps, pseudo_stuff_la
 
 def pseudo_label_quality(checkpoint: Path, data: Path, images: int = 60) -> dict[str, float]:
     model, _ = load_model(checkpoint, torch.device("cpu"))
-    if model.cam_head is None:
+    if model.cls2pixel is None:
         raise SystemExit(f"{checkpoint}: trained without Cls2Pixel, so it has no CAM branch to judge")
     val = PanopticDataset(*split_paths(data, "val"))
     stuff = model._stuff_semantic
@@ -38,7 +38,7 @@ def pseudo_label_quality(checkpoint: Path, data: Path, images: int = 60) -> dict
             img, t = val[i]
             x = torch.from_numpy(img).permute(2, 0, 1).float() / 255
             _, _, sem_features, sem_logits = model._shared_features([x])
-            _, maps = model.cam_head(sem_features)  # (1, K, h, w)
+            _, maps = model.cls2pixel.cam_head(sem_features)  # (1, K, h, w)
             tags = torch.zeros(1, sem_logits.shape[1])
             tags[0, np.unique(t["semantic"][t["semantic"] != IGNORE_INDEX])] = 1
             pseudo = pseudo_stuff_labels(class_activation_maps(maps), tags, stuff)[0]  # (h, w)

@@ -41,12 +41,12 @@ from cqbnet.engine.data import dataset_paths
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.costs import CostModel
 from cqbnet.labels.simulate import dataset_stats
-from cqbnet.planner.pilot import load_pilot_table, regression_samples
+from cqbnet.planner.pilot_table import load_pilot_table, regression_samples
 from cqbnet.planner.plan import format_plan_ratio, make_plan, random_plans_at_cost, round_ratio
 from cqbnet.planner.quality_model import fit_quality_model
 from cqbnet.planner.search import Constraints
-from cqbnet.sweep.pilot import run_pilot
 from cqbnet.sweep.protocol import MODULES, RunSpec
+from cqbnet.sweep.run_pilot import run_pilot
 from cqbnet.sweep.runner import finished, run_specs, shared_data_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,7 +33,7 @@ from cqbnet.data.synthetic import split_paths
 from cqbnet.engine.config import load_config
 from cqbnet.engine.trainer import load_model, train
 from cqbnet.io import atomic_path, read_json, write_json
-from cqbnet.modeling.panoptic_net import LOSS_NORMALIZATIONS
+from cqbnet.modeling.supervision import LOSS_NORMALIZATIONS
 from cqbnet.sweep.protocol import RunSpec
 from cqbnet.sweep.runner import prepare_labels, run_config, shared_data_config
 

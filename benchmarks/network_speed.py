@@ -41,14 +41,20 @@ def coco_like_categories():
 
 
 def build_ours():
-    from cqbnet.modeling.panoptic_net import build_panoptic_net
+    from cqbnet.modeling.build import build_panoptic_net
 
     torch.manual_seed(0)
     model = build_panoptic_net(
         coco_like_categories(),
         backbone="resnet50",
         norm="frozen_bn",
-        panoptic={"test_score_thresh": 0.0, "merge_score_thresh": 0.0, "min_area": 0, "agnostic_nms": None},
+        panoptic={
+            "test_score_thresh": 0.0,
+            "merge_score_thresh": 0.0,
+            "min_thing_area": 0,
+            "min_stuff_area": 0,
+            "agnostic_nms": None,
+        },
     ).eval()
     model.roi_heads.score_thresh = 0.0
     return model

@@ -62,6 +62,7 @@ def main() -> None:
     forward = defaultdict(float)
     starts: dict[str, float] = {}
     for name, m in parts_of(model).items():
+
         def pre(_m, _i, name=name):
             starts[name] = time.perf_counter()
             scope = record_function(f"part::{name}")

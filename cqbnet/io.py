@@ -84,18 +84,84 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, params: list[int] | No
             raise OSError(f"{path}: could not encode image")
 
 
+OUTPUT_MARK = ".cqbnet-output"  # in every folder cqbnet builds: such a folder, and only such, it may replace
+
+
+def check_output_dir(path: str | os.PathLike, inputs=(), overwrite: bool = False) -> None:
+    """Refuse an output folder that is or holds one of ``inputs``, that is a file, that cannot be written, or
+    that holds files cqbnet did not write (unless ``overwrite``): replacing it would lose them."""
+    path = Path(path)
+    out = path.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        q = Path(given).resolve()
+        if q == out or out in q.parents:
+            raise InputError(f"{path}: the output would replace the input {given}; choose another --out")
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{path}: exists and is not a folder; choose another --out")
+        if not overwrite and not (path / OUTPUT_MARK).is_file() and any(path.iterdir()):
+            raise InputError(
+                f"{path}: exists and holds files cqbnet did not write; choose another --out, or give --overwrite "
+                "to replace it"
+            )
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write there ({parent} is not a writable folder)")
+
+
+def check_output_file(path: str | os.PathLike) -> None:
+    """Refuse an output file that is a folder or whose folder cannot be made or written."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name")
+    parent = path.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write there ({parent} is not a writable folder)")
+
+
+def start_output_dir(path: str | os.PathLike, inputs=(), overwrite: bool = False) -> Path:
+    """An output folder that a long command fills as it goes (the demo): checked as :func:`check_output_dir`,
+    emptied of what an earlier run of cqbnet left there (so nothing stale looks current), and marked."""
+    path = Path(path)
+    check_output_dir(path, inputs, overwrite)
+    if path.exists():
+        for child in path.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    (path / OUTPUT_MARK).write_text("written by cqbnet\n")
+    return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str) -> None:
+    """Remove what an interrupted :func:`atomic_path` or :func:`atomic_directory` left beside ``folder/name``."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for child in folder.glob(f".{name}.*"):
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, inputs=(), overwrite: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name; it appears at ``path`` only when complete.
 
     An existing directory at ``path`` is replaced only after the new one is finished,
-    so a failure leaves either the old output or nothing, never a partial tree.
+    so a failure leaves either the old output or nothing, never a partial tree; and only when cqbnet wrote it
+    or ``overwrite`` is given (:func:`check_output_dir`, which also refuses an output that holds an input).
     """
     path = Path(path)
+    check_output_dir(path, inputs, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, path.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        (tmp / OUTPUT_MARK).write_text("written by cqbnet\n")
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / "x")

@@ -92,7 +92,8 @@ TINY = dict(
         "stride": 4,
         "train_proposals": 50,
         "test_score_thresh": 0.0,
-        "min_area": 1,
+        "min_thing_area": 1,
+        "min_stuff_area": 1,
         "merge_score_thresh": 0.0,
         "merge_stuff_area": 1,
     },
@@ -117,5 +118,11 @@ def tiny_model_config() -> dict:
         "mask_channels": 8,
         "semantic_channels": 8,
         "affinity_channels": 8,
-        "panoptic": {"stride": 4, "train_proposals": 20, "test_score_thresh": 0.0, "min_area": 1},
+        "panoptic": {
+            "stride": 4,
+            "train_proposals": 20,
+            "test_score_thresh": 0.0,
+            "min_thing_area": 1,
+            "min_stuff_area": 1,
+        },
     }

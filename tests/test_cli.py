@@ -51,6 +51,16 @@ def test_demo_small(tmp_path, capsys):
     # CQB-Net trained on the simulated mix of labels, and the report puts its PQ beside the cost
     assert "labels/manifest.json" in (tmp_path / "d" / "run" / "config.yaml").read_text()
     assert "of full panoptic labelling gave **PQ" in (tmp_path / "d" / "report.md").read_text()
+    # a second demo into the same folder leaves nothing of the first that could look current
+    again = ["demo", "--out", tmp_path / "d", "--num-train", 24, "--num-val", 6, "--train-iters", 0, "--ratio", "P=1"]
+    assert run(capsys, *again, "--device", "cpu")[0] == 0
+    assert not (tmp_path / "d" / "run").exists() and not (tmp_path / "d" / "pictures" / "predictions.png").exists()
+    assert "gave **PQ" not in (tmp_path / "d" / "report.md").read_text()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    again[2] = tmp_path / "mine"
+    code, _, err = run(capsys, *again, "--device", "cpu")
+    assert code == 2 and "--overwrite" in err and (tmp_path / "mine" / "thesis.tex").is_file()
 
 
 def test_synth_simulate_cost_show(tmp_path, capsys):
@@ -146,3 +156,70 @@ def test_failed_simulation_leaves_nothing(tmp_path, capsys, synth):
     assert code == 2 and "in the PNG but not in the JSON" in err and f"image {victim['image_id']}" in err
     assert not (tmp_path / "m").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
+
+
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["labels", "cost", "--ratio", "P=1", "--num-images", "-5"], "-5 is below 1"),
+        (["labels", "cost", "--ratio", "P=1", "--costs", "{t}/free.yaml"], "the cost of P"),
+        (["data", "synth", "--out", "{o}", "--seed", "-1"], "-1 is below 0"),
+        (["data", "synth", "--out", "{o}", "--max-size", "1000"], "larger than the 128 px image"),
+        (["plan", "--preset", "paper-coco", "--population", "0", "--out", "{o}"], "0 is below 2"),
+        (["plan", "--preset", "paper-coco", "--bootstrap", "-3", "--out", "{o}"], "-3 is below 0"),
+        (["plan", "--preset", "paper-coco", "--quality-target", "-5", "--out", "{o}"], "at least 0"),
+        (["plan", "--pilot", "{t}/latin1.csv", "--out", "{o}"], "not a UTF-8 text file"),
+        (["evaluate", "--gt-json", "{t}/x.json", "--pred-json", "{t}/x.json", "--workers", "-3"], "-3 is below 1"),
+        (["labels", "simulate", "--data", "{d}", "--ratio", "P=1", "--out", "{d}"], "would replace the input"),
+        (["labels", "simulate", "--data", "{d}", "--ratio", "P=1", "--out", "{t}/other"], "cqbnet did not write"),
+    ],
+)
+def test_bad_numbers_and_outputs_exit_2_one_line(tmp_path, capsys, synth, argv, msg):
+    (tmp_path / "free.yaml").write_text("relative: {P: 0}\n")
+    (tmp_path / "latin1.csv").write_bytes("study,arm,seed,rho_P,pq_th\nP,full,0,0.1,3\u00e9\n".encode("latin-1"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mine.txt").write_text("a file of the user's")
+    before = sorted(p.name for p in synth.iterdir())
+    argv = [a.format(d=synth, o=tmp_path / "out", t=tmp_path) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert msg in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in synth.iterdir()) == before  # the input is intact
+    assert (tmp_path / "other" / "mine.txt").is_file()
+
+
+def test_outputs_replace_only_what_cqbnet_wrote(tmp_path, capsys):
+    d = tmp_path / "data"
+    args = ["data", "synth", "--out", d, "--num-train", 2, "--num-val", 1, "--size", 64, "--max-size", 30]
+    assert run(capsys, *args)[0] == 0
+    assert run(capsys, *args)[0] == 0  # its own output: replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    args[3] = tmp_path / "mine"
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "--overwrite" in err and (tmp_path / "mine" / "notes.txt").is_file()
+    assert run(capsys, *args, "--overwrite")[0] == 0
+    assert not (tmp_path / "mine" / "notes.txt").exists() and (tmp_path / "mine" / "panoptic_val.json").is_file()
+    (tmp_path / ".data.abc123").mkdir()  # what a killed run left beside its output
+    assert (
+        run(capsys, "data", "synth", "--out", d, "--num-train", 2, "--num-val", 1, "--size", 64, "--max-size", 30)[0]
+        == 0
+    )
+    assert not (tmp_path / ".data.abc123").exists()
+
+
+def test_truncated_jpeg_is_named(tmp_path):
+    import cv2
+    import numpy as np
+
+    from cqbnet.data.dataset import read_rgb
+    from cqbnet.errors import InputError
+
+    ok, data = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    assert ok
+    (tmp_path / "whole.jpg").write_bytes(data.tobytes())
+    assert read_rgb(tmp_path / "whole.jpg").shape == (64, 64, 3)
+    (tmp_path / "cut.jpg").write_bytes(data.tobytes()[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.jpg: truncated JPEG"):
+        read_rgb(tmp_path / "cut.jpg")

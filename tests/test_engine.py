@@ -45,7 +45,7 @@ def run(capsys, *argv):
 def test_config_defaults_overrides_and_errors(tmp_path):
     cfg = load_config(ROOT / "configs" / "synthetic_full.yaml", ["solver.max_iter=7", "model.panoptic.stride=4"])
     assert cfg["solver"]["max_iter"] == 7
-    assert cfg["model"]["panoptic"]["stride"] == 4 and cfg["model"]["panoptic"]["min_area"] == 8  # merged
+    assert cfg["model"]["panoptic"]["stride"] == 4 and cfg["model"]["panoptic"]["min_thing_area"] == 8  # merged
     assert cfg["solver"]["momentum"] == 0.9  # default kept
     with pytest.raises(InputError, match="unknown config key 'solver.max_iters'"):
         load_config(None, ["solver.max_iters=5"])
@@ -57,11 +57,51 @@ def test_config_defaults_overrides_and_errors(tmp_path):
         load_config(bad)
 
 
-def test_every_shipped_config_loads():
+def test_every_shipped_config_builds_its_model(synth, coco_sample):
+    """Each config under configs/ builds its network (every key of model.panoptic and model.weak is checked
+    by the constructors); one whose weights file is missing here is built as a checkpoint would be, and the
+    COCO config, whose weights must be named, refuses to start from a frozen random backbone."""
+    from cqbnet.data.dataset import PanopticDataset
+    from cqbnet.data.panoptic_format import load_categories
+    from cqbnet.engine.trainer import build_model
+    from cqbnet.modeling.backbone import resolve_weights
+
+    synthetic = PanopticDataset(synth / "panoptic_train.json", synth / "panoptic" / "train").categories
+    coco = load_categories(coco_sample / "panoptic_coco_categories.json")
+    built = []
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         if path.name.startswith("costs"):
             continue
-        load_config(path)
+        cfg = load_config(path)
+        cats = coco if cfg["data"]["train_json"] and "coco" in cfg["data"]["train_json"] else synthetic
+        model_cfg = cfg["model"]
+        if model_cfg["weights"] is None:
+            with pytest.raises(InputError, match="model.weights is null"):
+                build_model(cats, model_cfg)
+            model = build_model(cats, model_cfg, from_checkpoint=True)
+        else:
+            try:
+                resolve_weights(model_cfg["weights"])
+                have = True
+            except InputError:  # the weights package is not installed here
+                have = False
+            model = build_model(cats, model_cfg) if have else build_model(cats, {**model_cfg, "weights": None}, True)
+        assert model.labels.num_classes == len(cats)
+        built.append(path.name)
+    assert "coco_r50_cascade.yaml" in built and "synthetic_full.yaml" in built
+
+
+def test_settings_keys_are_checked_by_name(synth):
+    from cqbnet.data.dataset import PanopticDataset
+    from cqbnet.engine.trainer import build_model
+
+    cats = PanopticDataset(synth / "panoptic_train.json", synth / "panoptic" / "train").categories
+    cfg = load_config(None)["model"]
+    small = {**cfg, **tiny_model_config()}
+    with pytest.raises(InputError, match=r"model.panoptic.min_area; it is now min_thing_area and min_stuff_area"):
+        build_model(cats, {**small, "panoptic": {"min_area": 4}})
+    with pytest.raises(InputError, match=r"unknown key model.weak.box2msk"):
+        build_model(cats, {**small, "weak": {"box2msk": False}})
 
 
 def test_warmup_and_step_schedule():
@@ -290,7 +330,7 @@ def test_checkpoints_from_before_the_weak_modules_load_and_bad_ones_are_named(tm
     cfg = tiny_config(tmp_path, synth, max_iter=1)
     assert run(capsys, "train", cfg, "--out", tmp_path / "run", "--quiet", "--device", "cpu")[0] == 0
     ck = load_checkpoint(tmp_path / "run" / "model_final.pth")
-    weak_heads = ("relation.", "mid_head.", "cam_head.", "pseudo_gate.")
+    weak_heads = ("relation.", "cls2box.", "cls2pixel.")
 
     def save(name, state):
         save_checkpoint(tmp_path / name, **{**ck, "model": state})
@@ -312,3 +352,105 @@ def test_checkpoints_from_before_the_weak_modules_load_and_bad_ones_are_named(tm
     for i, (state, message) in enumerate(cases):
         with pytest.raises(InputError, match=message.replace(".", r"\.")):
             load_model(save(f"bad{i}.pth", state), torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("solver.max_iter=abc", "solver.max_iter must be an integer, got 'abc'"),
+        ("solver.base_lr=abc", "solver.base_lr must be a number"),
+        ("solver.steps=abc", "solver.steps must be a list"),
+        ("solver.batch_size=0", "solver.batch_size must be at least 1"),
+        ("train.checkpoint_period=0", "train.checkpoint_period must be at least 1"),
+        ("solver.max_iter=-5", "solver.max_iter must be at least 1"),
+        ("solver.base_lr=0", "solver.base_lr must be above 0"),
+        ("pilot.seeds=abc", "pilot.seeds must be a list"),
+        ("pilot.seeds=[0,x]", "pilot.seeds must be an integer, got 'x'"),
+        ("solver.amp=3", "solver.amp must be a boolean"),
+    ],
+)
+def test_config_values_are_checked_when_read(tmp_path, synth, override, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(tiny_config(tmp_path, synth), [override])
+
+
+def test_devices_and_counts_on_the_command_line_are_checked(tmp_path, synth, capsys):
+    cfg = tiny_config(tmp_path, synth, max_iter=1)
+    assert run(capsys, "train", cfg, "--out", tmp_path / "run", "--quiet", "--device", "cpu")[0] == 0
+    ck = tmp_path / "run" / "model_final.pth"
+    gt = ["--gt-json", synth / "panoptic_val.json", "--gt-dir", synth / "panoptic" / "val"]
+    for argv in (
+        ["predict", "--checkpoint", ck, "--images", synth / "images" / "val", "--out", tmp_path / "p"],
+        ["evaluate", *gt, "--checkpoint", ck, "--image-dir", synth / "images" / "val"],
+    ):
+        if not torch.cuda.is_available():
+            code, _, err = run(capsys, *argv, "--device", "cuda")
+            assert code == 2 and "no CUDA device is available" in err and len(err.strip().splitlines()) == 1
+        code, _, err = run(capsys, *argv, "--device", "banana")
+        assert code == 2 and "not a device" in err and len(err.strip().splitlines()) == 1
+    for limit in ("0", "-1"):
+        code, _, err = run(capsys, "evaluate", *gt, "--checkpoint", ck, "--image-dir", synth, "--limit", limit)
+        assert code == 2 and "--limit" in err
+    code, _, err = run(capsys, "evaluate", *gt, "--pred-json", synth / "panoptic_val.json", "--workers", "-3")
+    assert code == 2 and "--workers" in err
+
+
+def test_interrupted_and_changed_runs_resume_or_say_why(tmp_path, synth, capsys):
+    """A half-written last metrics line (a kill) is dropped on resume; a changed model is refused in one line; a
+    temporary file that a killed checkpoint save left is removed by the next save."""
+    cfg = tiny_config(tmp_path, synth, max_iter=2)
+    out = tmp_path / "run"
+    assert run(capsys, "train", cfg, "--out", out, "--quiet", "--device", "cpu", "solver.max_iter=1")[0] == 0
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"iter": 2, "lo')  # killed mid-line
+    (out / "checkpoints" / ".last.pth.dead0001.pth").write_bytes(b"half a checkpoint")
+    code, _, err = run(capsys, "train", cfg, "--out", out, "--quiet", "--device", "cpu")
+    assert code == 0, err
+    iters = [json.loads(line)["iter"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert iters == [1, 2]
+    assert not (out / "checkpoints" / ".last.pth.dead0001.pth").exists()
+    code, _, err = run(
+        capsys, "train", cfg, "--out", out, "--quiet", "--device", "cpu", "model.fpn_channels=8", "solver.max_iter=3"
+    )
+    assert code == 2 and "made with another model config" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_validation_split_that_cannot_be_read_stops_training(tmp_path, synth, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth, data)
+    (data / "panoptic_val.json").write_text("{")
+    cfg = tiny_config(tmp_path, data, max_iter=1)
+    code, _, err = run(
+        capsys, "train", cfg, "--out", tmp_path / "run", "--quiet", "--device", "cpu", "train.eval_period=1"
+    )
+    assert code == 2 and "panoptic_val.json" in err and "malformed JSON" in err
+    assert not (tmp_path / "run" / "model_final.pth").exists()
+
+
+def test_predict_keeps_inputs_and_every_prediction(tmp_path, synth, capsys):
+    import shutil
+
+    cfg = tiny_config(tmp_path, synth, max_iter=1)
+    assert run(capsys, "train", cfg, "--out", tmp_path / "run", "--quiet", "--device", "cpu")[0] == 0
+    ck = tmp_path / "run" / "model_final.pth"
+    images = tmp_path / "images"
+    images.mkdir()
+    src = sorted((synth / "images" / "val").iterdir())[0]
+    shutil.copy(src, images / "a.png")
+    import cv2
+
+    cv2.imwrite(str(images / "a.jpg"), cv2.imread(str(src)))
+    code, _, err = run(capsys, "predict", "--checkpoint", ck, "--images", images, "--out", images, "--device", "cpu")
+    assert (
+        code == 2
+        and "would replace the input" in err
+        and sorted(p.name for p in images.iterdir()) == ["a.jpg", "a.png"]
+    )
+    out = tmp_path / "pred"
+    assert run(capsys, "predict", "--checkpoint", ck, "--images", images, "--out", out, "--device", "cpu")[0] == 0
+    written = json.loads((out / "panoptic_pred.json").read_text())
+    names = sorted(a["file_name"] for a in written["annotations"])
+    assert len(names) == 2 and len(set(names)) == 2
+    assert all((out / "panoptic_pred" / n).is_file() for n in names)

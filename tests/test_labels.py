@@ -268,3 +268,28 @@ def test_shipped_cost_configs_load():
     sec = CostModel.from_yaml(root / "costs_seconds.yaml")
     assert sec.value["I"] == pytest.approx(7 / 1104) and sec.unit["B"] == "box"
     assert sec.ratio_cost(parse_ratio("P=0.5,B=0.5")) == pytest.approx(0.5 + 0.5 * 7.3 * 7 / 1104)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["points"][0].update(segment_id=0), "names no segment"),
+        (
+            lambda d: d["points"].append(
+                dict(
+                    d["points"][0],
+                    category_id=next(c["id"] for c in d["categories"] if c["id"] != d["points"][0]["category_id"]),
+                )
+            ),
+            "its points disagree on the class",
+        ),
+        (lambda d: d["boxes"].append(dict(d["boxes"][0])), "duplicate box id"),
+    ],
+)
+def test_manifest_rejects_points_and_boxes_that_cannot_be(tmp_path, synth, edit, message):
+    p = _manifest(tmp_path, synth)
+    d = json.loads(p.read_text())
+    edit(d)
+    p.write_text(json.dumps(d))
+    with pytest.raises(InputError, match=message):
+        load_manifest(p)

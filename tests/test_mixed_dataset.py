@@ -11,7 +11,7 @@ from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json, read_panoptic_png, write_panoptic_png
 from cqbnet.labels.simulate import parse_ratio, simulate
-from cqbnet.modeling.panoptic_net import build_panoptic_net
+from cqbnet.modeling.build import build_panoptic_net
 from helpers import TINY, tiny_model_config
 
 KEYS = {
@@ -145,9 +145,9 @@ def test_each_kind_gets_its_own_losses(mixed):
     assert b["loss_semantic"] == 0 and b["loss_box2mask"] > 0  # boxes teach masks through Box2Mask only
     model.iteration = 10**6  # past the warm-up: the pairwise term joins
     assert losses("B")["loss_box2mask"] > b["loss_box2mask"]
-    model.weak.box2mask = False
+    box2mask, model.box2mask = model.box2mask, None  # a module that is None is off
     assert "loss_box2mask" not in losses("B")
-    model.weak.box2mask = True
+    model.box2mask = box2mask
     for kind in ("S", "PT"):
         x = losses(kind)
         assert x["loss_semantic"] > 0 and x["loss_objectness"] == 0 and x["loss_panoptic"] == 0
@@ -159,26 +159,26 @@ def test_each_kind_gets_its_own_losses(mixed):
     model.iteration = 10**6
     gated = losses("I")["loss_cls2pixel"]
     assert gated > i["loss_cls2pixel"]  # energy and tag consistency after the warm-up
-    assert model.pseudo_gate.precision is None and not model.pseudo_gate.is_open()  # no panoptic image scored yet
-    model.pseudo_gate.enabled = False  # the paper's behaviour: the CAM pseudo labels teach unchecked
+    assert model.cls2pixel.gate.precision is None and not model.cls2pixel.gate.is_open()  # no panoptic image scored yet
+    model.cls2pixel.gate.enabled = False  # the paper's behaviour: the CAM pseudo labels teach unchecked
     unchecked = losses("I")["loss_cls2pixel"]
     assert unchecked > gated
-    model.pseudo_gate.enabled = True
-    gate_counts = (model.pseudo_gate.pseudo_right, model.pseudo_gate.head_right, model.pseudo_gate.labelled)
+    model.cls2pixel.gate.enabled = True
+    gate_counts = (model.cls2pixel.gate.pseudo_right, model.cls2pixel.gate.head_right, model.cls2pixel.gate.labelled)
     for buf, value in zip(gate_counts, (75.0, 50.0, 100.0)):  # half the head's errors put right: weight 0.5
         buf.fill_(value)
     assert losses("I")["loss_cls2pixel"] == pytest.approx(gated + 0.5 * (unchecked - gated), rel=1e-5)
     for buf in gate_counts:
         buf.zero_()
     for term in ("energy", "tag_consistency"):  # each dense term switched off on its own
-        setattr(model.weak, f"cls2pixel_{term}", False)
+        setattr(model.cls2pixel, term, False)
         assert losses("I")["loss_cls2pixel"] < gated
-        setattr(model.weak, f"cls2pixel_{term}", True)
-    model.weak.cls2pixel_pseudo, model.pseudo_gate.enabled = False, False  # no L_pseudo: as with the gate shut
+        setattr(model.cls2pixel, term, True)
+    model.cls2pixel.pseudo, model.cls2pixel.gate.enabled = False, False  # no L_pseudo: as with the gate shut
     assert losses("I")["loss_cls2pixel"] == pytest.approx(gated, rel=1e-6)
-    model.weak.cls2pixel_pseudo, model.pseudo_gate.enabled = True, True
+    model.cls2pixel.pseudo, model.cls2pixel.gate.enabled = True, True
     losses("P")  # a panoptic batch scores the pseudo labels against its semantic maps
-    assert model.pseudo_gate.precision is not None
+    assert model.cls2pixel.gate.precision is not None
     model.iteration = 0
     assert all(v == 0 for k, v in i.items() if k not in ("loss_cls2box", "loss_cls2pixel"))
     assert losses("B+I")["loss_cls2pixel"] > 0 and losses("B+I")["loss_cls2box"] == 0  # paper 001's mix

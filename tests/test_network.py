@@ -11,7 +11,8 @@ from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.transforms import hflip, resize, to_tensors
 from cqbnet.errors import InputError
 from cqbnet.modeling.backbone import build_backbone
-from cqbnet.modeling.panoptic_net import build_panoptic_net
+from cqbnet.modeling.build import build_panoptic_net
+from cqbnet.modeling.cascade_rcnn import CascadeRoIHeads
 from helpers import TINY
 
 
@@ -88,17 +89,106 @@ def test_training_step_and_losses(dataset):
     assert set(losses) == want
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
-    assert model.affinity.phi0[0].weight.grad is not None
+    assert model.panoptic_head.affinity.phi0[0].weight.grad is not None
     assert model.semantic_head.predictor.weight.grad is not None
     assert model.roi_heads.stages[2].predictor.cls_score.weight.grad is not None
 
 
+def _same_stages(heads: CascadeRoIHeads) -> None:
+    """Make every stage a copy of the first that does not move its boxes: the same RoIs reach each stage."""
+    with torch.no_grad():
+        for stage in heads.stages:
+            stage.load_state_dict(heads.stages[0].state_dict())
+            stage.predictor.bbox_pred.weight.zero_()
+            stage.predictor.bbox_pred.bias.zero_()
+
+
+def _det_targets(dataset, n=2):
+    out = []
+    for _, t in batch(dataset, n):
+        sel = t["is_thing"] & ~t["iscrowd"]
+        out.append({"boxes": t["boxes"][sel].float(), "labels": t["labels"][sel] + 1, "masks": t["masks"][sel]})
+    return out
+
+
 def test_cascade_stage_weights(dataset):
-    """The three stages' losses carry paper 000's weights 1, 0.5, 0.25 (same RoIs in, so the ratio shows)."""
+    """The three stages' losses carry paper 000's weights 1, 0.5, 0.25: with identical stages at one IoU fed
+    the same RoIs, each stage's raw loss is the same, so the ratios are the weights."""
     torch.manual_seed(0)
-    model = build_panoptic_net(dataset.categories, **TINY)
-    assert model.roi_heads.stage_weights == (1.0, 0.5, 0.25)
-    assert [s.matcher.high_threshold for s in model.roi_heads.stages] == [0.5, 0.6, 0.7]
+    heads = CascadeRoIHeads(8, 4, representation=16, stage_ious=(0.5, 0.5, 0.5), stage_box_weights=[(10, 10, 5, 5)] * 3)
+    assert heads.stage_weights == (1.0, 0.5, 0.25)
+    _same_stages(heads)
+    features = {k: torch.randn(2, 8, 64 // s, 64 // s) for k, s in zip("0123", (4, 8, 16, 32))}
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 28.0]]), "labels": torch.tensor([2])}] * 2
+    proposals = [torch.tensor([[5.0, 3.0, 29.0, 30.0], [30.0, 30.0, 60.0, 60.0], [0.0, 0.0, 20.0, 20.0]])] * 2
+    _, losses = heads.train()(features, proposals, [(64, 64)] * 2, targets)
+    for k in ("cls", "box"):
+        first = losses[f"loss_{k}_s0"]
+        assert float(first.detach()) > 0
+        for i, w in ((1, 0.5), (2, 0.25)):
+            torch.testing.assert_close(losses[f"loss_{k}_s{i}"], w * first)
+
+
+def test_mask_head_trains_on_the_chosen_stage(dataset):
+    """``mask_train_stage`` picks whose positives train the mask head: at a last-stage IoU of 1.01 nothing is
+    positive there, while the first stage (0.5, detectron2's choice) has positives."""
+    torch.manual_seed(0)
+    feats = {k: torch.randn(2, 8, 64 // s, 64 // s) for k, s in zip("0123", (4, 8, 16, 32))}
+    targets = _det_targets(dataset)
+    proposals = [t["boxes"] + torch.tensor([1.0, -1.0, 2.0, 1.0]) for t in targets]
+    got = {}
+    for stage in (0, -1):
+        torch.manual_seed(0)
+        heads = CascadeRoIHeads(
+            8, 7, representation=16, mask_channels=8, stage_ious=(0.5, 0.6, 1.01), mask_train_stage=stage
+        )
+        _, losses = heads.train()(feats, proposals, [(64, 64)] * 2, targets)
+        got[stage] = float(losses["loss_mask"].detach())
+    assert got[0] > 0 and got[-1] == 0
+    with pytest.raises(ValueError, match="mask_train_stage"):
+        CascadeRoIHeads(8, 7, mask_train_stage=3)
+
+
+def _loss_reaches(model, losses, name: str, params) -> list[bool]:
+    model.zero_grad()
+    losses[name].backward(retain_graph=True)
+    return [p.grad is not None and float(p.grad.abs().sum()) > 0 for p in params]
+
+
+def test_weak_losses_and_panoptic_loss_reach_what_they_should(dataset):
+    """Eq. 3 sums L_C2B over the cascade stages (each stage's classifier learns from tags); the panoptic
+    loss alone reaches the detector's classifier (paper 004, App. A.4) and, as the detections it trains on
+    are relation-enhanced as at test, relation reasoning's box classifier."""
+    torch.manual_seed(0)
+    model = build_panoptic_net(dataset.categories, **TINY).train()
+    model.panoptic_head.train_score_thresh = 0.0  # an untrained detector's scores are below 0.3: keep its detections
+    b = batch(dataset, 3)
+    targets = [dict(t) for _, t in b]
+    for t in targets[1:]:
+        t["kinds"] = frozenset({"I"})
+        present = torch.zeros(len(dataset.categories))
+        present[t["labels"]] = 1.0
+        t["tags"] = present
+    losses = model([x[0] for x in b], targets)
+    stages = [s.predictor.cls_score.weight for s in model.roi_heads.stages]
+    assert _loss_reaches(model, losses, "loss_cls2box", stages) == [True, True, True]
+    assert _loss_reaches(model, losses, "loss_panoptic", stages) == [True, True, True]
+    assert _loss_reaches(model, losses, "loss_panoptic", [model.relation.cls_en.weight]) == [True]
+
+
+def test_relation_graph_has_the_same_nodes_at_test_as_in_training():
+    """The first n RoIs are the thing graph; more RoIs read it without changing what the first n get."""
+    from cqbnet.weak.relation_reasoning import RelationReasoning
+
+    torch.manual_seed(0)
+    rr = RelationReasoning(32, 8, 4, 6, [3, 4, 5], width=16)
+    features, probs = torch.randn(8, 6, 6), torch.softmax(torch.randn(6, 6, 6), 0)
+    rois = torch.randn(40, 32)
+    few = rr(rois[:10], features, probs, num_nodes=10)
+    many = rr(rois, features, probs, num_nodes=10)
+    torch.testing.assert_close(many[0][:10], few[0])
+    torch.testing.assert_close(many[2], few[2])
+    assert not torch.allclose(rr(rois, features, probs)[0][:10], few[0])  # as nodes, the other 30 would change them
 
 
 @pytest.mark.parametrize("mode", ["argmax", "heuristic"])
@@ -123,7 +213,7 @@ def test_without_masks_or_affinity(dataset):
     torch.manual_seed(0)
     cfg = dict(TINY, panoptic={**TINY["panoptic"], "use_masks": False, "use_affinity": False})
     model = build_panoptic_net(dataset.categories, **cfg)
-    assert model.affinity is None and not model.roi_heads.with_mask
+    assert model.panoptic_head.affinity is None and not model.roi_heads.with_mask
     b = batch(dataset, 2)
     losses = model.train()([x[0] for x in b], [x[1] for x in b])
     assert "loss_mask" not in losses and torch.isfinite(losses["loss_panoptic"])

@@ -131,7 +131,9 @@ def test_argmax_inference_drops_tiny_segments():
     logits[0, :2, :2] = 5  # detection 0: 4 px
     logits[1, 3, 3] = 5  # detection 1: 1 px -> void
     logits[2] = 1  # stuff everywhere else
-    out = panoptic_from_logits(logits, det_labels=[3, 4], det_scores=[0.9, 0.8], stuff_categories=[7], min_area=2)
+    out = panoptic_from_logits(
+        logits, det_labels=[3, 4], det_scores=[0.9, 0.8], stuff_categories=[7], min_thing_area=2, min_stuff_area=2
+    )
     cats = {s["id"]: s["category_id"] for s in out.segments}
     assert sorted(cats.values()) == [3, 7]
     assert (out.ids == 0).sum() == 1
@@ -184,7 +186,7 @@ def _full_upsample_argmax(logits, stride, size):
 
 def test_upsample_argmax_equals_full_upsampling():
     """Dropping channels that cannot win, tile by tile, changes nothing (random and peaky logits, odd crops)."""
-    from cqbnet.modeling.panoptic_head import (
+    from cqbnet.modeling.fast_argmax import (
         _crop_candidates,
         _tiled_upsample_argmax,
         candidate_channels,
@@ -214,7 +216,7 @@ def test_upsample_argmax_equals_full_upsampling():
 
 def test_upsample_argmax_keeps_a_channel_that_is_never_the_best_cell():
     """Channel 2 is second in every cell yet wins between the two cells, where the other two blend to about 0.6."""
-    from cqbnet.modeling.panoptic_head import candidate_channels, upsample_argmax
+    from cqbnet.modeling.fast_argmax import candidate_channels, upsample_argmax
 
     logits = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[0.7, 0.7]]])  # (3, 1, 2)
     want = _full_upsample_argmax(logits, 4, (4, 8))
@@ -224,7 +226,7 @@ def test_upsample_argmax_keeps_a_channel_that_is_never_the_best_cell():
 
 
 def test_upsample_argmax_with_nan_logits_still_returns_a_map():
-    from cqbnet.modeling.panoptic_head import upsample_argmax
+    from cqbnet.modeling.fast_argmax import upsample_argmax
 
     logits = torch.zeros(3, 4, 4)
     logits[1] = float("nan")
@@ -232,7 +234,7 @@ def test_upsample_argmax_with_nan_logits_still_returns_a_map():
 
 
 def test_upsample_argmax_rejects_a_crop_beyond_the_grid():
-    from cqbnet.modeling.panoptic_head import upsample_argmax
+    from cqbnet.modeling.fast_argmax import upsample_argmax
 
     with pytest.raises(ValueError, match="larger than"):
         upsample_argmax(torch.zeros(2, 3, 3), 2, (7, 6))
@@ -241,7 +243,7 @@ def test_upsample_argmax_rejects_a_crop_beyond_the_grid():
 def test_max_filter3_equals_max_pooling():
     import torch.nn.functional as F
 
-    from cqbnet.modeling.panoptic_head import max_filter3
+    from cqbnet.modeling.fast_argmax import max_filter3
 
     torch.manual_seed(0)
     for shape in [(1, 1), (3, 1, 5), (4, 7, 9), (2, 3, 6, 5)]:
@@ -266,3 +268,51 @@ def test_mass_score_norm_attenuates_by_the_score():
     assert torch.allclose(boosts["mass_score", 0.5], 0.5 * boosts["mass_score", 1.0], atol=1e-6)
     with pytest.raises(ValueError, match="score"):
         DenseInstanceAffinity(4, 8, "mass_score")(q, base)
+
+
+def test_thing_and_stuff_area_limits_are_separate():
+    """COCO's 4096-pixel limit is for stuff (detectron2's STUFF_AREA_LIMIT): a 30 x 30 object stays an object."""
+    channel = np.full((100, 100), 1)  # stuff everywhere...
+    channel[10:40, 10:40] = 0  # ...but a 900-pixel thing
+    channel[90:, 90:] = 2  # and a 100-pixel scrap of a second stuff class
+    out = panoptic_from_logits(torch.from_numpy(channel), [5], [0.9], [7, 8], min_thing_area=16, min_stuff_area=4096)
+    assert [(s["category_id"], s["area"]) for s in out.segments] == [(5, 900), (7, 100 * 100 - 900 - 100)]
+    assert not out.ids[90:, 90:].any()  # the stuff scrap is void
+
+
+def test_a_background_channel_is_void_and_learns_the_void_cells():
+    """A label space without stuff: P's one whole-image channel is the background, shown as void."""
+    channel = np.zeros((8, 8), dtype=np.int64)
+    channel[2:5, 2:5] = 1  # detection 1 wins here; channel 2 (background) nowhere
+    channel[6:, 6:] = 2
+    out = panoptic_from_logits(torch.from_numpy(channel), [3, 4], [0.9, 0.8], [None], 1, 1)
+    assert [s["category_id"] for s in out.segments] == [3, 4]
+    assert not out.ids[6:, 6:].any()
+    ids = torch.zeros(8, 8, dtype=torch.int64)
+    ids[0:4, 0:4] = 7  # a thing; the rest is unlabelled background
+    ids[:, 7] = -1  # off the image (padding)
+    segs = [{"id": 7, "class": 0, "is_thing": True, "iscrowd": False}]
+    target = panoptic_targets(ids, segs, torch.tensor([0]), torch.tensor([True]), [], 1, background=True)
+    assert (target[0:4, 0:4] == 0).all() and (target[4:, :7] == 1).all() and (target[:, 7] == IGNORE).all()
+
+
+@pytest.mark.parametrize("norm", ["mass", "mass_score", "pixels"])
+def test_affinity_context_under_autocast_stays_finite(norm):
+    """Eq. 4 under mixed precision at COCO scale (200 x 336 cells): the context is scaled before the pixel sum,
+    so float16 (largest value 65504) cannot overflow; bfloat16 agrees with float32 to its precision."""
+    torch.manual_seed(0)
+    head = DenseInstanceAffinity(in_channels=8, channels=16, norm=norm)
+    with torch.no_grad():
+        for phi in (head.phi0, head.phi1):
+            phi[0].weight.fill_(0.5)
+            phi[0].bias.fill_(1.0)
+    q = torch.rand(16, 200, 336) * 2
+    psi = torch.rand(3, 200, 336) * 2
+    scores = torch.tensor([0.9, 0.5, 1.0])
+    with torch.no_grad():
+        ref = head(q, psi, scores)
+        for dtype in (torch.bfloat16, torch.float16):
+            with torch.autocast("cpu", dtype=dtype):
+                p = head(q, psi, scores)
+            assert torch.isfinite(p).all(), dtype
+            torch.testing.assert_close(p.float(), ref, rtol=2e-2, atol=2e-2 * float(ref.abs().max()))

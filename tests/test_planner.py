@@ -17,7 +17,7 @@ from cqbnet.labels.costs import CostModel
 from cqbnet.labels.manifest import load_manifest
 from cqbnet.labels.simulate import exact_counts
 from cqbnet.planner.pareto import hypervolume, knee, non_dominated
-from cqbnet.planner.pilot import load_pilot_table, regression_samples
+from cqbnet.planner.pilot_table import load_pilot_table, regression_samples
 from cqbnet.planner.plan import load_plan_ratio, make_plan
 from cqbnet.planner.presets import (
     PAPER_COCO_COEFFICIENTS,

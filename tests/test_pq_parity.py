@@ -252,4 +252,53 @@ def test_bad_segment_lists_are_named_in_memory(synth, edit, message):
         PanopticQuality(gt.categories).update(ids, rec.segments, ids, edit(list(rec.segments)), image_id=rec.image_id)
     wrong_area = [SegmentInfo(s.id, s.category_id, s.iscrowd, (s.area or 0) + 1) for s in rec.segments]
     with pytest.raises(InputError, match=rf"image {rec.image_id}: segment {rec.segments[0].id}: JSON area"):
-        PanopticQuality(gt.categories).update(ids, wrong_area, ids, rec.segments, image_id=rec.image_id)
+        PanopticQuality(gt.categories, strict=True).update(ids, wrong_area, ids, rec.segments, image_id=rec.image_id)
+
+
+def test_ground_truth_defects_are_counted_as_panopticapi_counts_them(tmp_path):
+    """A GT segment without pixels (plain and crowd), a GT JSON area that is wrong, and a prediction for an image
+    without ground truth: panopticapi passes over all three; so do we by default, with a warning naming the
+    image and segment, and the same numbers. ``strict`` refuses each."""
+    from cqbnet.data.panoptic_format import Category, PanopticRecord, write_panoptic_png
+    from cqbnet.errors import InputError
+    from cqbnet.evaluation.panoptic_quality import PanopticWarning
+    from cqbnet.io import write_json
+
+    cats = {1: Category(1, "person", True), 2: Category(2, "grass", False), 3: Category(3, "car", True)}
+    gt = np.full((20, 40), 9, np.uint32)
+    gt[2:10, 2:12] = 3
+    gt[12:18, 20:30] = 4
+    g_segs = [
+        SegmentInfo(3, 1, False, 80),
+        SegmentInfo(4, 3, False, 999),  # wrong area: the PNG has 60
+        SegmentInfo(5, 1, False, 30),  # no pixel at all: a false negative for panopticapi
+        SegmentInfo(6, 3, True, 10),  # an empty crowd region
+        SegmentInfo(9, 2, False, int((gt == 9).sum())),
+    ]
+    write_gt_image(tmp_path, gt, g_segs, cats)
+    pred = gt.copy()
+    pred[12:18, 20:24] = 9
+    p_segs = [SegmentInfo(3, 1), SegmentInfo(4, 3), SegmentInfo(9, 2)]
+    (tmp_path / "pred").mkdir()
+    records = []
+    for iid in (1, 2):  # image 2 has no ground truth
+        write_panoptic_png(tmp_path / "pred" / f"{iid}.png", pred)
+        records.append(PanopticRecord(iid, f"{iid}.png", p_segs).to_json())
+    pred_json = tmp_path / "pred.json"
+    write_json(pred_json, {"annotations": records, "categories": [c.to_json() for c in cats.values()]})
+    args = (tmp_path / "gt.json", pred_json, tmp_path / "gt", tmp_path / "pred")
+    with pytest.warns(PanopticWarning) as caught:
+        ours = evaluate_panoptic_files(*args, workers=1)
+    texts = [str(w.message) for w in caught]
+    assert any("image 1: segment 5" in t and "no pixel" in t for t in texts)
+    assert any("image 1: segment 4" in t and "JSON area 999 but 60 pixels" in t for t in texts)
+    assert ours.per_class[3]["tp"] == 0  # the IoU takes the JSON's area, so segment 4 is missed
+    assert any("image 2" in t and "not in the ground truth" in t for t in texts)
+    assert_same(ours, reference(*args))
+    assert ours.per_class[1]["fn"] == 1
+    with pytest.raises(InputError, match="not in the ground truth"):
+        evaluate_panoptic_files(*args, workers=1, strict=True)
+    records.pop()
+    write_json(pred_json, {"annotations": records, "categories": [c.to_json() for c in cats.values()]})
+    with pytest.raises(InputError, match="image 1.*segment 5.*no pixel"):
+        evaluate_panoptic_files(*args, workers=1, strict=True)

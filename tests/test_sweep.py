@@ -83,8 +83,8 @@ def _pilot_config(data):
 
 def test_pilot_through_ray_writes_a_table_the_planner_fits_and_skips_finished_runs(synth, tmp_path, capsys):
     from cqbnet.cli.main import main
-    from cqbnet.planner.pilot import load_pilot_table
-    from cqbnet.sweep.pilot import run_pilot
+    from cqbnet.planner.pilot_table import load_pilot_table
+    from cqbnet.sweep.run_pilot import run_pilot
 
     cfg = _pilot_config(synth)
     root = tmp_path / "pilot"

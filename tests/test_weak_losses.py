@@ -8,15 +8,13 @@ import torch
 
 from cqbnet.weak.box2mask import (
     box_in_roi,
-    image_to_lab,
-    lab_similarity,
-    neighbour_offsets,
     pairwise_loss,
     projection_loss,
     ramp_weight,
     sample_box_rois,
 )
 from cqbnet.weak.cls2box import MIDHead, cls2box_loss, image_scores
+from cqbnet.weak.pairwise import image_to_lab, lab_similarity, neighbour_offsets
 
 
 def box_mask(h, w, x1, y1, x2, y2):
@@ -324,3 +322,23 @@ def test_sample_box_rois_keeps_the_boxes_and_only_overlapping_proposals():
     rois, which = sample_box_rois(proposals, boxes, per_image=3, generator=torch.Generator().manual_seed(0))
     assert len(rois) == 3 and torch.equal(rois[:2], boxes)  # capped; the boxes always stay
     assert len(sample_box_rois(proposals[:0], boxes, 10)[0]) == 2
+
+
+def test_semantic_loss_weighs_images_not_pixels():
+    """A clicked-point image (3 labelled pixels) weighs as much as a fully labelled one in the semantic loss:
+    the loss is the mean of per-image means (review A6.7), not a mean over the batch's pixels."""
+    import torch.nn.functional as F
+
+    from cqbnet.modeling.semantic_head import SemanticHead
+
+    torch.manual_seed(0)
+    head = SemanticHead(8, 4, channels=8)
+    logits = torch.randn(2, 4, 8, 8)
+    target = torch.randint(0, 4, (2, 32, 32))
+    target[1] = 255
+    target[1, 5, 7], target[1, 20, 3], target[1, 30, 30] = 1, 2, 3
+    up = F.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
+    per_image = [F.cross_entropy(up[i : i + 1], target[i : i + 1], ignore_index=255) for i in range(2)]
+    torch.testing.assert_close(head.loss(logits, target), (per_image[0] + per_image[1]) / 2)
+    target[1] = 255  # an image without labels does not count
+    torch.testing.assert_close(head.loss(logits, target), per_image[0])

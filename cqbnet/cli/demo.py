@@ -29,11 +29,11 @@ from cqbnet.engine.config import load_config
 from cqbnet.engine.inference import evaluate_model, predict_images, to_segment_infos
 from cqbnet.engine.trainer import load_model, train
 from cqbnet.errors import InputError
-from cqbnet.io import atomic_path, write_image, write_json
+from cqbnet.io import atomic_path, start_output_dir, write_image, write_json
 from cqbnet.labels.costs import CostModel, cost_table
 from cqbnet.labels.simulate import dataset_stats, format_ratio, manifest_cost, parse_ratio, simulate
 from cqbnet.modeling.panoptic_net import INFERENCE_MODES
-from cqbnet.planner.pilot import load_pilot_table, regression_samples
+from cqbnet.planner.pilot_table import load_pilot_table, regression_samples
 from cqbnet.planner.plan import format_plan_ratio, make_plan
 from cqbnet.planner.presets import named_ratios, preset
 from cqbnet.planner.quality_model import QualityModel, fit_quality_model
@@ -118,9 +118,15 @@ def run_demo(
     budget: float = 0.45,
     train_iters: int = 400,
     device: str = "cpu",
+    overwrite: bool = False,
 ) -> dict:
-    """Run the pipeline; ``ratio`` (e.g. ``"P=0.3,B=0.7"``) skips the planner, else plan for ``budget``."""
-    out = Path(out)
+    """Run the pipeline; ``ratio`` (e.g. ``"P=0.3,B=0.7"``) skips the planner, else plan for ``budget``.
+
+    ``out`` is emptied first when an earlier demo (or any cqbnet command) wrote it, so nothing stale looks
+    current; a folder of other files is refused unless ``overwrite``. The report is written last: a demo that
+    was stopped has none.
+    """
+    out = start_output_dir(out, overwrite=overwrite)
     t0 = time.time()
     print(f"[1/7] synthetic scenes: {num_train} train / {num_val} val -> {out / 'data'}")
     data = generate(out / "data", num_train, num_val, seed=seed)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import warnings
 from pathlib import Path
 
 from cqbnet.errors import InputError
@@ -62,7 +64,7 @@ def cmd_synth(args) -> int:
         max_size=args.max_size,
         preset=args.preset,
     )
-    out = generate(args.out, args.num_train, args.num_val, args.seed, cfg)
+    out = generate(args.out, args.num_train, args.num_val, args.seed, cfg, overwrite=args.overwrite)
     size = f"{args.size}x{args.size}"
     print(f"wrote {args.num_train} train and {args.num_val} val {args.preset} scenes ({size}) to {out}")
     return 0
@@ -89,6 +91,7 @@ def cmd_simulate(args) -> int:
         seed=args.seed,
         points_per_segment=args.points_per_segment,
         point_sampling=args.point_sampling,
+        overwrite=args.overwrite,
     )
     print(f"wrote {m.path} ({len(m.images)} images)")
     costs.stats = {**dataset_stats(gt, args.points_per_segment), **costs.stats}
@@ -138,6 +141,10 @@ def cmd_evaluate(args) -> int:
     from cqbnet.evaluation.panoptic_quality import evaluate_panoptic_files
     from cqbnet.io import write_json
 
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit {args.limit}: give a number of images of at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers}: give at least 1")
     if args.checkpoint is not None:
         from cqbnet.data.dataset import PanopticDataset
         from cqbnet.engine.inference import evaluate_model
@@ -160,6 +167,7 @@ def cmd_evaluate(args) -> int:
             categories=args.categories,
             workers=args.workers,
             compute_ap=args.ap,
+            strict=args.strict,
         )
     print(r.table(per_class=args.per_class))
     for t in ("bbox", "segm"):
@@ -176,7 +184,7 @@ def cmd_evaluate(args) -> int:
 def cmd_plan(args) -> int:
     from cqbnet.io import write_json
     from cqbnet.labels.kinds import KINDS
-    from cqbnet.planner.pilot import load_pilot_table, regression_samples
+    from cqbnet.planner.pilot_table import load_pilot_table, regression_samples
     from cqbnet.planner.plan import make_plan
     from cqbnet.planner.presets import PAPER_TABLE1, named_ratios, preset
     from cqbnet.planner.quality_model import fit_quality_model
@@ -257,10 +265,22 @@ def cmd_plan(args) -> int:
 
 
 def _device(name: str | None) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N, checked against this machine."""
     import torch
 
     if name in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name!r}: not a device; give auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name!r}: cqbnet runs on cpu or cuda")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name} given, but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
     return name
 
 
@@ -283,8 +303,8 @@ def cmd_train(args) -> int:
 
 def cmd_pilot(args) -> int:
     from cqbnet.engine.config import load_config
-    from cqbnet.planner.pilot import load_pilot_table
-    from cqbnet.sweep.pilot import run_pilot
+    from cqbnet.planner.pilot_table import load_pilot_table
+    from cqbnet.sweep.run_pilot import run_pilot
 
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / Path(args.config).stem
@@ -309,7 +329,10 @@ def _load_model_args(args):
 def cmd_predict(args) -> int:
     from cqbnet.data.dataset import IMAGE_SUFFIXES
     from cqbnet.engine.inference import image_items, predict_images, write_predictions
+    from cqbnet.io import check_output_dir
 
+    inputs = [args.images, args.data, getattr(args, "image_dir", None), getattr(args, "png_dir", None)]
+    check_output_dir(args.out, inputs, args.overwrite)  # before any work
     model, cfg, device = _load_model_args(args)
     if args.images is not None:
         if not args.images.exists():
@@ -336,7 +359,12 @@ def cmd_predict(args) -> int:
     )
     categories = model.labels.categories
     path = write_predictions(
-        args.out, ((info, img, o) for (info, img), o in zip(items, outs)), categories, overlays=not args.no_overlays
+        args.out,
+        ((info, img, o) for (info, img), o in zip(items, outs)),
+        categories,
+        overlays=not args.no_overlays,
+        inputs=inputs,
+        overwrite=args.overwrite,
     )
     print(
         f"wrote {path} ({len(items)} images), PNGs in {args.out / 'panoptic_pred'}"
@@ -357,41 +385,83 @@ def cmd_demo(args) -> int:
         budget=args.budget,
         train_iters=args.train_iters,
         device=_device(args.device),
+        overwrite=args.overwrite,
     )
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line and exit code 2, as every other error of the command line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _at_least(low: int):
+    """An argparse type: an integer of at least ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
+def _number_at_least(low: float):
+    """An argparse type: a finite number of at least ``low``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number of at least {low:g}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cqbnet", description="Label-efficient panoptic segmentation.")
+    p = _Parser(prog="cqbnet", description="Label-efficient panoptic segmentation.")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="run the whole pipeline on the embedded synthetic scenes")
     d.add_argument("--out", type=Path, default=Path("cqbnet_demo"))
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--num-train", type=int, default=2000)
-    d.add_argument("--num-val", type=int, default=300)
-    d.add_argument("--budget", type=float, default=0.45, help="annotation budget for the planner (full labels = 1)")
+    d.add_argument("--seed", type=_at_least(0), default=0)
+    d.add_argument("--num-train", type=_at_least(0), default=2000)
+    d.add_argument("--num-val", type=_at_least(0), default=300)
+    d.add_argument(
+        "--budget", type=_number_at_least(0.0), default=0.45, help="annotation budget for the planner (full labels = 1)"
+    )
     d.add_argument("--ratio", help="a labelling plan to use instead of planning, e.g. P=0.29,I=0.355,B=0.29,S=0.065")
-    d.add_argument("--train-iters", type=int, default=400, help="training iterations (0: skip training)")
+    d.add_argument("--train-iters", type=_at_least(0), default=400, help="training iterations (0: skip training)")
     d.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
     d.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     s = data.add_parser("synth", help="write the synthetic panoptic scenes (COCO panoptic train/val)")
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--num-train", type=int, default=2000)
-    s.add_argument("--num-val", type=int, default=300)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--size", type=int, default=128)
-    s.add_argument("--max-instances", type=int, default=10)
-    s.add_argument("--min-size", type=float, default=10.0)
-    s.add_argument("--max-size", type=float, default=56.0)
+    s.add_argument("--num-train", type=_at_least(0), default=2000)
+    s.add_argument("--num-val", type=_at_least(0), default=300)
+    s.add_argument("--seed", type=_at_least(0), default=0)
+    s.add_argument("--size", type=_at_least(16), default=128)
+    s.add_argument("--max-instances", type=_at_least(0), default=10)
+    s.add_argument("--min-size", type=_number_at_least(1.0), default=10.0)
+    s.add_argument("--max-size", type=_number_at_least(1.0), default=56.0)
     s.add_argument(
         "--preset",
         choices=("realistic", "camouflage"),
         default="realistic",
         help="realistic: class-typical colours, objects mostly stand out (default); camouflage: shape is the only cue",
     )
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
     s.set_defaults(func=cmd_synth)
 
     labels = sub.add_parser("labels", help="label simulation and costs").add_subparsers(
@@ -402,18 +472,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--ratio", help="e.g. P=0.29,I=0.355,B=0.29,S=0.065 (keys may be B+I)")
     sim.add_argument("--plan", type=Path, help="a plan.json from 'cqbnet plan' (its recommended ratio)")
     sim.add_argument("--out", type=Path, required=True, help="output folder for manifest.json")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--points-per-segment", type=int, default=1)
+    sim.add_argument("--seed", type=_at_least(0), default=0)
+    sim.add_argument("--points-per-segment", type=_at_least(1), default=1)
     sim.add_argument("--point-sampling", default="uniform", choices=["uniform", "center", "border"])
     sim.add_argument("--costs", type=Path, help="YAML of relative costs or seconds")
+    sim.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
     sim.set_defaults(func=cmd_simulate)
 
     c = labels.add_parser("cost", help="cost table of a ratio or a manifest")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--ratio")
     g.add_argument("--manifest", type=Path)
-    c.add_argument("--num-images", type=int, default=1000, help="dataset size for a ratio's table")
-    c.add_argument("--points-per-segment", type=int, default=1)
+    c.add_argument("--num-images", type=_at_least(1), default=1000, help="dataset size for a ratio's table")
+    c.add_argument("--points-per-segment", type=_at_least(1), default=1)
     c.add_argument("--costs", type=Path)
     _add_gt_args(c)
     c.set_defaults(func=cmd_cost)
@@ -421,8 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     sh = labels.add_parser("show", help="draw a manifest's labels on its images")
     sh.add_argument("--manifest", type=Path, required=True)
     sh.add_argument("--out", type=Path, required=True)
-    sh.add_argument("--num", type=int, default=12)
-    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("--num", type=_at_least(1), default=12)
+    sh.add_argument("--seed", type=_at_least(0), default=0)
     sh.set_defaults(func=cmd_show)
 
     pl = sub.add_parser("plan", help="which labels to buy: Pareto front of quality and cost, plan for a budget")
@@ -431,11 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--pilot", type=Path, help="pilot table (CSV) to fit the quality model from")
     pl.add_argument("--regressor", choices=["poly", "monotone"], default="poly", help="curve form (Eq. 8: poly)")
     pl.add_argument("--degree", type=int, default=3, help="polynomial degree (default 3, as Eq. 8)")
-    pl.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits for the uncertainty of f1")
+    pl.add_argument("--bootstrap", type=_at_least(0), default=200, help="bootstrap refits for the uncertainty of f1")
     pl.add_argument("--objective", choices=["product", "additive"], default="product", help="f1: Eq. 9 or a sum")
     pl.add_argument("--thing-share", type=float, help="r_th of Eq. 4 (default: from --data, or 80/133 for COCO)")
     pl.add_argument("--budget", type=float, help="recommend the best plan costing at most this (full = 1)")
-    pl.add_argument("--quality-target", type=float, help="recommend the cheapest plan reaching this f1")
+    pl.add_argument("--quality-target", type=_number_at_least(0.0), help="recommend the cheapest plan reaching this f1")
     pl.add_argument("--min-full", type=float, help="minimum share of fully labelled images (rho_P)")
     pl.add_argument("--min", dest="minimum", help="minimum shares, e.g. P=0.1,S=0.05")
     pl.add_argument("--cap", help="maximum shares, e.g. B=0.3,S=0.2")
@@ -447,10 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="random: paper 000's sampling; nsga2: pymoo's NSGA-II; both: the union",
     )
     pl.add_argument("--samples", type=int, default=7500, help="ratios to evaluate (default 7500, as the paper)")
-    pl.add_argument("--population", type=int, default=100, help="NSGA-II population")
-    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--population", type=_at_least(2), default=100, help="NSGA-II population")
+    pl.add_argument("--seed", type=_at_least(0), default=0)
     pl.add_argument("--costs", type=Path, help="YAML of relative costs or seconds")
-    pl.add_argument("--points-per-segment", type=int, default=1, help="clicks per segment, for the cost of points")
+    pl.add_argument(
+        "--points-per-segment", type=_at_least(1), default=1, help="clicks per segment, for the cost of points"
+    )
     _add_gt_args(pl)
     pl.add_argument("--out", type=Path, default=Path("plan"), help="folder for plan.json and pareto.png")
     pl.set_defaults(func=cmd_plan)
@@ -492,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", type=Path, required=True)
     pr.add_argument("--no-overlays", action="store_true")
     pr.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
     pr.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="PQ/SQ/RQ, mIoU and AP of panoptic predictions")
@@ -500,33 +574,55 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", type=Path, help="evaluate a trained model (model_final.pth) instead of files")
     e.add_argument("--image-dir", type=Path, help="with --checkpoint: the images")
     e.add_argument("--mode", choices=["argmax", "heuristic"], default="argmax", help="with --checkpoint")
-    e.add_argument("--limit", type=int, help="with --checkpoint: first N images only")
+    e.add_argument("--limit", type=_at_least(1), help="with --checkpoint: first N images only")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     e.add_argument("--gt-dir", type=Path)
     e.add_argument("--pred-dir", type=Path)
     e.add_argument("--categories", type=Path)
-    e.add_argument("--workers", type=int, default=None)
+    e.add_argument("--workers", type=_at_least(1), default=None)
     e.add_argument("--ap", action="store_true", help="also box and mask AP of the thing segments")
+    e.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse ground truth that panopticapi passes over (a segment without pixels, a wrong JSON area, "
+        "predictions of images without ground truth); by default these are warnings and counted as panopticapi does",
+    )
     e.add_argument("--per-class", action="store_true")
     e.add_argument("--out", type=Path, help="write all metrics as JSON")
     e.set_defaults(func=cmd_evaluate)
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as the command line shows them: one line, no source location."""
+    return f"cqbnet: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as e:  # --help, or a bad argument (one line, code 2)
+        return int(e.code or 0)
     if extra:  # overrides of `train` may come after its options
         if getattr(args, "command", None) not in ("train", "pilot") or any(
             a.startswith("-") or "=" not in a for a in extra
         ):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            print(f"cqbnet: error: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
+            return 2
         args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except InputError as e:
         print(f"cqbnet: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "cqbnet: interrupted; outputs are whole or absent (training resumes from its last checkpoint)",
+            file=sys.stderr,
+        )
+        return 130
     except RuntimeError as e:
         from cqbnet.engine.trainer import TrainingDiverged
         from cqbnet.sweep.runner import SweepFailed

@@ -30,13 +30,23 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB, with a clear error when it cannot be read."""
+    """Read an image file as (H, W, 3) uint8 RGB, with a clear error when it cannot be read or is cut short."""
     if not os.path.isfile(path):
         raise InputError(f"{path}: image not found")
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise InputError(f"{path}: image not found or not readable")
+    if str(path).lower().endswith((".jpg", ".jpeg")) and not _jpeg_ends(path):
+        raise InputError(f"{path}: truncated JPEG (no end-of-image marker); the file is incomplete")
     return img[..., ::-1].copy()
+
+
+def _jpeg_ends(path: str | os.PathLike, tail: int = 1024) -> bool:
+    """Whether a JPEG file has its end-of-image marker (FF D9) near its end, as a complete file does."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - tail))
+        return b"\xff\xd9" in f.read()
 
 
 def read_image_of(

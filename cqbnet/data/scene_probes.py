@@ -41,6 +41,7 @@ def colour_only_accuracy(
     train: Sequence[Scene], val: Sequence[Scene], num_things: int, min_area: int = 20
 ) -> dict[str, float]:
     """Nearest-centroid accuracy of the colour histogram on ``val``'s things, and the majority-class rate."""
+
     def table(scenes: Sequence[Scene]) -> tuple[np.ndarray, np.ndarray]:
         feats, labels = [], []
         for sc in scenes:

@@ -123,6 +123,8 @@ class SceneConfig:
             raise InputError(f"size must be at least 32, got {self.size}")
         if not 0 < self.min_size <= self.max_size:
             raise InputError(f"need 0 < min_size <= max_size, got {self.min_size}, {self.max_size}")
+        if self.max_size > self.size:
+            raise InputError(f"max_size {self.max_size:g} is larger than the {self.size} px image")
         if self.max_instances < 0:
             raise InputError("max_instances must be >= 0")
         lo, hi = self.stuff_per_image
@@ -537,6 +539,7 @@ def generate(
     num_val: int = 300,
     seed: int = 0,
     cfg: SceneConfig | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write train and val splits under ``out`` (built aside, moved into place when complete).
 
@@ -548,7 +551,7 @@ def generate(
     if num_train < 0 or num_val < 0:
         raise InputError("image counts must be >= 0")
     out = Path(out)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, overwrite=overwrite) as tmp:
         write_split(tmp, "train", num_train, seed, cfg, start_id=1)
         write_split(tmp, "val", num_val, seed, cfg, start_id=1_000_001)
     return out

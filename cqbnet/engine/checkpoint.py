@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cqbnet.errors import InputError
-from cqbnet.io import atomic_path
+from cqbnet.io import atomic_path, remove_stale_temporaries
 
 
 def rng_state() -> dict[str, Any]:
@@ -35,7 +35,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, **state: Any) -> None:
-    """Write ``state`` (tensors, state dicts, plain data) atomically."""
+    """Write ``state`` (tensors, state dicts, plain data) atomically; what a killed save left is removed first."""
+    path = Path(path)
+    remove_stale_temporaries(path.parent, path.name)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

@@ -1,7 +1,7 @@
 """Training configs: YAML files under ``configs/`` over these defaults, with ``section.key=value`` overrides.
 
 A config only fills constructor arguments: ``model`` is passed as keyword
-arguments to :func:`cqbnet.modeling.panoptic_net.build_panoptic_net`, ``solver``
+arguments to :func:`cqbnet.modeling.build.build_panoptic_net`, ``solver``
 and ``train`` to the trainer. Unknown keys are an error, so a typo never goes
 unnoticed.
 """
@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
         "roi_canonical_scale": 224,
         "detections_per_img": 100,
         "mask_channels": 256,
+        "mask_train_stage": -1,  # cascade stage whose positives train the mask head (-1: last, IoU 0.7; 0: 0.5)
         "semantic_channels": 128,
         "affinity_channels": 128,
         "semantic_loss_weight": 0.5,
@@ -66,15 +67,16 @@ DEFAULTS: dict[str, Any] = {
         "weak": {},  # WeakConfig: the four modules' switches and settings (box2mask, cls2box, cls2pixel, relation)
     },
     "solver": {
-        # paper 000's COCO schedule: 24 epochs, batch 16, lr 0.02, steps at epochs 18 and 23 (x 7330 iterations)
-        "max_iter": 175920,
+        # paper 000's COCO schedule: 24 epochs of COCO's 118,287 training images at batch 16 (7,393 iterations
+        # each), lr 0.02, x0.1 after epochs 18 and 23
+        "max_iter": 177432,
         "batch_size": 16,
         "base_lr": 0.02,
         "momentum": 0.9,
         "weight_decay": 1e-4,
         "warmup_iters": 500,
         "warmup_factor": 0.001,
-        "steps": [131940, 168590],
+        "steps": [133074, 170039],
         "gamma": 0.1,
         "clip_grad_norm": None,
         "amp": True,  # only on CUDA
@@ -130,8 +132,91 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+# smallest allowed value of numeric settings (a value below is refused when the config is read)
+MINIMUM = {
+    "solver.max_iter": 1,
+    "solver.batch_size": 1,
+    "solver.base_lr": 0,
+    "solver.momentum": 0,
+    "solver.weight_decay": 0,
+    "solver.warmup_iters": 0,
+    "solver.warmup_factor": 0,
+    "solver.steps": 0,
+    "solver.gamma": 0,
+    "solver.clip_grad_norm": 0,
+    "train.seed": 0,
+    "train.checkpoint_period": 1,
+    "train.eval_period": 0,
+    "train.eval_images": 1,
+    "train.log_period": 1,
+    "data.workers": 0,
+    "data.test_short_size": 1,
+    "data.max_size": 1,
+    "data.train_short_sizes": 1,
+    "pilot.seeds": 0,
+    "pilot.rho_P": 0,
+    "pilot.points_per_segment": 1,
+}
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _check_value(key: str, value: Any, default: Any, source: str) -> None:
+    """A setting has its default's type (an integer where a number is wanted is fine) and its minimum."""
+    numbers = (int, float)
+    if value is None or key.split(".")[-1] in FREE_FORM:
+        return
+    items = value if isinstance(value, list) else [value]
+    want = default
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise InputError(f"{source}: {key} must be a list, got {value!r}")
+        want = default[0] if default else None
+    if want is not None:
+        for v in items:
+            if isinstance(want, bool) or isinstance(v, bool):
+                ok = isinstance(v, bool) and isinstance(want, bool)
+            elif isinstance(want, int):
+                ok = isinstance(v, int)
+            elif isinstance(want, float):
+                ok = isinstance(v, numbers)
+            else:
+                ok = isinstance(v, type(want))
+            if not ok:
+                raise InputError(f"{source}: {key} must be {_kind(want)}, got {v!r}")
+    low = MINIMUM.get(key)
+    if low is not None:
+        for v in items:
+            if not isinstance(v, numbers) or isinstance(v, bool):
+                raise InputError(f"{source}: {key} must be a number, got {v!r}")
+            if v < low or (low == 0 and key in ("solver.base_lr", "solver.gamma") and v == 0):
+                bound = "above 0" if low == 0 and key in ("solver.base_lr", "solver.gamma") else f"at least {low}"
+                raise InputError(f"{source}: {key} must be {bound}, got {v!r}")
+
+
+def check_config(cfg: dict[str, Any], source: str = "config") -> None:
+    """Every setting of known type has that type and its minimum (see ``MINIMUM``)."""
+    for section, values in cfg.items():
+        for key, value in values.items():
+            default = DEFAULTS[section][key]
+            if not isinstance(default, dict):
+                _check_value(f"{section}.{key}", value, default, source)
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Defaults, then the YAML file, then the overrides."""
+    """Defaults, then the YAML file, then the overrides; each value checked for its type and range."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         raw = read_yaml(path, "config")
@@ -145,4 +230,6 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         for k in reversed(keys):
             update = {k: update}
         _merge(cfg, update, "", f"override {text!r}")
+    source = "config" if path is None else str(path)
+    check_config(cfg, f"{source} with its overrides" if overrides else source)
     return cfg

@@ -45,7 +45,7 @@ def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
     if syn is None or data.get("root") is not None:
         return
     target = out_dir / "data"
-    known = {"num_train", "num_val", "seed", "size", "preset"}
+    known = {"num_train", "num_val", "seed", "size", "preset", "max_instances", "min_size", "max_size"}
     if set(syn) - known:
         raise InputError(f"config: unknown key data.synthetic.{sorted(set(syn) - known)[0]}")
     preset = str(syn.get("preset", "realistic"))
@@ -64,7 +64,11 @@ def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
         int(syn.get("num_train", 2000)),
         int(syn.get("num_val", 300)),
         int(syn.get("seed", 0)),
-        SceneConfig(size=int(syn.get("size", 128)), preset=preset),
+        SceneConfig(
+            size=int(syn.get("size", 128)),
+            preset=preset,
+            **{k: syn[k] for k in ("max_instances", "min_size", "max_size") if k in syn},
+        ),
     )
 
 

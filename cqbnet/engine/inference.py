@@ -114,17 +114,23 @@ def write_predictions(
     items: Iterable[tuple[dict[str, Any], np.ndarray, PanopticOutput]],
     categories: dict[int, Category],
     overlays: bool = True,
+    inputs=(),
+    overwrite: bool = False,
 ) -> Path:
     """Write ``panoptic_pred.json``, ``panoptic_pred/*.png`` and ``overlays/*.png`` from (info, image, output) items.
 
     The folder appears complete or not at all.
     """
     out_dir = Path(out_dir)
-    with atomic_directory(out_dir) as tmp:
-        records, infos = [], []
+    with atomic_directory(out_dir, inputs, overwrite) as tmp:
+        records, infos, names = [], [], set()
         for info, image, out in items:
-            stem = Path(info["file_name"]).stem
-            name = f"{stem}.png"
+            name = f"{Path(info['file_name']).stem}.png"
+            if name in names:  # a.jpg and a.png: the second keeps its whole name, a.png.png
+                name = f"{Path(info['file_name']).name}.png"
+            if name in names:
+                raise InputError(f"{info['file_name']}: two images would share the prediction file {name}")
+            names.add(name)
             write_panoptic_png(tmp / "panoptic_pred" / name, out.ids)
             segs = to_segment_infos(out)
             records.append(PanopticRecord(info["id"], name, segs))

@@ -34,7 +34,8 @@ from cqbnet.engine.data import StreamDataset, ensure_synthetic, load_split, make
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.errors import InputError
 from cqbnet.io import atomic_path
-from cqbnet.modeling.panoptic_net import PanopticNet, build_panoptic_net
+from cqbnet.modeling.build import build_panoptic_net
+from cqbnet.modeling.panoptic_net import PanopticNet
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,14 +52,14 @@ def lr_factor(iteration: int, solver: dict[str, Any]) -> float:
     return f
 
 
-def build_model(categories: dict[int, Category], model_cfg: dict[str, Any]) -> PanopticNet:
+def build_model(
+    categories: dict[int, Category], model_cfg: dict[str, Any], from_checkpoint: bool = False
+) -> PanopticNet:
+    """The network of a config's ``model`` section (``from_checkpoint``: trained weights are loaded next)."""
     args = dict(model_cfg)
     for k in ("anchor_sizes", "aspect_ratios"):
         args[k] = tuple(args[k])
-    try:
-        return build_panoptic_net(categories, **args)
-    except TypeError as e:  # an unknown key in model.panoptic
-        raise InputError(f"config: {e}") from None
+    return build_panoptic_net(categories, **args, weights_from_checkpoint=from_checkpoint)
 
 
 def categories_from_json(rows: list[dict[str, Any]]) -> dict[int, Category]:
@@ -76,14 +77,18 @@ def load_model(
         raise InputError(f"{path}: not a cqbnet training checkpoint (needs model, config and categories)")
     cfg = ckpt["config"]
     model_cfg = dict(cfg["model"], weights=None)
+    panoptic = dict(model_cfg.get("panoptic") or {})
+    if "min_area" in panoptic:  # a checkpoint's config from before the split: its limit held for both
+        area = panoptic.pop("min_area")
+        model_cfg["panoptic"] = {"min_thing_area": area, "min_stuff_area": area, **panoptic}
     if overrides:
         model_cfg["panoptic"] = {**model_cfg.get("panoptic", {}), **overrides}
-    model = build_model(categories_from_json(ckpt["categories"]), model_cfg)
+    model = build_model(categories_from_json(ckpt["categories"]), model_cfg, from_checkpoint=True)
     load_weights(model, ckpt["model"], path)
     return model.to(device).eval(), cfg
 
 
-TRAINING_ONLY = ("mid_head.", "cam_head.", "pseudo_gate.")  # Cls2Box and Cls2Pixel: used by losses, not inference
+TRAINING_ONLY = ("cls2box.", "cls2pixel.")  # Cls2Box and Cls2Pixel: used by losses, not inference
 
 
 def load_weights(model: PanopticNet, state: dict[str, Any], path: str | os.PathLike) -> None:
@@ -108,13 +113,43 @@ def load_weights(model: PanopticNet, state: dict[str, Any], path: str | os.PathL
         raise InputError(f"{path}: weights missing from the checkpoint: {', '.join(missing[:4])}")
 
 
+def _validation_split(dcfg: dict[str, Any], out: Path, eval_period: int, main: bool):
+    """The validation split, or None when the config names none (with a warning if evaluation was asked for).
+    A named split that cannot be read is an error: training on without the evaluation asked for would hide it."""
+    from cqbnet.engine.data import dataset_paths
+
+    try:
+        j, _, _ = dataset_paths(dcfg, "val", out)
+    except InputError:
+        j = None
+    if j is None or not Path(j).is_file():
+        if eval_period and main:
+            where = "no validation split in the config" if j is None else f"{j}: not found"
+            print(f"cqbnet: warning: {where}; training without evaluation (train.eval_period={eval_period})")
+        return None
+    return load_split(dcfg, "val", out)
+
+
 class _Metrics:
     """metrics.jsonl, appended line by line; lines past the resume point are dropped on resume."""
 
     def __init__(self, path: Path, resume_iter: int):
         self.path = path
         if path.is_file():
-            keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["iter"] <= resume_iter]
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            keep = []
+            for k, ln in enumerate(lines):
+                try:
+                    row = json.loads(ln)
+                    it = int(row["iter"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    if k == len(lines) - 1:  # the last line, cut short by a kill: dropped
+                        break
+                    raise InputError(
+                        f"{path}: line {k + 1} is not a metrics row; move the file aside to resume"
+                    ) from None
+                if it <= resume_iter:
+                    keep.append(ln)
             with atomic_path(path) as tmp:
                 tmp.write_text("".join(ln + "\n" for ln in keep))
 
@@ -149,10 +184,7 @@ def train(
         train_set = MixedLabelDataset(dcfg["manifest"])
     else:
         train_set = load_split(dcfg, "train", out)
-    try:
-        val_set = load_split(dcfg, "val", out)
-    except InputError:
-        val_set = None
+    val_set = _validation_split(dcfg, out, tcfg["eval_period"], info.main)
     torch.manual_seed(tcfg["seed"])
     model = build_model(train_set.categories, cfg["model"]).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -167,7 +199,13 @@ def train(
     start = 0
     if resume and ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path)
-        model.load_state_dict(ck["model"])
+        try:
+            model.load_state_dict(ck["model"])
+        except RuntimeError:
+            raise InputError(
+                f"{ckpt_path}: this run was made with another model config; resume with the config it was made "
+                f"with ({out / 'config.yaml'}), or train into another --out"
+            ) from None
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])

@@ -23,6 +23,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,11 @@ class ImageStats:
     fp_cat: np.ndarray  # (P,) int64
     conf_idx: np.ndarray  # (K,) int64 flat index into the (C, C + 1) confusion
     conf_val: np.ndarray  # (K,) int64 pixel counts
+    warnings: tuple[str, ...] = ()  # ground-truth defects passed over as panopticapi does (not strict)
+
+
+class PanopticWarning(UserWarning):
+    """Ground truth that panopticapi accepts but that is probably wrong (an empty segment, a wrong area)."""
 
 
 def _unknown_ids(ids: np.ndarray, known: np.ndarray) -> list[int]:
@@ -258,13 +264,16 @@ def image_stats(
     image_id: Any = None,
     gt_path: Any = None,
     pred_path: Any = None,
+    strict: bool = False,
 ) -> ImageStats:
     """PQ statistics of one image (panopticapi's ``pq_compute_single_core`` body).
 
     ``cat_index`` maps category id -> position in the output arrays. Raises
-    :class:`InputError` on a size mismatch, ids in a PNG that the segments do not
-    list (or the reverse), unknown categories and GT areas that disagree with
-    the PNG.
+    :class:`InputError` where panopticapi fails: a size mismatch, ids in a PNG that the segments do not
+    list, predicted segments without pixels, unknown categories. Two ground-truth defects panopticapi
+    passes over are, by default, passed over the same way and noted in ``warnings``: a listed segment with
+    no pixel (a false negative, or a crowd region of no area) and a JSON area that disagrees with the PNG
+    (panopticapi takes a GT segment's area from the JSON, so the IoU does too). ``strict`` raises on those.
     """
     if gt_ids.shape != pred_ids.shape:
         raise InputError(
@@ -287,17 +296,22 @@ def image_stats(
         raise InputError(f"{where(pred_path, image_id, _unknown_ids(pred_ids, p_id)[0])}in the PNG but not in the JSON")
     g_area = hist[2:].sum(axis=1)  # (ng,)
     p_area = hist[:, 2:].sum(axis=0)  # (np,)
-    for area, seg_ids, path in ((g_area, g_id, gt_path), (p_area, p_id, pred_path)):
-        if not area.all():
-            k = int(np.argmin(area != 0))
-            raise InputError(f"{where(path, image_id, int(seg_ids[k]))}in the JSON but has no pixel in the PNG")
-    wrong_area = (g_json_area >= 0) & (g_json_area != g_area)  # (ng,)
-    if wrong_area.any():
-        k = int(np.argmax(wrong_area))
-        raise InputError(
+    notes: list[str] = []
+    for area, seg_ids, path, side in ((g_area, g_id, gt_path, "gt"), (p_area, p_id, pred_path, "pred")):
+        for k in np.flatnonzero(area == 0):
+            text = f"{where(path, image_id, int(seg_ids[k]))}in the JSON but has no pixel in the PNG"
+            if strict or side == "pred":
+                raise InputError(text)
+            notes.append(f"{text}: counted as panopticapi does (a false negative unless crowd)")
+    for k in np.flatnonzero((g_json_area >= 0) & (g_json_area != g_area) & (g_area > 0)):
+        text = (
             f"{where(gt_path, image_id, int(g_id[k]))}JSON area {int(g_json_area[k])} but {int(g_area[k])} "
             "pixels in the PNG"
         )
+        if strict:
+            raise InputError(text)
+        notes.append(f"{text}: the JSON area is used in the IoU, as panopticapi does")
+    union_area = np.where(g_json_area >= 0, g_json_area, g_area)  # panopticapi's GT area: the JSON's, when given
 
     inter = hist[2:, 2:]  # (ng, np) intersections
     void_pred = hist[VOID, 2:]  # (np,) prediction pixels on GT void
@@ -305,7 +319,7 @@ def image_stats(
 
     # Matching: same category, GT not crowd, IoU > 0.5 (unique by construction).
     same = (g_cat[:, None] == p_cat[None, :]) & ~g_crowd[:, None] & (inter > 0)
-    union = g_area[:, None] + p_area[None, :] - inter - void_pred[None, :]
+    union = union_area[:, None] + p_area[None, :] - inter - void_pred[None, :]
     iou = np.where(same, inter / np.maximum(union, 1), 0.0)
     gi, pi = np.nonzero(iou > 0.5)  # row-major: GT id order, as the reference's sorted keys
 
@@ -327,6 +341,7 @@ def image_stats(
         fp_cat=fp_cat,
         conf_idx=g_ci[r] * (n_cat + 1) + cols[c],
         conf_val=cells[r, c],
+        warnings=tuple(notes),
     )
 
 
@@ -394,9 +409,10 @@ class PanopticQuality:
     >>> result = pq.compute()
     """
 
-    def __init__(self, categories: dict[int, Category]):
+    def __init__(self, categories: dict[int, Category], strict: bool = False):
         self.categories = dict(categories)
         self.cat_index = {cid: i for i, cid in enumerate(self.categories)}
+        self.strict = strict  # raise on ground-truth defects panopticapi passes over (see image_stats)
         self.reset()
 
     def reset(self) -> None:
@@ -410,7 +426,9 @@ class PanopticQuality:
         self._pending: list[ImageStats] = []
 
     def add(self, s: ImageStats) -> None:
-        """Add one image's statistics (summed in batches, in the order given)."""
+        """Add one image's statistics (summed in batches, in the order given); its notes become warnings."""
+        for text in s.warnings:
+            warnings.warn(text, PanopticWarning, stacklevel=2)
         self._pending.append(s)
         self.num_images += 1
         if len(self._pending) >= 256:
@@ -443,7 +461,9 @@ class PanopticQuality:
         image_id: Any = None,
     ) -> None:
         """Add one image: (H, W) integer id maps and their segment lists."""
-        self.add(image_stats(gt_ids, gt_segments, pred_ids, pred_segments, self.cat_index, image_id))
+        self.add(
+            image_stats(gt_ids, gt_segments, pred_ids, pred_segments, self.cat_index, image_id, strict=self.strict)
+        )
 
     def _average(self, isthing: bool | None) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
         """Class average as panopticapi's ``PQStat.pq_average``."""
@@ -497,7 +517,9 @@ class PanopticQuality:
         return PQResult(all_, things, stuff, per_class, miou, per_iou, self.num_images, categories=self.categories)
 
 
-def _pairs(gt_set, pred_set, pred_json: Path) -> list:
+def _pairs(gt_set, pred_set, pred_json: Path, strict: bool) -> list:
+    """(ground truth, prediction) records per GT image; predictions of other images are ignored, as
+    panopticapi does (with a warning), or refused when ``strict``."""
     preds = pred_set.by_image_id()
     pairs = []
     for r in gt_set.records:
@@ -505,9 +527,13 @@ def _pairs(gt_set, pred_set, pred_json: Path) -> list:
         if p is None:
             raise InputError(f"{where(pred_json, r.image_id)}no prediction for this image")
         pairs.append((r, p))
-    extra = set(preds) - {r.image_id for r in gt_set.records}
+    extra = sorted(set(preds) - {r.image_id for r in gt_set.records})
     if extra:
-        raise InputError(f"{where(pred_json, min(extra))}prediction for an image that is not in the ground truth")
+        text = f"{where(pred_json, extra[0])}prediction for an image that is not in the ground truth"
+        if strict:
+            raise InputError(text)
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        warnings.warn(f"{text}{more}: ignored, as panopticapi does", PanopticWarning, stacklevel=3)
     return pairs
 
 
@@ -519,6 +545,7 @@ def evaluate_panoptic_files(
     categories: dict[int, Category] | str | os.PathLike | None = None,
     workers: int | None = None,
     compute_ap: bool = False,
+    strict: bool = False,
 ) -> PQResult:
     """PQ of a prediction folder against a GT folder, both in COCO panoptic format.
 
@@ -527,7 +554,8 @@ def evaluate_panoptic_files(
     ``workers`` processes decode and count in parallel (default: CPU count);
     the sums are taken in image order, so the result does not depend on
     ``workers``. With ``compute_ap`` the thing segments are also scored as
-    instances (box and mask AP through pycocotools), in ``result.extra``.
+    instances (box and mask AP through pycocotools), in ``result.extra``. Ground-truth defects that
+    panopticapi passes over give a :class:`PanopticWarning` (errors with ``strict``; see :func:`image_stats`).
     """
     from cqbnet.evaluation.coco_ap import InstanceCollector
 
@@ -537,10 +565,12 @@ def evaluate_panoptic_files(
     for d, j in ((gt_set.png_dir, gt_json), (pred_set.png_dir, pred_json)):
         if not Path(d).is_dir():
             raise InputError(f"{d}: PNG folder for {j} not found")
-    metric = PanopticQuality(gt_set.categories)
+    metric = PanopticQuality(gt_set.categories, strict)
     instances = InstanceCollector(gt_set.categories) if compute_ap else None
-    pairs = [(g, gt_set.png_path(g), pred_set.png_path(p), p) for g, p in _pairs(gt_set, pred_set, Path(pred_json))]
-    state = (metric.cat_index, instances, pairs, gt_set.categories, Path(gt_json), Path(pred_json))
+    pairs = [
+        (g, gt_set.png_path(g), pred_set.png_path(p), p) for g, p in _pairs(gt_set, pred_set, Path(pred_json), strict)
+    ]
+    state = (metric.cat_index, instances, pairs, gt_set.categories, Path(gt_json), Path(pred_json), strict)
     for stats, enc in _ordered_map(_file_task, range(len(pairs)), workers, state):
         metric.add(stats)
         if instances is not None:
@@ -556,7 +586,7 @@ _worker_state: tuple | None = None
 
 def _file_task(index: int) -> tuple[ImageStats, tuple | None]:
     """Decode one GT/prediction pair and count it (runs in a worker process)."""
-    cat_index, instances, pairs, categories, gt_json, pred_json = _worker_state
+    cat_index, instances, pairs, categories, gt_json, pred_json, strict = _worker_state
     g, gp, pp, p = pairs[index]
     g_segs, p_segs = (
         r.segments if r.raw_segments is None else parse_segments(r.raw_segments, categories, where(j, r.image_id))
@@ -565,7 +595,7 @@ def _file_task(index: int) -> tuple[ImageStats, tuple | None]:
     gt_ids = read_panoptic_png(gp)
     pred_ids = read_panoptic_png(pp)
     check_size(gt_ids, g, gp)
-    stats = image_stats(gt_ids, g_segs, pred_ids, p_segs, cat_index, g.image_id, gp, pp)
+    stats = image_stats(gt_ids, g_segs, pred_ids, p_segs, cat_index, g.image_id, gp, pp, strict)
     enc = instances.encode(g.image_id, gt_ids, g_segs, pred_ids, p_segs) if instances is not None else None
     return stats, enc
 

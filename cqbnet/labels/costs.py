@@ -70,6 +70,10 @@ class CostModel:
                 raise InputError(f"{self.source}: unknown label kind {k!r}; known kinds: {', '.join(KINDS)}")
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise InputError(f"{self.source}: cost of {k} must be a finite number >= 0, got {v!r}")
+        if "P" in self.value and not self.value["P"] > 0:
+            raise InputError(
+                f"{self.source}: the cost of P (a full panoptic label) must be above 0; others are relative to it"
+            )
         for k, u in self.unit.items():
             if k not in KINDS:
                 raise InputError(f"{self.source}: unknown label kind {k!r} in units")

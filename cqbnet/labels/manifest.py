@@ -250,6 +250,8 @@ def load_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
             im.boxes = [_box(e, im, cats, ctx) for e in groups["B"].get(im.image_id, [])]
         if "PT" in im.kinds:
             im.points = [_point(e, im, cats, ctx) for e in groups["PT"].get(im.image_id, [])]
+            _check_point_segments(im, ctx)
+    _check_box_ids(raw.get("boxes") or [], path)
 
     m = Manifest(cats, list(images.values()), image_root, pan_root, stuff_root, raw.get("info") or {}, path)
     if check_files:
@@ -301,6 +303,38 @@ def _box(e: dict, im: ImageLabels, cats: dict[int, Category], ctx: str) -> Box:
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > im.width or y + h > im.height:
         raise InputError(f"{ctx}box {bbox} is empty or outside the {im.width}x{im.height} image")
     return Box(cat, (int(x), int(y), int(w), int(h)), bool(e.get("iscrowd", 0)))
+
+
+def _check_box_ids(boxes: list, path: Path) -> None:
+    """Box ids, where given, are unique in the manifest."""
+    seen: dict[int, int] = {}
+    for e in boxes:
+        if isinstance(e, dict) and "id" in e:
+            if e["id"] in seen:
+                raise InputError(f"{where(path, e.get('image_id'))}duplicate box id {e['id']!r}")
+            seen[e["id"]] = 1
+
+
+def _check_point_segments(im: ImageLabels, ctx: str) -> None:
+    """The points of one segment agree on its class, and name a segment that can exist: an id of at least 1
+    and, where the image's panoptic segments are known too, one of them with that class."""
+    known = {s.id: s.category_id for s in im.panoptic.segments} if im.panoptic is not None else None
+    classes: dict[int, int] = {}
+    for p in im.points or []:
+        if p.segment_id < 1:
+            raise InputError(f"{ctx}point ({p.x}, {p.y}): segment_id {p.segment_id} names no segment (ids start at 1)")
+        if known is not None and known.get(p.segment_id, p.category_id) != p.category_id:
+            raise InputError(
+                f"{ctx}point ({p.x}, {p.y}): segment {p.segment_id} is category {known[p.segment_id]} in the "
+                f"panoptic labels, the point says {p.category_id}"
+            )
+        if known is not None and p.segment_id not in known:
+            raise InputError(f"{ctx}point ({p.x}, {p.y}): segment {p.segment_id} is not in the image's panoptic labels")
+        first = classes.setdefault(p.segment_id, p.category_id)
+        if first != p.category_id:
+            raise InputError(
+                f"{ctx}segment {p.segment_id}: its points disagree on the class ({first} and {p.category_id})"
+            )
 
 
 def _point(e: dict, im: ImageLabels, cats: dict[int, Category], ctx: str) -> Point:

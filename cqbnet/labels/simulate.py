@@ -105,6 +105,7 @@ def simulate(
     seed: int = 0,
     points_per_segment: int = 1,
     point_sampling: str = "uniform",
+    overwrite: bool = False,
 ) -> Manifest:
     """Write ``out_dir/manifest.json`` (and stuff-map PNGs) for the plan ``ratio`` on ``gt``.
 
@@ -119,7 +120,8 @@ def simulate(
     check_ratio(ratio)
     out_dir = Path(out_dir)
     assignment = assign_kinds([r.image_id for r in gt.records], ratio, seed)
-    with atomic_directory(out_dir) as tmp:
+    inputs = (gt.json_path, gt.png_dir, gt.image_dir)  # an output there would delete the data set
+    with atomic_directory(out_dir, inputs, overwrite) as tmp:
         images: list[ImageLabels] = []
         for rec in gt.records:
             kinds = assignment[rec.image_id]

@@ -98,18 +98,30 @@ def build_backbone(
     trainable_layers: int = 3,
     out_channels: int = 256,
     fpn_norm: str | None = None,
+    weights_from_checkpoint: bool = False,
 ) -> BackboneWithFPN:
     """Body + FPN. ``trainable_layers`` counts stages from the top (5 = everything trains).
 
     With ``norm='frozen_bn'`` the BN statistics are those of the weights file; train
-    from scratch with ``'bn'`` or ``'gn'``. ``fpn_norm='gn'`` puts GroupNorm after the FPN's convolutions
-    (Wu and He 2018, as detectron2's GN recipes do): it keeps the pyramid's scale fixed, which the heads
-    reading it need when most images teach the detector alone (see ``benchmarks/thing_modules.md``).
+    from scratch with ``'bn'`` or ``'gn'`` and ``trainable_layers=5``: without weights, a frozen stage or a
+    frozen batch norm (the identity) would stay random for good, so that is refused, unless
+    ``weights_from_checkpoint`` says a trained network's weights are loaded over it next.
+
+    ``fpn_norm='gn'`` puts GroupNorm after the FPN's convolutions (Wu and He 2018, as detectron2's GN recipes
+    do): it keeps the pyramid's scale fixed, which the heads reading it need when most images teach the
+    detector alone (see ``benchmarks/thing_modules.md``).
     """
     if name not in BACKBONES:
         raise InputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     if not 0 <= trainable_layers <= 5:
         raise InputError(f"trainable_layers must be 0..5, got {trainable_layers}")
+    if weights is None and not weights_from_checkpoint and (norm == "frozen_bn" or trainable_layers < 5):
+        raise InputError(
+            f"model.weights is null, so the {name} starts from random numbers, and with model.norm={norm} and "
+            f"model.trainable_layers={trainable_layers} part of it would never train: give model.weights=FILE "
+            "(a torchvision ImageNet state dict), or train from scratch with model.norm=bn (or gn) and "
+            "model.trainable_layers=5"
+        )
     layer = norm_layer(norm)
     if name.startswith("resnet"):
         body = (resnet18 if name == "resnet18" else resnet50)(weights=None, norm_layer=layer)

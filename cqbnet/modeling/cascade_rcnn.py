@@ -90,10 +90,15 @@ class CascadeRoIHeads(nn.Module):
         mask_layers: int = 4,
         with_mask: bool = True,
         canonical_scale: int = 224,
+        mask_train_stage: int = -1,
     ):
         super().__init__()
         if not len(stage_ious) == len(stage_weights) == len(stage_box_weights):
             raise ValueError("stage_ious, stage_weights and stage_box_weights must have one entry per stage")
+        if not -len(stage_ious) <= mask_train_stage < len(stage_ious):
+            raise ValueError(f"mask_train_stage must name one of the {len(stage_ious)} stages, got {mask_train_stage}")
+        # the stage whose positive RoIs (at its IoU threshold) train the mask head: detectron2 uses the first (0.5)
+        self.mask_train_stage = mask_train_stage % len(stage_ious)
         names = ["0", "1", "2", "3"]
         # an RoI of side s is pooled from FPN level 4 + log2(s / canonical_scale) (FPN paper, Eq. 1): 224 suits
         # ImageNet-sized objects; small images with small objects pool from coarser, more semantic levels
@@ -162,7 +167,8 @@ class CascadeRoIHeads(nn.Module):
             logits, deltas = enhance(x, logits, deltas, [len(b) for b in boxes])
         return logits, deltas
 
-    def _refine(self, stage: CascadeStage, deltas: Tensor, boxes: list[Tensor], image_shapes) -> list[Tensor]:
+    def refine(self, stage: CascadeStage, deltas: Tensor, boxes: list[Tensor], image_shapes) -> list[Tensor]:
+        """Boxes moved by a stage's (detached) deltas and clipped to their images: the next stage's input."""
         counts = [len(b) for b in boxes]
         pred = stage.box_coder.decode_single(deltas.detach(), torch.cat(boxes))
         return [clip_boxes_to_image(b, s) for b, s in zip(pred.split(counts), image_shapes)]
@@ -186,7 +192,7 @@ class CascadeRoIHeads(nn.Module):
         for k, stage in enumerate(self.stages):
             logits, deltas = self._stage_forward(stage, features, boxes, image_shapes, enhance if k == 0 else None)
             scores_per_stage.append(F.softmax(logits, dim=-1))
-            boxes = self._refine(stage, deltas, boxes, image_shapes)
+            boxes = self.refine(stage, deltas, boxes, image_shapes)
         scores = torch.stack(scores_per_stage).mean(0)  # (R, classes): the cascade's ensemble
         return self.postprocess(scores, boxes, image_shapes, score_thresh, detections_per_img)
 
@@ -220,14 +226,15 @@ class CascadeRoIHeads(nn.Module):
             cls_loss, box_loss = self.box_losses(logits, deltas, torch.cat(labels), torch.cat(reg_targets))
             losses[f"loss_cls_s{k}"] = self.stage_weights[k] * cls_loss
             losses[f"loss_box_s{k}"] = self.stage_weights[k] * box_loss
-            stage_boxes, last_matched, last_labels = boxes, matched, labels
-            boxes = self._refine(stage, deltas, boxes, image_shapes)
+            if k == self.mask_train_stage:
+                mask_rois = (boxes, matched, labels)
+            boxes = self.refine(stage, deltas, boxes, image_shapes)
 
         if self.with_mask:
-            # mask loss on the last stage's positive RoIs (their boxes before its own refinement), in the
-            # images whose targets have masks (images with boxes only train the boxes)
+            # mask loss on the positive RoIs of stage ``mask_train_stage`` (its input boxes, labelled at its IoU),
+            # in the images whose targets have masks (images with boxes only train the boxes)
             pos_boxes, pos_matched, pos_labels = [], [], []
-            for b, m, lab, t in zip(stage_boxes, last_matched, last_labels, targets):
+            for b, m, lab, t in zip(*mask_rois, targets):
                 p = (lab > 0) & ("masks" in t)
                 pos_boxes.append(b[p])
                 pos_matched.append(m[p])

@@ -9,24 +9,32 @@
   truth segments are matched to *predicted* detections by box IoU (same class,
   IoU >= t, one-to-one, maximum total IoU); unmatched ground truth is ignored and
   duplicate detections of a matched segment are dropped.
-* :func:`panoptic_from_logits`: inference is argmax over P; tiny segments become void.
+* :func:`panoptic_from_logits`: inference is argmax over P (computed exactly and cheaply by
+  :func:`cqbnet.modeling.fast_argmax.upsample_argmax`); small segments become void.
 * :func:`heuristic_merge`: the Panoptic FPN / detectron2 rule (instances by score,
   overlap test, then stuff from the semantic argmax with an area limit), as the
   second inference mode on the same checkpoint.
+* :class:`PanopticHead`: the module that owns all of the above for the network, ``forward`` returning its
+  outputs and its losses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
-from torchvision.ops import box_iou
+from torchvision.ops import box_iou, nms
 
-from cqbnet.modeling.semantic_head import FPNDecoder
+from cqbnet.data.label_space import LabelSpace
+from cqbnet.errors import InputError
+from cqbnet.modeling.fast_argmax import upsample_argmax
+from cqbnet.modeling.padding import grid_cells
+from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE, FPNDecoder, SemanticHead
 
 IGNORE = -100
 POTENTIAL_VARIANTS = ("B", "C")
@@ -133,15 +141,17 @@ class DenseInstanceAffinity(nn.Module):
             both = F.interpolate(both.view(1, 2 * c, *q.shape[-2:]), size=(h, w), mode="bilinear", align_corners=False)
             a, b = both[0].flatten(1).relu_().split(c)  # (C, hw) each
         flat = psi.flatten(1)  # (K, hw)
-        context = b @ flat.T  # (C, K): phi1(Q)^T Psi
+        # each channel's weights are scaled before the sum over pixels, never after: a sum over the ~67k cells of
+        # a COCO image would overflow float16 under autocast (its largest value is 65504)
         if self.norm in ("mass", "mass_score"):
-            context = context / flat.sum(1).clamp(min=1e-6)[None]
+            weights = flat / flat.float().sum(1, keepdim=True).clamp(min=1e-6)  # (K, hw), each row sums to 1
             if self.norm == "mass_score":
                 if scores is None:
                     raise ValueError("the mass_score affinity norm needs each channel's score")
-                context = context * scores[None].to(context.dtype)
+                weights = weights * scores[:, None].to(weights.dtype)
         else:
-            context = context / (h * w)
+            weights = flat / (h * w)
+        context = b @ weights.T  # (C, K): phi1(Q)^T Psi, scaled
         return torch.addmm(flat, context.T, a).reshape(k, h, w)  # Psi + context^T phi0(Q): (K, h, w)
 
 
@@ -185,13 +195,20 @@ def match_segments(
 
 
 def panoptic_targets(
-    gt_ids: Tensor, gt_segments: list[dict], match: Tensor, keep: Tensor, stuff_classes: list[int], stride: int
+    gt_ids: Tensor,
+    gt_segments: list[dict],
+    match: Tensor,
+    keep: Tensor,
+    stuff_classes: list[int],
+    stride: int,
+    background: bool = False,
 ) -> Tensor:
     """Channel index per grid cell for the cross-entropy on P (IGNORE where nothing is matched).
 
     ``gt_segments`` rows: id, semantic class, is_thing, iscrowd, in the order of
     ``match`` for the thing segments. Channels: kept detections first, then one
-    per stuff class.
+    per stuff class; with ``background`` (a label space without stuff), the one background channel, which
+    void cells (id 0) take. Negative ids (off the image) are ignored.
     """
     kept_index = torch.cumsum(keep.long(), 0) - 1  # new channel of each kept detection
     num_kept = int(keep.sum())
@@ -199,6 +216,8 @@ def panoptic_targets(
     ids = gt_ids[off::stride, off::stride]
     target = torch.full(ids.shape, IGNORE, dtype=torch.int64, device=gt_ids.device)
     stuff_pos = {c: i for i, c in enumerate(stuff_classes)}
+    if background:
+        target[ids == 0] = num_kept
     thing_k = 0
     for seg in gt_segments:
         if seg["is_thing"] and not seg["iscrowd"]:
@@ -219,124 +238,19 @@ class PanopticOutput:
     segments: list[dict]
 
 
-def max_filter3(x: Tensor) -> Tensor:
-    """3x3 maximum filter over the last two dims of (..., h, w), edges padded with -inf.
-
-    The same values as ``F.max_pool2d(x, 3, 1, 1)``, from four element-wise maxima of shifted views
-    (about ten times faster on CPU than max pooling at stride 1).
-    """
-    p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
-    rows = torch.maximum(torch.maximum(p[..., :-2, :], p[..., 1:-1, :]), p[..., 2:, :])  # (..., h, w + 2)
-    return torch.maximum(torch.maximum(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
-
-
-def candidate_cells(logits: Tensor) -> Tensor:
-    """(K, h, w) bool: channel k may win the argmax somewhere inside grid cell (i, j) after bilinear upsampling.
-
-    An upsampled pixel inside a cell is a convex combination of the cells in its 3x3 window. So channel k
-    reaches there at most its largest value in the window, while the winner reaches at least
-    max_j (channel j's smallest value in the window). A channel below that level cannot win in the cell;
-    dropping it is exact.
-    """
-    floor = (-max_filter3(-logits)).amax(0)  # (h, w): what the best channel is sure to reach
-    return max_filter3(logits) >= floor  # (K, h, w)
-
-
-def candidate_channels(logits: Tensor) -> Tensor:
-    """(K,) bool: channels of (K, h, w) logits that can win the upsampled argmax anywhere (see candidate_cells)."""
-    return candidate_cells(logits).flatten(1).any(1)
-
-
-# Cost model of upsample_argmax on CPU (measured on the benchmark machine): a tile costs a fixed ~40 us of
-# small tensor operations, the same time as upsampling and comparing about 9,000 channel-pixels.
-TILE_OVERHEAD_CHANNEL_PIXELS = 9000
-
-
-def upsample_argmax(logits: Tensor, stride: int, size: tuple[int, int], tile: int | None = 16) -> Tensor:
-    """argmax over channels of P upsampled ``stride`` times (bilinear), cropped to ``size``: (H, W) channel index.
-
-    Equal to upsampling all K channels at once, but only channels that can win (:func:`candidate_cells`)
-    are upsampled. With many channels (e.g. 100 detections) the grid is taken in ``tile`` x ``tile`` cell
-    tiles, each with one cell of context on every side (which makes a tile's interpolation the same as the
-    whole map's), upsampling only the channels that can win in that tile; a tile sees a handful of segments,
-    so this does a fraction of the work and never holds the (K, H, W) upsampled tensor. With few channels the
-    whole grid is done at once, which is then cheaper; ``tile=None`` forces that.
-    """
-    ok = _crop_candidates(logits, stride, size)  # (K, rows, cols)
-    keep = torch.nonzero(ok.flatten(1).any(1)).flatten()
-    if tile is not None and len(keep) > 1:
-        per_tile = tile_candidates(ok, keep, tile)  # (k, tiles down, across)
-        work_tiled = float(per_tile.sum()) * (tile * stride) ** 2 + per_tile[0].numel() * TILE_OVERHEAD_CHANNEL_PIXELS
-        if work_tiled < len(keep) * size[0] * size[1]:
-            return _tiled_upsample_argmax(logits, keep, per_tile, stride, size, tile)
-    return _upsample_argmax_of(logits, keep, stride, size, (0, ok.shape[1]), (0, ok.shape[2]))
-
-
-def _crop_candidates(logits: Tensor, stride: int, size: tuple[int, int], block: int = 16) -> Tensor:
-    """candidate_cells (K, rows, cols) of the grid cells that reach into the crop ``size``.
-
-    Their windows see one cell beyond, so each block of rows is tested with one row of context each side.
-    """
-    h, w = logits.shape[-2:]
-    if size[0] > h * stride or size[1] > w * stride:
-        raise ValueError(f"crop {tuple(size)} is larger than the {h}x{w} grid upsampled {stride} times")
-    rows, cols = -(-size[0] // stride), -(-size[1] // stride)
-    blocks = []
-    for r0 in range(0, rows, block):  # a block of rows at a time keeps the (K, rows, w) temporaries in cache
-        r1, a = min(rows, r0 + block), max(0, r0 - 1)
-        blocks.append(candidate_cells(logits[:, a : r1 + 1, : cols + 1])[:, r0 - a : r1 - a, :cols])
-    return torch.cat(blocks, dim=1)
-
-
-def _upsample_argmax_of(
-    logits: Tensor, keep: Tensor, stride: int, size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]
-) -> Tensor:
-    """Winning channel (from ``keep``) of the upsampled grid cells ``rows`` x ``cols``, cropped to ``size``."""
-    if len(keep) == 0:  # only with NaN logits, where no channel passes the test: compare them all, as before
-        keep = torch.arange(len(logits), device=logits.device)
-    height = min(size[0], rows[1] * stride) - rows[0] * stride  # the output pixels of these cells
-    width = min(size[1], cols[1] * stride) - cols[0] * stride
-    if len(keep) == 1:
-        return torch.full((height, width), int(keep[0]), dtype=torch.int64, device=logits.device)
-    h, w = logits.shape[-2:]
-    a, b, c, d = max(0, rows[0] - 1), min(h, rows[1] + 1), max(0, cols[0] - 1), min(w, cols[1] + 1)  # with context
-    x = logits[keep, a:b, c:d][None].contiguous(memory_format=torch.channels_last)  # channels last: argmax reads rows
-    up = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)[0]  # (k, (b-a)s, (d-c)s)
-    top, left = (rows[0] - a) * stride, (cols[0] - c) * stride
-    return keep[up[:, top : top + height, left : left + width].argmax(0)]
-
-
-def tile_candidates(ok: Tensor, keep: Tensor, tile: int) -> Tensor:
-    """(k, tiles down, across) bool: which of the ``keep`` channels may win somewhere in each ``tile`` x ``tile``
-    block of cells, from the per-cell candidates ``ok`` (K, rows, cols)."""
-    return F.max_pool2d(ok[keep].to(torch.float32)[None], tile, ceil_mode=True)[0] > 0
-
-
-def _tiled_upsample_argmax(
-    logits: Tensor, keep: Tensor, per_tile: Tensor, stride: int, size: tuple[int, int], tile: int
-) -> Tensor:
-    """upsample_argmax tile by tile, each tile upsampling only its own candidates (``per_tile`` of ``keep``)."""
-    out = torch.empty(size, dtype=torch.int64, device=logits.device)  # (H, W)
-    rows, cols = -(-size[0] // stride), -(-size[1] // stride)
-    for i, r0 in enumerate(range(0, rows, tile)):
-        for j, c0 in enumerate(range(0, cols, tile)):
-            part = _upsample_argmax_of(
-                logits, keep[per_tile[:, i, j]], stride, size, (r0, min(rows, r0 + tile)), (c0, min(cols, c0 + tile))
-            )
-            out[r0 * stride : r0 * stride + part.shape[0], c0 * stride : c0 * stride + part.shape[1]] = part
-    return out
-
-
 def panoptic_from_logits(
     logits: Tensor,
     det_labels: list[int],
     det_scores: list[float],
-    stuff_categories: list[int],
-    min_area: int,
+    stuff_categories: list[int | None],
+    min_thing_area: int,
+    min_stuff_area: int,
 ) -> PanopticOutput:
     """Segments from the winning channel per pixel, (H, W) (or P itself, (K, H, W), to take its argmax).
 
-    Channel k < D is detection k, the rest the stuff classes; segments below ``min_area`` become void.
+    Channel k < D is detection k, the rest the whole-image channels: a stuff category, or None for the
+    background of a label space without stuff (void). Thing segments below ``min_thing_area`` pixels and stuff
+    segments below ``min_stuff_area`` become void.
     """
     num_channels = len(det_labels) + len(stuff_categories)
     channel = (logits.argmax(0) if logits.dim() == 3 else logits).cpu().numpy()
@@ -344,7 +258,11 @@ def panoptic_from_logits(
     areas = np.bincount(channel.ravel(), minlength=num_channels)
     lut = np.zeros(num_channels, dtype=np.int32)  # channel -> segment id (0: void)
     segments = []
-    for k in np.flatnonzero(areas >= max(min_area, 1)):
+    limit = np.full(num_channels, max(min_stuff_area, 1))
+    limit[:d] = max(min_thing_area, 1)
+    for k in np.flatnonzero(areas >= limit):
+        if k >= d and stuff_categories[k - d] is None:
+            continue  # background: void
         seg_id = len(segments) + 1
         lut[k] = seg_id
         if k < d:
@@ -404,3 +322,204 @@ def heuristic_merge(
     for s in segments:
         s["area"] = int((ids == s["id"]).sum())
     return PanopticOutput(ids, segments)
+
+
+class PanopticHead(nn.Module):
+    """Paper 004's panoptic stage: P from the semantic logits and the detections, its loss and both inferences.
+
+    Owns the affinity decoder (Q) and every rule of the stage: the potential variant (Eqs. 1-2), the affinity
+    (Eqs. 3-4; None to use Psi as P), the matching loss (Eq. 5, cross-entropy reading P as logits), the
+    class-agnostic NMS that gives each object one channel (our addition), argmax inference (exact, through
+    :func:`~cqbnet.modeling.fast_argmax.upsample_argmax`) with thing and stuff area limits, and Panoptic FPN's
+    heuristic merge as the second inference mode. P covers each image's own cells, never the batch's padding.
+    """
+
+    def __init__(
+        self,
+        labels: LabelSpace,
+        affinity: DenseInstanceAffinity | None = None,
+        variant: str = "C",
+        use_masks: bool = True,
+        stride: int = 4,
+        match_iou: float = 0.5,
+        train_score_thresh: float = 0.3,
+        train_max_detections: int = 50,
+        train_proposals: int = 200,
+        test_score_thresh: float = 0.5,
+        agnostic_nms: float | None = 0.7,
+        detach_detection_features: bool | None = None,
+        min_thing_area: int = 16,
+        min_stuff_area: int = 64,
+        loss_weight: float = 1.0,
+        merge_score_thresh: float = 0.5,
+        merge_overlap_thresh: float = 0.5,
+        merge_stuff_area: int = 64,
+    ):
+        super().__init__()
+        if variant not in POTENTIAL_VARIANTS:
+            raise InputError(f"unknown potential variant {variant!r}; choose B or C")
+        self.labels = labels
+        self.affinity = affinity
+        self.variant = variant  # B multiplies V and M, C adds them (paper 004, Appendix A.3)
+        self.use_masks = use_masks
+        self.stride = stride  # of Psi and P (paper: d = 4)
+        self.match_iou = match_iou  # t of Eq. 5
+        # the detections it learns from in training: scored above this, at most this many, from the top proposals
+        self.train_score_thresh = train_score_thresh
+        self.train_max_detections = train_max_detections
+        self.train_proposals = train_proposals
+        self.test_score_thresh = test_score_thresh
+        self.agnostic_nms = agnostic_nms  # IoU of class-agnostic NMS on the detections fed to Psi (None: off)
+        # the loss stops at its detections' RoI features (None: on CPU only, where that RoIAlign backward is the
+        # costly part; the FPN still learns from every other loss)
+        self.detach_detection_features = detach_detection_features
+        # argmax inference: segments smaller than these (pixels) become void; things and stuff apart, as
+        # detectron2 limits only stuff (its COCO STUFF_AREA_LIMIT is 4096) and a small object is still an object
+        self.min_thing_area = min_thing_area
+        self.min_stuff_area = min_stuff_area
+        self.loss_weight = loss_weight
+        self.merge_score_thresh = merge_score_thresh
+        self.merge_overlap_thresh = merge_overlap_thresh
+        self.merge_stuff_area = merge_stuff_area
+        self.register_buffer(
+            "_thing_semantic", torch.tensor(labels.thing_semantic, dtype=torch.int64), persistent=False
+        )
+        self.register_buffer(
+            "_region_semantic", torch.tensor(labels.region_semantic, dtype=torch.int64), persistent=False
+        )
+
+    def features(self, fpn: list[Tensor]) -> Tensor | None:
+        """Q (N, C, H'/4, W'/4) of the affinity, or None without one."""
+        return None if self.affinity is None else self.affinity.features(fpn)
+
+    def detach(self, device: torch.device) -> bool:
+        """Whether the loss stops at the RoI features of its detections, on this device."""
+        return device.type == "cpu" if self.detach_detection_features is None else self.detach_detection_features
+
+    def one_channel_per_object(self, det: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Class-agnostic NMS before the potential (our addition; ``agnostic_nms``, None to skip).
+
+        The detector's NMS is per class, so one object can come with boxes of two classes; as two channels
+        of Psi they would split its pixels. Keeping the higher-scoring box gives each object one channel.
+        """
+        if self.agnostic_nms is None or len(det["boxes"]) < 2:
+            return det
+        keep = nms(det["boxes"].detach(), det["scores"].detach(), self.agnostic_nms)
+        return {k: v[keep] for k, v in det.items()}
+
+    def _grid_probs(self, sem_logits: Tensor, padded: tuple[int, int]) -> Tensor:
+        """Semantic probabilities (K, h, w) on the panoptic grid (stride ``stride`` of the padded image)."""
+        size = (padded[0] // self.stride, padded[1] // self.stride)
+        logits = (
+            sem_logits
+            if sem_logits.shape[-2:] == size
+            else F.interpolate(sem_logits[None], size=size, mode="bilinear", align_corners=False)[0]
+        )
+        return torch.softmax(logits, dim=0)
+
+    def logits(
+        self, sem_logits: Tensor, q: Tensor | None, det: dict[str, Tensor], padded, size: tuple[int, int]
+    ) -> Tensor:
+        """P (D + N_st, h, w) for one image of ``size`` (H, W): Psi (Eqs. 1-2), revised by the affinity (Eq. 4).
+
+        P covers the image's own cells, ceil(H / stride) x ceil(W / stride), whatever the batch's padding: the
+        affinity's context sums over every cell of Psi.
+        """
+        rows, cols = grid_cells(size, self.stride)
+        prob = self._grid_probs(sem_logits, padded)[:, :rows, :cols]  # (K, h, w)
+        classes = self._thing_semantic[det["labels"] - 1]
+        masks = None
+        if self.use_masks and "mask_probs" in det:
+            masks = paste_masks(det["mask_probs"], det["boxes"], rows, cols, self.stride)
+        psi = dynamic_potential(
+            prob, det["boxes"], classes, det["scores"], self._region_semantic, self.stride, masks, self.variant
+        )
+        if self.affinity is None or q is None:
+            return psi
+        q_rows, q_cols = grid_cells(size, SEMANTIC_STRIDE)
+        scores = torch.cat([det["scores"], det["scores"].new_ones(len(self._region_semantic))])  # (K,) regions: 1
+        return self.affinity(q[:, :q_rows, :q_cols], psi, scores)  # Q at stride 4 is taken to the grid inside
+
+    def loss(self, sem_logits, q, dets, targets, padded, sizes) -> Tensor:
+        """Panoptic matching loss (paper 004, Sec. 3.5): cross-entropy on P against matched ground truth."""
+        total = sem_logits.sum() * 0.0
+        n = 0
+        for i, t in enumerate(targets):
+            det = dets[i]
+            things = t["is_thing"] & ~t["iscrowd"]
+            gt_classes = t["labels"][things]
+            det_classes = self._thing_semantic[det["labels"] - 1]
+            match, keep = match_segments(t["boxes"][things], gt_classes, det["boxes"], det_classes, self.match_iou)
+            keep = keep.to(det["boxes"].device)
+            det = {k: v[keep] for k, v in det.items()}
+            logits = self.logits(sem_logits[i], None if q is None else q[i], det, padded, sizes[i])
+            segs = [
+                {"id": int(sid), "class": int(c), "is_thing": bool(th), "iscrowd": bool(cr)}
+                for sid, c, th, cr in zip(t["segment_ids"], t["labels"], t["is_thing"], t["iscrowd"])
+            ]
+            ids = torch.full(padded, -1, dtype=torch.int64, device=t["panoptic"].device)  # -1: off the image
+            ids[: t["panoptic"].shape[0], : t["panoptic"].shape[1]] = t["panoptic"]
+            target = panoptic_targets(
+                ids, segs, match, keep.cpu(), self.labels.stuff_semantic, self.stride, self.labels.background
+            )
+            target = target[: logits.shape[1], : logits.shape[2]]
+            if (target != IGNORE).any():
+                total = total + F.cross_entropy(logits[None], target[None], ignore_index=IGNORE)
+                n += 1
+        return self.loss_weight * total / max(n, 1)
+
+    def forward(
+        self,
+        sem_logits: Tensor,
+        fpn: list[Tensor],
+        dets: list[dict[str, Tensor]],
+        sizes: list[tuple[int, int]],
+        padded: tuple[int, int],
+        targets: list[dict[str, Any]] | None = None,
+        mode: str = "argmax",
+    ) -> tuple[list[PanopticOutput], dict[str, Tensor]]:
+        """Training (``targets`` given): ([], {"loss_panoptic"}). Inference: one output per image, argmax over P
+        or the heuristic merge (``mode``), and no losses. sem_logits (N, K, H'/4, W'/4); fpn: strides 4..32."""
+        need_q = targets is not None or mode == "argmax"
+        q = self.features(fpn) if need_q else None  # (N, C, H'/4, W'/4)
+        if targets is not None:
+            return [], {"loss_panoptic": self.loss(sem_logits, q, dets, targets, padded, sizes)}
+        outputs = []
+        for i, size in enumerate(sizes):
+            det = dets[i]
+            if mode == "heuristic":
+                outputs.append(self.heuristic(sem_logits[i], det, size))
+                continue
+            logits = self.logits(sem_logits[i], None if q is None else q[i], det, padded, size)
+            outputs.append(
+                panoptic_from_logits(
+                    upsample_argmax(logits, self.stride, size),
+                    self.labels.detection_categories(det["labels"]),
+                    [float(s) for s in det["scores"]],
+                    self.labels.region_categories(),
+                    self.min_thing_area,
+                    self.min_stuff_area,
+                )
+            )
+        return outputs, {}
+
+    def heuristic(self, sem_logits: Tensor, det: dict[str, Tensor], size: tuple[int, int]) -> PanopticOutput:
+        """Panoptic FPN's merge on one image; a detection without a mask is its box."""
+        h, w = size
+        full = tuple(s * SEMANTIC_STRIDE for s in sem_logits.shape[-2:])
+        semantic = SemanticHead.probabilities(sem_logits[None], full)[0, :, :h, :w].argmax(0).cpu().numpy()
+        if len(det["boxes"]) and "mask_probs" in det:
+            masks = (paste_masks(det["mask_probs"], det["boxes"], h, w, 1.0) > 0.5).cpu().numpy()
+        else:  # a network without a mask head: each detection is its box
+            masks = box_region(det["boxes"].detach(), h, w, 1.0).cpu().numpy()
+        stuff = {c: self.labels.category_of[c] for c in self.labels.stuff_semantic}
+        return heuristic_merge(
+            masks,
+            self.labels.detection_categories(det["labels"]),
+            [float(s) for s in det["scores"]],
+            semantic,
+            stuff,
+            self.merge_score_thresh,
+            self.merge_overlap_thresh,
+            self.merge_stuff_area,
+        )

@@ -70,9 +70,7 @@ def roi_align_matrix(
     xi, xw = _axis_weights(x1, rw, w, ow, sr)  # (R, ow, sr, 2)
     base = offsets + rois[:, 0].long() * (h * w)  # (R,)
     # (R, oh, ow, sr_y, 2_y, sr_x, 2_x): every output cell's sample corners, one row of the matrix each
-    col = (base.view(-1, 1, 1, 1) + yi * w.view(-1, 1, 1, 1))[:, :, None, :, :, None, None] + xi[
-        :, None, :, None, None
-    ]
+    col = (base.view(-1, 1, 1, 1) + yi * w.view(-1, 1, 1, 1))[:, :, None, :, :, None, None] + xi[:, None, :, None, None]
     val = yw[:, :, None, :, :, None, None] * (xw / (sr * sr))[:, None, :, None, None]
     per_row = 4 * sr * sr
     rows = len(rois) * oh * ow

@@ -61,11 +61,18 @@ class SemanticHead(nn.Module):
         return self.predictor(self.decoder(features))
 
     def loss(self, logits: Tensor, semantic: Tensor) -> Tensor:
-        """Cross-entropy at input resolution (logits upsampled, as Panoptic FPN does); void ignored."""
+        """Cross-entropy at input resolution (logits upsampled, as Panoptic FPN does); void ignored.
+
+        A mean over each image's labelled pixels, then over the images that have any: an image weighs the
+        same whether it carries a full map or a few clicked points (the loss normalisation then weighs images).
+        """
         up = F.interpolate(logits, size=semantic.shape[-2:], mode="bilinear", align_corners=False)
-        if (semantic != self.ignore_index).any():
-            return F.cross_entropy(up, semantic, ignore_index=self.ignore_index)
-        return up.sum() * 0.0
+        labelled = (semantic != self.ignore_index).flatten(1).sum(1)  # (N,)
+        if not bool(labelled.any()):
+            return up.sum() * 0.0
+        ce = F.cross_entropy(up, semantic, ignore_index=self.ignore_index, reduction="none")  # (N, H, W), 0 on void
+        has = labelled > 0
+        return (ce.flatten(1).sum(1)[has] / labelled[has]).mean()
 
     @staticmethod
     def probabilities(logits: Tensor, size: tuple[int, int]) -> Tensor:

@@ -3,7 +3,7 @@
 Paper 000 ("MOOP by Pareto-front") models quality through one curve per label
 kind i and region k (things, stuff): the marginal improvement nabla PQ^k_rho_i
 (Eq. 4 splits PQ_all = r_th PQ_th + r_st PQ_st). The curves are regressed on the
-pilot (Eqs. 5 and 6, :mod:`cqbnet.planner.pilot`), integrated from 0 to rho_i
+pilot (Eqs. 5 and 6, :mod:`cqbnet.planner.pilot_table`), integrated from 0 to rho_i
 (Eq. 7) and combined as
 
 * ``product`` (Eq. 9):  f1(rho) = prod_{i,k} (1 + nabla PQ^k_i(rho_i)), or
@@ -25,7 +25,7 @@ import numpy as np
 
 from cqbnet.errors import InputError
 from cqbnet.labels.kinds import KINDS
-from cqbnet.planner.pilot import Samples
+from cqbnet.planner.pilot_table import Samples
 from cqbnet.planner.regression import Curve, curve_from_json, fit_curve
 
 OBJECTIVES = ("product", "additive")

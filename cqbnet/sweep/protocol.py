@@ -6,7 +6,9 @@ For a weak kind W and a share rho_P of panoptic labels (the rest labelled with W
   the base network can take from them);
 * ``module``: the same mix with W's modules switched on;
 * ``upper``: the same rho_P panoptic labels, the rest given a finer label (tags -> boxes, boxes and stuff
-  maps -> full masks); reported beside the others, not fitted.
+  maps -> full masks); reported beside the others, not fitted. This departs from paper 000's Table 2, whose
+  upper bounds are tags -> boxes for Cls2Box but stuff maps for Cls2Pixel, thing masks for boxes, and boxes
+  plus stuff maps (either way round) for the graph: here one finer label per kind stands for all of them.
 
 Study P trains with rho_P panoptic labels and the rest unlabelled, at every rho_P and at 1 (full supervision).
 The unlabelled images stay in the data stream, so that for a fixed schedule a run sees rho_P times as many

@@ -24,17 +24,21 @@ draws the box on each RoI's grid.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from skimage.color import rgb2lab
-from torch import Tensor
-from torchvision.ops import box_iou
+from torch import Tensor, nn
+from torchvision.ops import box_iou, roi_align
 
-PAIRWISE_DILATION = 2
+from cqbnet.weak.pairwise import (
+    PAIRWISE_DILATION,
+    PAIRWISE_POOL,
+    lab_similarity,
+    neighbour_offsets,
+    pooled_lab,
+    shift,
+)
+
 PAIRWISE_THRESHOLD = 0.3
-COLOR_THETA = 2.0  # BoxInst: S = exp(-||c_i - c_j|| / theta)
-PAIRWISE_POOL = 4  # the LAB image is average pooled by this before it is sampled on the RoI grids
 
 
 def dice_loss(pred: Tensor, target: Tensor, eps: float = 1e-5) -> Tensor:
@@ -54,49 +58,6 @@ def projection_loss(mask_logits: Tensor, box_masks: Tensor) -> Tensor:
     loss_x = dice_loss(probs.max(dim=1).values, box.max(dim=1).values)  # (N,) projection on x
     loss_y = dice_loss(probs.max(dim=2).values, box.max(dim=2).values)  # (N,) projection on y
     return (loss_x + loss_y).mean()
-
-
-def neighbour_offsets(dilation: int = PAIRWISE_DILATION) -> list[tuple[int, int]]:
-    """The 8 neighbours of a 3 x 3 window at ``dilation``: (dy, dx) pairs."""
-    return [(dy * dilation, dx * dilation) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-
-
-def shift(x: Tensor, dy: int, dx: int) -> Tensor:
-    """x[..., i + dy, j + dx] with zero padding, same shape as x."""
-    h, w = x.shape[-2:]
-    out = torch.zeros_like(x)
-    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    out[..., yd, xd] = x[..., ys, xs]
-    return out
-
-
-def lab_similarity(lab: Tensor, dilation: int = PAIRWISE_DILATION, theta: float = COLOR_THETA) -> Tensor:
-    """Colour similarity of each pixel to its 8 dilated neighbours: lab (N, 3, H, W) -> (N, 8, H, W) in [0, 1].
-
-    Neighbours outside the image get similarity 0.
-    """
-    sims = []
-    h, w = lab.shape[-2:]
-    inside = torch.ones((1, 1, h, w), dtype=lab.dtype, device=lab.device)
-    for dy, dx in neighbour_offsets(dilation):
-        diff = lab - shift(lab, dy, dx)
-        s = torch.exp(-diff.norm(dim=1) / theta)  # (N, H, W)
-        sims.append(s * shift(inside, dy, dx)[:, 0])
-    return torch.stack(sims, dim=1)
-
-
-def image_to_lab(image: np.ndarray | Tensor) -> Tensor:
-    """(H, W, 3) uint8 RGB (or (3, H, W) float in [0, 1]) -> (3, H, W) float32 CIE-LAB (scikit-image)."""
-    if isinstance(image, Tensor):
-        image = image.detach().permute(1, 2, 0).cpu().numpy()
-    return torch.from_numpy(rgb2lab(np.asarray(image)).astype(np.float32)).permute(2, 0, 1)
-
-
-def pooled_lab(image: np.ndarray | Tensor, pool: int = PAIRWISE_POOL) -> Tensor:
-    """(1, 3, ceil(H / pool), ceil(W / pool)) LAB of an image (as :func:`image_to_lab` takes it), average pooled."""
-    lab = image_to_lab(image)[None]  # (1, 3, H, W)
-    return F.avg_pool2d(lab, pool, ceil_mode=True) if pool > 1 else lab
 
 
 def pairwise_loss(
@@ -158,3 +119,52 @@ def ramp_weight(iteration: int, warmup: int = 10000) -> float:
     """A warmed-up term's weight: 0 -> 1 linearly over ``warmup`` iterations (BoxInst's pairwise term; also
     Cls2Pixel's pseudo-label and energy terms)."""
     return min(1.0, iteration / warmup) if warmup > 0 else 1.0
+
+
+class Box2Mask(nn.Module):
+    """Paper 000's L_B2M on a training batch: boxes-only images teach the mask head.
+
+    The images are those :data:`~cqbnet.modeling.supervision.LOSS_IMAGES` gives ``loss_box2mask`` (boxes and no
+    panoptic label, at least one box). Their RoIs are each box and proposals at IoU >= 0.5 with it
+    (:func:`sample_box_rois`, ``rois_per_image`` in all); their mask logits must project onto the box
+    (:func:`projection_loss`) and, after a warm-up of ``warmup`` iterations, agree across similar-coloured
+    neighbours inside it (:func:`pairwise_loss`, colours from the image pooled by ``PAIRWISE_POOL``).
+    """
+
+    def __init__(self, warmup: int = 10000, pairwise: bool = True, rois_per_image: int = 16):
+        super().__init__()
+        self.warmup = warmup
+        self.pairwise = pairwise
+        self.rois_per_image = rois_per_image
+
+    def loss(self, batch, roi_heads) -> Tensor:
+        """L_B2M of ``batch`` (a :class:`~cqbnet.modeling.supervision.TrainingBatch`) through ``roi_heads``'s
+        mask head."""
+        idx = batch.images_for("loss_box2mask")
+        if not idx:
+            return sum(p.sum() for p in roi_heads.mask_predictor.parameters()) * 0.0
+        rois, boxes, labels = [], [], []
+        for i in idx:
+            gt = batch.gt_boxes[i]
+            r, which = sample_box_rois(batch.proposals[i], gt["boxes"], self.rois_per_image)
+            rois.append(r)
+            boxes.append(gt["boxes"][which])
+            labels.append(gt["labels"][which])
+        _, feats = batch.sub(idx)
+        logits = roi_heads.mask_logits(feats, rois, labels, batch.sizes(idx))  # (M, 28, 28)
+        inside = box_in_roi(torch.cat(rois), torch.cat(boxes), logits.shape[-1])  # (M, 28, 28)
+        loss = projection_loss(logits, inside)
+        if self.pairwise:
+            lab = [pooled_lab(batch.images[i]).to(logits.device) for i in idx]  # each (1, 3, H / pool, W / pool)
+            lab_rois = torch.cat(
+                [
+                    roi_align(
+                        x, [r], logits.shape[-2:], spatial_scale=1.0 / PAIRWISE_POOL, sampling_ratio=2, aligned=True
+                    )
+                    for x, r in zip(lab, rois)
+                ]
+            )  # (M, 3, 28, 28)
+            loss = loss + ramp_weight(batch.iteration, self.warmup) * pairwise_loss(
+                logits, lab_similarity(lab_rois), inside
+            )
+        return loss

@@ -17,7 +17,7 @@ EPS = 1e-6
 
 
 class MIDHead(nn.Module):
-    """WSDDN's two streams on RoI features: (R, F) per image -> phi_MID (R, C) whose columns sum to 1."""
+    """WSDDN's two streams on RoI features: (R, F) per image -> phi_MID (R, C), each column summing to at most 1."""
 
     def __init__(self, in_features: int, num_classes: int):
         super().__init__()
@@ -53,3 +53,38 @@ def cls2box_loss(mids: list[Tensor], tags: Tensor, detector_probs: list[Tensor] 
         probs = None if detector_probs is None else detector_probs[i]
         losses.append(F.binary_cross_entropy(image_scores(mid, probs), tags[i].to(mid.dtype)))
     return torch.stack(losses).mean()
+
+
+class Cls2Box(nn.Module):
+    """Paper 000's L_C2B on a training batch: tag-only images teach the detector's classifiers.
+
+    The images are those :data:`~cqbnet.modeling.supervision.LOSS_IMAGES` gives ``loss_cls2box`` (tags, and no
+    boxes or panoptic label). Their first ``proposals`` RPN proposals pass through every cascade stage as at
+    test (stage i sees the boxes the stages before it refined); at each stage a MID head of its own times the
+    stage's thing probabilities gives image scores against the thing tags. Eq. 3: sum_i lambda_i L_C2B,
+    lambda_i the stages' loss weights.
+    """
+
+    def __init__(self, representation: int, num_things: int, num_stages: int, proposals: int = 100):
+        super().__init__()
+        self.mid_heads = nn.ModuleList(MIDHead(representation, num_things) for _ in range(num_stages))
+        self.proposals = proposals
+
+    def loss(self, batch, rpn, roi_heads, thing_semantic: Tensor) -> Tensor:
+        """L_C2B of ``batch`` (a :class:`~cqbnet.modeling.supervision.TrainingBatch`); ``thing_semantic`` (T,):
+        the semantic index of each detector label."""
+        total = sum(p.sum() for p in self.parameters()) * 0.0
+        idx = batch.images_for("loss_cls2box")
+        if not idx:
+            return total
+        images, feats = batch.sub(idx)
+        boxes = [p[: self.proposals] for p in rpn.proposals(images, feats)]
+        counts = [len(b) for b in boxes]
+        tags = torch.stack([batch.targets[i]["tags"][thing_semantic] for i in idx])  # (n, T)
+        for stage, mid_head, weight in zip(roi_heads.stages, self.mid_heads, roi_heads.stage_weights):
+            x = stage.head(roi_heads.box_roi_pool(feats, boxes, images.image_sizes))  # (R, representation)
+            logits, deltas = stage.predictor(x)
+            probs = torch.softmax(logits, dim=1)[:, 1:].split(counts)  # things only
+            total = total + weight * cls2box_loss(mid_head(x, counts), tags, list(probs))
+            boxes = roi_heads.refine(stage, deltas, boxes, images.image_sizes)
+        return total

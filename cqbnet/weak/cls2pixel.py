@@ -24,9 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cqbnet.weak.box2mask import lab_similarity, neighbour_offsets, shift
+from cqbnet.data.dataset import IGNORE_INDEX
+from cqbnet.modeling.padding import grid_cells, valid_cells
+from cqbnet.weak.box2mask import ramp_weight
+from cqbnet.weak.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # pixels without a pseudo label: the semantic loss's ignore index
 
 
 class CAMClassifier(nn.Module):
@@ -36,15 +39,27 @@ class CAMClassifier(nn.Module):
         super().__init__()
         self.classifier = nn.Conv2d(in_channels, num_classes, 1)
 
-    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """features (N, C, h, w) -> (image logits (N, K), activation maps (N, K, h, w))."""
+    def forward(self, features: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """features (N, C, h, w) -> (image logits (N, K), activation maps (N, K, h, w)).
+
+        ``valid`` (N, 1, h, w) bool: each image's own cells of a padded batch; the global average pools over
+        those only (all cells when None).
+        """
         maps = self.classifier(features)
-        return maps.mean(dim=(2, 3)), maps
+        if valid is None:
+            return maps.mean(dim=(2, 3)), maps
+        v = valid.to(maps.dtype)
+        return (maps * v).sum(dim=(2, 3)) / v.sum(dim=(2, 3)).clamp(min=1.0), maps
 
 
-def class_activation_maps(maps: Tensor) -> Tensor:
-    """Raw activation maps (N, K, h, w) -> CAMs in [0, 1]: ReLU, then divided by each map's maximum."""
+def class_activation_maps(maps: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Raw activation maps (N, K, h, w) -> CAMs in [0, 1]: ReLU, then divided by each map's maximum.
+
+    ``valid`` (N, 1, h, w) bool: cells off the image (padding) get 0 and do not count towards the maximum.
+    """
     cams = F.relu(maps)
+    if valid is not None:
+        cams = cams * valid.to(cams.dtype)
     peak = cams.flatten(2).max(dim=2).values.clamp(min=1e-6)  # (N, K)
     return cams / peak[:, :, None, None]
 
@@ -121,14 +136,11 @@ class PseudoLabelGate(nn.Module):
     ``w = (p_pseudo - p_head) / (1 - p_head)`` clipped to [0, 1]. It is 0 while the head is at least as right
     (the gate is shut) and 1 only for perfect pseudo labels.
 
-    Why graded (training version 4): with an all-or-nothing gate, the stuff prediction of a tag-heavy mix
-    collapsed in one seed (P0.1-I0.9, PQ_st 1.0 against 21.7 without Cls2Pixel; the other seed gave 38.8), and
-    that run ended with the pseudo labels and the head both about 30% right (31% against 30%), the gate open:
-    once a head is as wrong as the CAMs, an open gate lets them teach in full. A weight that vanishes as the
-    two meet lets the panoptic images pull the head back; with it the same run gave 38.8. Before that, without
-    any gate, the pseudo labels and the energy term collapsed it outright (PQ_st 1.6 against 48.3 at
-    P0.3-I0.7). With no panoptic image seen the weight is 0 (set ``enabled=False`` to trust the CAMs unchecked,
-    as the paper does).
+    The weight is graded, not all or nothing, so that it vanishes as the CAMs and the head meet: once a head is
+    as wrong as the CAMs, an open gate would let them teach in full (the runs behind this rule are training
+    versions 3 and 4 in ``benchmarks/thing_modules.md``). With no panoptic image seen the weight is 0 (set
+    ``enabled=False`` to trust the CAMs unchecked, as the paper does). Under DDP the counts are summed over
+    the processes, so every process's panoptic images score the pseudo labels.
     """
 
     def __init__(self, enabled: bool = True, decay: float = 0.9):
@@ -145,13 +157,13 @@ class PseudoLabelGate(nn.Module):
         where unknown."""
         scored = (pseudo != IGNORE) & (truth != ignore_index)
         told = head_logits.masked_fill(~tags.bool()[:, :, None, None], float("-inf")).argmax(1)  # (n, h, w)
-        for name, value in (
-            ("pseudo_right", (pseudo == truth) & scored),
-            ("head_right", (told == truth) & scored),
-            ("labelled", scored),
-        ):
-            buf = getattr(self, name)
-            buf.mul_(self.decay).add_(value.sum().to(buf.dtype))
+        counts = torch.stack([((pseudo == truth) & scored).sum(), ((told == truth) & scored).sum(), scored.sum()]).to(
+            self.labelled.dtype
+        )  # (3,)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)  # the same totals on every process
+        for buf, value in zip((self.pseudo_right, self.head_right, self.labelled), counts):
+            buf.mul_(self.decay).add_(value)
 
     @property
     def precision(self) -> tuple[float, float] | None:
@@ -175,3 +187,95 @@ class PseudoLabelGate(nn.Module):
 
     def is_open(self) -> bool:
         return self.weight() > 0.0
+
+
+class Cls2Pixel(nn.Module):
+    """Paper 000's beta L_C2P on a training batch: tag images teach stuff pixels.
+
+    The images are those :data:`~cqbnet.modeling.supervision.LOSS_IMAGES` gives ``loss_cls2pixel`` (tags, and no
+    stuff map or panoptic label). L_cls trains the CAM classifier on their tags from the start; the dense
+    terms (L_pseudo on confident CAM pixels of tagged stuff classes, L_energy at the semantic stride, and our
+    tag-consistency term) ramp in over ``warmup`` iterations, as a classifier's CAMs are noise until it has
+    learned. L_pseudo is weighed by :class:`PseudoLabelGate`, which the batch's panoptic images feed.
+    Every sum over an image reads only its own cells of the padded batch.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        stuff_classes: list[int],
+        weight: float = 0.5,
+        warmup: int = 10000,
+        gate: bool = True,
+        pseudo: bool = True,
+        energy: bool = True,
+        tag_consistency: bool = True,
+        stride: int = 4,
+    ):
+        super().__init__()
+        self.cam_head = CAMClassifier(channels, num_classes)
+        self.gate = PseudoLabelGate(gate)
+        self.register_buffer("stuff_classes", torch.tensor(stuff_classes, dtype=torch.int64), persistent=False)
+        self.weight = weight  # beta of Eq. 3
+        self.warmup = warmup
+        self.pseudo = pseudo
+        self.energy = energy
+        self.tag_consistency = tag_consistency
+        self.stride = stride  # of the semantic features and logits
+
+    def _valid(self, batch, idx: list[int]) -> Tensor:
+        """(n, 1, h, w): each image's own cells on the semantic grid."""
+        sizes = [batch.images[i].shape[-2:] for i in idx]
+        return valid_cells(sizes, self.stride, batch.sem_features.shape[-2:], batch.sem_features.device)
+
+    def loss(self, batch, ignore_index: int) -> Tensor:
+        """beta L_C2P of ``batch`` (a :class:`~cqbnet.modeling.supervision.TrainingBatch`); the gate scores the
+        pseudo labels of its panoptic images first (``ignore_index``: unlabelled pixels of their maps)."""
+        zero = sum(p.sum() for p in self.parameters()) * 0.0
+        full = batch.images_for("loss_panoptic")
+        if full and self.gate.enabled and self.pseudo:
+            self._score_pseudo_labels(batch, full, ignore_index)
+        idx = batch.images_for("loss_cls2pixel")
+        if not idx:
+            return zero
+        valid = self._valid(batch, idx)
+        image_logits, maps = self.cam_head(batch.sem_features[idx], valid)  # (n, K), (n, K, h, w)
+        tags = torch.stack([batch.targets[i]["tags"] for i in idx])
+        loss = classification_loss(image_logits, tags)
+        ramp = ramp_weight(batch.iteration, self.warmup)
+        if ramp == 0:  # the CAMs of a classifier that has not learned yet are noise: no pseudo labels from them
+            return self.weight * loss
+        sem_logits = batch.sem_logits
+        dense = zero
+        gate = self.gate.weight() if self.pseudo else 0.0
+        if gate > 0:  # CAMs and pseudo labels only when they teach
+            cams = class_activation_maps(maps.detach(), valid)  # 0 off the image: no pseudo label there
+            dense = gate * pseudo_label_loss(sem_logits[idx], pseudo_stuff_labels(cams, tags, self.stuff_classes))
+        for j, i in enumerate(idx):
+            h, w = grid_cells(batch.images[i].shape[-2:], self.stride)  # the image's cells on the grid
+            probs = torch.softmax(sem_logits[i, :, :h, :w], dim=0)[None]  # (1, K, h, w)
+            if self.energy:
+                lab = pooled_lab(batch.images[i], self.stride)  # (1, 3, h, w): where the energy fires
+                dense = dense + energy_loss(probs, lab.to(sem_logits.device)[..., :h, :w]) / len(idx)
+            if self.tag_consistency:
+                classes = probs[:, : tags.shape[1]]  # without the background class of a stuff-free label space
+                dense = dense + tag_consistency_loss(classes, tags[j : j + 1]) / len(idx)
+        return self.weight * (loss + ramp * dense)
+
+    @torch.no_grad()
+    def _score_pseudo_labels(self, batch, full: list[int], ignore_index: int) -> None:
+        """Pseudo labels for the panoptic images, made as for tag images, scored against their semantic maps."""
+        valid = self._valid(batch, full)
+        _, maps = self.cam_head(batch.sem_features[full], valid)  # (n, K, h, w) on the padded grid
+        cams = class_activation_maps(maps, valid)
+        for j, i in enumerate(full):
+            h, w = grid_cells(batch.images[i].shape[-2:], self.stride)
+            truth = batch.targets[i]["semantic"].to(cams.device)
+            grid = F.interpolate(truth[None, None].float(), size=(h, w), mode="nearest")[0].long()  # (1, h, w)
+            present = truth[truth != ignore_index].unique()
+            tags = torch.zeros(1, cams.shape[1], device=cams.device)
+            tags[0, present[present < cams.shape[1]]] = 1.0
+            pseudo = pseudo_stuff_labels(cams[j : j + 1, :, :h, :w], tags, self.stuff_classes)  # (1, h, w)
+            head = batch.sem_logits[i : i + 1, : tags.shape[1], :h, :w]  # the classes the tags can name
+            self.gate.update(pseudo, head, tags, grid, ignore_index)

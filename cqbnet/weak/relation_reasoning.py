@@ -11,6 +11,12 @@ Boxes can teach stuff and stuff maps can teach detection when the two branches r
    are spread back to the pixels by the semantic probabilities and give extra semantic logits;
 4. the enhanced predictions are averaged with the base ones.
 
+One rule for the thing graph in training and at test: its nodes are an image's first ``num_nodes`` RoIs (the
+top proposals, and in training the ground-truth boxes). Further RoIs (at test the detector scores 1000 or so)
+*read* the graph, attending to its nodes, without entering it, so the graph a detection sees is the same size
+in both. Deviation from BGRNet (Wu et al. 2020, which paper 000 cites): there is no separate intra-graph
+reasoning on the thing graph and the stuff graph; every layer attends over the whole super graph.
+
 The loss over the enhanced predictions is L_RR = L_cls_en + L_reg_en + beta L_seg_en (beta = 0.5), computed
 by the caller with the same targets as the base heads; :func:`relation_loss` sums the three given terms.
 """
@@ -20,6 +26,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from cqbnet.modeling.padding import grid_cells
+from cqbnet.modeling.targets import pad_semantic, semantic_target
 
 
 class GraphReasoningLayer(nn.Module):
@@ -31,10 +40,17 @@ class GraphReasoningLayer(nn.Module):
         self.phi = nn.Linear(width, width)
         self.update = nn.Linear(width, width)
 
-    def forward(self, x: Tensor) -> Tensor:
-        # x: (V, D) nodes of one image's super graph
-        adjacency = torch.softmax(self.theta(x) @ self.phi(x).T / x.shape[1] ** 0.5, dim=1)  # (V, V)
-        return x + F.relu(self.update(adjacency @ x))
+    def forward(self, x: Tensor, readers: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (V, D): the nodes of one image's super graph; readers (R, D): features that attend to the nodes
+        without being attended to. Returns both, updated."""
+        keys = self.phi(x)
+        scale = x.shape[1] ** 0.5
+        adjacency = torch.softmax(self.theta(x) @ keys.T / scale, dim=1)  # (V, V)
+        out = x + F.relu(self.update(adjacency @ x))
+        if readers is not None and len(readers):
+            reads = torch.softmax(self.theta(readers) @ keys.T / scale, dim=1)  # (R, V)
+            readers = readers + F.relu(self.update(reads @ x))
+        return out, readers
 
 
 class RelationReasoning(nn.Module):
@@ -49,8 +65,14 @@ class RelationReasoning(nn.Module):
         stuff_classes: list[int],
         width: int = 128,
         num_layers: int = 2,
+        num_nodes: int = 64,
+        seg_weight: float = 0.5,
+        stride: int = 4,
     ):
         super().__init__()
+        self.num_nodes = num_nodes  # RoIs per image that are the thing graph's nodes (the rest read it)
+        self.seg_weight = seg_weight  # beta of L_RR
+        self.stride = stride  # of the semantic features and logits
         self.thing_in = nn.Linear(roi_features, width)
         self.stuff_in = nn.Linear(semantic_channels, width)
         self.layers = nn.ModuleList(GraphReasoningLayer(width) for _ in range(num_layers))
@@ -60,31 +82,116 @@ class RelationReasoning(nn.Module):
         self.seg_en = nn.Conv2d(semantic_channels, num_semantic_classes, 1)
         self.register_buffer("stuff_classes", torch.tensor(stuff_classes, dtype=torch.int64), persistent=False)
 
-    def stuff_nodes(self, features: Tensor, probs: Tensor) -> Tensor:
+    def stuff_nodes(self, features: Tensor, probs: Tensor, cells: tuple[int, int] | None = None) -> Tensor:
         """Class-level stuff features (N_st, C): pixel features averaged under each stuff class's probability.
 
-        features (C, h, w); probs (K, h, w) semantic probabilities.
+        features (C, h, w); probs (K, h, w) semantic probabilities; ``cells`` (rows, cols): the image's own
+        cells of a padded grid, the only ones pooled (all when None).
         """
+        if cells is not None:
+            features, probs = features[:, : cells[0], : cells[1]], probs[:, : cells[0], : cells[1]]
         w = probs[self.stuff_classes].flatten(1)  # (N_st, hw)
         w = w / w.sum(1, keepdim=True).clamp(min=1e-6)
         return w @ features.flatten(1).T  # (N_st, C)
 
-    def forward(self, roi_features: Tensor, features: Tensor, probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self,
+        roi_features: Tensor,
+        features: Tensor,
+        probs: Tensor,
+        cells: tuple[int, int] | None = None,
+        num_nodes: int | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """One image: RoI features (R, F), semantic features (C, h, w), semantic probabilities (K, h, w).
 
-        Returns enhanced box class logits (R, classes), box deltas (R, 4) and semantic logits (K, h, w).
+        The first ``num_nodes`` RoIs (all when None) are the thing graph's nodes, the others read it; ``cells``:
+        the image's own cells of the padded grid. Returns enhanced box class logits (R, classes), box deltas
+        (R, 4) and semantic logits (K, h, w).
         """
-        r = roi_features.shape[0]
+        n = roi_features.shape[0] if num_nodes is None else min(num_nodes, roi_features.shape[0])
         things = self.thing_in(roi_features)  # (R, D)
-        stuff = self.stuff_in(self.stuff_nodes(features, probs))  # (N_st, D)
-        nodes = torch.cat([things, stuff])  # (R + N_st, D): the super graph
+        stuff = self.stuff_in(self.stuff_nodes(features, probs, cells))  # (N_st, D)
+        nodes = torch.cat([things[:n], stuff])  # (n + N_st, D): the super graph
+        readers = things[n:]  # (R - n, D)
         for layer in self.layers:
-            nodes = layer(nodes)
-        things, stuff = nodes[:r], nodes[r:]
+            nodes, readers = layer(nodes, readers)
+        things, stuff = torch.cat([nodes[:n], readers]), nodes[n:]
         # stuff nodes back to pixels, weighted by where each stuff class is predicted
         spread = torch.einsum("kd,khw->dhw", stuff, probs[self.stuff_classes])  # (D, h, w)
         seg = self.seg_en(features + self.stuff_out(spread[None])[0])  # (K, h, w)
         return self.cls_en(things), self.reg_en(things), seg
+
+    def enhancer(self, sem_features: Tensor, sem_logits: Tensor, sizes: list[tuple[int, int]], seg_out: list[Tensor]):
+        """The revision of the first cascade stage that :meth:`CascadeRoIHeads.detect` calls, for a batch of
+        images of ``sizes``; appends each image's enhanced semantic logits (K, h, w) to ``seg_out`` (paper 000:
+        averaged with the base predictions). The same at test and for the detections the panoptic head trains
+        on: an image's first ``num_nodes`` RoIs are the thing graph, the rest read it."""
+        probs = torch.softmax(sem_logits, dim=1)  # (N, K, h, w)
+
+        def enhance(x: Tensor, logits: Tensor, deltas: Tensor, counts: list[int]) -> tuple[Tensor, Tensor]:
+            cls, reg = [], []
+            for i, (xi, li, di) in enumerate(zip(x.split(counts), logits.split(counts), deltas.split(counts))):
+                cells = grid_cells(sizes[i], self.stride)
+                c, r, seg = self(xi, sem_features[i], probs[i], cells, self.num_nodes)
+                cls.append(average_with_base(li, c))
+                reg.append(average_with_base(di, r))
+                seg_out.append(seg)
+            return torch.cat(cls), torch.cat(reg)
+
+        return enhance
+
+    def loss(self, batch, rpn, roi_heads, semantic_head, labels) -> Tensor:
+        """L_RR = L_cls_en + L_reg_en + beta L_seg_en of ``batch`` (a :class:`~cqbnet.modeling.supervision.
+        TrainingBatch`).
+
+        Every image with boxes (P, B) or stuff pixels (P, S) builds its super graph from its RoIs (its first
+        ``num_nodes`` proposals and its boxes) and its stuff classes. The enhanced predictions, averaged with the
+        base ones, are trained only against the labels the image has: boxes give L_cls_en and L_reg_en, stuff
+        pixels L_seg_en. The graph carries each loss into the other branch: a stuff map trains the RoI
+        features, boxes train the semantic features.
+        """
+        zero = sum(p.sum() for p in self.parameters()) * 0.0
+        idx = batch.images_for("loss_relation")
+        if not idx:
+            return zero
+        proposals, gt = dict(batch.proposals), batch.gt_boxes
+        missing = [i for i in idx if i not in proposals]
+        if missing:  # stuff-only images: RPN proposals without an RPN loss
+            proposals.update(zip(missing, rpn.proposals(*batch.sub(missing))))
+        n = self.num_nodes
+        rois = [torch.cat([proposals[i][:n], gt[i]["boxes"]]) if i in gt else proposals[i][:n] for i in idx]
+        _, feats = batch.sub(idx)
+        stage = roi_heads.stages[0]
+        x = stage.head(roi_heads.box_roi_pool(feats, rois, batch.sizes(idx)))  # (R, F)
+        base_logits, base_deltas = stage.predictor(x)
+        probs = torch.softmax(batch.sem_logits[idx].detach(), dim=1)  # (n, K, h, w): where each stuff class is
+        counts = [len(r) for r in rois]
+        box_cls, box_reg, box_rois, seg, seg_targets = [], [], [], [], []
+        for j, (xi, li, di) in enumerate(zip(x.split(counts), base_logits.split(counts), base_deltas.split(counts))):
+            i = idx[j]
+            size = batch.image_list.image_sizes[i]
+            c, r, s = self(xi, batch.sem_features[i], probs[j], grid_cells(size, self.stride))
+            if i in gt:
+                box_cls.append(average_with_base(li, c))
+                box_reg.append(average_with_base(di, r))
+                box_rois.append(rois[j])
+            target = semantic_target(
+                batch.targets[i], batch.kinds[i] & {"P", "S"}, size, labels, semantic_head.ignore_index
+            )
+            if target is not None:
+                seg.append(average_with_base(batch.sem_logits[i], s))
+                seg_targets.append(target)
+        cls_en = reg_en = seg_en = zero
+        if box_rois:
+            boxed = [i for i in idx if i in gt]
+            labels_en, reg_targets = roi_heads.first_stage_targets(
+                box_rois, [gt[i]["boxes"] for i in boxed], [gt[i]["labels"] for i in boxed]
+            )
+            cls_en, reg_en = roi_heads.box_losses(torch.cat(box_cls), torch.cat(box_reg), labels_en, reg_targets)
+        if seg:
+            padded = pad_semantic(seg_targets, batch.padded, batch.sem_logits.device, semantic_head.ignore_index)
+            seg_en = semantic_head.loss(torch.stack(seg), padded)
+        return relation_loss(cls_en, reg_en, seg_en, self.seg_weight)
 
 
 def average_with_base(base: Tensor, enhanced: Tensor) -> Tensor:

@@ -33,15 +33,18 @@ sees the run-to-run noise); otherwise the means give one sample.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cqbnet.errors import InputError
+from cqbnet.io import atomic_path
 from cqbnet.labels.kinds import KINDS
 
 ARMS = {"P": ("full",), **{k: ("baseline", "module", "upper") for k in KINDS if k != "P"}}
@@ -50,6 +53,8 @@ REGIONS = ("th", "st")
 # maps ("not a valid weak supervision": the stuff labels are the supervision).
 REGIONS_OF_KIND = {"P": ("th", "st"), "I": ("th", "st"), "B": ("th", "st"), "S": ("th",), "PT": ("th", "st")}
 RATIO_COLUMNS = tuple(f"rho_{k}" for k in KINDS)
+# the columns the pilot runner writes: the table above, then what it adds for people
+COLUMNS = ("study", "arm", "seed", *RATIO_COLUMNS, "pq_th", "pq_st", "pq", "sq", "rq", "seconds", "run")
 RATIO_TOLERANCE = 2e-3  # ratios printed to three decimals may miss 1 by this much
 
 
@@ -102,16 +107,19 @@ def load_pilot_table(path: str | os.PathLike) -> PilotTable:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: pilot table not found")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        for col in ("study", "arm", "seed", "rho_P"):
-            if col not in header:
-                raise InputError(f"{path}: missing column {col!r} (header: {', '.join(header) or 'empty'})")
-        if "pq_th" not in header and "pq_st" not in header:
-            raise InputError(f"{path}: needs a pq_th or a pq_st column")
-        rows = [_parse_row(raw, str(path), n) for n, raw in enumerate(reader, start=2)]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    for col in ("study", "arm", "seed", "rho_P"):
+        if col not in header:
+            raise InputError(f"{path}: missing column {col!r} (header: {', '.join(header) or 'empty'})")
+    if "pq_th" not in header and "pq_st" not in header:
+        raise InputError(f"{path}: needs a pq_th or a pq_st column")
+    rows = [_parse_row(raw, str(path), n) for n, raw in enumerate(reader, start=2)]
     if not rows:
         raise InputError(f"{path}: no runs in the pilot table")
     return PilotTable(str(path), rows)
@@ -251,3 +259,28 @@ def regression_samples(
             "a weak study needs baseline and module runs at the same ratio" + "".join(f"; {n}" for n in notes)
         )
     return out
+
+
+def write_pilot_table(path: str | os.PathLike, runs: list, results: dict[str, dict[str, Any]]) -> int:
+    """Write (atomically) one row per pilot cell whose run has finished, in protocol order; the row count.
+
+    ``runs``: :class:`cqbnet.sweep.protocol.PilotRun` rows; ``results``: each finished run's metrics by its key.
+    PQ is in percent, as :func:`load_pilot_table` reads it; ``seconds`` and ``run`` (the run's folder) are extra
+    columns that the planner ignores.
+    """
+    rows = []
+    for run in runs:
+        res = results.get(run.spec.key)
+        if res is None:
+            continue
+        row = {"study": run.study, "arm": run.arm, "seed": run.seed}
+        row.update({f"rho_{k}": f"{run.rho.get(k, 0.0):.6g}" for k in KINDS})
+        row.update({c: f"{res[c]:.4f}" for c in ("pq_th", "pq_st", "pq", "sq", "rq")})
+        row.update(seconds=f"{res['seconds']:.1f}", run=run.spec.key)
+        rows.append(row)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+    return len(rows)

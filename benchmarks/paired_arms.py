@@ -1,0 +1,154 @@
+"""Two or more arms of one recipe, paired by seed: the same data, initialisation and data order per seed.
+
+Each arm is a name and config overrides; each (arm, seed) run trains with ``train.seed=<seed>`` on data
+generated once for all of them, resumes from its checkpoint when stopped, and is never trained again once it
+has finished. The report gives each arm's mean over seeds and, against the first arm, the paired difference
+with a 95% interval (Student's t over the per-seed differences; with n seeds it has n - 1 degrees of freedom).
+
+Usage::
+
+    python benchmarks/paired_arms.py --name mask_train_stage --config configs/synthetic_pilot.yaml \\
+        --arm last= --arm first=model.mask_train_stage=0 --seeds 0 1 2 [--commit]
+
+``--arm NAME=OVERRIDE[,OVERRIDE...]``. Results: ``benchmarks/results/<name>.json`` and
+``benchmarks/<name>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from commit_results import commit  # benchmarks/commit_results.py
+from detector_diagnostics import diagnose  # benchmarks/detector_diagnostics.py
+from machine import machine_info  # benchmarks/machine.py
+from scipy import stats
+from synthetic_recipe import final_pq  # benchmarks/synthetic_recipe.py
+
+from cqbnet.engine.config import load_config
+from cqbnet.engine.trainer import train
+from cqbnet.io import atomic_path, read_json, write_json
+from cqbnet.sweep.runner import shared_data_config
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("pq", "pq_th", "pq_st")
+
+
+def parse_arm(text: str) -> tuple[str, list[str]]:
+    """``"first=model.mask_train_stage=0,solver.base_lr=0.01"`` -> ("first", [overrides])."""
+    name, _, rest = text.partition("=")
+    if not name:
+        raise SystemExit(f"--arm {text!r}: give NAME=OVERRIDES")
+    return name, [o for o in rest.split(",") if o]
+
+
+def paired_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences and its two-sided ``level`` Student-t interval (nan bounds for one pair)."""
+    d = np.asarray(diffs, dtype=float)
+    mean = float(d.mean())
+    if len(d) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return mean, mean - half, mean + half
+
+
+def report(name: str, cfg_path: Path, arms: list[str], rows: list[dict[str, Any]]) -> str:
+    """Markdown: every run, each arm's means, and each arm minus the first, paired by seed."""
+    lines = [
+        f"# Paired arms: {name}",
+        "",
+        f"Produced by `python benchmarks/paired_arms.py --name {name}` from `{cfg_path.name}`; runs in "
+        f"`results/{name}.json`. Argmax inference on the whole val split, PQ in percent; class accuracy from "
+        "`benchmarks/detector_diagnostics.py` (first 300 val scenes).",
+        f"Machine: `{json.dumps(machine_info())}`.",
+        "",
+        "| arm | overrides | seed | PQ | PQ_th | PQ_st | class accuracy | minutes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['arm']} | {' '.join(r['overrides']) or '-'} | {r['seed']} | {r['pq']:.1f} | {r['pq_th']:.1f} | "
+            f"{r['pq_st']:.1f} | {100 * r['class_accuracy']:.1f}% | {r['seconds'] / 60:.1f} |"
+        )
+    lines += ["", "| arm | seeds | PQ | PQ_th | PQ_st | class accuracy |", "|---|---|---|---|---|---|"]
+    by_arm = {a: {r["seed"]: r for r in rows if r["arm"] == a} for a in arms}
+    for a in arms:
+        runs = list(by_arm[a].values())
+        if runs:
+            means = [np.mean([r[m] for r in runs]) for m in (*METRICS, "class_accuracy")]
+            lines.append(
+                f"| {a} | {len(runs)} | {means[0]:.1f} | {means[1]:.1f} | {means[2]:.1f} | {100 * means[3]:.1f}% |"
+            )
+    lines.append("")
+    base = arms[0]
+    for a in arms[1:]:
+        seeds = sorted(set(by_arm[a]) & set(by_arm[base]))
+        if not seeds:
+            continue
+        parts = []
+        for m in METRICS:
+            mean, lo, hi = paired_interval([by_arm[a][s][m] - by_arm[base][s][m] for s in seeds])
+            parts.append(f"{m} {mean:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+        lines.append(f"- {a} minus {base}, paired over seeds {seeds} (95% t interval): " + "; ".join(parts) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--name", required=True, help="names the results JSON and report")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "synthetic_pilot.yaml")
+    ap.add_argument(
+        "--arm", action="append", required=True, help="NAME=OVERRIDE[,OVERRIDE...]; the first is the reference"
+    )
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--work", type=Path, default=None, help="runs and data (default runs/<name>, not committed)")
+    ap.add_argument("--commit", action="store_true", help="commit the JSON and report after every run")
+    args = ap.parse_args()
+    arms = [parse_arm(a) for a in args.arm]
+    work = args.work or ROOT / "runs" / args.name
+    results = Path(__file__).parent / "results" / f"{args.name}.json"
+    md = Path(__file__).parent / f"{args.name}.md"
+    rows = read_json(results)["runs"] if results.is_file() else []
+    names = [a for a, _ in arms]
+
+    def save() -> None:
+        write_json(results, {"machine": machine_info(), "config": args.config.name, "runs": rows}, indent=2)
+        with atomic_path(md) as tmp:
+            Path(tmp).write_text(report(args.name, args.config, names, rows))
+
+    for seed in args.seeds:
+        for arm, overrides in arms:
+            if any(r["arm"] == arm and r["seed"] == seed and r["overrides"] == overrides for r in rows):
+                continue
+            cfg = load_config(args.config, [*overrides, f"train.seed={seed}", "train.eval_period=0"])
+            cfg.pop("pilot", None)
+            cfg = shared_data_config(cfg, work)
+            run = work / f"{arm}_s{seed}"
+            t = time.time()
+            train(cfg, run, device="cpu", resume=True, progress=False)
+            final = final_pq(run)["argmax"]
+            diag = diagnose(run / "model_final.pth", Path(cfg["data"]["root"]), images=300)
+            rows.append(
+                {
+                    "arm": arm,
+                    "overrides": overrides,
+                    "seed": seed,
+                    **{m: 100 * final[m] for m in METRICS},
+                    "class_accuracy": diag["class_accuracy"],
+                    "seconds": time.time() - t,
+                    "iterations": cfg["solver"]["max_iter"],
+                }
+            )
+            print(f"{arm} seed {seed}: PQ {rows[-1]['pq']:.1f} PQ_th {rows[-1]['pq_th']:.1f}", flush=True)
+            save()
+            if args.commit:
+                commit([results, md], f"paired arms {args.name}: {arm} seed {seed}")
+    save()
+
+
+if __name__ == "__main__":
+    main()

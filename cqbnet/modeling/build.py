@@ -1,0 +1,199 @@
+"""Building :class:`~cqbnet.modeling.panoptic_net.PanopticNet` from plain arguments (a config's ``model`` section).
+
+Every constructor knob is one argument; ``model.panoptic`` holds :class:`~cqbnet.modeling.panoptic_head.
+PanopticHead`'s and ``model.weak`` the weak modules' (:class:`WeakConfig`). Unknown keys are errors that name
+them; nothing is looked up by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields
+from typing import Any
+
+from cqbnet.data.label_space import LabelSpace
+from cqbnet.data.panoptic_format import Category
+from cqbnet.errors import InputError
+from cqbnet.modeling.backbone import build_backbone
+from cqbnet.modeling.cascade_rcnn import CascadeRoIHeads
+from cqbnet.modeling.panoptic_head import DenseInstanceAffinity, PanopticHead
+from cqbnet.modeling.panoptic_net import PanopticNet
+from cqbnet.modeling.rpn import build_rpn
+from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE, SemanticHead
+from cqbnet.weak.box2mask import Box2Mask
+from cqbnet.weak.cls2box import Cls2Box
+from cqbnet.weak.cls2pixel import Cls2Pixel
+from cqbnet.weak.relation_reasoning import RelationReasoning
+
+
+@dataclass
+class WeakConfig:
+    """Paper 000's weak-supervision modules as ``model.weak`` sets them: each switched on or off, and tuned."""
+
+    box2mask: bool = True  # boxes teach masks: projection + pairwise LAB losses on the boxes' mask logits
+    box2mask_warmup: int = 10000  # iterations over which the pairwise term ramps in (BoxInst)
+    box2mask_pairwise: bool = True
+    box2mask_rois: int = 16  # RoIs per boxes-only image: its boxes, then proposals at IoU >= 0.5 with one of them
+    cls2box: bool = True  # tags teach detection: WSDDN's MID head times the detector's scores (L_C2B)
+    cls2box_proposals: int = 100  # proposals per tag image fed to the MID heads
+    cls2pixel: bool = True  # tags teach stuff pixels: CAM pseudo labels + classification + energy (L_C2P)
+    cls2pixel_weight: float = 0.5  # beta of Eq. 3
+    cls2pixel_warmup: int = 10000  # iterations over which L_pseudo and L_energy ramp in (L_cls from the start)
+    cls2pixel_gate: bool = True  # L_pseudo only while CAM pseudo labels beat the head told the tags, on P images
+    cls2pixel_pseudo: bool = True  # the three dense terms of L_C2P, each switchable for ablations
+    cls2pixel_energy: bool = True
+    cls2pixel_tag_consistency: bool = True  # our MIL term on the semantic head
+    relation: bool = True  # boxes teach stuff and stuff maps teach detection: graph reasoning (L_RR)
+    relation_width: int = 128  # node width of the thing, stuff and super graphs (paper: 128)
+    relation_layers: int = 2  # inter-graph reasoning layers (paper: 2)
+    relation_rois: int = 64  # RoIs per image that are the thing graph's nodes, in training and at test
+    relation_seg_weight: float = 0.5  # beta of L_RR = L_cls_en + L_reg_en + beta L_seg_en
+
+
+# settings that were renamed: old key -> what replaced it
+RENAMED = {"min_area": "min_thing_area and min_stuff_area (things and stuff have separate limits)"}
+
+
+def _check_keys(values: dict[str, Any], known: set[str], section: str) -> None:
+    """An unknown key of a config section is an error naming it (and its new name when it was renamed)."""
+    for key in values:
+        if key not in known:
+            hint = f"; it is now {RENAMED[key]}" if key in RENAMED else f"; known keys: {', '.join(sorted(known))}"
+            raise InputError(f"config: unknown key {section}.{key}{hint}")
+
+
+def _panoptic_settings(values: dict[str, Any] | None) -> dict[str, Any]:
+    """``model.panoptic``: the keyword arguments of :class:`PanopticHead`, plus ``use_affinity`` and
+    ``affinity_norm`` for its affinity."""
+    values = dict(values or {})
+    known = set(inspect.signature(PanopticHead).parameters) - {"labels", "affinity"}
+    _check_keys(values, known | {"use_affinity", "affinity_norm"}, "model.panoptic")
+    return values
+
+
+def build_panoptic_net(
+    categories: dict[int, Category],
+    backbone: str = "resnet18",
+    weights: str | None = None,
+    norm: str = "frozen_bn",
+    trainable_layers: int = 3,
+    fpn_channels: int = 256,
+    fpn_norm: str | None = None,
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512),
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+    rpn_pre_nms_train: int = 2000,
+    rpn_post_nms_train: int = 1000,
+    rpn_pre_nms_test: int = 1000,
+    rpn_post_nms_test: int = 1000,
+    rpn_batch_size: int = 256,
+    roi_batch_size: int = 512,
+    box_representation: int = 1024,
+    roi_canonical_scale: int = 224,
+    detections_per_img: int = 100,
+    mask_channels: int = 256,
+    mask_train_stage: int = -1,
+    semantic_channels: int = 128,
+    affinity_channels: int = 128,
+    semantic_loss_weight: float = 0.5,
+    panoptic: dict[str, Any] | None = None,
+    weak: dict[str, Any] | None = None,
+    loss_normalization: str = "batch",
+    channels_last: bool = True,
+    weights_from_checkpoint: bool = False,
+) -> PanopticNet:
+    """Compose the network from plain arguments (one per constructor knob).
+
+    ``weights_from_checkpoint``: a trained network's weights are loaded next, so ``weights`` may be None with a
+    frozen backbone (see :func:`build_backbone`).
+    """
+    labels = LabelSpace(categories)
+    pan = _panoptic_settings(panoptic)
+    use_affinity = pan.pop("use_affinity", True)
+    affinity_norm = pan.pop("affinity_norm", "mass")
+    w = dict(weak or {})
+    _check_keys(w, {f.name for f in fields(WeakConfig)}, "model.weak")
+    w = WeakConfig(**w)
+    body = build_backbone(
+        backbone,
+        weights,
+        norm,
+        trainable_layers,
+        fpn_channels,
+        fpn_norm,
+        weights_from_checkpoint=weights_from_checkpoint,
+    )
+    rpn = build_rpn(
+        fpn_channels,
+        anchor_sizes,
+        aspect_ratios,
+        rpn_pre_nms_train,
+        rpn_post_nms_train,
+        rpn_pre_nms_test,
+        rpn_post_nms_test,
+        rpn_batch_size,
+    )
+    use_masks = pan.get("use_masks", True)
+    roi_heads = CascadeRoIHeads(
+        fpn_channels,
+        labels.num_things + 1,
+        representation=box_representation,
+        batch_size_per_image=roi_batch_size,
+        detections_per_img=detections_per_img,
+        mask_channels=mask_channels,
+        with_mask=use_masks,
+        canonical_scale=roi_canonical_scale,
+        mask_train_stage=mask_train_stage,
+    )
+    semantic = SemanticHead(fpn_channels, labels.num_semantic, semantic_channels)
+    affinity = DenseInstanceAffinity(fpn_channels, affinity_channels, affinity_norm) if use_affinity else None
+    panoptic_head = PanopticHead(labels, affinity, **pan)
+    stages = len(roi_heads.stages)
+    cls2box = (
+        Cls2Box(box_representation, labels.num_things, stages, w.cls2box_proposals)
+        if w.cls2box and labels.num_things
+        else None
+    )
+    box2mask = Box2Mask(w.box2mask_warmup, w.box2mask_pairwise, w.box2mask_rois) if w.box2mask else None
+    cls2pixel = None
+    if w.cls2pixel:
+        cls2pixel = Cls2Pixel(
+            semantic_channels,
+            labels.num_classes,
+            labels.stuff_semantic,
+            w.cls2pixel_weight,
+            w.cls2pixel_warmup,
+            w.cls2pixel_gate,
+            w.cls2pixel_pseudo,
+            w.cls2pixel_energy,
+            w.cls2pixel_tag_consistency,
+            SEMANTIC_STRIDE,
+        )
+    relation = None
+    if w.relation:
+        relation = RelationReasoning(
+            box_representation,
+            semantic_channels,
+            labels.num_things + 1,
+            labels.num_semantic,
+            labels.region_semantic,  # stuff nodes: the stuff classes, or the background
+            w.relation_width,
+            w.relation_layers,
+            w.relation_rois,
+            w.relation_seg_weight,
+            SEMANTIC_STRIDE,
+        )
+    return PanopticNet(
+        body,
+        rpn,
+        roi_heads,
+        semantic,
+        panoptic_head,
+        labels,
+        cls2box,
+        box2mask,
+        cls2pixel,
+        relation,
+        semantic_loss_weight,
+        loss_normalization,
+        channels_last=channels_last,
+    )

@@ -1,0 +1,51 @@
+"""Real COCO images end to end: two sizes in one batch, 133 categories, training, prediction and evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from cqbnet.cli.main import main
+from helpers import tiny_model_config
+
+
+def test_coco_samples_train_predict_and_evaluate_at_native_sizes(coco_sample, tmp_path, capsys):
+    """The two COCO val images (640 x 427 and 640 x 360) as one batch of training data, at their own sizes."""
+    sample = {
+        "json": str(coco_sample / "panoptic_examples.json"),
+        "png": str(coco_sample / "panoptic_examples"),
+        "images": str(coco_sample / "input_images"),
+    }
+    data = {f"{split}_{k}": v for split in ("train", "val") for k, v in sample.items()}
+    data["categories"] = str(coco_sample / "panoptic_coco_categories.json")
+    data["flip"] = False
+    model = tiny_model_config()
+    model["anchor_sizes"] = [32, 64, 128, 256, 512]
+    model["panoptic"] = {**model["panoptic"], "min_thing_area": 16, "min_stuff_area": 256}
+    cfg = {
+        "data": data,
+        "model": model,
+        "solver": {"max_iter": 3, "batch_size": 2, "base_lr": 0.005, "warmup_iters": 1, "steps": [2]},
+        "train": {"checkpoint_period": 3, "eval_period": 3, "log_period": 1},
+    }
+    path = tmp_path / "coco.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--quiet", "--device", "cpu"]) == 0
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in log if "loss" in r] == [1, 2, 3]
+    pred = tmp_path / "pred"
+    ck = str(tmp_path / "run" / "model_final.pth")
+    assert (
+        main(["predict", "--checkpoint", ck, "--images", sample["images"], "--out", str(pred), "--device", "cpu"]) == 0
+    )
+    written = json.loads((pred / "panoptic_pred.json").read_text())
+    assert len(written["annotations"]) == 2
+    capsys.readouterr()
+    gt = ["--gt-json", sample["json"], "--gt-dir", sample["png"], "--categories", data["categories"]]
+    code = main(
+        ["evaluate", *gt, "--checkpoint", ck, "--image-dir", sample["images"], "--out", str(tmp_path / "m.json")]
+    )
+    assert code == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["num_images"] == 2 and 0.0 <= metrics["All"]["pq"] <= 1.0
