@@ -100,7 +100,7 @@ def report(rows: list[dict[str, Any]], cfg_path: Path) -> str:
         "",
         "Class accuracy: of the ground-truth things (first 100 val scenes) that have a detection at IoU >= 0.5, the "
         "share whose best such detection has the right class (`benchmarks/detector_diagnostics.py`; chance 1/6 = "
-        "16.7%; the fully supervised recipe reaches 57% at 1000 iterations).",
+        "16.7%).",
         "",
         "Version: the network's training when the run was made; "
         + "; ".join(f"{v}: {text}" for v, text in VERSIONS.items())
