@@ -310,6 +310,8 @@ def _check_box_ids(boxes: list, path: Path) -> None:
     seen: dict[int, int] = {}
     for e in boxes:
         if isinstance(e, dict) and "id" in e:
+            if not isinstance(e["id"], int) or isinstance(e["id"], bool):
+                raise InputError(f"{where(path, e.get('image_id'))}box id must be an integer, got {e['id']!r}")
             if e["id"] in seen:
                 raise InputError(f"{where(path, e.get('image_id'))}duplicate box id {e['id']!r}")
             seen[e["id"]] = 1
