@@ -87,6 +87,11 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, params: list[int] | No
 OUTPUT_MARK = ".cqbnet-output"  # in every folder cqbnet builds: such a folder, and only such, it may replace
 
 
+def _mark(folder: Path) -> None:
+    """Mark a folder as written by cqbnet (see ``OUTPUT_MARK``)."""
+    (folder / OUTPUT_MARK).write_text("written by cqbnet\n")
+
+
 def check_output_dir(path: str | os.PathLike, inputs=(), overwrite: bool = False) -> None:
     """Refuse an output folder that is or holds one of ``inputs``, that is a file, that cannot be written, or
     that holds files cqbnet did not write (unless ``overwrite``): replacing it would lose them."""
@@ -113,18 +118,6 @@ def check_output_dir(path: str | os.PathLike, inputs=(), overwrite: bool = False
         raise InputError(f"{path}: cannot write there ({parent} is not a writable folder)")
 
 
-def check_output_file(path: str | os.PathLike) -> None:
-    """Refuse an output file that is a folder or whose folder cannot be made or written."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give a file name")
-    parent = path.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: cannot write there ({parent} is not a writable folder)")
-
-
 def start_output_dir(path: str | os.PathLike, inputs=(), overwrite: bool = False) -> Path:
     """An output folder that a long command fills as it goes (the demo): checked as :func:`check_output_dir`,
     emptied of what an earlier run of cqbnet left there (so nothing stale looks current), and marked."""
@@ -134,7 +127,7 @@ def start_output_dir(path: str | os.PathLike, inputs=(), overwrite: bool = False
         for child in path.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     path.mkdir(parents=True, exist_ok=True)
-    (path / OUTPUT_MARK).write_text("written by cqbnet\n")
+    _mark(path)
     return path
 
 
@@ -161,7 +154,7 @@ def atomic_directory(path: str | os.PathLike, inputs=(), overwrite: bool = False
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
-        (tmp / OUTPUT_MARK).write_text("written by cqbnet\n")
+        _mark(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / "x")

@@ -397,31 +397,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _at_least(low: int):
-    """An argparse type: an integer of at least ``low``."""
+def _at_least(low: float, cast=int):
+    """An argparse type: an integer (or, with ``cast=float``, a finite number) of at least ``low``."""
+    what = "an integer" if cast is int else "a number"
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text)
+            value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if cast is float and (not math.isfinite(value) or value < low):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number of at least {low:g}")
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is below {low}")
-        return value
-
-    return parse
-
-
-def _number_at_least(low: float):
-    """An argparse type: a finite number of at least ``low``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value) or value < low:
-            raise argparse.ArgumentTypeError(f"{text} must be a finite number of at least {low:g}")
         return value
 
     return parse
@@ -437,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-train", type=_at_least(0), default=2000)
     d.add_argument("--num-val", type=_at_least(0), default=300)
     d.add_argument(
-        "--budget", type=_number_at_least(0.0), default=0.45, help="annotation budget for the planner (full labels = 1)"
+        "--budget", type=_at_least(0.0, float), default=0.45, help="annotation budget for the planner (full labels = 1)"
     )
     d.add_argument("--ratio", help="a labelling plan to use instead of planning, e.g. P=0.29,I=0.355,B=0.29,S=0.065")
     d.add_argument("--train-iters", type=_at_least(0), default=400, help="training iterations (0: skip training)")
@@ -453,8 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_at_least(0), default=0)
     s.add_argument("--size", type=_at_least(16), default=128)
     s.add_argument("--max-instances", type=_at_least(0), default=10)
-    s.add_argument("--min-size", type=_number_at_least(1.0), default=10.0)
-    s.add_argument("--max-size", type=_number_at_least(1.0), default=56.0)
+    s.add_argument("--min-size", type=_at_least(1.0, float), default=10.0)
+    s.add_argument("--max-size", type=_at_least(1.0, float), default=56.0)
     s.add_argument(
         "--preset",
         choices=("realistic", "camouflage"),
@@ -506,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--objective", choices=["product", "additive"], default="product", help="f1: Eq. 9 or a sum")
     pl.add_argument("--thing-share", type=float, help="r_th of Eq. 4 (default: from --data, or 80/133 for COCO)")
     pl.add_argument("--budget", type=float, help="recommend the best plan costing at most this (full = 1)")
-    pl.add_argument("--quality-target", type=_number_at_least(0.0), help="recommend the cheapest plan reaching this f1")
+    pl.add_argument("--quality-target", type=_at_least(0.0, float), help="recommend the cheapest plan reaching this f1")
     pl.add_argument("--min-full", type=float, help="minimum share of fully labelled images (rho_P)")
     pl.add_argument("--min", dest="minimum", help="minimum shares, e.g. P=0.1,S=0.05")
     pl.add_argument("--cap", help="maximum shares, e.g. B=0.3,S=0.2")

@@ -157,6 +157,7 @@ MINIMUM = {
     "pilot.rho_P": 0,
     "pilot.points_per_segment": 1,
 }
+POSITIVE = {"solver.base_lr", "solver.gamma"}  # of those, the ones that must lie above their minimum
 
 
 def _kind(value: Any) -> str:
@@ -201,8 +202,8 @@ def _check_value(key: str, value: Any, default: Any, source: str) -> None:
         for v in items:
             if not isinstance(v, numbers) or isinstance(v, bool):
                 raise InputError(f"{source}: {key} must be a number, got {v!r}")
-            if v < low or (low == 0 and key in ("solver.base_lr", "solver.gamma") and v == 0):
-                bound = "above 0" if low == 0 and key in ("solver.base_lr", "solver.gamma") else f"at least {low}"
+            if v < low or (key in POSITIVE and v == low):
+                bound = f"above {low}" if key in POSITIVE else f"at least {low}"
                 raise InputError(f"{source}: {key} must be {bound}, got {v!r}")
 
 

@@ -149,7 +149,7 @@ def build_panoptic_net(
     panoptic_head = PanopticHead(labels, affinity, **pan)
     stages = len(roi_heads.stages)
     cls2box = (
-        Cls2Box(box_representation, labels.num_things, stages, w.cls2box_proposals)
+        Cls2Box(box_representation, labels.thing_semantic, stages, w.cls2box_proposals)
         if w.cls2box and labels.num_things
         else None
     )

@@ -101,9 +101,6 @@ class PanopticNet(nn.Module):
         self.size_divisible = size_divisible
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(3, 1, 1), persistent=False)
-        self.register_buffer(
-            "_thing_semantic", torch.tensor(labels.thing_semantic, dtype=torch.int64), persistent=False
-        )
         # NHWC activations and weights: MobileNetV2-FPN's forward and backward on CPU take about 18% less time
         # (benchmarks/step_profile.md); every result is the same up to float rounding
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -203,7 +200,7 @@ class PanopticNet(nn.Module):
         losses["loss_semantic"] = self.semantic_loss_weight * self.semantic_head.loss(batch.sem_logits, semantic)
         losses["loss_panoptic"] = batch.sem_logits.sum() * 0.0  # its place among the losses; computed last
         if self.cls2box is not None:
-            losses["loss_cls2box"] = self.cls2box.loss(batch, self.rpn, self.roi_heads, self._thing_semantic)
+            losses["loss_cls2box"] = self.cls2box.loss(batch, self.rpn, self.roi_heads)
         if self.cls2pixel is not None:
             losses["loss_cls2pixel"] = self.cls2pixel.loss(batch, ignore)
         if self.box2mask is not None and self.roi_heads.with_mask:

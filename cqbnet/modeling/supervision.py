@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
 FULL_LABELS = frozenset({"P"})  # the kinds of an image from a plain panoptic dataset
@@ -21,6 +21,11 @@ FULL_LABELS = frozenset({"P"})  # the kinds of an image from a plain panoptic da
 # batch's images that carry its label, so the batch's loss is the mean over images of what each one can teach
 # (L = 1/N sum_i L_i); "labelled" takes each loss as a mean over the images that carry it, whatever their share
 LOSS_NORMALIZATIONS = ("batch", "labelled")
+
+
+def zero_loss(module: nn.Module) -> Tensor:
+    """A zero connected to ``module``'s parameters (so DDP sees them used when a batch has no image for them)."""
+    return sum(p.sum() for p in module.parameters()) * 0.0
 
 
 def _boxes(t: dict[str, Any]) -> int:
@@ -71,8 +76,7 @@ class TrainingBatch:
 
     def sub(self, idx: list[int]) -> tuple[ImageList, dict[str, Tensor]]:
         """The padded images and FPN features of the images ``idx``."""
-        sizes = [self.image_list.image_sizes[i] for i in idx]
-        return ImageList(self.image_list.tensors[idx], sizes), {k: v[idx] for k, v in self.features.items()}
+        return ImageList(self.image_list.tensors[idx], self.sizes(idx)), {k: v[idx] for k, v in self.features.items()}
 
     def sizes(self, idx: list[int]) -> list[tuple[int, int]]:
         return [self.image_list.image_sizes[i] for i in idx]
@@ -87,4 +91,5 @@ def normalise(losses: dict[str, Tensor], batch: TrainingBatch, mode: str) -> dic
     if mode == "labelled":
         return losses
     n = len(batch.targets)
-    return {k: v * (len(batch.images_for(loss_group(k))) / n) for k, v in losses.items()}
+    share = {group: len(batch.images_for(group)) / n for group in LOSS_IMAGES}
+    return {k: v * share[loss_group(k)] for k, v in losses.items()}

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou, roi_align
 
+from cqbnet.modeling.supervision import zero_loss
 from cqbnet.weak.pairwise import (
     PAIRWISE_DILATION,
     PAIRWISE_POOL,
@@ -142,7 +143,7 @@ class Box2Mask(nn.Module):
         mask head."""
         idx = batch.images_for("loss_box2mask")
         if not idx:
-            return sum(p.sum() for p in roi_heads.mask_predictor.parameters()) * 0.0
+            return zero_loss(roi_heads.mask_predictor)
         rois, boxes, labels = [], [], []
         for i in idx:
             gt = batch.gt_boxes[i]

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cqbnet.modeling.supervision import zero_loss
+
 EPS = 1e-6
 
 
@@ -65,22 +67,23 @@ class Cls2Box(nn.Module):
     lambda_i the stages' loss weights.
     """
 
-    def __init__(self, representation: int, num_things: int, num_stages: int, proposals: int = 100):
+    def __init__(self, representation: int, thing_semantic: list[int], num_stages: int, proposals: int = 100):
         super().__init__()
-        self.mid_heads = nn.ModuleList(MIDHead(representation, num_things) for _ in range(num_stages))
+        self.mid_heads = nn.ModuleList(MIDHead(representation, len(thing_semantic)) for _ in range(num_stages))
         self.proposals = proposals
+        # the semantic index (of the tags) of each detector label
+        self.register_buffer("thing_semantic", torch.tensor(thing_semantic, dtype=torch.int64), persistent=False)
 
-    def loss(self, batch, rpn, roi_heads, thing_semantic: Tensor) -> Tensor:
-        """L_C2B of ``batch`` (a :class:`~cqbnet.modeling.supervision.TrainingBatch`); ``thing_semantic`` (T,):
-        the semantic index of each detector label."""
-        total = sum(p.sum() for p in self.parameters()) * 0.0
+    def loss(self, batch, rpn, roi_heads) -> Tensor:
+        """L_C2B of ``batch`` (a :class:`~cqbnet.modeling.supervision.TrainingBatch`)."""
+        total = zero_loss(self)
         idx = batch.images_for("loss_cls2box")
         if not idx:
             return total
         images, feats = batch.sub(idx)
         boxes = [p[: self.proposals] for p in rpn.proposals(images, feats)]
         counts = [len(b) for b in boxes]
-        tags = torch.stack([batch.targets[i]["tags"][thing_semantic] for i in idx])  # (n, T)
+        tags = torch.stack([batch.targets[i]["tags"][self.thing_semantic] for i in idx])  # (n, T)
         for stage, mid_head, weight in zip(roi_heads.stages, self.mid_heads, roi_heads.stage_weights):
             x = stage.head(roi_heads.box_roi_pool(feats, boxes, images.image_sizes))  # (R, representation)
             logits, deltas = stage.predictor(x)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from cqbnet.data.dataset import IGNORE_INDEX
 from cqbnet.modeling.padding import grid_cells, valid_cells
+from cqbnet.modeling.supervision import zero_loss
 from cqbnet.weak.box2mask import ramp_weight
 from cqbnet.weak.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
 
@@ -226,13 +227,12 @@ class Cls2Pixel(nn.Module):
 
     def _valid(self, batch, idx: list[int]) -> Tensor:
         """(n, 1, h, w): each image's own cells on the semantic grid."""
-        sizes = [batch.images[i].shape[-2:] for i in idx]
-        return valid_cells(sizes, self.stride, batch.sem_features.shape[-2:], batch.sem_features.device)
+        return valid_cells(batch.sizes(idx), self.stride, batch.sem_features.shape[-2:], batch.sem_features.device)
 
     def loss(self, batch, ignore_index: int) -> Tensor:
         """beta L_C2P of ``batch`` (a :class:`~cqbnet.modeling.supervision.TrainingBatch`); the gate scores the
         pseudo labels of its panoptic images first (``ignore_index``: unlabelled pixels of their maps)."""
-        zero = sum(p.sum() for p in self.parameters()) * 0.0
+        zero = zero_loss(self)
         full = batch.images_for("loss_panoptic")
         if full and self.gate.enabled and self.pseudo:
             self._score_pseudo_labels(batch, full, ignore_index)
