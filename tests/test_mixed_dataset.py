@@ -154,9 +154,10 @@ def test_each_kind_gets_its_own_losses(mixed):
         assert x["loss_cls2pixel"] == 0 and x["loss_cls2box"] == 0
     model.iteration = 0
     i = losses("I")
-    assert i["loss_cls2box"] > 0  # tags teach detection through Cls2Box
+    assert i["loss_cls2box"] == 0  # L_C2B ramps in from 0
     assert i["loss_cls2pixel"] > 0  # and stuff pixels through Cls2Pixel: L_cls from the start,
     model.iteration = 10**6
+    assert losses("I")["loss_cls2box"] > 0  # after the warm-up tags teach detection through Cls2Box
     gated = losses("I")["loss_cls2pixel"]
     assert gated > i["loss_cls2pixel"]  # energy and tag consistency after the warm-up
     assert model.cls2pixel.gate.precision is None and not model.cls2pixel.gate.is_open()  # no panoptic image scored yet
@@ -180,7 +181,7 @@ def test_each_kind_gets_its_own_losses(mixed):
     losses("P")  # a panoptic batch scores the pseudo labels against its semantic maps
     assert model.cls2pixel.gate.precision is not None
     model.iteration = 0
-    assert all(v == 0 for k, v in i.items() if k not in ("loss_cls2box", "loss_cls2pixel"))
+    assert all(v == 0 for k, v in i.items() if k != "loss_cls2pixel")
     assert losses("B+I")["loss_cls2pixel"] > 0 and losses("B+I")["loss_cls2box"] == 0  # paper 001's mix
     assert b["loss_cls2box"] == 0 and losses("P")["loss_cls2box"] == 0
     p = losses("P")

@@ -162,6 +162,7 @@ def test_weak_losses_and_panoptic_loss_reach_what_they_should(dataset):
     torch.manual_seed(0)
     model = build_panoptic_net(dataset.categories, **TINY).train()
     model.panoptic_head.train_score_thresh = 0.0  # an untrained detector's scores are below 0.3: keep its detections
+    model.iteration = 10**6  # past L_C2B's warm-up
     b = batch(dataset, 3)
     targets = [dict(t) for _, t in b]
     for t in targets[1:]:

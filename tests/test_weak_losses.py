@@ -134,6 +134,67 @@ def test_cls2box_trains_the_mid_head():
     assert loss.item() < first / 4
 
 
+def test_pseudo_boxes_label_the_proposals_near_the_top_ranked_one_of_each_present_class():
+    from cqbnet.weak.cls2box import pseudo_box_targets
+
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 10, 10], [50, 50, 60, 60], [51, 50, 60, 61], [30, 0, 40, 9.0]])
+    ranking = torch.tensor([[0.9, 0.0, 0.1], [0.2, 0.0, 0.1], [0.1, 0.0, 0.8], [0.0, 0.0, 0.3], [0.0, 0.0, 0.0]])
+    labels, pick = pseudo_box_targets(boxes, ranking, torch.tensor([1.0, 0.0, 1.0]), iou=0.5)
+    assert labels.tolist() == [1, 1, 3, 3, 0]  # detector labels: 0 none, c + 1 class c; class 1 is not tagged
+    assert pick.tolist() == [0, 0, 2, 2, -1]
+    labels, pick = pseudo_box_targets(boxes, ranking, torch.zeros(3), iou=0.5)
+    assert labels.tolist() == [0] * 5 and pick.tolist() == [-1] * 5
+
+
+def test_pseudo_loss_credits_only_the_pseudo_boxes_and_blames_the_absent_classes_worst_proposal():
+    from cqbnet.weak.cls2box import pseudo_loss
+
+    logits = torch.zeros(4, 4, requires_grad=True)  # 4 proposals, background + 3 classes
+    with torch.no_grad():
+        logits[3, 2] = 3.0  # proposal 3 is sure of class 1, which the tags say is absent
+        logits[1, 3] = 2.0  # proposal 1 gives absent class 2 its highest probability
+    labels = torch.tensor([1, 1, 0, 0])  # proposals 0 and 1 near the pseudo box (proposal 0) of class 0
+    pick = torch.tensor([0, 0, -1, -1])
+    loss = pseudo_loss(logits, labels, pick, torch.tensor([1.0, 0.0, 0.0]))
+    loss.backward()
+    g = logits.grad
+    assert float(g[2].abs().sum()) == 0  # a proposal neither near a pseudo box nor the worst of an absent class
+    assert g[0, 1] < 0 and g[1, 1] < 0  # the pseudo box's class goes up (descent on -grad)
+    assert g[3, 2] > 0  # the absent class goes down where it is highest
+    assert g[1, 3] > 0  # so does class 2 where it is highest
+    sure = torch.zeros(4, 4)
+    sure[:2, 1] = 5.0
+    sure[2:, 0] = 5.0
+    assert pseudo_loss(sure, labels, pick, torch.tensor([1.0, 0.0, 0.0])) < loss.detach() / 5
+
+
+def test_cls2box_modes_differ_in_what_reaches_the_detector():
+    """The paper's L_C2B credits every proposal phi_MID weighs; the pseudo mode only the pseudo boxes' neighbours."""
+    from cqbnet.weak.cls2box import Cls2Box
+
+    torch.manual_seed(0)
+    c2b = Cls2Box(8, [0, 1], num_stages=1, mode="paper")
+    x = torch.randn(6, 8)
+    logits = torch.zeros(6, 3, requires_grad=True)
+    boxes = [
+        torch.tensor(
+            [[0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70], [80, 80, 90, 90.0]]
+        )
+    ]
+    tags = torch.tensor([[1.0, 1.0]])
+    c2b.stage_loss(c2b.mid_heads[0], x, logits, boxes, tags, 0.5).backward()
+    assert int((logits.grad.abs().sum(1) > 0).sum()) == 6
+    logits.grad = None
+    c2b.mode = "pseudo"
+    xp = x.clone().requires_grad_(True)
+    c2b.stage_loss(c2b.mid_heads[0], xp, logits, boxes, tags, 0.5).backward()
+    assert int((logits.grad.abs().sum(1) > 0).sum()) < 6
+    assert xp.grad is None  # the MID heads learn on detached features
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in c2b.mid_heads[0].parameters())
+    with pytest.raises(ValueError, match="cls2box mode"):
+        Cls2Box(8, [0, 1], num_stages=1, mode="oicr")
+
+
 def test_cams_and_classification_loss():
     from cqbnet.weak.cls2pixel import CAMClassifier, class_activation_maps, classification_loss
 

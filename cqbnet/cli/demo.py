@@ -68,6 +68,7 @@ def demo_config(data: Path, iterations: int, manifest: Path | None = None) -> di
         f"train.checkpoint_period={max(1, iterations // 4)}",
         f"model.weak.box2mask_warmup={max(1, iterations // 2)}",
         f"model.weak.cls2pixel_warmup={max(1, iterations // 2)}",
+        f"model.weak.cls2box_warmup={max(1, iterations // 2)}",
     ]
     if manifest is not None:
         overrides.append(f"data.manifest={manifest}")

@@ -36,6 +36,8 @@ class WeakConfig:
     box2mask_rois: int = 16  # RoIs per boxes-only image: its boxes, then proposals at IoU >= 0.5 with one of them
     cls2box: bool = True  # tags teach detection: WSDDN's MID head times the detector's scores (L_C2B)
     cls2box_proposals: int = 100  # proposals per tag image fed to the MID heads
+    cls2box_mode: str = "pseudo"  # "paper": L_C2B trains the detector; "pseudo": its pseudo boxes and absent tags do
+    cls2box_warmup: int = 10000  # iterations over which L_C2B ramps in
     cls2pixel: bool = True  # tags teach stuff pixels: CAM pseudo labels + classification + energy (L_C2P)
     cls2pixel_weight: float = 0.5  # beta of Eq. 3
     cls2pixel_warmup: int = 10000  # iterations over which L_pseudo and L_energy ramp in (L_cls from the start)
@@ -149,7 +151,9 @@ def build_panoptic_net(
     panoptic_head = PanopticHead(labels, affinity, **pan)
     stages = len(roi_heads.stages)
     cls2box = (
-        Cls2Box(box_representation, labels.thing_semantic, stages, w.cls2box_proposals)
+        Cls2Box(
+            box_representation, labels.thing_semantic, stages, w.cls2box_proposals, w.cls2box_mode, w.cls2box_warmup
+        )
         if w.cls2box and labels.num_things
         else None
     )
