@@ -3,9 +3,10 @@
 For a trained checkpoint with Cls2Box (``model.weak.cls2box``), on val scenes: the first 100 RPN proposals of
 each image go through every cascade stage as in training (:class:`cqbnet.weak.cls2box.Cls2Box`); for every thing
 class the image holds, the proposal that stage's phi_MID times detector probability ranks first is the one
-L_C2B credits most. Reported per stage: the share of those picks that overlap a ground-truth box of the class at
-IoU >= 0.5 (``hit``), against the share of all proposals that do (``chance``: a pick at random), and the mean
-foreground probability the detector gives the picks.
+L_C2B credits most (``cls2box_mode: pseudo`` takes its pseudo boxes from the last stage's picks). Reported per
+stage: the share of those picks that overlap a ground-truth box of the class at IoU >= 0.5 (``hit``;
+``detector_only_hit`` when the detector's probability alone ranks), against the share of all proposals that do
+(``chance``: a pick at random), and the mean foreground probability the detector gives the picks.
 
 Usage: ``python benchmarks/cls2box_diagnostics.py RUN/model_final.pth DATA [--images 100]``; prints JSON.
 """
@@ -34,6 +35,7 @@ def diagnose(checkpoint: Path, data: Path, images: int = 100) -> dict:
     heads = model.roi_heads
     stages = len(heads.stages)
     hit, chance, fg, picks = [0.0] * stages, [0.0] * stages, [0.0] * stages, 0
+    det_hit = [0.0] * stages  # the same, ranked by the detector's probability alone
     for n in range(min(images, len(val))):
         image, t = to_tensors(*val[n])
         image_list, features, _, _ = model._shared_features([image])
@@ -53,6 +55,7 @@ def diagnose(checkpoint: Path, data: Path, images: int = 100) -> dict:
                 iou = box_iou(boxes[0], gt).amax(1)  # (R,)
                 j = int(score[:, det_label[c]].argmax())
                 hit[k] += float(iou[j] >= 0.5)
+                det_hit[k] += float(iou[int(probs[:, 1 + det_label[c]].argmax())] >= 0.5)
                 chance[k] += float((iou >= 0.5).float().mean())
                 fg[k] += float(1 - probs[j, 0])
                 picks += k == 0
@@ -64,6 +67,7 @@ def diagnose(checkpoint: Path, data: Path, images: int = 100) -> dict:
             {
                 "stage": k,
                 "hit": hit[k] / max(picks, 1),
+                "detector_only_hit": det_hit[k] / max(picks, 1),
                 "chance": chance[k] / max(picks, 1),
                 "fg_prob": fg[k] / max(picks, 1),
             }

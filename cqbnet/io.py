@@ -111,7 +111,20 @@ def check_output_dir(path: str | os.PathLike, inputs=(), overwrite: bool = False
                 f"{path}: exists and holds files cqbnet did not write; choose another --out, or give --overwrite "
                 "to replace it"
             )
-    parent = out.parent
+    parent = out.parent  # the new folder is built beside the old one
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write there ({parent} is not a writable folder)")
+
+
+def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: a file where a folder is wanted (``folder``) or
+    a folder where a file is, a file among its parents, or a nearest existing parent that is not writable."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise InputError(f"{path}: exists and is {'not ' if folder else ''}a folder; choose another output")
+    parent = path.resolve() if folder and path.exists() else path.resolve().parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):

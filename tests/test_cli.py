@@ -172,6 +172,13 @@ def test_failed_simulation_leaves_nothing(tmp_path, capsys, synth):
         (["evaluate", "--gt-json", "{t}/x.json", "--pred-json", "{t}/x.json", "--workers", "-3"], "-3 is below 1"),
         (["labels", "simulate", "--data", "{d}", "--ratio", "P=1", "--out", "{d}"], "would replace the input"),
         (["labels", "simulate", "--data", "{d}", "--ratio", "P=1", "--out", "{t}/other"], "cqbnet did not write"),
+        # an output that cannot be written is refused before any work (here: before reading the missing inputs)
+        (["evaluate", "--gt-json", "{t}/x.json", "--pred-json", "{t}/x.json", "--out", "{t}/other"], "is a folder"),
+        (
+            ["evaluate", "--gt-json", "{t}/x.json", "--pred-json", "{t}/x.json", "--out", "{t}/free.yaml/m.json"],
+            "cannot write there",
+        ),
+        (["plan", "--pilot", "{t}/missing.csv", "--out", "{t}/free.yaml"], "exists and is not a folder"),
     ],
 )
 def test_bad_numbers_and_outputs_exit_2_one_line(tmp_path, capsys, synth, argv, msg):

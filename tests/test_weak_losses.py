@@ -134,16 +134,20 @@ def test_cls2box_trains_the_mid_head():
     assert loss.item() < first / 4
 
 
-def test_pseudo_boxes_label_the_proposals_near_the_top_ranked_one_of_each_present_class():
-    from cqbnet.weak.cls2box import pseudo_box_targets
+def test_pseudo_boxes_are_the_top_ranked_box_of_each_present_class_and_label_their_neighbours():
+    from cqbnet.weak.cls2box import pseudo_box_targets, pseudo_boxes
 
     boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 10, 10], [50, 50, 60, 60], [51, 50, 60, 61], [30, 0, 40, 9.0]])
     ranking = torch.tensor([[0.9, 0.0, 0.1], [0.2, 0.0, 0.1], [0.1, 0.0, 0.8], [0.0, 0.0, 0.3], [0.0, 0.0, 0.0]])
-    labels, pick = pseudo_box_targets(boxes, ranking, torch.tensor([1.0, 0.0, 1.0]), iou=0.5)
+    pseudo, classes, picks = pseudo_boxes(boxes, ranking, torch.tensor([1.0, 0.0, 1.0]))
+    assert classes.tolist() == [0, 2] and picks.tolist() == [0, 2] and torch.equal(pseudo, boxes[[0, 2]])
+    labels, which = pseudo_box_targets(boxes, pseudo, classes, iou=0.5)
     assert labels.tolist() == [1, 1, 3, 3, 0]  # detector labels: 0 none, c + 1 class c; class 1 is not tagged
-    assert pick.tolist() == [0, 0, 2, 2, -1]
-    labels, pick = pseudo_box_targets(boxes, ranking, torch.zeros(3), iou=0.5)
-    assert labels.tolist() == [0] * 5 and pick.tolist() == [-1] * 5
+    assert which.tolist() == [0, 0, 1, 1, -1]
+    assert pseudo_box_targets(boxes, pseudo, classes, iou=0.95)[0].tolist() == [1, 0, 3, 0, 0]
+    pseudo, classes, picks = pseudo_boxes(boxes, ranking, torch.zeros(3))
+    assert len(pseudo) == len(classes) == len(picks) == 0
+    assert pseudo_box_targets(boxes, pseudo, classes, iou=0.5)[0].tolist() == [0] * 5
 
 
 def test_pseudo_loss_credits_only_the_pseudo_boxes_and_blames_the_absent_classes_worst_proposal():
@@ -153,9 +157,10 @@ def test_pseudo_loss_credits_only_the_pseudo_boxes_and_blames_the_absent_classes
     with torch.no_grad():
         logits[3, 2] = 3.0  # proposal 3 is sure of class 1, which the tags say is absent
         logits[1, 3] = 2.0  # proposal 1 gives absent class 2 its highest probability
-    labels = torch.tensor([1, 1, 0, 0])  # proposals 0 and 1 near the pseudo box (proposal 0) of class 0
-    pick = torch.tensor([0, 0, -1, -1])
-    loss = pseudo_loss(logits, labels, pick, torch.tensor([1.0, 0.0, 0.0]))
+    labels = torch.tensor([1, 1, 0, 0])  # proposals 0 and 1 near the pseudo box of class 0
+    weights = torch.tensor([0.8, 0.8, 0.0, 0.0])
+    tags = torch.tensor([1.0, 0.0, 0.0])
+    loss = pseudo_loss(logits, labels, weights, tags)
     loss.backward()
     g = logits.grad
     assert float(g[2].abs().sum()) == 0  # a proposal neither near a pseudo box nor the worst of an absent class
@@ -165,16 +170,21 @@ def test_pseudo_loss_credits_only_the_pseudo_boxes_and_blames_the_absent_classes
     sure = torch.zeros(4, 4)
     sure[:2, 1] = 5.0
     sure[2:, 0] = 5.0
-    assert pseudo_loss(sure, labels, pick, torch.tensor([1.0, 0.0, 0.0])) < loss.detach() / 5
+    assert pseudo_loss(sure, labels, weights, tags) < loss.detach() / 5
+    half = pseudo_loss(logits.detach(), labels, weights / 2, torch.ones(3))  # no absent class: the CE alone
+    assert half == pytest.approx(pseudo_loss(logits.detach(), labels, weights, torch.ones(3)).item() / 2)
 
 
 def test_cls2box_modes_differ_in_what_reaches_the_detector():
-    """The paper's L_C2B credits every proposal phi_MID weighs; the pseudo mode only the pseudo boxes' neighbours."""
-    from cqbnet.weak.cls2box import Cls2Box
+    """The paper's L_C2B credits every proposal phi_MID weighs; the pseudo mode only the pseudo boxes' neighbours
+    (and the worst proposal of each absent class), and its MID heads learn on detached inputs."""
+    from types import SimpleNamespace
+
+    from cqbnet.weak.cls2box import Cls2Box, cls2box_loss
 
     torch.manual_seed(0)
-    c2b = Cls2Box(8, [0, 1], num_stages=1, mode="paper")
-    x = torch.randn(6, 8)
+    c2b = Cls2Box(8, [0, 1], num_stages=1)
+    x = torch.randn(6, 8, requires_grad=True)
     logits = torch.zeros(6, 3, requires_grad=True)
     boxes = [
         torch.tensor(
@@ -182,14 +192,14 @@ def test_cls2box_modes_differ_in_what_reaches_the_detector():
         )
     ]
     tags = torch.tensor([[1.0, 1.0]])
-    c2b.stage_loss(c2b.mid_heads[0], x, logits, boxes, tags, 0.5).backward()
+    mids = c2b.mid_heads[0](x, [6])
+    cls2box_loss(mids, tags, [torch.softmax(logits, 1)[:, 1:]]).backward()  # the paper's form
     assert int((logits.grad.abs().sum(1) > 0).sum()) == 6
-    logits.grad = None
-    c2b.mode = "pseudo"
-    xp = x.clone().requires_grad_(True)
-    c2b.stage_loss(c2b.mid_heads[0], xp, logits, boxes, tags, 0.5).backward()
-    assert int((logits.grad.abs().sum(1) > 0).sum()) < 6
-    assert xp.grad is None  # the MID heads learn on detached features
+    logits.grad = x.grad = None
+    heads = SimpleNamespace(stages=[SimpleNamespace(matcher=SimpleNamespace(high_threshold=0.5))], stage_weights=(1.0,))
+    c2b.pseudo_box_loss([(x, logits, boxes)], boxes, [6], tags, heads).backward()
+    assert 0 < int((logits.grad.abs().sum(1) > 0).sum()) < 6
+    assert x.grad is None  # the MID heads learn on detached features
     assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in c2b.mid_heads[0].parameters())
     with pytest.raises(ValueError, match="cls2box mode"):
         Cls2Box(8, [0, 1], num_stages=1, mode="oicr")

@@ -139,8 +139,10 @@ def cmd_show(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from cqbnet.evaluation.panoptic_quality import evaluate_panoptic_files
-    from cqbnet.io import write_json
+    from cqbnet.io import check_writable, write_json
 
+    if args.out:
+        check_writable(args.out)
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit {args.limit}: give a number of images of at least 1")
     if args.workers is not None and args.workers < 1:
@@ -182,7 +184,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from cqbnet.io import write_json
+    from cqbnet.io import check_writable, write_json
     from cqbnet.labels.kinds import KINDS
     from cqbnet.planner.pilot_table import load_pilot_table, regression_samples
     from cqbnet.planner.plan import make_plan
@@ -191,6 +193,7 @@ def cmd_plan(args) -> int:
     from cqbnet.planner.search import Constraints, parse_kinds, parse_shares
     from cqbnet.visualization.pareto_plot import plot_plan
 
+    check_writable(args.out, folder=True)
     costs = _costs(args)
     gt = None
     if args.data or args.gt_json:

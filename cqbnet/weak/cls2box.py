@@ -11,8 +11,9 @@ ranks high, mostly background early on, and learn to call background an object. 
 default) keeps phi_MID x detector as the ranking but lets tags reach the detector only through two targets
 a tag can vouch for:
 
-* a present class: the proposal ranked first is a pseudo box (OICR, Tang et al. 2017); the proposals at the
-  stage's IoU with it are trained as that class, each weighed by the detector's own probability of the pick;
+* a present class: the box ranked first, taken as at test (the last stage's refined boxes ranked by the
+  stages' mean probability times their mean phi_MID), is a pseudo box (OICR, Tang et al. 2017); each stage's
+  proposals at the stage's IoU with it are trained as that class, weighed by the detector's confidence in it;
 * an absent class: no proposal is of it (the negative bag of multiple-instance learning), a binary
   cross-entropy on the highest probability any proposal gives it.
 
@@ -72,47 +73,53 @@ def cls2box_loss(mids: list[Tensor], tags: Tensor, detector_probs: list[Tensor] 
     return torch.stack(losses).mean()
 
 
-def pseudo_box_targets(boxes: Tensor, ranking: Tensor, tags: Tensor, iou: float) -> tuple[Tensor, Tensor]:
-    """OICR's pseudo labels for one image: (labels (R,), pick (R,)) from proposals (R, 4) and ranking (R, C).
+def pseudo_boxes(boxes: Tensor, ranking: Tensor, tags: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """OICR's pseudo ground truth of one image: the top-ranked box of each present class.
 
-    For each present class c (``tags`` (C,) in {0, 1}) the proposal ranking first is the pseudo box; a proposal
-    at IoU >= ``iou`` with it gets label c + 1 (0: none) and ``pick`` the index of that pseudo box (-1: none).
-    A proposal near the pseudo boxes of two classes takes the one it overlaps most.
+    boxes (R, 4) and ranking (R, C) of the same proposals, tags (C,) in {0, 1}. Returns the pseudo boxes (P, 4),
+    their classes (P,) and the index (P,) of the proposal each one is.
     """
-    labels = torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
-    pick = torch.full_like(labels, -1)
     present = tags.nonzero().flatten()
     if len(present) == 0 or len(boxes) == 0:
-        return labels, pick
-    top = ranking[:, present].argmax(0)  # (P,) one pseudo box per present class
-    overlap = box_iou(boxes, boxes[top])  # (R, P)
-    best, which = overlap.max(1)
+        empty = torch.zeros(0, dtype=torch.int64, device=boxes.device)
+        return boxes.new_zeros(0, 4), empty, empty
+    top = ranking[:, present].argmax(0)  # (P,)
+    return boxes[top], present, top
+
+
+def pseudo_box_targets(boxes: Tensor, pseudo: Tensor, classes: Tensor, iou: float) -> tuple[Tensor, Tensor]:
+    """Labels (R,) of proposals (R, 4) from pseudo boxes (P, 4) of ``classes`` (P,): class + 1 at IoU >= ``iou``
+    with one (the one overlapped most), 0 elsewhere; and the index (R,) of that pseudo box (-1: none)."""
+    labels = torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
+    which = torch.full_like(labels, -1)
+    if len(pseudo) == 0 or len(boxes) == 0:
+        return labels, which
+    best, k = box_iou(boxes, pseudo).max(1)  # (R,)
     near = best >= iou
-    labels[near] = present[which[near]] + 1
-    pick[near] = top[which[near]]
-    return labels, pick
+    labels[near] = classes[k[near]] + 1
+    which[near] = k[near]
+    return labels, which
 
 
-def pseudo_loss(logits: Tensor, labels: Tensor, pick: Tensor, tags: Tensor) -> Tensor:
+def pseudo_loss(logits: Tensor, labels: Tensor, weights: Tensor, tags: Tensor) -> Tensor:
     """Tags on one image's detector logits (R, 1 + C): pseudo-box cross-entropy plus the absent classes' negative bag.
 
-    The cross-entropy of each labelled proposal is weighed by the (detached) probability the detector gives its
-    pseudo box's class at the pseudo box; the negative bag is BCE(max_r p[r, c], 0) for each absent class c.
-    Both are summed over classes and divided by the number of classes.
+    ``labels`` (R,) from :func:`pseudo_box_targets`, ``weights`` (R,) each labelled proposal's weight (the
+    detector's confidence in its pseudo box). The weighted cross-entropy is a mean over each class's labelled
+    proposals; the negative bag is BCE(max_r p[r, c], 0) for each absent class c. Both are summed over classes and
+    divided by the number of classes.
     """
-    probs = torch.softmax(logits, dim=1)  # (R, 1 + C)
     num = tags.numel()
     total = logits.sum() * 0.0
     near = labels > 0
     if near.any():
-        weight = probs[pick[near], labels[near]].detach()  # the detector's confidence in each pseudo box
-        ce = F.cross_entropy(logits[near], labels[near], reduction="none")
-        per_class = torch.zeros(num + 1, dtype=ce.dtype, device=ce.device).index_add(0, labels[near], weight * ce)
+        ce = weights[near] * F.cross_entropy(logits[near], labels[near], reduction="none")
+        per_class = torch.zeros(num + 1, dtype=ce.dtype, device=ce.device).index_add(0, labels[near], ce)
         count = torch.zeros_like(per_class).index_add(0, labels[near], torch.ones_like(ce))
         total = total + (per_class[1:] / count[1:].clamp(min=1)).sum()
     absent = (tags == 0).nonzero().flatten()
     if len(absent) and len(logits):
-        worst = probs[:, 1:][:, absent].amax(0).clamp(EPS, 1 - EPS)  # (A,)
+        worst = torch.softmax(logits, dim=1)[:, 1:][:, absent].amax(0).clamp(EPS, 1 - EPS)  # (A,)
         total = total + F.binary_cross_entropy(worst, torch.zeros_like(worst), reduction="sum")
     return total / max(num, 1)
 
@@ -147,20 +154,6 @@ class Cls2Box(nn.Module):
         # the semantic index (of the tags) of each detector label
         self.register_buffer("thing_semantic", torch.tensor(thing_semantic, dtype=torch.int64), persistent=False)
 
-    def stage_loss(self, mid_head: MIDHead, x: Tensor, logits: Tensor, boxes: list[Tensor], tags: Tensor, iou: float):
-        """One stage's L_C2B from RoI features x (R, F) and the stage's class logits (R, 1 + C) of the ``boxes``."""
-        counts = [len(b) for b in boxes]
-        probs = torch.softmax(logits, dim=1)[:, 1:]  # (R, C) things only
-        if self.mode == "paper":
-            return cls2box_loss(mid_head(x, counts), tags, list(probs.split(counts)))
-        mids = mid_head(x.detach(), counts)
-        det = [p.detach() for p in probs.split(counts)]
-        loss = cls2box_loss(mids, tags, det)  # the MID heads learn to rank
-        for mid, p, b, lg, t in zip(mids, det, boxes, logits.split(counts), tags):
-            labels, pick = pseudo_box_targets(b, mid.detach() * p, t, iou)
-            loss = loss + pseudo_loss(lg, labels, pick, t) / len(boxes)
-        return loss
-
     def loss(self, batch, rpn, roi_heads) -> Tensor:
         """L_C2B of ``batch`` (a :class:`~cqbnet.modeling.supervision.TrainingBatch`)."""
         total = zero_loss(self)
@@ -170,11 +163,40 @@ class Cls2Box(nn.Module):
             return total
         images, feats = batch.sub(idx)
         boxes = [p[: self.proposals] for p in rpn.proposals(images, feats)]
+        counts = [len(b) for b in boxes]
         tags = torch.stack([batch.targets[i]["tags"][self.thing_semantic] for i in idx])  # (n, T)
-        for stage, mid_head, weight in zip(roi_heads.stages, self.mid_heads, roi_heads.stage_weights):
+        seen = []  # per stage: (RoI features (R, F), class logits (R, 1 + T), the stage's boxes per image)
+        for stage in roi_heads.stages:
             x = stage.head(roi_heads.box_roi_pool(feats, boxes, images.image_sizes))  # (R, representation)
             logits, deltas = stage.predictor(x)
-            iou = stage.matcher.high_threshold
-            total = total + ramp * weight * self.stage_loss(mid_head, x, logits, boxes, tags, iou)
+            seen.append((x, logits, boxes))
             boxes = roi_heads.refine(stage, deltas, boxes, images.image_sizes)
+        if self.mode == "paper":
+            for (x, logits, _), mid_head, weight in zip(seen, self.mid_heads, roi_heads.stage_weights):
+                probs = torch.softmax(logits, dim=1)[:, 1:].split(counts)  # things only
+                total = total + ramp * weight * cls2box_loss(mid_head(x, counts), tags, list(probs))
+            return total
+        return total + ramp * self.pseudo_box_loss(seen, boxes, counts, tags, roi_heads)
+
+    def pseudo_box_loss(self, seen, final: list[Tensor], counts: list[int], tags: Tensor, roi_heads) -> Tensor:
+        """``mode="pseudo"``: pseudo boxes taken as at test (the last stage's refined boxes ranked by the stages'
+        mean probability times their mean phi_MID), then every stage's proposals labelled by them at its IoU."""
+        probs = [torch.softmax(lg.detach(), dim=1)[:, 1:] for _, lg, _ in seen]  # per stage (R, T)
+        mean_probs = torch.stack(probs).mean(0).split(counts)
+        mids = [head(x.detach(), counts) for head, (x, _, _) in zip(self.mid_heads, seen)]  # per stage, per image
+        total = zero_loss(self)
+        for k, weight in enumerate(roi_heads.stage_weights):  # the MID heads learn to rank
+            total = total + weight * cls2box_loss(mids[k], tags, [p.detach() for p in probs[k].split(counts)])
+        targets = []
+        for i in range(len(counts)):
+            ranking = torch.stack([m[i] for m in mids]).mean(0).detach() * mean_probs[i]  # (R_i, T)
+            pseudo, classes, picks = pseudo_boxes(final[i], ranking, tags[i])
+            targets.append((pseudo, classes, mean_probs[i][picks, classes]))  # confidence of each pseudo box
+        for (_, logits, boxes), stage, weight in zip(seen, roi_heads.stages, roi_heads.stage_weights):
+            iou = stage.matcher.high_threshold
+            for i, lg in enumerate(logits.split(counts)):
+                pseudo, classes, confidence = targets[i]
+                labels, which = pseudo_box_targets(boxes[i], pseudo, classes, iou)
+                weights = torch.where(which >= 0, confidence[which.clamp(min=0)], torch.zeros_like(lg[:, 0]))
+                total = total + weight * pseudo_loss(lg, labels, weights, tags[i]) / len(counts)
         return total
