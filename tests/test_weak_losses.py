@@ -201,6 +201,8 @@ def test_cls2box_modes_differ_in_what_reaches_the_detector():
     assert 0 < int((logits.grad.abs().sum(1) > 0).sum()) < 6
     assert x.grad is None  # the MID heads learn on detached features
     assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in c2b.mid_heads[0].parameters())
+    none = c2b.pseudo_box_loss([(x, logits, boxes)], boxes, [6], torch.zeros(1, 2), heads)  # no thing tagged
+    assert torch.isfinite(none) and none > 0  # the absent classes' negative bag alone
     with pytest.raises(ValueError, match="cls2box mode"):
         Cls2Box(8, [0, 1], num_stages=1, mode="oicr")
 

@@ -197,6 +197,7 @@ class Cls2Box(nn.Module):
             for i, lg in enumerate(logits.split(counts)):
                 pseudo, classes, confidence = targets[i]
                 labels, which = pseudo_box_targets(boxes[i], pseudo, classes, iou)
-                weights = torch.where(which >= 0, confidence[which.clamp(min=0)], torch.zeros_like(lg[:, 0]))
+                weights = torch.zeros_like(lg[:, 0])
+                weights[which >= 0] = confidence[which[which >= 0]]  # no pseudo box (no tag): all 0
                 total = total + weight * pseudo_loss(lg, labels, weights, tags[i]) / len(counts)
         return total
