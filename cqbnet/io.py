@@ -111,11 +111,7 @@ def check_output_dir(path: str | os.PathLike, inputs=(), overwrite: bool = False
                 f"{path}: exists and holds files cqbnet did not write; choose another --out, or give --overwrite "
                 "to replace it"
             )
-    parent = out.parent  # the new folder is built beside the old one
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: cannot write there ({parent} is not a writable folder)")
+    _check_parent(path, out.parent)  # the new folder is built beside the old one
 
 
 def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
@@ -124,7 +120,11 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
         raise InputError(f"{path}: exists and is {'not ' if folder else ''}a folder; choose another output")
-    parent = path.resolve() if folder and path.exists() else path.resolve().parent
+    _check_parent(path, path.resolve() if folder and path.exists() else path.resolve().parent)
+
+
+def _check_parent(path: Path, parent: Path) -> None:
+    """``path`` can be written when the nearest existing one of ``parent`` and its ancestors is a writable folder."""
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):

@@ -184,9 +184,10 @@ class Cls2Box(nn.Module):
         probs = [torch.softmax(lg.detach(), dim=1)[:, 1:] for _, lg, _ in seen]  # per stage (R, T)
         mean_probs = torch.stack(probs).mean(0).split(counts)
         mids = [head(x.detach(), counts) for head, (x, _, _) in zip(self.mid_heads, seen)]  # per stage, per image
-        total = zero_loss(self)
-        for k, weight in enumerate(roi_heads.stage_weights):  # the MID heads learn to rank
-            total = total + weight * cls2box_loss(mids[k], tags, [p.detach() for p in probs[k].split(counts)])
+        total = sum(  # the MID heads learn to rank
+            weight * cls2box_loss(mids[k], tags, list(probs[k].split(counts)))
+            for k, weight in enumerate(roi_heads.stage_weights)
+        )
         targets = []
         for i in range(len(counts)):
             ranking = torch.stack([m[i] for m in mids]).mean(0).detach() * mean_probs[i]  # (R_i, T)
