@@ -79,6 +79,7 @@ def main() -> None:
 
     timing = [False]
     totals = defaultdict(float)
+    counts = {"images": 0, "instances": 0}
 
     def step(images, targets) -> None:
         model.iteration = 10**6  # every warm-up ramp fully in
@@ -104,6 +105,8 @@ def main() -> None:
             t = time.perf_counter()
             batch = next(loader)
             totals["data"] += time.perf_counter() - t
+            counts["images"] += len(batch[1])
+            counts["instances"] += sum(int((tg["is_thing"] & ~tg["iscrowd"]).sum()) for tg in batch[1])
             step(*batch)
     backward = defaultdict(float)
     ops = defaultdict(float)
@@ -124,13 +127,18 @@ def main() -> None:
         "steps": n,
         "threads": torch.get_num_threads(),
         "seconds_per_step": step_time,
+        "batch_size": cfg["solver"]["batch_size"],
+        "instances_per_image": counts["instances"] / max(counts["images"], 1),  # non-crowd things, timed steps
         "phases": {k: v / n for k, v in totals.items()},
         "forward_parts": {k: v / n for k, v in sorted(forward.items(), key=lambda kv: -kv[1])},
         "top_self_ops": {k: v / n for k, v in top_ops},
         "top_backward_ops": {k: v / n for k, v in top_backward},
     }
     write_json(args.out, result, indent=2)
-    print(f"{step_time:.3f} s per step ({n} steps, {torch.get_num_threads()} threads)\n")
+    print(
+        f"{step_time:.3f} s per step ({n} steps, {torch.get_num_threads()} threads, "
+        f"{result['instances_per_image']:.1f} instances per image)\n"
+    )
     print("| phase | s per step |\n|---|---|")
     for k, v in result["phases"].items():
         print(f"| {k} | {v:.3f} |")
