@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
         "roi_canonical_scale": 224,
         "detections_per_img": 100,
         "mask_channels": 256,
-        "mask_train_stage": -1,  # stage whose positives train the mask head (-1: last, IoU 0.7; 0: 0.5; mask_train_stage.md)
+        "mask_train_stage": -1,  # stage whose positives train the mask head (-1: last, IoU 0.7; 0: 0.5)
         "semantic_channels": 128,
         "affinity_channels": 128,
         "semantic_loss_weight": 0.5,
