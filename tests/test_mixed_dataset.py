@@ -225,6 +225,23 @@ def test_relation_reasoning_carries_each_label_into_the_other_branch(mixed):
     assert off.relation is None and "loss_relation" not in off([x[0] for x in items], [x[1] for x in items])
 
 
+def test_relation_loss_is_on_the_enhanced_predictions_themselves(mixed):
+    """L_RR trains the relation module's own predictions, not their average with the base ones: the base stage's
+    box predictor and the semantic predictor get no gradient from it, the enhanced heads do (they are averaged
+    with the base ones only at test and for the panoptic head's detections)."""
+    from cqbnet.data.transforms import to_tensors
+
+    ds, by_kind, model = _tiny_model_and_kinds(mixed)
+    items = [to_tensors(*ds[i]) for i in by_kind[frozenset({"P"})][:2]]
+    losses = model([x[0] for x in items], [x[1] for x in items])
+    model.zero_grad()
+    losses["loss_relation"].backward()
+    base = [model.roi_heads.stages[0].predictor.cls_score.weight, model.semantic_head.predictor.weight]
+    enhanced = [model.relation.cls_en.weight, model.relation.reg_en.weight, model.relation.seg_en.weight]
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in base)
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in enhanced)
+
+
 def test_batch_normalization_weighs_each_loss_by_the_share_of_images_that_carry_it(mixed):
     """A batch of one P and one B image: detection is carried by both, the dense losses by the P image only and
     Box2Mask by the B image only, so under "batch" those are half their "labelled" (per-carrier mean) value."""

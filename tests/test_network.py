@@ -12,7 +12,7 @@ from cqbnet.data.transforms import hflip, resize, to_tensors
 from cqbnet.errors import InputError
 from cqbnet.modeling.backbone import build_backbone
 from cqbnet.modeling.build import build_panoptic_net
-from cqbnet.modeling.cascade_rcnn import CascadeRoIHeads
+from cqbnet.modeling.cascade_rcnn import CascadeRoIHeads, nonempty
 from helpers import TINY
 
 
@@ -127,6 +127,33 @@ def test_cascade_stage_weights(dataset):
         assert float(first.detach()) > 0
         for i, w in ((1, 0.5), (2, 0.25)):
             torch.testing.assert_close(losses[f"loss_{k}_s{i}"], w * first)
+
+
+def test_cascade_drops_boxes_refined_off_the_image():
+    """In training a box a stage moves off the image (clipped to zero width) is not a RoI of the next stage
+    (detectron2's cascade filters them too); the other boxes go on."""
+    torch.manual_seed(0)
+    heads = CascadeRoIHeads(8, 4, representation=16, stage_ious=(0.5, 0.6, 0.7), with_mask=False)
+    for stage in heads.stages:  # every stage moves every box right by two of its widths
+        stage.predictor.bbox_pred.weight.data.zero_()
+        stage.predictor.bbox_pred.bias.data.zero_()
+        stage.predictor.bbox_pred.bias.data[0] = 2.0 * stage.box_coder.weights[0]
+    features = {k: torch.randn(1, 8, 64 // s, 64 // s) for k, s in zip("0123", (4, 8, 16, 32))}
+    targets = [{"boxes": torch.tensor([[2.0, 2.0, 14.0, 14.0]]), "labels": torch.tensor([1])}]
+    proposals = [torch.tensor([[50.0, 10.0, 62.0, 20.0], [0.0, 30.0, 6.0, 40.0], [2.0, 2.0, 14.0, 13.0]])]
+    seen = []
+    pool = heads.box_roi_pool.forward
+
+    def spy(feats, boxes, shapes):
+        seen.append([b.clone() for b in boxes])
+        return pool(feats, boxes, shapes)
+
+    heads.box_roi_pool.forward = spy
+    _, losses = heads.train()(features, proposals, [(64, 64)], targets)
+    assert len(seen) == 3 and all(torch.isfinite(v) for v in losses.values())
+    assert len(seen[1][0]) < len(seen[0][0])  # the box at the right edge left the image after stage 1
+    for boxes in seen[1:]:
+        assert len(boxes[0]) > 0 and bool(nonempty(boxes[0]).all())
 
 
 def test_mask_head_trains_on_the_chosen_stage(dataset):

@@ -68,6 +68,11 @@ class CascadeStage(nn.Module):
         self.box_coder = det_utils.BoxCoder(tuple(box_weights))
 
 
+def nonempty(boxes: Tensor) -> Tensor:
+    """(R, 4) boxes -> (R,) bool: those with positive width and height."""
+    return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+
+
 class CascadeRoIHeads(nn.Module):
     """Three box stages and a mask head; ``forward`` returns (detections, losses).
 
@@ -229,7 +234,8 @@ class CascadeRoIHeads(nn.Module):
             losses[f"loss_box_s{k}"] = self.stage_weights[k] * box_loss
             if k == self.mask_train_stage:
                 mask_rois = (boxes, matched, labels)
-            boxes = self.refine(stage, deltas, boxes, image_shapes)
+            # a refined box clipped to nothing (it left the image) is dropped, as detectron2's cascade does in training
+            boxes = [b[nonempty(b)] for b in self.refine(stage, deltas, boxes, image_shapes)]
 
         if self.with_mask:
             # mask loss on the positive RoIs of stage ``mask_train_stage`` (its input boxes, labelled at its IoU),

@@ -9,7 +9,8 @@ Boxes can teach stuff and stuff maps can teach detection when the two branches r
    which ``num_layers`` inter-graph reasoning layers (2 in the paper) propagate features;
 3. the reasoned node features are projected back: thing nodes give extra box scores and deltas, stuff nodes
    are spread back to the pixels by the semantic probabilities and give extra semantic logits;
-4. the enhanced predictions are averaged with the base ones.
+4. the enhanced predictions are averaged with the base ones, at test and for the detections the panoptic head
+   learns from.
 
 One rule for the thing graph in training and at test: its nodes are an image's first ``num_nodes`` RoIs (the
 top proposals, and in training the ground-truth boxes). Further RoIs (at test the detector scores 1000 or so)
@@ -17,8 +18,11 @@ top proposals, and in training the ground-truth boxes). Further RoIs (at test th
 in both. Deviation from BGRNet (Wu et al. 2020, which paper 000 cites): there is no separate intra-graph
 reasoning on the thing graph and the stuff graph; every layer attends over the whole super graph.
 
-The loss over the enhanced predictions is L_RR = L_cls_en + L_reg_en + beta L_seg_en (beta = 0.5), computed
-by the caller with the same targets as the base heads; :func:`relation_loss` sums the three given terms.
+The loss over the enhanced predictions is L_RR = L_cls_en + L_reg_en + beta L_seg_en (beta = 0.5), with the same
+targets as the base heads; :func:`relation_loss` sums the three terms. Each term is taken on the enhanced
+predictions themselves, not on their average with the base ones: trained through the average, the extra
+classifier was left flat while the base one carried it (on proposals at IoU >= 0.5 with a thing it gave the true
+class 0.16, the base 0.54), and averaging it in at test cost detections (``benchmarks/relation_diagnostics.md``).
 """
 
 from __future__ import annotations
@@ -146,10 +150,10 @@ class RelationReasoning(nn.Module):
         TrainingBatch`).
 
         Every image with boxes (P, B) or stuff pixels (P, S) builds its super graph from its RoIs (its first
-        ``num_nodes`` proposals and its boxes) and its stuff classes. The enhanced predictions, averaged with the
-        base ones, are trained only against the labels the image has: boxes give L_cls_en and L_reg_en, stuff
-        pixels L_seg_en. The graph carries each loss into the other branch: a stuff map trains the RoI
-        features, boxes train the semantic features.
+        ``num_nodes`` proposals and its boxes) and its stuff classes. The enhanced predictions are trained only
+        against the labels the image has: boxes give L_cls_en and L_reg_en, stuff pixels L_seg_en. The graph
+        carries each loss into the other branch: a stuff map trains the RoI features, boxes train the semantic
+        features.
         """
         zero = zero_loss(self)
         idx = batch.images_for("loss_relation")
@@ -164,23 +168,24 @@ class RelationReasoning(nn.Module):
         _, feats = batch.sub(idx)
         stage = roi_heads.stages[0]
         x = stage.head(roi_heads.box_roi_pool(feats, rois, batch.sizes(idx)))  # (R, F)
-        base_logits, base_deltas = stage.predictor(x)
         probs = torch.softmax(batch.sem_logits[idx].detach(), dim=1)  # (n, K, h, w): where each stuff class is
         counts = [len(r) for r in rois]
         box_cls, box_reg, box_rois, seg, seg_targets = [], [], [], [], []
-        for j, (xi, li, di) in enumerate(zip(x.split(counts), base_logits.split(counts), base_deltas.split(counts))):
+        for j, xi in enumerate(x.split(counts)):
             i = idx[j]
             size = batch.image_list.image_sizes[i]
+            # the loss is on the enhanced predictions themselves: each must predict on its own what the average
+            # (at test) is to predict, or the base's confidence carries the average and the extra head stays flat
             c, r, s = self(xi, batch.sem_features[i], probs[j], grid_cells(size, self.stride))
             if i in gt:
-                box_cls.append(average_with_base(li, c))
-                box_reg.append(average_with_base(di, r))
+                box_cls.append(c)
+                box_reg.append(r)
                 box_rois.append(rois[j])
             target = semantic_target(
                 batch.targets[i], batch.kinds[i] & {"P", "S"}, size, labels, semantic_head.ignore_index
             )
             if target is not None:
-                seg.append(average_with_base(batch.sem_logits[i], s))
+                seg.append(s)
                 seg_targets.append(target)
         cls_en = reg_en = seg_en = zero
         if box_rois:
