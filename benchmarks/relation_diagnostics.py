@@ -86,10 +86,10 @@ def first_stage_probabilities(model, val: PanopticDataset, images: int) -> dict[
     model.eval()
     heads, relation = model.roi_heads, model.relation
     stage = heads.stages[0]
-    sums = {f"{w}_{k}": 0.0 for w in ("base", "enhanced", "average") for k in ("true_class_pos", "fg_neg")}
+    names = ("base",) if relation is None else ("base", "enhanced", "average")
+    sums = {f"{w}_{k}": 0.0 for w in names for k in ("true_class_pos", "fg_neg")}
     n_pos = n_neg = 0
     det_label = {s: k + 1 for k, s in enumerate(model.labels.thing_semantic)}
-    names = ("base",) if relation is None else ("base", "enhanced", "average")
     for i in range(min(images, len(val))):
         image, t = to_tensors(*val[i])
         image_list, features, sem_features, sem_logits = model._shared_features([image])
@@ -99,10 +99,10 @@ def first_stage_probabilities(model, val: PanopticDataset, images: int) -> dict[
             continue
         x = stage.head(heads.box_roi_pool(features, [boxes], image_list.image_sizes))
         base, _ = stage.predictor(x)
-        probs = torch.softmax(sem_logits, dim=1)[0]
-        cells = grid_cells(image_list.image_sizes[0], 4 if relation is None else relation.stride)
         logits = {"base": base}
         if relation is not None:
+            probs = torch.softmax(sem_logits, dim=1)[0]
+            cells = grid_cells(image_list.image_sizes[0], relation.stride)
             enhanced, _, _ = relation(x, sem_features[0], probs, cells, relation.num_nodes)
             logits.update(enhanced=enhanced, average=average_with_base(base, enhanced))
         iou, k = box_iou(boxes, t["boxes"][things].float()).max(1)
@@ -114,22 +114,27 @@ def first_stage_probabilities(model, val: PanopticDataset, images: int) -> dict[
             sums[f"{name}_fg_neg"] += float((1 - p[~pos, 0]).sum())
         n_pos += int(pos.sum())
         n_neg += int((~pos).sum())
-    out = {k: v / max(n_pos if k.endswith("pos") else n_neg, 1) for k, v in sums.items() if k.split("_")[0] in names}
+    out = {k: v / max(n_pos if k.endswith("pos") else n_neg, 1) for k, v in sums.items()}
     return {**out, "positive_proposals": n_pos, "negative_proposals": n_neg}
 
 
 def diagnose(checkpoint: Path, data: Path, count_images: int = 100) -> dict[str, Any]:
     model, _ = load_model(checkpoint, torch.device("cpu"))
     val = PanopticDataset(*split_paths(data, "val"))
+
+    def scored() -> dict[str, float]:
+        pq = evaluate_model(model, val, torch.device("cpu"), "argmax").summary()
+        return {**pq, **detection_stats(model, val, count_images)}
+
     arms = {}
     if model.relation is None:  # a baseline trained without the module: the base network's numbers only
-        pq = evaluate_model(model, val, torch.device("cpu"), "argmax").summary()
-        arms["neither"] = {**pq, **detection_stats(model, val, count_images)}
-    for name, (boxes, semantics) in ARMS.items() if model.relation is not None else ():
-        with revisions(model, boxes, semantics):
-            pq = evaluate_model(model, val, torch.device("cpu"), "argmax").summary()
-            arms[name] = {**pq, **detection_stats(model, val, count_images)}
-        print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in arms[name].items()}, flush=True)
+        arms["neither"] = scored()
+    else:
+        for name, (boxes, semantics) in ARMS.items():
+            with revisions(model, boxes, semantics):
+                arms[name] = scored()
+    for name, arm in arms.items():
+        print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in arm.items()}, flush=True)
     stage1 = first_stage_probabilities(model, val, count_images)
     print("first stage", {k: round(v, 4) for k, v in stage1.items()}, flush=True)
     return {"checkpoint": str(checkpoint), "arms": arms, "first_stage": stage1}
