@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from thing_modules import VERSION, VERSIONS, paired_cells  # benchmarks/thing_mo
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import dataset_paths
+from cqbnet.evaluation.bootstrap import Interval, difference_to_groups, paired_difference
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.costs import CostModel
 from cqbnet.labels.simulate import dataset_stats
@@ -47,17 +49,19 @@ from cqbnet.planner.quality_model import fit_quality_model
 from cqbnet.planner.search import Constraints
 from cqbnet.sweep.protocol import MODULES, RunSpec
 from cqbnet.sweep.run_pilot import run_pilot
-from cqbnet.sweep.runner import finished, run_specs, shared_data_config
+from cqbnet.sweep.runner import IMAGE_COUNTS, RESULT, finished, read_image_counts, run_specs, shared_data_config
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results" / "headline"
-REPORT = Path(__file__).parent / "headline.md"
+RESULTS = Path(__file__).parent / "results" / "headline_v5"
+REPORT = Path(__file__).parent / "headline_v5.md"
 
 
 def _set_outputs(results: Path, report: Path) -> None:
     """Where the tables, the figure and the report go (``--results``/``--report`` for a trial elsewhere)."""
-    global RESULTS, PILOT, PLANS, PLAN_RUNS, FIGURE, REPORT, TRAINING, NOTE
+    global RESULTS, PILOT, PLANS, PLAN_RUNS, FIGURE, REPORT, TRAINING, NOTE, COUNTS, RUNS
     RESULTS, REPORT = results, report
+    COUNTS = results / "image_counts"  # each run's per-image, per-class counts (for the bootstrap intervals)
+    RUNS = results / "run_results"  # each finished run's result.json, both inference modes
     PILOT, PLANS, PLAN_RUNS = results / "pilot.csv", results / "plans.json", results / "plan_runs.csv"
     FIGURE = results / "fig1_right.png"
     TRAINING = results / "training_version.json"  # the network's training the runs were made with
@@ -74,12 +78,45 @@ def training_version() -> int:
 
 _set_outputs(RESULTS, REPORT)
 BUDGETS = (0.25, 0.35, 0.45)
+RANDOM_PLANS = 3  # random plans drawn at each planned plan's cost
+PLAN_SEEDS = 2  # seeds per plan (the pilot's first ones)
 ROUNDING = 5e-4  # how far rounding the shares to 0.001 can move a plan's cost
 PLAN_KINDS = ("P", "I", "B", "S")  # the kinds the pilot gives curves for (points have no module in paper 000)
 
 
 class Deadline(Exception):
     pass
+
+
+def sync_runs(work: Path) -> list[Path]:
+    """Copy every finished run's result (both inference modes) and per-image counts into the results folder,
+    which is committed: ``run_results/<key>.json`` and ``image_counts/<key>.npz``."""
+    out = []
+    for res in sorted((work / "runs").glob(f"*/{RESULT}")):
+        key = res.parent.name
+        for src, dst in ((res, RUNS / f"{key}.json"), (res.parent / IMAGE_COUNTS, COUNTS / f"{key}.npz")):
+            if src.is_file() and not dst.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+            if dst.is_file():
+                out.append(dst)
+    return out
+
+
+def restore_runs(work: Path) -> int:
+    """Put the committed results of finished runs back into a work folder that lost them (a new machine), so
+    that they are not trained again; how many were restored."""
+    n = 0
+    for saved in sorted(RUNS.glob("*.json")) if RUNS.is_dir() else []:
+        run = work / "runs" / saved.stem
+        if (run / RESULT).is_file():
+            continue
+        run.mkdir(parents=True, exist_ok=True)
+        if (COUNTS / f"{saved.stem}.npz").is_file():
+            shutil.copyfile(COUNTS / f"{saved.stem}.npz", run / IMAGE_COUNTS)
+        shutil.copyfile(saved, run / RESULT)
+        n += 1
+    return n
 
 
 def full_spec(seed: int) -> RunSpec:
@@ -120,12 +157,15 @@ def choose_plans(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
         best = within_budget(round_ratio(front[j].ratio), costs, budget, {"P": min(cfg["pilot"]["rho_P"])})
         planned = {"name": f"planned-{budget:g}", "kind": "planned", "budget": budget, "ratio": best}
         plans.append(planned)
-        for ratio in random_plans_at_cost(costs, constraints, _cost(best, costs), 1, seed=100 + i):
-            plans.append({"name": f"random-{budget:g}", "kind": "random", "budget": budget, "ratio": ratio})
+        drawn = random_plans_at_cost(costs, constraints, _cost(best, costs), RANDOM_PLANS, seed=100 + i)
+        for r, ratio in enumerate(drawn):
+            plans.append({"name": f"random-{budget:g}-{r}", "kind": "random", "budget": budget, "ratio": ratio})
     for p in plans:
         rho = np.array([[p["ratio"].get(k, 0.0) for k in PLAN_KINDS]])
         p["cost"] = _cost(p["ratio"], costs)
         p["predicted_f1"] = float(model.f1(rho, PLAN_KINDS)[0])
+        iv = model.f1_interval(rho, PLAN_KINDS)  # the planner's bootstrap refits of the pilot (90%)
+        p["f1_interval"] = None if iv is None else [float(iv[0, 0]), float(iv[0, 1])]
     return {
         "quality_model": model.to_json(),
         "curves_left_out": notes,
@@ -219,44 +259,117 @@ MODULE_ROWS = [
 ]
 
 
-def table2_section(pilot: list[dict[str, str]], rhos: list[float]) -> tuple[str, list[str]]:
-    lines = ["| module | rho_P | baseline | module | upper bound | module - baseline |", "|---|---|---|---|---|---|"]
-    verdicts = []
+REPLICATES = 2000  # bootstrap replicates of every interval
+LEVEL = 0.95
+
+
+def run_counts(key: str, mode: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(thing flags, (N, C, 4) per-image counts) of a finished run in one inference mode, if committed."""
+    path = COUNTS / f"{key}.npz"
+    if not path.is_file():
+        return None
+    _, isthing, modes = read_image_counts(path)
+    return (isthing, modes[mode]) if mode in modes else None
+
+
+def _cell_runs(pilot: list[dict[str, str]], study: str, arm: str, rho: float) -> dict[int, dict[str, str]]:
+    """The pilot rows of one (study, arm, rho_P) cell, by seed."""
+    return {
+        int(r["seed"]): r
+        for r in pilot
+        if r["study"] == study and r["arm"] == arm and abs(float(r["rho_P"]) - rho) < 1e-6
+    }
+
+
+def paired_interval(
+    treated: dict[int, str], control: dict[int, str], region: str, mode: str, seed: int = 0
+) -> Interval | None:
+    """Bootstrap interval (seeds and images) of treated - control over the seeds both have, by run key."""
+    seeds = sorted(set(treated) & set(control))
+    t = [run_counts(treated[s], mode) for s in seeds]
+    c = [run_counts(control[s], mode) for s in seeds]
+    if not seeds or any(x is None for x in t + c):
+        return None
+    isthing = t[0][0]
+    return paired_difference(
+        np.stack([x[1] for x in t]), np.stack([x[1] for x in c]), isthing, region, REPLICATES, LEVEL, seed
+    )
+
+
+def table2_section(pilot: list[dict[str, str]], rhos: list[float], mode: str) -> tuple[str, list[str], dict[str, Any]]:
+    """Table 2 with each cell's paired module - baseline difference and its 95% interval; verdicts; summary."""
+    lines = [
+        "| module | rho_P | baseline | module | upper bound | module - baseline [95% interval] | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    verdicts, summary = [], {}
     for name, study, region, upper in MODULE_ROWS:
-        wins, seeds = [], []
-        for rho in rhos:
-            cell = {}
-            for arm, (s_, a_) in (("baseline", (study, "baseline")), ("module", (study, "module")), ("upper", upper)):
-                cell[arm] = {
-                    r["seed"]: float(r[f"pq_{region}"])
-                    for r in pilot
-                    if r["study"] == s_ and r["arm"] == a_ and abs(float(r["rho_P"]) - rho) < 1e-6
+        cells, above = [], 0
+        for i, rho in enumerate(rhos):
+            arms = {
+                "baseline": _cell_runs(pilot, study, "baseline", rho),
+                "module": _cell_runs(pilot, study, "module", rho),
+                "upper": _cell_runs(pilot, *upper, rho),
+            }
+            vals = {a: [float(r[f"pq_{region}"]) for r in rows.values()] for a, rows in arms.items()}
+            keys = {a: {s_: r["run"] for s_, r in rows.items()} for a, rows in arms.items()}
+            iv = paired_interval(keys["module"], keys["baseline"], region, mode, seed=i)
+            above += bool(iv is not None and iv.low > 0)
+            cells.append(
+                {
+                    "rho_P": rho,
+                    **{f"{a}_mean": (float(np.mean(v)) if v else None) for a, v in vals.items()},
+                    "module_minus_baseline": None if iv is None else iv.to_json(),
                 }
-            paired = sorted(set(cell["baseline"]) & set(cell["module"]))
-            diff = [cell["module"][s] - cell["baseline"][s] for s in paired]
-            if diff:
-                wins.append(float(np.mean(diff)))
-                seeds.append(len(diff))
-            arms = " | ".join(_stat(list(cell[a].values())) for a in ("baseline", "module", "upper"))
-            lines.append(f"| {name} | {rho:g} | {arms} | {(f'{np.mean(diff):+.1f}' if diff else 'pending')} |")
-        if len(wins) == len(rhos):
-            ok = all(w > 0 for w in wins)
-            verdicts.append(
-                f"- {name}: PQ_{region} above its baseline at {sum(w > 0 for w in wins)} of {len(rhos)} ratios "
-                f"(target: all; {'met' if ok else 'MISSED'}; mean gain {np.mean(wins):+.1f}; paired seeds per "
-                f"ratio: {', '.join(map(str, seeds))})."
             )
-    return "\n".join(lines), verdicts
+            arms_text = " | ".join(_stat(vals[a]) for a in ("baseline", "module", "upper"))
+            lines.append(
+                f"| {name} | {rho:g} | {arms_text} | {'pending' if iv is None else iv} | "
+                f"{0 if iv is None else iv.seeds} |"
+            )
+        done = [c for c in cells if c["module_minus_baseline"] is not None]
+        summary[name] = {"region": f"pq_{region}", "ratios_above_zero": above, "cells": cells}
+        if done:
+            full = len(done) == len(rhos) and min(c["module_minus_baseline"]["seeds"] for c in done) >= 3
+            verdicts.append(
+                f"- {name}: interval above 0 at {above} of {len(done)} ratios measured"
+                + (f" (target: 2 of 3; {'met' if above >= 2 else 'MISSED'})." if full else " (incomplete).")
+            )
+    return "\n".join(lines), verdicts, summary
 
 
-def fig1_section(plans: dict[str, Any] | None, runs: list[dict[str, str]]) -> tuple[str, list[str]]:
-    by_plan: dict[str, list[dict[str, str]]] = {}
+def full_section(pilot: list[dict[str, str]]) -> tuple[str, dict[str, Any]]:
+    """Full supervision per seed in both inference modes (from the runs' own results)."""
+    rows = sorted(_cell_runs(pilot, "P", "full", 1.0).items())
+    lines = ["| seed | mode | PQ | PQ_th | PQ_st | SQ_th | RQ_th |", "|---|---|---|---|---|---|---|"]
+    per_mode: dict[str, list[dict[str, float]]] = {}
+    for seed, r in rows:
+        saved = RUNS / f"{r['run']}.json"
+        if not saved.is_file():
+            continue
+        for mode, m in read_json(saved)["modes"].items():
+            per_mode.setdefault(mode, []).append(m)
+            lines.append(
+                f"| {seed} | {mode} | {m['pq']:.1f} | {m['pq_th']:.1f} | {m['pq_st']:.1f} | {m['sq_th']:.1f} | "
+                f"{m['rq_th']:.1f} |"
+            )
+    means = {
+        mode: {k: float(np.mean([m[k] for m in ms])) for k in ("pq", "pq_th", "pq_st")} for mode, ms in per_mode.items()
+    }
+    return "\n".join(lines), means
+
+
+def fig1_section(
+    plans: dict[str, Any] | None, runs: list[dict[str, str]], mode: str
+) -> tuple[str, list[str], dict[str, Any]]:
+    """The plans' PQ beside their cost and predicted f1; planned against random with a bootstrap interval."""
+    by_plan: dict[str, dict[int, dict[str, str]]] = {}
     for r in runs:
-        by_plan.setdefault(r["plan"], []).append(r)
-    full = [float(r["pq"]) for r in by_plan.get("full", [])]
+        by_plan.setdefault(r["plan"], {})[int(r["seed"])] = r
+    full = [float(r["pq"]) for r in by_plan.get("full", {}).values()]
     full_mean = float(np.mean(full)) if full else None
     lines = [
-        "| plan | ratio | cost | predicted f1 | PQ | PQ_th | PQ_st | % of full PQ |",
+        "| plan | ratio | cost | predicted f1 [90% interval] | PQ | PQ_th | PQ_st | % of full PQ |",
         "|---|---|---|---|---|---|---|---|",
     ]
     entries = [{"name": "full", "ratio": {"P": 1.0}, "cost": 1.0, "predicted_f1": None}] + (plans or {}).get(
@@ -264,41 +377,65 @@ def fig1_section(plans: dict[str, Any] | None, runs: list[dict[str, str]]) -> tu
     )
     means = {}
     for p in entries:
-        rs = by_plan.get(p["name"], [])
+        rs = list(by_plan.get(p["name"], {}).values())
         pq = [float(r["pq"]) for r in rs]
         means[p["name"]] = float(np.mean(pq)) if pq else None
         share = f"{100 * np.mean(pq) / full_mean:.0f}%" if pq and full_mean else "pending"
         f1 = "" if p.get("predicted_f1") is None else f"{p['predicted_f1']:.3f}"
+        if p.get("f1_interval"):
+            f1 += f" [{p['f1_interval'][0]:.3f}, {p['f1_interval'][1]:.3f}]"
         lines.append(
             f"| {p['name']} | `{format_plan_ratio(p['ratio'])}` | {p['cost']:.3f} | {f1} | {_stat(pq)} | "
             f"{_stat([float(r['pq_th']) for r in rs])} | {_stat([float(r['pq_st']) for r in rs])} | {share} |"
         )
-    verdicts = []
-    if plans and full_mean:
-        cheap = [
-            p
-            for p in plans["plans"]
-            # shares are rounded to 0.001, which can move a plan's cost by a few 1e-5 past its budget
-            if p["kind"] == "planned" and p["cost"] <= 0.45 + ROUNDING and means.get(p["name"]) is not None
-        ]
-        if cheap:
-            best = max(cheap, key=lambda p: means[p["name"]])
-            frac = means[best["name"]] / full_mean
-            verdicts.append(
-                f"- Best planned mix costing <= 0.45 (+-{ROUNDING:g} for the rounding of the shares): {best['name']} "
-                f"(cost {best['cost']:.5f}) reaches "
-                f"{100 * frac:.0f}% of full-supervision PQ (target 95%): {'met' if frac >= 0.95 else 'MISSED'}."
-            )
-        pairs = [(means.get(f"planned-{b:g}"), means.get(f"random-{b:g}")) for b in BUDGETS]
-        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-        if len(pairs) == len(BUDGETS):
-            gain = np.mean([a - b for a, b in pairs])
-            verdicts.append(
-                f"- Planned minus random at matched cost, mean over {len(pairs)} pairs: {gain:+.1f} PQ "
-                f"({'met' if gain > 0 else 'MISSED'}; planned ahead in {sum(a > b for a, b in pairs)} "
-                f"of {len(pairs)})."
-            )
-    return "\n".join(lines), verdicts
+    verdicts: list[str] = []
+    summary: dict[str, Any] = {"full_pq": full_mean}
+    if not (plans and full_mean):
+        return "\n".join(lines), verdicts, summary
+    cheap = [
+        p
+        for p in plans["plans"]
+        # shares are rounded to 0.001, which can move a plan's cost by a few 1e-5 past its budget
+        if p["kind"] == "planned" and p["cost"] <= 0.45 + ROUNDING and means.get(p["name"]) is not None
+    ]
+    if cheap:
+        best = max(cheap, key=lambda p: means[p["name"]])
+        frac = means[best["name"]] / full_mean
+        summary["best_planned_fraction_of_full"] = frac
+        summary["best_planned"] = best["name"]
+        verdicts.append(
+            f"- Best planned mix costing <= 0.45 (+-{ROUNDING:g} for the rounding of the shares): {best['name']} "
+            f"(cost {best['cost']:.5f}) reaches {100 * frac:.1f}% of full-supervision PQ (target 95%): "
+            f"{'met' if frac >= 0.95 else 'MISSED'}."
+        )
+    pairs, budgets = [], []
+    for b in BUDGETS:
+        planned = by_plan.get(f"planned-{b:g}", {})
+        randoms = [by_plan.get(p["name"], {}) for p in plans["plans"] if p["kind"] == "random" and p["budget"] == b]
+        seeds = sorted(set(planned).intersection(*randoms)) if randoms else []
+        if not seeds or len(randoms) < RANDOM_PLANS:
+            continue
+        t = [run_counts(planned[s]["run"], mode) for s in seeds]
+        c = [[run_counts(r[s]["run"], mode) for s in seeds] for r in randoms]
+        if any(x is None for x in t) or any(x is None for g in c for x in g):
+            continue
+        isthing = t[0][0]
+        pairs.append((np.stack([x[1] for x in t]), np.stack([np.stack([x[1] for x in g]) for g in c])))
+        budgets.append(b)
+    if len(pairs) == len(BUDGETS):
+        mean, each = difference_to_groups(pairs, isthing, "all", REPLICATES, LEVEL, seed=0)
+        summary["planned_minus_random_pq"] = mean.estimate
+        summary["planned_minus_random_interval"] = [mean.low, mean.high]
+        summary["planned_minus_random_per_budget"] = {f"{b:g}": e.to_json() for b, e in zip(budgets, each)}
+        ok = mean.estimate >= 1 and mean.low > 0
+        verdicts.append(
+            f"- Planned minus random at matched cost (the mean of {RANDOM_PLANS} random plans per budget), mean over "
+            f"the {len(pairs)} budgets: {mean} PQ (target: >= +1 with the interval above 0; "
+            f"{'met' if ok else 'MISSED'}); per budget: "
+            + ", ".join(f"{b:g}: {e}" for b, e in zip(budgets, each))
+            + "."
+        )
+    return "\n".join(lines), verdicts, summary
 
 
 def plot(plans: dict[str, Any] | None, runs: list[dict[str, str]]) -> bool:
@@ -409,42 +546,67 @@ def _relative(path: Path, start: Path) -> str:
 
 
 def write_report(cfg: dict[str, Any]) -> None:
-    """``benchmarks/headline*.md`` from the finished runs; a ``note.md`` in the results folder goes under the header."""
+    """``benchmarks/headline_v5.md`` and ``summary.json`` from the finished runs; a ``note.md`` in the results
+    folder goes under the header."""
     note = NOTE.read_text() if NOTE.is_file() else ""
     pilot = _read_csv(PILOT)
     runs = _read_csv(PLAN_RUNS)
     plans = read_json(PLANS) if PLANS.is_file() else None
-    t2, v2 = table2_section(pilot, sorted(cfg["pilot"]["rho_P"]))
-    f1, v1 = fig1_section(plans, runs)
+    mode = cfg["train"]["test_mode"]
+    t2, v2, modules = table2_section(pilot, sorted(cfg["pilot"]["rho_P"]), mode)
+    f1, v1, fig1 = fig1_section(plans, runs, mode)
+    full, full_means = full_section(pilot)
     has_fig = plot(plans, runs)
     secs = list({r["run"]: float(r["seconds"]) for r in pilot + runs}.values())  # one entry per distinct run
     version = training_version()
-    machine = json.dumps(machine_info())
+    machine = machine_info()
+    summary = {
+        "machine": machine,
+        "config": "configs/synthetic_pilot.yaml",
+        "test_mode": mode,
+        "seeds": list(cfg["pilot"]["seeds"]),
+        "iterations": cfg["solver"]["max_iter"],
+        "runs_finished": len(secs),
+        "interval": f"{int(100 * LEVEL)}% percentile bootstrap, {REPLICATES} replicates over seeds and val images",
+        "full_supervision": full_means,
+        **{k: v for k, v in fig1.items() if k != "full_pq"},
+        "modules": modules,
+    }
+    write_json(RESULTS / "summary.json", summary, indent=2)
     study_p = [r for r in pilot if r["study"] == "P"]
     p_rows = "\n".join(
         f"| {float(r['rho_P']):g} | {r['seed']} | {float(r['pq']):.1f} | {float(r['pq_th']):.1f} | "
         f"{float(r['pq_st']):.1f} |"
         for r in study_p
     )
-    text = f"""# Headline experiment at CPU scale (paper 000, Table 2 and Fig. 1 right, on the synthetic scenes)
+    n_val = cfg["train"]["eval_images"] or cfg["data"]["synthetic"]["num_val"]
+    text = f"""# Headline v5 at CPU scale (paper 000, Table 2 and Fig. 1 right, realistic scenes)
 
 Produced by `python benchmarks/headline.py` from `configs/synthetic_pilot.yaml`; tables in
-`{_relative(RESULTS, ROOT)}/` (`pilot.csv` is a pilot table `cqbnet plan --pilot` reads). Every run uses the same
-schedule ({cfg["solver"]["max_iter"]} iterations of batch {cfg["solver"]["batch_size"]} at
-{cfg["data"]["synthetic"]["size"]} px, {cfg["data"]["synthetic"]["num_train"]} training scenes, evaluated on
-{cfg["train"]["eval_images"] or cfg["data"]["synthetic"]["num_val"]} val scenes with argmax inference) and seeds
-{cfg["pilot"]["seeds"]}; values are mean ± sd over seeds, PQ in percent.
-Machine: `{machine}`. Runs finished so far: {len(secs)} distinct runs; wall time per run (labels, training and
-evaluation) median {np.median(secs) / 60 if secs else 0:.1f} min, shortest {min(secs) / 60 if secs else 0:.1f}, longest
-{max(secs) / 60 if secs else 0:.1f} (runs that shared the 2 cores with other work, such as a CI run, take longer).
+`{_relative(RESULTS, ROOT)}/` (`pilot.csv` is a pilot table `cqbnet plan --pilot` reads; `run_results/` holds every
+run's result in both inference modes, `image_counts/` its per-image counts, `summary.json` the verdicts). Every
+run uses the same schedule ({cfg["solver"]["max_iter"]} iterations of batch {cfg["solver"]["batch_size"]} at
+{cfg["data"]["synthetic"]["size"]} px, {cfg["data"]["synthetic"]["num_train"]} training scenes of the
+{cfg["data"]["synthetic"].get("preset", "realistic")} preset) and seeds {cfg["pilot"]["seeds"]} (the plans: the first
+{PLAN_SEEDS}); each is evaluated on {n_val} val scenes in both inference modes and the tables use the **{mode}**
+one (the config says why). Values are mean ± sd over seeds, PQ in percent. Intervals: {summary["interval"]}
+(one replicate draws the seeds and, independently, the val images, the same images for every run it compares).
+Machine: `{json.dumps(machine)}`. Runs finished so far: {len(secs)} distinct runs; wall time per run (labels,
+training and evaluation in both modes) median {np.median(secs) / 60 if secs else 0:.1f} min, shortest
+{min(secs) / 60 if secs else 0:.1f}, longest {max(secs) / 60 if secs else 0:.1f}.
 Training version {version} (`benchmarks/thing_modules.py`): {VERSIONS[version]}.
 {note}
+## Full supervision, both inference modes
+
+{full}
+
 ## (a) Table 2 analogue: each module against its baseline
 
 Baseline: the same mix of rho_P panoptic labels and 1 - rho_P weak labels, trained without the module (the weak
 images still give the losses the base network can take from them). Upper bound: the weak images get the next finer
 label for the row's region instead (things: tags -> boxes; stuff: tags -> stuff maps; boxes and stuff maps -> full
-masks), all modules on.
+masks), all modules on. The difference is paired: the same seed gives both arms the same panoptic images, the same
+initialisation and the same data order.
 
 {t2}
 
@@ -459,9 +621,10 @@ Study P (rho_P panoptic labels, the rest unlabelled; rho_P = 1 is full supervisi
 ## (b) Fig. 1 right analogue: planned versus random plans
 
 Plans from the planner fitted on the pilot above (`plans.json` keeps the fitted model, the unit costs and the
-plans), over plans with at least the pilot's smallest rho_P of panoptic labels (the curves are not extrapolated
-below it): the best predicted plan within each budget, and one random plan drawn uniformly from the same set at
-the same cost (+-0.01). All modules on.
+plans; the f1 interval is the planner's own, from 200 bootstrap refits of the pilot), over plans with at least
+the pilot's smallest rho_P of panoptic labels (the curves are not extrapolated below it): the best predicted plan
+within each budget, and {RANDOM_PLANS} random plans drawn uniformly from the same set at the same cost (+-0.01).
+All modules on.
 
 {f1}
 
@@ -489,9 +652,10 @@ def main() -> None:
     _set_outputs(args.results, args.report)
     cfg = load_config(args.config, args.overrides)
     t0 = time.time()
-    outputs = [PILOT, PLANS, PLAN_RUNS, FIGURE, TRAINING, NOTE, REPORT]
+    outputs = [PILOT, PLANS, PLAN_RUNS, FIGURE, TRAINING, NOTE, REPORT, RESULTS / "summary.json"]
 
     def checkpoint(_: Any = None) -> None:
+        outputs.extend(p for p in sync_runs(args.work) if p not in outputs)
         write_report(cfg)
         if args.commit:
             commit(outputs, "headline experiment: results so far (benchmarks/headline.py)")
@@ -499,17 +663,21 @@ def main() -> None:
             raise Deadline
 
     if args.report_only:
+        sync_runs(args.work)
         write_report(cfg)
         return
     try:
         RESULTS.mkdir(parents=True, exist_ok=True)
+        restored = restore_runs(args.work)
+        if restored:
+            print(f"restored {restored} finished runs from {_relative(RUNS, ROOT)}", flush=True)
         run_pilot(cfg, args.work, PILOT, after_each=checkpoint)
         data_cfg = shared_data_config(cfg, args.work)
         if not PLANS.is_file():
             write_json(PLANS, choose_plans(data_cfg, args.work), indent=2)
             checkpoint()
         plans = read_json(PLANS)
-        seeds = list(cfg["pilot"]["seeds"])
+        seeds = list(cfg["pilot"]["seeds"])[:PLAN_SEEDS]
         specs = [full_spec(s) for s in seeds] + [plan_spec(p["ratio"], s) for s in seeds for p in plans["plans"]]
         specs = list({s.key: s for s in specs}.values())
         results = finished(specs, args.work)

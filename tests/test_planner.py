@@ -483,12 +483,37 @@ def test_random_plans_at_cost_match_the_cost_and_are_seeded():
 
 
 def test_demo_plans_from_the_committed_pilot():
-    """The demo's planner is fitted from the project's own pilot (not the paper's fallback), with study P's floor."""
-    from cqbnet.cli.demo import PILOT_TABLE, planner_model
+    """The demo's planner is fitted from the project's own pilot (not the paper's fallback), with study P's floor:
+    headline v5's once it holds every cell of the pilot config, headline v4's until then."""
+    from cqbnet.cli.demo import PILOT_TABLES, pilot_is_complete, planner_model
     from cqbnet.data.synthetic import synthetic_categories
 
     model, constraints, source, named = planner_model(synthetic_categories())
     assert source.startswith("quality model fitted from the project's pilot"), source
-    floor = min(r.ratio["P"] for r in load_pilot_table(PILOT_TABLE).rows)
+    v5, v4 = PILOT_TABLES[0][0], PILOT_TABLES[1][0]
+    used = v5 if v5.is_file() and pilot_is_complete(load_pilot_table(v5)) else v4
+    assert f"{used.parent.name}/{used.name}" in source
+    floor = min(r.ratio["P"] for r in load_pilot_table(used).rows)
     assert constraints.lower["P"] == pytest.approx(floor) and floor > 0
     assert "P" in model.kinds and len(model.kinds) > 1 and named == {}
+
+
+def test_a_pilot_is_complete_only_with_every_cell_of_the_protocol(tmp_path):
+    from cqbnet.cli.demo import PILOT_CONFIG, pilot_is_complete
+    from cqbnet.engine.config import load_config
+    from cqbnet.sweep.run_pilot import pilot_runs
+
+    runs = pilot_runs(load_config(PILOT_CONFIG))
+    header = "study,arm,seed,rho_P,rho_I,rho_B,rho_S,rho_PT,pq_th,pq_st,pq,sq,rq\n"
+
+    def table(rows) -> object:
+        lines = [
+            f"{r.study},{r.arm},{r.seed},{r.rho.get('P', 0)},{r.rho.get('I', 0)},{r.rho.get('B', 0)},"
+            f"{r.rho.get('S', 0)},0,10,20,15,70,20\n"
+            for r in rows
+        ]
+        (tmp_path / "t.csv").write_text(header + "".join(lines))
+        return load_pilot_table(tmp_path / "t.csv")
+
+    assert pilot_is_complete(table(runs))
+    assert not pilot_is_complete(table(runs[:-1]))

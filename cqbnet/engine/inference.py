@@ -77,11 +77,13 @@ def evaluate_model(
     limit: int | None = None,
     short_size: int | None = None,
     max_size: int | None = None,
+    keep_images: bool = False,
 ) -> PQResult:
-    """PQ of the model on (the first ``limit`` images of) a dataset, with the project's evaluator."""
+    """PQ of the model on (the first ``limit`` images of) a dataset, with the project's evaluator
+    (``keep_images``: the result also holds each image's per-class counts, for a bootstrap over images)."""
     check_categories(model.labels.categories, dataset.categories, dataset.set.json_path)
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    pq = PanopticQuality(dataset.categories)
+    pq = PanopticQuality(dataset.categories, keep_images=keep_images)
     images = (dataset.load_image(i) for i in range(n))
     for i, out in enumerate(predict_images(model, images, device, mode, short_size, max_size)):
         rec = dataset.set.records[i]

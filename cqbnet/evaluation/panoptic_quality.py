@@ -203,6 +203,42 @@ class ImageStats:
     warnings: tuple[str, ...] = ()  # ground-truth defects passed over as panopticapi does (not strict)
 
 
+def image_counts(s: ImageStats, n: int) -> np.ndarray:
+    """(C, 4) float64: one image's IoU sum, TP, FP and FN per category index."""
+    return np.stack(
+        [
+            np.bincount(s.tp_cat, weights=s.tp_iou, minlength=n),
+            np.bincount(s.tp_cat, minlength=n),
+            np.bincount(s.fp_cat, minlength=n),
+            np.bincount(s.fn_cat, minlength=n),
+        ],
+        axis=1,
+    ).astype(np.float64)
+
+
+def pq_arrays(counts: np.ndarray, isthing: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """PQ, SQ, RQ (fractions) and the number of categories averaged, from summed counts of shape (..., C, 4)
+    [IoU sum, TP, FP, FN]: panopticapi's ``pq_average`` over the categories (those with ``isthing`` where given)
+    that have a TP, FP or FN, for every leading index at once (0 where no category counts)."""
+    iou, tp, fp, fn = (counts[..., i] for i in range(4))  # (..., C) each
+    keep = (tp + fp + fn) > 0
+    if isthing is not None:
+        keep = keep & np.asarray(isthing, dtype=bool)
+    n = keep.sum(axis=-1)
+    denom = np.where(keep, tp + 0.5 * fp + 0.5 * fn, 1.0)
+    sq_c = np.divide(iou, tp, out=np.zeros_like(iou), where=tp > 0)
+    out = {"n": n}
+    for name, per_class in (("pq", iou / denom), ("sq", sq_c), ("rq", tp / denom)):
+        out[name] = np.where(keep, per_class, 0.0).sum(axis=-1) / np.maximum(n, 1)
+    return out
+
+
+def pq_from_counts(counts: np.ndarray, isthing: np.ndarray | None = None) -> dict[str, float]:
+    """:func:`pq_arrays` of one (C, 4) table of summed counts, as plain numbers."""
+    r = pq_arrays(counts, isthing)
+    return {"pq": float(r["pq"]), "sq": float(r["sq"]), "rq": float(r["rq"]), "n": int(r["n"])}
+
+
 class PanopticWarning(UserWarning):
     """Ground truth that panopticapi accepts but that is probably wrong (an empty segment, a wrong area)."""
 
@@ -358,6 +394,7 @@ class PQResult:
     num_images: int
     extra: dict[str, Any] = field(default_factory=dict)
     categories: dict[int, Category] = field(default_factory=dict)  # for names in tables
+    image_counts: np.ndarray | None = None  # (N, C, 4) per image, when the metric kept them (keep_images)
 
     def summary(self) -> dict[str, float]:
         """The headline numbers as one flat dict (fractions): pq, sq, rq, each also _th and _st, miou, images."""
@@ -409,10 +446,11 @@ class PanopticQuality:
     >>> result = pq.compute()
     """
 
-    def __init__(self, categories: dict[int, Category], strict: bool = False):
+    def __init__(self, categories: dict[int, Category], strict: bool = False, keep_images: bool = False):
         self.categories = dict(categories)
         self.cat_index = {cid: i for i, cid in enumerate(self.categories)}
         self.strict = strict  # raise on ground-truth defects panopticapi passes over (see image_stats)
+        self.keep_images = keep_images  # keep each image's per-class counts (for a bootstrap over images)
         self.reset()
 
     def reset(self) -> None:
@@ -424,6 +462,7 @@ class PanopticQuality:
         self.confusion = np.zeros((n, n + 1), dtype=np.int64)
         self.num_images = 0
         self._pending: list[ImageStats] = []
+        self._images: list[np.ndarray] = []
 
     def add(self, s: ImageStats) -> None:
         """Add one image's statistics (summed in batches, in the order given); its notes become warnings."""
@@ -431,6 +470,8 @@ class PanopticQuality:
             warnings.warn(text, PanopticWarning, stacklevel=2)
         self._pending.append(s)
         self.num_images += 1
+        if self.keep_images:
+            self._images.append(image_counts(s, len(self.cat_index)))
         if len(self._pending) >= 256:
             self._flush()
 
@@ -464,6 +505,14 @@ class PanopticQuality:
         self.add(
             image_stats(gt_ids, gt_segments, pred_ids, pred_segments, self.cat_index, image_id, strict=self.strict)
         )
+
+    def image_counts(self) -> np.ndarray:
+        """(N, C, 4) float64: each image's per-class IoU sum, TP, FP and FN, in the order the images came
+        (needs ``keep_images=True``); summed over images they give this metric's totals exactly."""
+        if not self.keep_images:
+            raise ValueError("PanopticQuality(keep_images=True) keeps the per-image counts")
+        n = len(self.cat_index)
+        return np.stack(self._images) if self._images else np.zeros((0, n, 4))
 
     def _average(self, isthing: bool | None) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
         """Class average as panopticapi's ``PQStat.pq_average``."""
@@ -514,7 +563,18 @@ class PanopticQuality:
         things, _ = self._average(True)
         stuff, _ = self._average(False)
         miou, per_iou = self.semantic_iou()
-        return PQResult(all_, things, stuff, per_class, miou, per_iou, self.num_images, categories=self.categories)
+        kept = self.image_counts() if self.keep_images else None
+        return PQResult(
+            all_,
+            things,
+            stuff,
+            per_class,
+            miou,
+            per_iou,
+            self.num_images,
+            categories=self.categories,
+            image_counts=kept,
+        )
 
 
 def _pairs(gt_set, pred_set, pred_json: Path, strict: bool) -> list:

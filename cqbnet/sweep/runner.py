@@ -17,15 +17,36 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.data import dataset_paths, ensure_synthetic, load_split
-from cqbnet.io import read_json, write_json
+from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.kinds import parse_kind_set
 from cqbnet.sweep.protocol import MODULES, RunSpec
 
 RESULT = "result.json"
+IMAGE_COUNTS = "image_counts.npz"  # per val image and class: IoU sum, TP, FP, FN, for each inference mode
+
+
+def write_image_counts(path: Path, categories: dict, counts: dict[str, np.ndarray]) -> None:
+    """Each inference mode's (N, C, 4) per-image counts with the category ids and thing flags, written atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(
+                f,
+                category_ids=np.array(list(categories), dtype=np.int64),
+                isthing=np.array([c.isthing for c in categories.values()], dtype=bool),
+                **counts,
+            )
+
+
+def read_image_counts(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(category ids, thing flags, {mode: (N, C, 4) counts}) as :func:`write_image_counts` wrote them."""
+    with np.load(path) as z:
+        modes = {k: z[k] for k in z.files if k not in ("category_ids", "isthing")}
+        return z["category_ids"], z["isthing"], modes
 
 
 class SweepFailed(RuntimeError):
@@ -69,6 +90,7 @@ def execute(spec: RunSpec, cfg: dict[str, Any], root: str | os.PathLike, device:
     """One run from start to finish (or from wherever it stopped): labels, training, evaluation on val."""
     from cqbnet.engine.inference import evaluate_model
     from cqbnet.engine.trainer import load_model, train
+    from cqbnet.modeling.panoptic_net import INFERENCE_MODES
 
     out = Path(root) / "runs" / spec.key
     if (out / RESULT).is_file():
@@ -81,19 +103,28 @@ def execute(spec: RunSpec, cfg: dict[str, Any], root: str | os.PathLike, device:
     model, _ = load_model(out / "model_final.pth", torch.device(device))
     dcfg, tcfg = run_cfg["data"], run_cfg["train"]
     val = load_split(dcfg, "val", out)
-    r = evaluate_model(
-        model,
-        val,
-        torch.device(device),
-        tcfg["test_mode"],
-        tcfg["eval_images"],
-        dcfg["test_short_size"],
-        dcfg["max_size"],
-    )
+    primary = tcfg["test_mode"]
+    modes, counts = {}, {}
+    for mode in (primary, *(m for m in INFERENCE_MODES if m != primary)):
+        r = evaluate_model(
+            model,
+            val,
+            torch.device(device),
+            mode,
+            tcfg["eval_images"],
+            dcfg["test_short_size"],
+            dcfg["max_size"],
+            keep_images=True,
+        )
+        modes[mode] = {k: (100 * v if k != "images" else v) for k, v in r.summary().items()}
+        counts[mode] = r.image_counts
+    write_image_counts(out / IMAGE_COUNTS, val.categories, counts)
     result = {
         "key": spec.key,
         "spec": asdict(spec),
-        **{k: (100 * v if k != "images" else v) for k, v in r.summary().items()},
+        **modes[primary],
+        "test_mode": primary,
+        "modes": modes,
         "iterations": info["iterations"],
         "resumed_from": info["resumed_from"],
         "seconds_train": t_train - t0,
