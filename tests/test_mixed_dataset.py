@@ -19,7 +19,7 @@ KEYS = {
     "I": {"tags"},
     "B": {"box_boxes", "box_labels", "box_iscrowd"},
     "S": {"stuff_semantic"},
-    "PT": {"point_xy", "point_labels", "point_segments"},
+    "PT": {"point_xy", "point_labels", "point_segments", "point_iscrowd"},
 }
 
 

@@ -42,6 +42,28 @@ def test_table2_runs_arms_modules_and_shared_runs():
     assert all(r.arm == "upper" for r in runs[first_upper:])
 
 
+def test_a_points_study_switches_paper_003s_branch_on_in_its_module_arm_only(tmp_path):
+    """Study PT: the baseline trains on rho_P panoptic labels and clicks without the point branch (the clicks then
+    teach the semantic head only), the module arm with it; the P/I/B/S studies' runs are unchanged by it."""
+    from cqbnet.engine.config import load_config
+    from cqbnet.sweep.protocol import POINTS
+    from cqbnet.sweep.runner import run_config
+
+    runs = table2_runs(("P", "PT"), (0.3,), (0,))
+    pt = {r.arm: r for r in runs if r.study == "PT"}
+    assert POINTS not in pt["baseline"].spec.modules and set(pt["baseline"].spec.modules) == set(MODULES)
+    assert pt["module"].spec.modules == (*MODULES, POINTS)
+    assert pt["upper"].spec.ratio == (("P", 1.0),)
+    cfg = load_config(None)
+    on = run_config(cfg, pt["module"].spec, tmp_path / "m.json")["model"]["weak"]
+    off = run_config(cfg, pt["baseline"].spec, tmp_path / "m.json")["model"]["weak"]
+    assert on[POINTS] and not off[POINTS] and on["relation"] and off["relation"]
+    # the other studies' runs (and their folder names, which resumable sweeps find them by) are as before
+    assert table2_runs(("P", "I", "B", "S"), (0.3,), (0,)) == [
+        r for r in table2_runs(("P", "I", "B", "S", "PT"), (0.3,), (0,)) if r.study != "PT"
+    ]
+
+
 def test_same_seed_draws_the_same_panoptic_images_in_every_study():
     from cqbnet.labels.kinds import parse_kind_set
 
@@ -57,7 +79,7 @@ def test_same_seed_draws_the_same_panoptic_images_in_every_study():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"studies": ["PT"]}, "unknown study 'PT'"),
+        ({"studies": ["clicks"]}, "unknown study 'clicks'"),
         ({"arms": ["best"]}, "unknown arm 'best'"),
         ({"rhos": [1.0]}, "rho_P must lie in (0, 1)"),
         ({"seeds": []}, "no seeds"),

@@ -376,6 +376,80 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_approximate(args) -> int:
+    """Round 0 of paper 001's approximate labels; scored against the ground truth when it is given."""
+    from cqbnet.io import check_output_dir
+    from cqbnet.labels.manifest import load_manifest
+    from cqbnet.weak.approx_ground_truth import round_zero
+
+    check_output_dir(args.out, [args.manifest, args.data], args.overwrite)
+    manifest = load_manifest(args.manifest)
+    model = device = None
+    if args.checkpoint is not None:
+        model, _, device = _load_model_args(args)
+    return _write_and_score(args, manifest, round_zero(manifest, model, device or "cpu", args.cue), "round 0")
+
+
+def _write_and_score(args, manifest, entries, source: str) -> int:
+    """Write a round of approximate labels to ``args.out``; score it when the ground truth is given."""
+    from cqbnet.weak.approx_ground_truth import ApproximateRound, score_round, write_round
+
+    path = write_round(args.out, entries, f"{source}, cue {getattr(args, 'cue', 'both')}")
+    print(f"wrote {path}")
+    if args.data is not None or args.gt_json is not None:
+        score = score_round(ApproximateRound.load(path), manifest, _load_gt(args))
+        print("  ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in score.items()))
+    return 0
+
+
+def cmd_refine(args) -> int:
+    """A refinement round of paper 001's approximate labels; scored against the ground truth when it is given."""
+    from cqbnet.io import check_output_dir
+    from cqbnet.labels.manifest import load_manifest
+    from cqbnet.weak.approx_ground_truth import ApproximateRound, refine_round
+
+    check_output_dir(args.out, [args.manifest, args.cues, args.data], args.overwrite)
+    manifest = load_manifest(args.manifest)
+    cues = ApproximateRound.load(args.cues)
+    model, _, device = _load_model_args(args)
+    return _write_and_score(
+        args, manifest, refine_round(model, manifest, cues, device), f"refined from {args.checkpoint}"
+    )
+
+
+def cmd_pseudo_labels(args) -> int:
+    """Paper 003's pseudo panoptic labels of a manifest's point images, written as COCO panoptic predictions and,
+    with the ground truth given, scored against it (PQ and mIoU of the pseudo labels themselves)."""
+    from cqbnet.data.mixed_dataset import MixedLabelDataset
+    from cqbnet.engine.inference import write_predictions
+    from cqbnet.evaluation.panoptic_quality import PanopticQuality
+    from cqbnet.io import check_output_dir
+    from cqbnet.weak.fdd_points import pseudo_label_items
+
+    inputs = [args.manifest, args.data, getattr(args, "png_dir", None)]
+    check_output_dir(args.out, inputs, args.overwrite)
+    model, _, device = _load_model_args(args)
+    dataset = MixedLabelDataset(args.manifest)
+    gt = _load_gt(args) if (args.data is not None or args.gt_json is not None) else None
+    metric = PanopticQuality(dataset.categories) if gt is not None else None
+    records = {r.image_id: r for r in gt.records} if gt is not None else {}
+
+    def items():
+        for info, img, out in pseudo_label_items(model, dataset, device):
+            if metric is not None:
+                rec = records.get(info["id"])
+                if rec is None:
+                    raise InputError(f"{args.manifest}: image {info['id']} is not in the ground truth given")
+                metric.update(gt.read_ids(rec, validate=False), rec.segments, out.ids, out.segments, info["id"])
+            yield info, img, out
+
+    path = write_predictions(args.out, items(), dataset.categories, not args.no_overlays, inputs, args.overwrite)
+    print(f"wrote {path}: the pseudo labels of the manifest's point images")
+    if metric is not None:
+        print(metric.compute().table(per_class=args.per_class))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from cqbnet.cli.demo import run_demo
 
@@ -470,6 +544,32 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
     sim.set_defaults(func=cmd_simulate)
 
+    ap = labels.add_parser(
+        "approximate", help="paper 001: approximate panoptic labels of a manifest's boxes images (round 0)"
+    )
+    ap.add_argument("--manifest", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="folder of the round's PNGs and labels.json")
+    ap.add_argument(
+        "--checkpoint", type=Path, help="a network trained on the manifest with Cls2Pixel on: its CAMs give stuff"
+    )
+    ap.add_argument("--cue", default="both", choices=["both", "grabcut", "proposal", "box"], help="things' cue")
+    _add_gt_args(ap)
+    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+    ap.set_defaults(func=cmd_approximate)
+
+    rf = labels.add_parser(
+        "refine", help="paper 001: the next round of approximate labels, from a network trained on the last one"
+    )
+    rf.add_argument("--manifest", type=Path, required=True)
+    rf.add_argument("--cues", type=Path, required=True, help="round 0's folder (cqbnet labels approximate)")
+    rf.add_argument("--checkpoint", type=Path, required=True, help="the network trained on the last round")
+    rf.add_argument("--out", type=Path, required=True)
+    _add_gt_args(rf)
+    rf.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    rf.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+    rf.set_defaults(func=cmd_refine)
+
     c = labels.add_parser("cost", help="cost table of a ratio or a manifest")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--ratio")
@@ -558,6 +658,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
     pr.set_defaults(func=cmd_predict)
+
+    ps = sub.add_parser(
+        "pseudo-labels",
+        help="paper 003: the dense pseudo labels a trained point branch gives a manifest's point images",
+    )
+    ps.add_argument("--checkpoint", type=Path, required=True, help="a network trained with model.weak.points on")
+    ps.add_argument("--manifest", type=Path, required=True, help="the mixed-label manifest it was trained from")
+    _add_gt_args(ps)
+    ps.add_argument("--out", type=Path, required=True)
+    ps.add_argument("--per-class", action="store_true", help="one row per class in the score table")
+    ps.add_argument("--no-overlays", action="store_true")
+    ps.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    ps.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+    ps.set_defaults(func=cmd_pseudo_labels)
 
     e = sub.add_parser("evaluate", help="PQ/SQ/RQ, mIoU and AP of panoptic predictions")
     e.add_argument("--gt-json", type=Path, required=True)

@@ -8,7 +8,12 @@ other keys exist only for those kinds, so a loss can only be computed from a lab
 * I: ``tags`` (K,) float32, 1 for every class (semantic index) in the image's tag list;
 * B: ``box_boxes`` (M, 4) float32 xyxy, ``box_labels`` (M,) semantic index, ``box_iscrowd`` (M,) bool;
 * S: ``stuff_semantic`` (H, W) int64, the stuff class on stuff pixels, ``ignore_index`` on thing and void pixels;
-* PT: ``point_xy`` (Q, 2) int64 (x, y), ``point_labels`` (Q,) semantic index, ``point_segments`` (Q,) int64.
+* PT: ``point_xy`` (Q, 2) int64 (x, y), ``point_labels`` (Q,) semantic index, ``point_segments`` (Q,) int64,
+  ``point_iscrowd`` (Q,) bool (the click is on a crowd segment).
+
+With ``approximate`` (a round of paper 001's approximate labels, :mod:`cqbnet.weak.approx_ground_truth`), a
+boxes image it covers also carries a panoptic target made from them (its kinds gain P, ``pseudo_panoptic`` is
+set, ``ignore`` marks the pixels no loss reads); those labels come from the image's own boxes and tags.
 
 Semantic indices follow the order of the manifest's categories, as in
 :class:`~cqbnet.data.dataset.PanopticDataset`. Nothing of the ground truth is read for kinds an image lacks.
@@ -29,11 +34,20 @@ from cqbnet.labels.manifest import ImageLabels, Manifest, load_manifest
 class MixedLabelDataset:
     """Images of a manifest with the labels each one carries (see the module docstring)."""
 
-    def __init__(self, manifest: Manifest | str | os.PathLike, ignore_index: int = IGNORE_INDEX):
+    def __init__(
+        self,
+        manifest: Manifest | str | os.PathLike,
+        ignore_index: int = IGNORE_INDEX,
+        approximate: str | os.PathLike | None = None,
+    ):
+        from cqbnet.weak.approx_ground_truth import ApproximateRound
+
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
         self.categories = self.manifest.categories
         self.contiguous = {cid: i for i, cid in enumerate(self.categories)}
         self.ignore_index = ignore_index
+        # paper 001: approximate panoptic labels made from the boxes (and tags) of the weak images themselves
+        self.approximate = None if approximate is None else ApproximateRound.load(approximate)
 
     def __len__(self) -> int:
         return len(self.manifest.images)
@@ -66,6 +80,13 @@ class MixedLabelDataset:
             t["point_xy"] = np.array([(p.x, p.y) for p in lab.points], dtype=np.int64).reshape(-1, 2)
             t["point_labels"] = np.array([self.contiguous[p.category_id] for p in lab.points], dtype=np.int64)
             t["point_segments"] = np.array([p.segment_id for p in lab.points], dtype=np.int64)
+            t["point_iscrowd"] = np.array([p.iscrowd for p in lab.points], dtype=bool)
+        if self.approximate is not None and "B" in lab.kinds and "P" not in lab.kinds:
+            approx = self.approximate.target(lab, self.contiguous, self.categories, self.ignore_index)
+            if approx is not None:
+                t.update(approx)
+                t["kinds"] = lab.kinds | {"P"}
+                t["pseudo_panoptic"] = True
         return t
 
     def _stuff_semantic(self, lab: ImageLabels) -> np.ndarray:

@@ -23,7 +23,7 @@ def to_tensors(image: np.ndarray, target: Target) -> tuple[Tensor, Target]:
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
     out: Target = {"image_id": target["image_id"]}
     for k, v in target.items():
-        if k in ("image_id", "kinds"):
+        if k in ("image_id", "kinds", "pseudo_panoptic"):
             out[k] = v
             continue
         arr = np.ascontiguousarray(v)
@@ -31,7 +31,7 @@ def to_tensors(image: np.ndarray, target: Target) -> tuple[Tensor, Target]:
     return img, out
 
 
-MAPS = ("masks", "semantic", "panoptic", "stuff_semantic")  # per-pixel targets, last two dims (H, W)
+MAPS = ("masks", "semantic", "panoptic", "stuff_semantic", "ignore")  # per-pixel targets, last two dims (H, W)
 BOXES = ("boxes", "box_boxes")  # xyxy, exclusive right/bottom edge
 
 
@@ -67,8 +67,12 @@ def resize(image: Tensor, target: Target, scale: float) -> tuple[Tensor, Target]
     for k in ("semantic", "panoptic", "stuff_semantic"):
         if k in t:
             t[k] = F.interpolate(target[k][None, None].float(), size=size, mode="nearest")[0, 0].long()
+    if "ignore" in t:
+        t["ignore"] = F.interpolate(target["ignore"][None, None].float(), size=size, mode="nearest")[0, 0].bool()
     if "boxes" in t:
-        t["boxes"] = boxes_of(t["masks"], target["boxes"] * scale)
+        # approximate labels (with ignore) keep their annotated boxes: their masks are only the confident part
+        scaled = target["boxes"] * torch.tensor([size[1] / w, size[0] / h] * 2)
+        t["boxes"] = scaled if "ignore" in t else boxes_of(t["masks"], target["boxes"] * scale)
     if "box_boxes" in t:
         t["box_boxes"] = target["box_boxes"] * torch.tensor([size[1] / w, size[0] / h] * 2)
     if "point_xy" in t:

@@ -30,6 +30,11 @@ DEFAULTS: dict[str, Any] = {
         "categories": None,
         # a mixed-label manifest (cqbnet labels simulate) to train from instead of the full train split
         "manifest": None,
+        # or the label mix to simulate from the train split's ground truth into <out>/labels before training, e.g.
+        # {ratio: "PT=1", points_per_segment: 1, point_sampling: uniform, seed: 0} (cqbnet labels simulate's options)
+        "labels": None,
+        # paper 001: a round of approximate labels for the manifest's boxes images (cqbnet labels approximate)
+        "approximate": None,
         # generate the synthetic scenes into <out>/data when no root is given
         "synthetic": None,  # e.g. {num_train: 2000, num_val: 300, seed: 0, size: 128}
         "train_short_sizes": None,  # random shorter-side resize, e.g. [640, 672, ..., 800]
@@ -96,6 +101,7 @@ DEFAULTS: dict[str, Any] = {
         "seeds": [0, 1],
         "arms": ["baseline", "module", "upper"],
         "points_per_segment": 1,
+        "point_sampling": "uniform",  # where clicks land (cqbnet.labels.kinds.POINT_SAMPLING)
     },
 }
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from cqbnet.data.panoptic_format import Category
 from cqbnet.engine import distributed as dist_utils
 from cqbnet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from cqbnet.engine.data import StreamDataset, ensure_synthetic, load_split, make_loader, move_to
+from cqbnet.engine.data import StreamDataset, dataset_paths, ensure_synthetic, load_split, make_loader, move_to
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.errors import InputError
 from cqbnet.io import atomic_path
@@ -116,8 +116,6 @@ def load_weights(model: PanopticNet, state: dict[str, Any], path: str | os.PathL
 def _validation_split(dcfg: dict[str, Any], out: Path, eval_period: int, main: bool):
     """The validation split, or None when the config names none (with a warning if evaluation was asked for).
     A named split that cannot be read is an error: training on without the evaluation asked for would hide it."""
-    from cqbnet.engine.data import dataset_paths
-
     try:
         j, _, _ = dataset_paths(dcfg, "val", out)
     except InputError:
@@ -158,6 +156,36 @@ class _Metrics:
             f.write(json.dumps(row) + "\n")
 
 
+LABEL_OPTIONS = {"ratio", "points_per_segment", "point_sampling", "seed"}
+
+
+def simulate_labels(dcfg: dict[str, Any], out: Path) -> Path:
+    """``data.labels``: the config's label mix simulated once from the train split into ``out/labels`` (kept on
+    resume); the manifest's path."""
+    from cqbnet.data.panoptic_format import load_panoptic_json
+    from cqbnet.labels.simulate import parse_ratio, simulate
+
+    spec = dict(dcfg["labels"])
+    unknown = set(spec) - LABEL_OPTIONS
+    if unknown or "ratio" not in spec:
+        raise InputError(
+            f"config: data.labels needs a ratio and takes only {', '.join(sorted(LABEL_OPTIONS))}"
+            + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "")
+        )
+    target = out / "labels" / "manifest.json"
+    if not target.is_file():
+        gt = load_panoptic_json(*dataset_paths(dcfg, "train", out))
+        simulate(
+            gt,
+            parse_ratio(str(spec["ratio"])),
+            out / "labels",
+            seed=int(spec.get("seed", 0)),
+            points_per_segment=int(spec.get("points_per_segment", 1)),
+            point_sampling=str(spec.get("point_sampling", "uniform")),
+        )
+    return target
+
+
 def train(
     cfg: dict[str, Any], out_dir: str | os.PathLike, device: str = "cpu", resume: bool = True, progress: bool = True
 ) -> dict[str, Any]:
@@ -176,17 +204,25 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if info.main:
         ensure_synthetic(dcfg, out)
+        if dcfg.get("labels") and not dcfg.get("manifest"):
+            simulate_labels(dcfg, out)
     dist_utils.barrier(info)
+    if dcfg.get("labels") and not dcfg.get("manifest"):
+        dcfg = {**dcfg, "manifest": str(out / "labels" / "manifest.json")}
 
     if dcfg.get("manifest"):
         from cqbnet.data.mixed_dataset import MixedLabelDataset
 
-        train_set = MixedLabelDataset(dcfg["manifest"])
+        train_set = MixedLabelDataset(dcfg["manifest"], approximate=dcfg.get("approximate"))
     else:
         train_set = load_split(dcfg, "train", out)
     val_set = _validation_split(dcfg, out, tcfg["eval_period"], info.main)
+    model_cfg = cfg["model"]
+    weak = model_cfg.get("weak") or {}
+    if weak.get("jtsm") and not weak.get("jtsm_cache"):  # paper 002's segment proposals: computed once per image
+        model_cfg = {**model_cfg, "weak": {**weak, "jtsm_cache": str(out / "proposals")}}
     torch.manual_seed(tcfg["seed"])
-    model = build_model(train_set.categories, cfg["model"]).to(dev)
+    model = build_model(train_set.categories, model_cfg).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(
         params, lr=solver["base_lr"], momentum=solver["momentum"], weight_decay=solver["weight_decay"]

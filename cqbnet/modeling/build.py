@@ -23,6 +23,8 @@ from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE, SemanticHead
 from cqbnet.weak.box2mask import Box2Mask
 from cqbnet.weak.cls2box import Cls2Box
 from cqbnet.weak.cls2pixel import Cls2Pixel
+from cqbnet.weak.fdd_points import FDDPoints
+from cqbnet.weak.jtsm import JTSM
 from cqbnet.weak.relation_reasoning import RelationReasoning
 
 
@@ -50,6 +52,25 @@ class WeakConfig:
     relation_layers: int = 2  # inter-graph reasoning layers (paper: 2)
     relation_rois: int = 64  # RoIs per image that are the thing graph's nodes, in training and at test
     relation_seg_weight: float = 0.5  # beta of L_RR = L_cls_en + L_reg_en + beta L_seg_en
+    points: bool = False  # paper 003 (FDD): clicked points teach everything through learned dense pseudo labels
+    points_dim: int = 64  # decoder width
+    points_layers: int = 2  # decoder layers (paper 003 does not give its count)
+    points_heads: int = 4
+    points_expand: int = 7  # side in pixels of the square each click is expanded to for its query (Eq. 1)
+    points_lambda_sem: float = 1.0  # the auxiliary semantic branch's weight (paper 003: 1 for P1, 0.1 for P10)
+    points_warmup: int = 10000  # iterations over which the point images switch to their pseudo panoptic labels
+    points_colour: bool = True  # the colour prior (Eqs. 4-5), the self-training (Eq. 6), the auxiliary branch
+    points_self_training: bool = True  # and the pseudo labels themselves, each switchable for ablations
+    points_auxiliary: bool = True
+    points_pseudo_labels: bool = True
+    jtsm: bool = False  # paper 002 (JTSM): tags alone teach things and stuff, mined over segment proposals
+    jtsm_refinements: int = 4  # OICR refinement heads (paper 002: 4)
+    jtsm_hidden: int = 256  # width of the mining branch's two FC layers
+    jtsm_warmup: int = 10000  # iterations over which the tags images switch to their mined pseudo labels
+    jtsm_grabcut: bool = True  # re-estimate the mined segments with GrabCut (Sec. 3.4)
+    jtsm_masked_pooling: bool = True  # MoIPool; false: RoIPool on the segments' boxes (the ablation)
+    jtsm_pseudo_labels: bool = True  # the self-training of the network's branches on the mined labels
+    jtsm_cache: str | None = None  # folder caching each image's segment proposals (none: computed every time)
 
 
 # settings that were renamed: old key -> what replaced it
@@ -186,6 +207,38 @@ def build_panoptic_net(
             w.relation_seg_weight,
             SEMANTIC_STRIDE,
         )
+    points = None  # built last, so that switching it on leaves every other module's initialisation as it was
+    if w.points:
+        points = FDDPoints(
+            fpn_channels,
+            semantic_channels,
+            labels.num_classes,
+            labels.thing_semantic,
+            w.points_dim,
+            w.points_layers,
+            w.points_heads,
+            w.points_expand,
+            w.points_lambda_sem,
+            w.points_warmup,
+            w.points_colour,
+            w.points_self_training,
+            w.points_auxiliary,
+            w.points_pseudo_labels,
+        )
+    jtsm = None
+    if w.jtsm:
+        jtsm = JTSM(
+            fpn_channels,
+            labels.num_classes,
+            labels.thing_semantic,
+            w.jtsm_refinements,
+            w.jtsm_hidden,
+            w.jtsm_warmup,
+            w.jtsm_grabcut,
+            w.jtsm_masked_pooling,
+            w.jtsm_pseudo_labels,
+            w.jtsm_cache,
+        )
     return PanopticNet(
         body,
         rpn,
@@ -197,6 +250,8 @@ def build_panoptic_net(
         box2mask,
         cls2pixel,
         relation,
+        points,
+        jtsm,
         semantic_loss_weight,
         loss_normalization,
         channels_last=channels_last,

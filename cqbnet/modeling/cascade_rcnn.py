@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.roi_heads import maskrcnn_inference, maskrcnn_loss
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.models.detection.roi_heads import maskrcnn_inference, maskrcnn_loss, project_masks_on_boxes
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes, roi_align
 
 from cqbnet.modeling.roi_pool import SparseMultiScaleRoIAlign
 from cqbnet.modeling.supervision import zero_loss
@@ -71,6 +71,40 @@ class CascadeStage(nn.Module):
 def nonempty(boxes: Tensor) -> Tensor:
     """(R, 4) boxes -> (R,) bool: those with positive width and height."""
     return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+
+
+def mask_loss_with_ignore(
+    mask_logits: Tensor,
+    boxes: list[Tensor],
+    gt_masks: list[Tensor],
+    ignore: list[Tensor | None],
+    gt_labels: list[Tensor],
+    matched: list[Tensor],
+) -> Tensor:
+    """Mask R-CNN's per-pixel BCE on the RoI grid, with no loss on the cells that are mostly *ignore* (paper 001,
+    Eq. 1: only confident pixels teach): ``ignore`` (H, W) bool per image, or None where every pixel counts."""
+    m = mask_logits.shape[-1]
+    logits, targets, weights = [], [], []
+    start = 0
+    for b, gm, ig, gl, idx in zip(boxes, gt_masks, ignore, gt_labels, matched):
+        n = len(b)
+        if n == 0:
+            continue
+        rois = torch.cat([torch.zeros_like(b[:, :1]), b], dim=1)
+        targets.append(project_masks_on_boxes(gm, b, idx, m))
+        if ig is None:
+            weights.append(torch.ones((n, m, m), device=b.device))
+        else:
+            frac = roi_align(ig[None, None].to(b), rois, (m, m), 1.0)[:, 0]
+            weights.append((frac < 0.5).to(b))
+        lab = gl[idx]
+        logits.append(mask_logits[start : start + n][torch.arange(n, device=b.device), lab])
+        start += n
+    if not targets:
+        return mask_logits.sum() * 0
+    w = torch.cat(weights)
+    bce = F.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(targets), reduction="none")
+    return (bce * w).sum() / w.sum().clamp(min=1.0)
 
 
 class CascadeRoIHeads(nn.Module):
@@ -250,7 +284,13 @@ class CascadeRoIHeads(nn.Module):
                 x = self.mask_head(self.mask_roi_pool(features, pos_boxes, image_shapes))
                 mask_logits = self.mask_predictor(x)
                 gt_masks = [t["masks"] if "masks" in t else t["boxes"].new_zeros((0, 1, 1)) for t in targets]
-                losses["loss_mask"] = maskrcnn_loss(mask_logits, pos_boxes, gt_masks, gt_labels, pos_matched)
+                if any("ignore" in t for t in targets):  # approximate labels (paper 001): ignore pixels get no loss
+                    ignore = [t.get("ignore") for t in targets]
+                    losses["loss_mask"] = mask_loss_with_ignore(
+                        mask_logits, pos_boxes, gt_masks, ignore, gt_labels, pos_matched
+                    )
+                else:
+                    losses["loss_mask"] = maskrcnn_loss(mask_logits, pos_boxes, gt_masks, gt_labels, pos_matched)
             else:
                 losses["loss_mask"] = zero_loss(self.mask_predictor)
 

@@ -35,6 +35,8 @@ from cqbnet.modeling.targets import detection_target, pad_semantic, semantic_tar
 from cqbnet.weak.box2mask import Box2Mask
 from cqbnet.weak.cls2box import Cls2Box
 from cqbnet.weak.cls2pixel import Cls2Pixel
+from cqbnet.weak.fdd_points import FDDPoints
+from cqbnet.weak.jtsm import JTSM
 from cqbnet.weak.relation_reasoning import RelationReasoning, average_with_base
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,7 +62,9 @@ class Detections:
 class PanopticNet(nn.Module):
     """Backbone + RPN + cascade R-CNN + semantic head + paper 004's panoptic head, and paper 000's weak modules.
 
-    A weak module that is None is off (the pilot's baselines switch them off).
+    A weak module that is None is off (the pilot's baselines switch them off). ``points`` is paper 003's
+    pseudo-label branch for clicked points (:class:`~cqbnet.weak.fdd_points.FDDPoints`) and ``jtsm`` paper 002's
+    thing-and-stuff mining from tags (:class:`~cqbnet.weak.jtsm.JTSM`), both used in training only.
     """
 
     def __init__(
@@ -75,6 +79,8 @@ class PanopticNet(nn.Module):
         box2mask: Box2Mask | None = None,
         cls2pixel: Cls2Pixel | None = None,
         relation: RelationReasoning | None = None,
+        points: FDDPoints | None = None,
+        jtsm: JTSM | None = None,
         semantic_loss_weight: float = 0.5,
         loss_normalization: str = "batch",
         size_divisible: int = 32,
@@ -95,6 +101,8 @@ class PanopticNet(nn.Module):
         self.box2mask = box2mask
         self.cls2pixel = cls2pixel
         self.relation = relation
+        self.points = points
+        self.jtsm = jtsm
         self.semantic_loss_weight = semantic_loss_weight
         self.loss_normalization = loss_normalization
         self.iteration = 0  # the trainer's step, for warm-ups
@@ -178,6 +186,10 @@ class PanopticNet(nn.Module):
         the table is :data:`~cqbnet.modeling.supervision.LOSS_IMAGES`). Images are never asked for a label
         they lack."""
         losses: dict[str, Tensor] = {}
+        if self.points is not None:  # paper 003: point images first get their pseudo panoptic labels
+            losses["loss_points"], batch = self.points.loss(batch, self.semantic_head.ignore_index)
+        if self.jtsm is not None:  # paper 002: tags-only images first get their mined pseudo labels
+            losses["loss_jtsm"], batch = self.jtsm.loss(batch, self.semantic_head.ignore_index)
         boxed = batch.images_for("detection")
         if boxed:
             images, feats = batch.sub(boxed)

@@ -43,6 +43,10 @@ LOSS_IMAGES: dict[str, Callable[[frozenset[str], dict[str, Any]], bool]] = {
     "loss_cls2pixel": lambda k, t: "I" in k and not k & {"P", "S"},  # tags teach stuff where no map does
     "loss_box2mask": lambda k, t: "B" in k and "P" not in k and _boxes(t) > 0,
     "loss_relation": lambda k, t: bool(k & {"P", "B", "S"}),
+    # paper 003's branches learn from the clicks of images without a real panoptic label (pseudo ones allowed)
+    "loss_points": lambda k, t: "PT" in k and ("P" not in k or t.get("pseudo_panoptic", False)),
+    # paper 002 mines images labelled with tags alone (pseudo panoptic labels of its own allowed)
+    "loss_jtsm": lambda k, t: "I" in k and not k - {"I", "P"} and ("P" not in k or t.get("pseudo_panoptic", False)),
 }
 
 

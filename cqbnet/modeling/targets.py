@@ -25,6 +25,8 @@ def detection_target(t: dict[str, Any], labels: LabelSpace) -> dict[str, Tensor]
     }
     if "masks" in t:
         out["masks"] = t["masks"][sel].to(torch.uint8)
+    if "ignore" in t:  # approximate labels (paper 001): pixels no loss reads
+        out["ignore"] = t["ignore"].bool()
     return out
 
 

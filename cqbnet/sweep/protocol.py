@@ -23,6 +23,7 @@ kind  modules                                         curves
 I     Cls2Box (things), Cls2Pixel (stuff)              PQ_th, PQ_st
 B     Box2Mask (things), relation reasoning th->st     PQ_th, PQ_st
 S     relation reasoning st->th                        PQ_th
+PT    paper 003's point branch (FDD pseudo labels)     PQ_th, PQ_st
 ====  ==============================================  ===================================
 
 Runs that come out identical (the full-supervision run is study P's rho = 1 *and* the upper bound of B and
@@ -39,8 +40,14 @@ from dataclasses import dataclass, field
 from cqbnet.errors import InputError
 
 MODULES = ("box2mask", "cls2box", "cls2pixel", "relation")  # paper 000's four weak-supervision modules
-MODULES_OF_KIND = {"I": ("cls2box", "cls2pixel"), "B": ("box2mask", "relation"), "S": ("relation",)}
-UPPER_KIND = {"I": "B", "B": "P", "S": "P"}  # the finer label an upper-bound run gets instead
+POINTS = "points"  # paper 003's point branch: on only in the module arm of a PT study
+MODULES_OF_KIND = {
+    "I": ("cls2box", "cls2pixel"),
+    "B": ("box2mask", "relation"),
+    "S": ("relation",),
+    "PT": (POINTS,),
+}
+UPPER_KIND = {"I": "B", "B": "P", "S": "P", "PT": "P"}  # the finer label an upper-bound run gets instead
 STUDIES = ("P", *MODULES_OF_KIND)
 WEAK_ARMS = ("baseline", "module", "upper")
 
@@ -87,8 +94,13 @@ def _mix(rho_p: float, other: str) -> tuple[tuple[str, float], ...]:
 
 
 def _without(kind: str) -> tuple[str, ...]:
-    """Every module but the ones that learn from ``kind`` (a baseline's switches)."""
+    """Every module of paper 000 but the ones that learn from ``kind`` (a baseline's switches)."""
     return tuple(m for m in MODULES if m not in MODULES_OF_KIND[kind])
+
+
+def _with(kind: str) -> tuple[str, ...]:
+    """Paper 000's modules and the kind's own (a module arm's switches; the point branch only for PT)."""
+    return MODULES + tuple(m for m in MODULES_OF_KIND[kind] if m not in MODULES)
 
 
 def table2_runs(
@@ -100,7 +112,7 @@ def table2_runs(
     """The pilot's runs, fitted arms first (study P, then baseline and module of each kind), upper bounds last."""
     for s in studies:
         if s not in STUDIES:
-            raise InputError(f"pilot: unknown study {s!r}; choose from {', '.join(STUDIES)} (points have no module)")
+            raise InputError(f"pilot: unknown study {s!r}; choose from {', '.join(STUDIES)}")
     for a in arms:
         if a not in WEAK_ARMS:
             raise InputError(f"pilot: unknown arm {a!r}; choose from {', '.join(WEAK_ARMS)}")
@@ -122,7 +134,7 @@ def table2_runs(
             for arm in ("baseline", "module"):
                 if arm not in arms:
                     continue
-                on = MODULES if arm == "module" else _without(kind)
+                on = _with(kind) if arm == "module" else _without(kind)
                 for r in sorted(rhos):
                     runs.append(
                         PilotRun(kind, arm, seed, {"P": r, kind: round(1 - r, 10)}, RunSpec(_mix(r, kind), on, seed))

@@ -24,7 +24,7 @@ from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.data import dataset_paths, ensure_synthetic, load_split
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.kinds import parse_kind_set
-from cqbnet.sweep.protocol import MODULES, RunSpec
+from cqbnet.sweep.protocol import MODULES, POINTS, RunSpec
 
 RESULT = "result.json"
 IMAGE_COUNTS = "image_counts.npz"  # per val image and class: IoU sum, TP, FP, FN, for each inference mode
@@ -63,7 +63,9 @@ def shared_data_config(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
     return cfg
 
 
-def prepare_labels(spec: RunSpec, cfg: dict[str, Any], out: Path, points_per_segment: int = 1) -> Path:
+def prepare_labels(
+    spec: RunSpec, cfg: dict[str, Any], out: Path, points_per_segment: int = 1, point_sampling: str = "uniform"
+) -> Path:
     """Simulate the run's labels from the training split's ground truth (once); the manifest's path."""
     from cqbnet.labels.simulate import simulate
 
@@ -73,7 +75,9 @@ def prepare_labels(spec: RunSpec, cfg: dict[str, Any], out: Path, points_per_seg
     j, png, img = dataset_paths(cfg["data"], "train", out)
     gt = load_panoptic_json(j, png, img)
     ratio = {parse_kind_set(k): v for k, v in spec.ratio}
-    simulate(gt, ratio, out / "labels", seed=spec.seed, points_per_segment=points_per_segment)
+    simulate(
+        gt, ratio, out / "labels", seed=spec.seed, points_per_segment=points_per_segment, point_sampling=point_sampling
+    )
     return target
 
 
@@ -81,7 +85,8 @@ def run_config(cfg: dict[str, Any], spec: RunSpec, manifest: Path) -> dict[str, 
     """The training config of one run: the shared recipe with the run's labels, modules and seed."""
     cfg = copy.deepcopy(cfg)
     cfg["data"]["manifest"] = str(manifest)
-    cfg["model"]["weak"] = {**(cfg["model"].get("weak") or {}), **{m: m in spec.modules for m in MODULES}}
+    switches = {m: m in spec.modules for m in (*MODULES, POINTS)}
+    cfg["model"]["weak"] = {**(cfg["model"].get("weak") or {}), **switches}
     cfg["train"]["seed"] = spec.seed
     return cfg
 
@@ -96,7 +101,10 @@ def execute(spec: RunSpec, cfg: dict[str, Any], root: str | os.PathLike, device:
     if (out / RESULT).is_file():
         return read_json(out / RESULT)
     t0 = time.time()
-    manifest = prepare_labels(spec, cfg, out, int(cfg.get("pilot", {}).get("points_per_segment", 1)))
+    pilot = cfg.get("pilot", {})
+    manifest = prepare_labels(
+        spec, cfg, out, int(pilot.get("points_per_segment", 1)), str(pilot.get("point_sampling", "uniform"))
+    )
     run_cfg = run_config(cfg, spec, manifest)
     info = train(run_cfg, out, device, resume=True, progress=False)
     t_train = time.time()

@@ -1,0 +1,195 @@
+"""Paper 001 (Li, Arnab and Torr) on the synthetic scenes: boxes for things and tags for stuff, approximate ground
+truth, refinement rounds.
+
+Per seed, every step resumable (a finished step's output is kept, an interrupted training resumes):
+
+1. every training image labelled with boxes and tags (``B+I=1``, the seed's simulation);
+2. a network trained on them with Cls2Pixel on (the pilot's schedule), whose CAMs localise the tagged stuff;
+3. round 0 of the approximate labels (``cqbnet labels approximate``: GrabCut and segment proposals agreeing on
+   things, CAMs at half their maximum for stuff), scored against the hidden ground truth;
+4. the recipe's network trained on round r, evaluated on val; then round r + 1 from it (``cqbnet labels refine``:
+   dense CRF, the cleaning rules), scored, trained again, for ``--rounds`` rounds;
+5. full supervision at the same schedule and seed, for the fractions.
+
+Ablations (round 0 only, one run each): ``--cues grabcut proposal box`` (``box``: every box pixel its class, no
+ignore). Usage::
+
+    python benchmarks/boxes_tags.py --seeds 0 1 --rounds 1 [--cues grabcut proposal box] [--commit]
+
+Results: ``benchmarks/results/boxes_tags/runs.json``, ``summary.json`` and ``benchmarks/boxes_tags.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from commit_results import commit  # benchmarks/commit_results.py
+from machine import machine_info  # benchmarks/machine.py
+
+from cqbnet.data.panoptic_format import load_panoptic_json
+from cqbnet.engine.config import load_config
+from cqbnet.engine.data import dataset_paths, load_split
+from cqbnet.engine.inference import evaluate_model
+from cqbnet.engine.trainer import load_model, train
+from cqbnet.io import atomic_path, read_json, write_json
+from cqbnet.labels.manifest import load_manifest
+from cqbnet.labels.simulate import parse_ratio, simulate
+from cqbnet.sweep.protocol import MODULES
+from cqbnet.sweep.runner import shared_data_config
+from cqbnet.weak.approx_ground_truth import ApproximateRound, refine_round, round_zero, score_round, write_round
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results" / "boxes_tags"
+REPORT = Path(__file__).parent / "boxes_tags.md"
+RECIPE = ROOT / "configs" / "synthetic_full.yaml"
+CAM_CONFIG = ROOT / "configs" / "synthetic_pilot.yaml"
+TARGETS = {"fraction_of_full": 0.88, "stuff_fraction_of_full": 0.83}  # issue 20 (paper 001: 85.6%, 83.0%)
+
+
+def trained(cfg: dict[str, Any], out: Path) -> Path:
+    """Train (or finish training) into ``out``; the final weights."""
+    if not (out / "model_final.pth").is_file():
+        train(cfg, out, "cpu", resume=True, progress=False)
+    return out / "model_final.pth"
+
+
+def evaluated(cfg: dict[str, Any], out: Path) -> dict[str, float]:
+    """PQ (percent) on val of a trained run, argmax inference; cached in ``out/val.json``."""
+    if (out / "val.json").is_file():
+        return read_json(out / "val.json")
+    model, _ = load_model(trained(cfg, out), torch.device("cpu"))
+    val = load_split(cfg["data"], "val", out)
+    r = evaluate_model(model, val, torch.device("cpu"), "argmax")
+    res = {k: (100 * v if k != "images" else v) for k, v in r.summary().items()}
+    write_json(out / "val.json", res, indent=2)
+    return res
+
+
+def run_seed(seed: int, rounds: int, cues: list[str], overrides: list[str], work: Path) -> list[dict[str, Any]]:
+    recipe = shared_data_config(load_config(RECIPE, overrides), work)
+    for c in (recipe,):
+        c["train"]["seed"] = seed
+        c["model"]["weak"] = {**c["model"].get("weak", {}), **{m: False for m in MODULES}}
+    gt = load_panoptic_json(*dataset_paths(recipe["data"], "train", work))
+    base = work / f"s{seed}"
+    manifest_path = base / "labels" / "manifest.json"
+    if not manifest_path.is_file():
+        simulate(gt, parse_ratio("B+I=1"), base / "labels", seed=seed)
+    manifest = load_manifest(manifest_path)
+    rows = []
+    full = copy.deepcopy(recipe)
+    rows.append({"seed": seed, "arm": "full", **evaluated(full, base / "full")})
+    cam_cfg = shared_data_config(load_config(CAM_CONFIG, overrides), work)
+    cam_cfg["data"]["manifest"] = str(manifest_path)
+    cam_cfg["train"]["seed"] = seed
+    cam_model, _ = load_model(trained(cam_cfg, base / "cams"), torch.device("cpu"))
+    for cue in ["both", *cues]:
+        r0 = base / f"round0_{cue}"
+        if not (r0 / "labels.json").is_file():
+            write_round(r0, round_zero(manifest, cam_model, "cpu", cue), f"round 0, cue {cue}")
+        labels = r0
+        for r in range(rounds + 1 if cue == "both" else 1):
+            name = f"{cue}_round{r}"
+            score_path = labels / "score.json"
+            if not score_path.is_file():
+                write_json(score_path, score_round(ApproximateRound.load(labels), manifest, gt), indent=2)
+            cfg = copy.deepcopy(recipe)
+            cfg["data"]["manifest"], cfg["data"]["approximate"] = str(manifest_path), str(labels)
+            res = evaluated(cfg, base / f"train_{name}")
+            rows.append({"seed": seed, "arm": name, "labels": read_json(score_path), **res})
+            if cue == "both" and r < rounds:
+                nxt = base / f"round{r + 1}"
+                if not (nxt / "labels.json").is_file():
+                    model, _ = load_model(base / f"train_{name}" / "model_final.pth", torch.device("cpu"))
+                    cues0 = ApproximateRound.load(r0)
+                    write_round(nxt, refine_round(model, manifest, cues0, "cpu"), f"refined from {name}")
+                labels = nxt
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["arm"], []).append(r)
+    mean = {a: {k: float(np.mean([r[k] for r in rs])) for k in ("pq", "pq_th", "pq_st")} for a, rs in by.items()}
+    out: dict[str, Any] = {"machine": machine_info(), "mean": mean}
+    refined = sorted((a for a in mean if a.startswith("both_round")), key=lambda a: int(a.rsplit("round", 1)[1]))
+    if "full" in mean and refined and mean["full"]["pq"] > 0:
+        last = refined[-1]
+        out["refined_arm"] = last
+        out["fraction_of_full"] = mean[last]["pq"] / mean["full"]["pq"]
+        out["stuff_fraction_of_full"] = mean[last]["pq_st"] / max(mean["full"]["pq_st"], 1e-9)
+        out["targets"] = TARGETS
+    return out
+
+
+def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
+    lines = [
+        "# Paper 001: boxes for things, tags for stuff, on the synthetic scenes",
+        "",
+        "Produced by `python benchmarks/boxes_tags.py`; every row one trained network (`results/boxes_tags/`). PQ in "
+        "percent on the 300 val scenes, argmax inference; *labels* columns score the approximate labels the network "
+        "was trained on against the hidden ground truth (pixel precision and coverage of things and stuff, the "
+        "share of pixels labelled, PQ with ignore as void).",
+        f"Machine: `{summ['machine']}`.",
+        "",
+        "| arm | seed | PQ | PQ_th | PQ_st | SQ_th | labels: prec th / cov th | prec st / cov st | labelled "
+        "| labels PQ |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lab = r.get("labels")
+        cols = (
+            f"{lab['precision_th']:.1f} / {lab['coverage_th']:.1f} | {lab['precision_st']:.1f} / "
+            f"{lab['coverage_st']:.1f} | {lab['labelled_share']:.1f}% | {lab['pq']:.1f}"
+            if lab
+            else "- | - | - | -"
+        )
+        lines.append(
+            f"| {r['arm']} | {r['seed']} | {r['pq']:.1f} | {r['pq_th']:.1f} | {r['pq_st']:.1f} | {r['sq_th']:.1f} | "
+            f"{cols} |"
+        )
+    lines.append("")
+    for key, target in TARGETS.items():
+        if key in summ:
+            lines.append(
+                f"- {key} ({summ['refined_arm']}): {100 * summ[key]:.1f}% (target {100 * target:.0f}%): "
+                f"{'met' if summ[key] >= target else 'MISSED'}."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--rounds", type=int, default=1, help="refinement rounds after round 0")
+    ap.add_argument("--cues", nargs="*", default=[], choices=["grabcut", "proposal", "box"], help="ablations")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "boxes_tags")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--report", type=Path, default=REPORT)
+    ap.add_argument("--commit", action="store_true")
+    ap.add_argument("overrides", nargs="*", help="config overrides for every network, e.g. solver.max_iter=320")
+    args = ap.parse_args()
+    rows: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        rows += run_seed(seed, args.rounds, args.cues, args.overrides, args.work)
+        args.results.mkdir(parents=True, exist_ok=True)
+        summ = summary(rows)
+        write_json(args.results / "runs.json", {"overrides": args.overrides, "runs": rows}, indent=2)
+        write_json(args.results / "summary.json", summ, indent=2)
+        with atomic_path(args.report) as tmp:
+            tmp.write_text(report(rows, summ))
+        if args.commit:
+            commit(
+                [args.results / "runs.json", args.results / "summary.json", args.report],
+                "boxes and tags (paper 001): results so far",
+            )
+
+
+if __name__ == "__main__":
+    main()

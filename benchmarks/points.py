@@ -1,0 +1,98 @@
+"""Paper 003 (FDD) on the synthetic scenes: panoptic segmentation from one or ten clicks per segment.
+
+Every arm trains the CPU recipe's network at one schedule with paired seeds (``benchmarks/recipe_arms.py``), on
+the realistic preset:
+
+* ``full``: full panoptic labels (``configs/synthetic_full.yaml``);
+* ``P1`` / ``P10``: every training image clicked once / ten times per segment, paper 003's branches on
+  (``configs/synthetic_points.yaml``; lambda_sem 1 for P1 and 0.1 for P10, as the paper sets them);
+* ablations of paper 003's mechanism: no colour prior, lambda_sem = 0, no pseudo labels (the network learns from
+  the clicks themselves: the semantic head at the clicked pixels, as cqbnet did before paper 003), and clicks at
+  the segments' centres or borders instead of uniformly.
+
+Each arm with the point branch also scores its pseudo labels on the training images against the hidden ground
+truth (PQ and mIoU of the labels themselves). Usage::
+
+    python benchmarks/points.py --arms full P1 P10 --seeds 0 1 [--commit] [overrides, e.g. solver.max_iter=320]
+
+Results: ``benchmarks/results/points/runs.json``, ``summary.json`` and ``benchmarks/points.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from recipe_arms import ROOT, Arm, main  # benchmarks/recipe_arms.py
+
+from cqbnet.data.mixed_dataset import MixedLabelDataset
+from cqbnet.data.panoptic_format import load_panoptic_json
+from cqbnet.engine.data import dataset_paths
+from cqbnet.engine.trainer import load_model
+from cqbnet.evaluation.panoptic_quality import PanopticQuality
+from cqbnet.sweep.protocol import POINTS
+from cqbnet.weak.fdd_points import pseudo_label_items
+
+FULL = ROOT / "configs" / "synthetic_full.yaml"
+POINTS_CONFIG = ROOT / "configs" / "synthetic_points.yaml"
+P1, P10 = ["model.weak.points_lambda_sem=1.0"], ["model.weak.points_lambda_sem=0.1"]
+ARMS = {
+    "full": Arm(FULL, "P"),
+    "P1": Arm(POINTS_CONFIG, "PT", P1, POINTS),
+    "P10": Arm(POINTS_CONFIG, "PT", P10, POINTS, clicks=10),
+    "P1-no-colour": Arm(POINTS_CONFIG, "PT", [*P1, "model.weak.points_colour=false"], POINTS),
+    "P10-no-colour": Arm(POINTS_CONFIG, "PT", [*P10, "model.weak.points_colour=false"], POINTS, clicks=10),
+    "P1-lambda0": Arm(POINTS_CONFIG, "PT", ["model.weak.points_lambda_sem=0.0"], POINTS),
+    "P10-lambda0": Arm(POINTS_CONFIG, "PT", ["model.weak.points_lambda_sem=0.0"], POINTS, clicks=10),
+    "P1-direct": Arm(POINTS_CONFIG, "PT", ["model.weak.points=false"], POINTS),
+    "P1-centre": Arm(POINTS_CONFIG, "PT", P1, POINTS, sampling="center"),
+    "P1-border": Arm(POINTS_CONFIG, "PT", P1, POINTS, sampling="border"),
+}
+TARGETS = {"P10": 0.88, "P1": 0.72}  # fraction of full supervision's PQ (issue 19; paper 003: 84-91%, 69-75%)
+
+
+def score_pseudo_labels(arm: str, run: Path, cfg: dict[str, Any], work: Path) -> dict[str, float] | None:
+    """PQ, PQ_th, PQ_st and mIoU (percent) of a run's pseudo labels on its training images."""
+    if not cfg["model"]["weak"].get("points") or arm == "full":
+        return None
+    model, _ = load_model(run / "model_final.pth", torch.device("cpu"))
+    dataset = MixedLabelDataset(run / "labels" / "manifest.json")
+    gt = load_panoptic_json(*dataset_paths(cfg["data"], "train", work))
+    records = {r.image_id: r for r in gt.records}
+    metric = PanopticQuality(gt.categories)
+    for info, _, out in pseudo_label_items(model, dataset, torch.device("cpu")):
+        rec = records[info["id"]]
+        metric.update(gt.read_ids(rec, validate=False), rec.segments, out.ids, out.segments, info["id"])
+    r = metric.compute()
+    return {
+        "pq": 100 * r.all["pq"],
+        "pq_th": 100 * r.things["pq"],
+        "pq_st": 100 * r.stuff["pq"],
+        "sq_th": 100 * r.things["sq"],
+        "miou": 100 * r.miou,
+        "images": r.num_images,
+    }
+
+
+HEADER = [
+    "# Paper 003 (FDD): panoptic segmentation from clicked points, on the synthetic scenes",
+    "",
+    "Produced by `python benchmarks/points.py`; every row one run (`results/points/runs.json`). PQ in percent on the "
+    "300 val scenes with the config's inference mode; *pseudo* columns score the point branch's pseudo labels on "
+    "the training images against the hidden ground truth.",
+]
+COLUMNS = [("pq", "pseudo PQ"), ("pq_th", "pseudo PQ_th"), ("pq_st", "pseudo PQ_st"), ("miou", "pseudo mIoU")]
+
+if __name__ == "__main__":
+    here = Path(__file__).parent
+    main(
+        ARMS,
+        ["full", "P1", "P10"],
+        score_pseudo_labels,
+        TARGETS,
+        here / "results" / "points",
+        here / "points.md",
+        HEADER,
+        COLUMNS,
+    )

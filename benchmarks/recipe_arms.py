@@ -1,0 +1,144 @@
+"""Arms of one recipe side by side (one schedule, paired seeds), with a score of each arm's own pseudo labels:
+the driver behind ``benchmarks/points.py`` (paper 003) and ``benchmarks/tags_only.py`` (paper 002).
+
+Each arm is a config, the labels every training image gets (simulated with the run's seed, so arms of one seed
+label the same images alike), config overrides, and the switch of the paper's branch in the run's modules (paper
+000's modules stay off in every arm). Every run resumes from its checkpoint, a finished run is never trained
+again, and the results are written (and committed with ``--commit``) after each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from commit_results import commit  # benchmarks/commit_results.py
+from machine import machine_info  # benchmarks/machine.py
+
+from cqbnet.engine.config import load_config
+from cqbnet.io import atomic_path, read_json, write_json
+from cqbnet.sweep.protocol import RunSpec
+from cqbnet.sweep.runner import execute, shared_data_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Arm:
+    config: Path
+    kind: str  # the label kind every training image gets ("P" for full supervision)
+    overrides: list[str] = field(default_factory=list)
+    branch: str | None = None  # the run's module switch that turns the paper's branch on (when its config has it)
+    clicks: int = 1
+    sampling: str = "uniform"
+
+
+# arm, run folder, the run's config, the work folder -> the arm's own score (or None)
+Score = Callable[[str, Path, dict[str, Any], Path], dict[str, float] | None]
+
+
+def run_arm(name: str, arm: Arm, seed: int, overrides: list[str], work: Path, score: Score | None) -> dict[str, Any]:
+    extra = [f"pilot.points_per_segment={arm.clicks}", f"pilot.point_sampling={arm.sampling}"]
+    cfg = load_config(arm.config, [*arm.overrides, *overrides, *extra])
+    cfg["data"]["labels"] = None  # the runner simulates each run's labels with the run's seed
+    on = arm.branch is not None and bool(cfg["model"]["weak"].get(arm.branch))
+    spec = RunSpec(((arm.kind, 1.0),), (arm.branch,) if on else (), seed)
+    cfg = shared_data_config(cfg, work)  # one copy of the scenes for every arm
+    res = execute(spec, cfg, work / name)
+    run = work / name / "runs" / spec.key
+    if score is not None and "own" not in res:
+        t = time.time()
+        own = score(name, run, cfg, work)
+        if own is not None:
+            res["own"] = {**own, "seconds": time.time() - t}
+            write_json(run / "result.json", res, indent=2)
+    return {"arm": name, "seed": seed, "overrides": overrides, **res}
+
+
+def fractions(rows: list[dict[str, Any]], targets: dict[str, float]) -> dict[str, Any]:
+    """Mean PQ per arm and each target arm's PQ over full supervision's (means over seeds)."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["arm"], []).append(r)
+    mean = {a: float(np.mean([r["pq"] for r in rs])) for a, rs in by.items()}
+    out: dict[str, Any] = {"machine": machine_info(), "mean_pq": mean, "seeds": {a: len(rs) for a, rs in by.items()}}
+    for arm, target in targets.items():
+        if arm in mean and mean.get("full", 0) > 0:
+            out[f"{arm.lower()}_fraction_of_full"] = mean[arm] / mean["full"]
+            out[f"{arm.lower()}_target"] = target
+    return out
+
+
+def table(rows: list[dict[str, Any]], own_columns: list[tuple[str, str]]) -> list[str]:
+    """The runs as a markdown table: PQ in the config's inference mode, and the arm's own score."""
+    head = (
+        "| arm | seed | iterations | PQ | PQ_th | PQ_st | SQ_th | " + " | ".join(t for _, t in own_columns) + " | min |"
+    )
+    lines = [head, "|" + "---|" * (8 + len(own_columns))]
+    for r in rows:
+        own = r.get("own")
+        cols = " | ".join(f"{own[k]:.1f}" if own and k in own else "-" for k, _ in own_columns)
+        lines.append(
+            f"| {r['arm']} | {r['seed']} | {r['iterations']} | {r['pq']:.1f} | {r['pq_th']:.1f} | {r['pq_st']:.1f} | "
+            f"{r['sq_th']:.1f} | {cols} | {r['seconds'] / 60:.1f} |"
+        )
+    return lines
+
+
+def main(
+    arms: dict[str, Arm],
+    default_arms: list[str],
+    score: Score | None,
+    targets: dict[str, float],
+    results: Path,
+    report_path: Path,
+    header: list[str],
+    own_columns: list[tuple[str, str]],
+) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arms", nargs="+", default=default_arms, choices=list(arms))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / results.name)
+    ap.add_argument("--results", type=Path, default=results, help="folder of runs.json and summary.json")
+    ap.add_argument("--report", type=Path, default=report_path)
+    ap.add_argument("--commit", action="store_true")
+    ap.add_argument("overrides", nargs="*", help="config overrides for every arm, e.g. solver.max_iter=320")
+    args = ap.parse_args()
+    args.results.mkdir(parents=True, exist_ok=True)
+    saved = args.results / "runs.json"
+    rows = read_json(saved)["runs"] if saved.is_file() else []
+    mine = args.overrides
+
+    def save() -> None:
+        write_json(saved, {"runs": rows}, indent=2)
+        these = [r for r in rows if r["overrides"] == mine]
+        summ = fractions(these, targets)
+        write_json(args.results / "summary.json", summ, indent=2)
+        lines = [*header, f"Machine: `{summ['machine']}`.", "", *table(these, own_columns), ""]
+        for arm, target in targets.items():
+            key = f"{arm.lower()}_fraction_of_full"
+            if key in summ:
+                f = summ[key]
+                lines.append(
+                    f"- {arm}: {100 * f:.1f}% of full supervision's PQ (target {100 * target:.0f}%; seeds "
+                    f"{summ['seeds'].get(arm)}): {'met' if f >= target else 'MISSED'}."
+                )
+        with atomic_path(args.report) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+        if args.commit:
+            commit([saved, args.results / "summary.json", args.report], f"{args.results.name}: results so far")
+
+    for seed in args.seeds:
+        for name in args.arms:
+            if any(r["arm"] == name and r["seed"] == seed and r["overrides"] == mine for r in rows):
+                continue
+            row = run_arm(name, arms[name], seed, mine, args.work, score)
+            rows.append(row)
+            print(f"{name} seed {seed}: PQ {row['pq']:.1f} (th {row['pq_th']:.1f}, st {row['pq_st']:.1f})", flush=True)
+            save()
+    save()

@@ -1,0 +1,640 @@
+"""Paper 001 (Li, Arnab and Torr, ECCV 2018): approximate panoptic ground truth from boxes and image tags.
+
+Only pixels one is confident about get a label; the rest is *ignore* (void in the COCO panoptic PNG, 255 in the
+semantic map), and no loss reads it (Eq. 1).
+
+* Things from boxes (Sec. 3.2, after Khoreva et al.'s "Simple Does It"): per box, GrabCut initialised by the
+  rectangle (:func:`grabcut_foreground`) and the segment proposal that best fits the box (:func:`best_proposal`);
+  a pixel takes the box's class only where both agree, the rest of the box is ignore, each box is one instance,
+  and where two same-class instances overlap the overlap is ignore (:func:`thing_cues`).
+* Segment proposals: MCG has no Python port; :func:`segment_proposals` groups Felzenszwalb superpixels
+  hierarchically as selective search does (Uijlings et al. 2013: colour, size and fill similarities over a true
+  adjacency graph; its texture term is left out), every region kept as its set of superpixels.
+* Stuff from tags (Sec. 3.3): the class activation maps of the tagged stuff classes (CAM equals Grad-CAM up to a
+  positive factor for a global-average-pooled linear classifier), each thresholded at 50% of its maximum; where
+  maps overlap the smaller region wins; uncovered pixels stay ignore (:func:`stuff_cues`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from skimage.color import rgb2lab
+from skimage.segmentation import felzenszwalb
+
+from cqbnet.data.panoptic_format import read_panoptic_png, write_panoptic_png
+from cqbnet.errors import InputError
+from cqbnet.io import read_json
+
+IGNORE = 255
+GRABCUT_ITERATIONS = 5  # the released JTSM code's count; paper 001 gives none
+GRABCUT_MIN_AREA = 9  # boxes smaller than this (px^2) are their own foreground (also from the JTSM code)
+GRABCUT_PAD = 8  # px of mirrored border, so that a box touching the image edge still has background around it
+CAM_THRESHOLD = 0.5  # of each map's maximum (paper 001; Grad-CAM's own is 0.15)
+HIST_BINS = 25  # per LAB channel, selective search's colour histogram
+
+
+def grabcut_foreground(image: np.ndarray, box: np.ndarray, iterations: int = GRABCUT_ITERATIONS) -> np.ndarray:
+    """(H, W) bool: GrabCut's foreground (sure or probable) initialised by the rectangle ``box`` (x1, y1, x2, y2,
+    exclusive); a box under :data:`GRABCUT_MIN_AREA` px^2, or one GrabCut empties, is its own foreground.
+    Deterministic (OpenCV's RNG is seeded)."""
+    h, w = image.shape[:2]
+    x1, y1 = int(np.floor(box[0])), int(np.floor(box[1]))
+    x2, y2 = int(np.ceil(box[2])), int(np.ceil(box[3]))
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    out = np.zeros((h, w), dtype=bool)
+    if x2 <= x1 or y2 <= y1:
+        return out
+    if (x2 - x1) * (y2 - y1) < GRABCUT_MIN_AREA:
+        out[y1:y2, x1:x2] = True
+        return out
+    p = GRABCUT_PAD
+    padded = cv2.copyMakeBorder(np.ascontiguousarray(image[..., ::-1]), p, p, p, p, cv2.BORDER_REFLECT)
+    mask = np.zeros(padded.shape[:2], dtype=np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(padded, mask, (x1 + p, y1 + p, x2 - x1, y2 - y1), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
+    fg = np.isin(mask[p : p + h, p : p + w], (cv2.GC_FGD, cv2.GC_PR_FGD))
+    if not fg.any():
+        out[y1:y2, x1:x2] = True
+        return out
+    return fg
+
+
+@dataclass
+class Proposals:
+    """Segment proposals as sets of superpixels: ``members`` (R, S) bool over the superpixel map ``superpixels``
+    (H, W) int; region r's mask is ``np.isin(superpixels, np.flatnonzero(members[r]))``."""
+
+    superpixels: np.ndarray
+    members: np.ndarray
+
+    def mask(self, r: int) -> np.ndarray:
+        return self.members[r][self.superpixels]
+
+
+def _adjacency(sp: np.ndarray, n: int) -> np.ndarray:
+    """(S, S) bool: superpixels that touch (4-neighbourhood)."""
+    adj = np.zeros((n, n), dtype=bool)
+    for a, b in ((sp[:, :-1], sp[:, 1:]), (sp[:-1], sp[1:])):
+        diff = a != b
+        adj[a[diff], b[diff]] = True
+    return adj | adj.T
+
+
+def segment_proposals(image: np.ndarray, scale: float = 100.0, sigma: float = 0.8, min_size: int = 20) -> Proposals:
+    """Selective search's hierarchical grouping (Uijlings et al. 2013) on Felzenszwalb superpixels: start from
+    the superpixels, merge the most similar adjacent pair (colour histogram intersection + size + fill) until one
+    region is left; every region along the way is a proposal."""
+    sp = felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size)
+    n = int(sp.max()) + 1
+    h, w = sp.shape
+    lab = rgb2lab(image)
+    lo, hi = np.array([0.0, -128.0, -128.0]), np.array([100.0, 128.0, 128.0])
+    bins = np.clip(((lab - lo) / (hi - lo) * HIST_BINS).astype(int), 0, HIST_BINS - 1)  # (H, W, 3)
+    hist = np.zeros((n, 3 * HIST_BINS))
+    flat = sp.ravel()
+    for c in range(3):
+        np.add.at(hist, (flat, c * HIST_BINS + bins[..., c].ravel()), 1.0)
+    size = np.bincount(flat, minlength=n).astype(float)
+    ys, xs = np.mgrid[0:h, 0:w]
+    box = np.stack(
+        [
+            np.full(n, np.inf),
+            np.full(n, np.inf),
+            np.full(n, -np.inf),
+            np.full(n, -np.inf),
+        ],
+        axis=1,
+    )
+    np.minimum.at(box[:, 0], flat, xs.ravel())
+    np.minimum.at(box[:, 1], flat, ys.ravel())
+    np.maximum.at(box[:, 2], flat, xs.ravel() + 1)
+    np.maximum.at(box[:, 3], flat, ys.ravel() + 1)
+    total = float(h * w)
+    members = [np.eye(n, dtype=bool)[i] for i in range(n)]
+    hist = [hist[i] / size[i] for i in range(n)]
+    size, box = list(size), [box[i] for i in range(n)]
+    neighbours = {i: set(np.flatnonzero(row)) for i, row in enumerate(_adjacency(sp, n))}
+
+    def similarity(a: int, b: int) -> float:
+        colour = np.minimum(hist[a], hist[b]).sum() / 3.0
+        sz = 1.0 - (size[a] + size[b]) / total
+        bb = np.concatenate([np.minimum(box[a][:2], box[b][:2]), np.maximum(box[a][2:], box[b][2:])])
+        fill = 1.0 - ((bb[2] - bb[0]) * (bb[3] - bb[1]) - size[a] - size[b]) / total
+        return colour + sz + fill
+
+    sims = {(a, b): similarity(a, b) for a in neighbours for b in neighbours[a] if a < b}
+    while sims:
+        a, b = max(sims, key=sims.get)
+        k = len(members)
+        members.append(members[a] | members[b])
+        hist.append((hist[a] * size[a] + hist[b] * size[b]) / (size[a] + size[b]))
+        size.append(size[a] + size[b])
+        box.append(np.concatenate([np.minimum(box[a][:2], box[b][:2]), np.maximum(box[a][2:], box[b][2:])]))
+        near = (neighbours.pop(a) | neighbours.pop(b)) - {a, b}
+        sims = {p: s for p, s in sims.items() if a not in p and b not in p}
+        for m in near:
+            neighbours[m] -= {a, b}
+            neighbours[m].add(k)
+            sims[(m, k)] = similarity(m, k)
+        neighbours[k] = near
+    return Proposals(sp, np.stack(members))
+
+
+def best_proposal(proposals: Proposals, box: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the proposal whose mask has the highest IoU with the box's rectangle."""
+    sp = proposals.superpixels
+    h, w = sp.shape
+    inside = np.zeros((h, w), dtype=bool)
+    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    inside[y1:y2, x1:x2] = True
+    n = proposals.members.shape[1]
+    in_box = np.bincount(sp[inside], minlength=n).astype(float)
+    area = np.bincount(sp.ravel(), minlength=n).astype(float)
+    m = proposals.members.astype(float)
+    inter, total = m @ in_box, m @ area
+    iou = inter / (total + inside.sum() - inter)
+    return proposals.mask(int(np.argmax(iou)))
+
+
+def thing_cues(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    iscrowd: np.ndarray | None = None,
+    proposals: Proposals | None = None,
+    cue: str = "both",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paper 001's things from boxes: (instance masks (M, H, W) bool, each box's class (M,), ignore (H, W) bool:
+    the pixels of a box that are not confidently its instance, and same-class overlaps).
+
+    ``cue``: ``both`` (the paper: GrabCut and the best proposal must agree), ``grabcut`` or ``proposal`` alone
+    (ablations), ``box`` (every box pixel its class, the no-ignore ablation: overlaps still ignore).
+    """
+    if cue not in ("both", "grabcut", "proposal", "box"):
+        raise InputError(f"unknown thing cue {cue!r}; choose both, grabcut, proposal or box")
+    h, w = image.shape[:2]
+    iscrowd = np.zeros(len(boxes), dtype=bool) if iscrowd is None else np.asarray(iscrowd, dtype=bool)
+    if cue in ("both", "proposal") and proposals is None and len(boxes):
+        proposals = segment_proposals(image)
+    masks = np.zeros((len(boxes), h, w), dtype=bool)
+    in_box = np.zeros((len(boxes), h, w), dtype=bool)
+    for k, b in enumerate(boxes):
+        x1, y1 = max(0, int(np.floor(b[0]))), max(0, int(np.floor(b[1])))
+        x2, y2 = min(w, int(np.ceil(b[2]))), min(h, int(np.ceil(b[3])))
+        in_box[k, y1:y2, x1:x2] = True
+        if cue == "box":
+            masks[k] = in_box[k]
+            continue
+        fg = grabcut_foreground(image, b) if cue in ("both", "grabcut") else in_box[k]
+        if cue in ("both", "proposal"):
+            fg = fg & best_proposal(proposals, b)
+        masks[k] = fg & in_box[k]
+    ignore = in_box.any(0) & ~masks.any(0)
+    for c in np.unique(labels):
+        same = masks[labels == c]
+        if len(same) > 1:
+            ignore |= same.sum(0) > 1
+    masks &= ~ignore[None]
+    # a crowd box labels nothing as an instance: its confident pixels stay ignore as well
+    ignore |= masks[iscrowd].any(0) if iscrowd.any() else False
+    keep = ~iscrowd
+    return masks[keep], np.asarray(labels)[keep], ignore
+
+
+def stuff_cues(cams: np.ndarray, classes: list[int], threshold: float = CAM_THRESHOLD) -> np.ndarray:
+    """Paper 001's stuff from tags: (H, W) int semantic map, each tagged stuff class where its CAM (already at
+    image size, one (H, W) map per entry of ``classes``) is at least ``threshold`` of its maximum; where several
+    are, the class whose thresholded region is smallest; elsewhere :data:`IGNORE`."""
+    out = np.full(cams.shape[1:], IGNORE, dtype=np.int64)
+    if not len(classes):
+        return out
+    peak = cams.reshape(len(cams), -1).max(1).clip(min=1e-12)
+    on = cams >= threshold * peak[:, None, None]  # (K, H, W)
+    for k in np.argsort(-on.reshape(len(on), -1).sum(1), kind="stable"):  # largest first, smaller ones paint over
+        out[on[k]] = classes[k]
+    return out
+
+
+def approximate_panoptic(
+    masks: np.ndarray, mask_classes: np.ndarray, ignore: np.ndarray, stuff: np.ndarray, stuff_classes: set[int]
+) -> tuple[np.ndarray, list[tuple[int, int, bool]]]:
+    """The round's approximate ground truth as a panoptic id map (0 = ignore) and its segments (id, semantic
+    class, is_thing): instances first (their confident pixels), then one segment per stuff class from the stuff
+    map on pixels no box claims (inside a box, a non-instance pixel is ignore)."""
+    ids = np.zeros(ignore.shape, dtype=np.int32)
+    segments: list[tuple[int, int, bool]] = []
+    for m, c in zip(masks, mask_classes):
+        if m.any():
+            ids[m] = len(segments) + 1
+            segments.append((len(segments) + 1, int(c), True))
+    free = (ids == 0) & ~ignore
+    for c in sorted(stuff_classes):
+        m = free & (stuff == c)
+        if m.any():
+            ids[m] = len(segments) + 1
+            segments.append((len(segments) + 1, int(c), False))
+    return ids, segments
+
+
+# --- a round of approximate labels on disk, and the targets the dataset makes from it ---------------------------
+
+ROUND_FORMAT = "cqbnet.approximate_panoptic"
+
+
+def write_round(
+    out_dir: Path, entries: Iterable[tuple[int | str, np.ndarray, list[tuple[int, int, int]]]], source: str
+) -> Path:
+    """Write one round of approximate labels: ``out_dir/<image id>.png`` (COCO panoptic ids, 0 = ignore) and
+    ``labels.json`` listing each image's segments as (segment id, category id, box index; -1 for stuff). The folder
+    appears complete or not at all."""
+    from cqbnet.io import atomic_directory, write_json
+
+    out_dir = Path(out_dir)
+    with atomic_directory(out_dir, (), overwrite=True) as tmp:
+        images = {}
+        for image_id, ids, segments in entries:
+            name = f"{image_id}.png"
+            write_panoptic_png(tmp / name, ids.astype(np.uint32))
+            images[str(image_id)] = {"file_name": name, "segments": [list(map(int, s)) for s in segments]}
+        write_json(tmp / "labels.json", {"format": ROUND_FORMAT, "source": source, "images": images}, indent=None)
+    return out_dir / "labels.json"
+
+
+@dataclass
+class ApproximateRound:
+    """A round of approximate labels read back (:func:`write_round`)."""
+
+    root: Path
+    images: dict[str, dict]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ApproximateRound:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "labels.json"
+        if not path.is_file():
+            raise InputError(f"{path}: no approximate labels here (cqbnet labels approximate writes them)")
+        data = read_json(path)
+        if data.get("format") != ROUND_FORMAT:
+            raise InputError(f"{path}: not a file of approximate panoptic labels (format {data.get('format')!r})")
+        return cls(path.parent, data["images"])
+
+    def target(self, lab, contiguous: dict[int, int], categories: dict, ignore_index: int) -> dict[str, Any] | None:
+        """The panoptic target of a boxes image from its approximate labels (None when the round lacks it): every
+        non-crowd box is an instance with its annotated box and its confident pixels (possibly none), each stuff
+        segment its pixels; ``ignore`` (H, W) marks the pixels no loss reads."""
+        entry = self.images.get(str(lab.image_id))
+        if entry is None:
+            return None
+        ids = read_panoptic_png(self.root / entry["file_name"]).astype(np.int64)
+        if ids.shape != (lab.height, lab.width):
+            raise InputError(
+                f"{self.root / entry['file_name']}: {ids.shape[1]}x{ids.shape[0]} px, image {lab.image_id} is "
+                f"{lab.width}x{lab.height}"
+            )
+        of_box = {j: sid for sid, _, j in entry["segments"] if j >= 0}
+        stuff = [(sid, cid) for sid, cid, j in entry["segments"] if j < 0]
+        boxes = [b for b in (lab.boxes or []) if not b.iscrowd]
+        index = [j for j, b in enumerate(lab.boxes or []) if not b.iscrowd]
+        n = len(boxes) + len(stuff)
+        h, w = ids.shape
+        masks = np.zeros((n, h, w), dtype=bool)
+        out_boxes = np.zeros((n, 4), dtype=np.float32)
+        classes = np.zeros(n, dtype=np.int64)
+        seg_ids = np.zeros(n, dtype=np.int64)
+        fresh = int(ids.max()) + 1  # ids for instances with no confident pixel (not in the map)
+        for k, (j, b) in enumerate(zip(index, boxes)):
+            sid = of_box.get(j)
+            if sid is None:
+                sid, fresh = fresh, fresh + 1
+            masks[k] = ids == sid
+            out_boxes[k] = (b.bbox[0], b.bbox[1], b.bbox[0] + b.bbox[2], b.bbox[1] + b.bbox[3])
+            classes[k], seg_ids[k] = contiguous[b.category_id], sid
+        for k, (sid, cid) in enumerate(stuff, start=len(boxes)):
+            masks[k] = ids == sid
+            ys, xs = np.nonzero(masks[k])
+            out_boxes[k] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else (0, 0, 0, 0)
+            classes[k], seg_ids[k] = contiguous[cid], sid
+        semantic = np.full((h, w), ignore_index, dtype=np.int64)
+        for m, c in zip(masks, classes):
+            semantic[m] = c
+        cats = list(categories)
+        return {
+            "masks": masks,
+            "labels": classes,
+            "category_ids": np.array([cats[c] for c in classes], dtype=np.int64),
+            "segment_ids": seg_ids,
+            "iscrowd": np.zeros(n, dtype=bool),
+            "is_thing": np.array([categories[cats[c]].isthing for c in classes], dtype=bool),
+            "boxes": out_boxes,
+            "semantic": semantic,
+            "panoptic": ids,
+            "ignore": ids == 0,
+        }
+
+
+def with_box_index(segments: list[tuple[int, int, bool]], masks: np.ndarray, boxes: list) -> list[tuple[int, int, int]]:
+    """(segment id, category id, box index; -1 for stuff) rows for :func:`write_round`: the instances of
+    :func:`approximate_panoptic` come first, in the order of the non-crowd boxes, those with no pixel left out."""
+    box_of = [j for j, b in enumerate(boxes) if not b.iscrowd]
+    out, k = [], 0
+    for sid, cid, is_thing in segments:
+        if is_thing:
+            while not masks[k].any():
+                k += 1
+            out.append((sid, cid, box_of[k]))
+            k += 1
+        else:
+            out.append((sid, cid, -1))
+    return out
+
+
+def stuff_cams(model, image: np.ndarray, device) -> np.ndarray:
+    """(K, H, W) class activation maps in [0, 1] of a trained network's Cls2Pixel classifier (trained on the
+    images' tags), at image resolution."""
+    import torch
+    import torch.nn.functional as F
+
+    from cqbnet.weak.cls2pixel import class_activation_maps
+
+    if getattr(model, "cls2pixel", None) is None:
+        raise InputError("the network has no Cls2Pixel classifier (model.weak.cls2pixel was off): no CAMs for stuff")
+    h, w = image.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0).to(device)
+    with torch.no_grad():
+        _, _, sem_features, _ = model._shared_features([x])
+        _, maps = model.cls2pixel.cam_head(sem_features)
+        size = tuple(4 * int(d) for d in sem_features.shape[-2:])  # the semantic features are at stride 4
+        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[..., :h, :w]
+        return class_activation_maps(maps)[0].cpu().numpy()
+
+
+def round_zero(manifest, model=None, device="cpu", cue: str = "both", limit: int | None = None):
+    """Paper 001's round-0 labels of every boxes image of a manifest: (image id, id map, segments) entries for
+    :func:`write_round`. Things from the boxes (:func:`thing_cues`); stuff from the tagged stuff classes' CAMs of
+    ``model`` (a network trained on the manifest with Cls2Pixel on) when the image has tags, else all ignore."""
+    from cqbnet.data.dataset import read_image_of
+
+    cats = manifest.categories
+    contiguous = {cid: i for i, cid in enumerate(cats)}
+    stuff_ids = {cid for cid, c in cats.items() if not c.isthing}
+    done = 0
+    for lab in manifest.images:
+        if "B" not in lab.kinds or "P" in lab.kinds:
+            continue
+        if limit is not None and done >= limit:
+            return
+        done += 1
+        image = read_image_of(manifest.image_root / lab.file_name, lab.image_id, lab.height, lab.width, "manifest")
+        boxes = lab.boxes or []
+        xyxy = np.array([[b.bbox[0], b.bbox[1], b.bbox[0] + b.bbox[2], b.bbox[1] + b.bbox[3]] for b in boxes])
+        masks, classes, ignore = thing_cues(
+            image,
+            xyxy.reshape(-1, 4),
+            np.array([b.category_id for b in boxes], dtype=np.int64),
+            np.array([b.iscrowd for b in boxes], dtype=bool),
+            cue=cue,
+        )
+        tagged = [c for c in (lab.tags or []) if c in stuff_ids]
+        if model is not None and tagged:
+            cams = stuff_cams(model, image, device)[[contiguous[c] for c in tagged]]
+            stuff = stuff_cues(cams, tagged)
+        else:
+            stuff = np.full(image.shape[:2], IGNORE, dtype=np.int64)
+        ids, segs = approximate_panoptic(masks, classes, ignore, stuff, set(tagged))
+        yield lab.image_id, ids, with_box_index(segs, masks, boxes)
+
+
+def score_round(labels: ApproximateRound, manifest, gt) -> dict[str, float]:
+    """The approximate labels against the hidden ground truth ``gt`` (a PanopticSet of the same images):
+    precision and coverage of the labelled pixels for things and stuff (percent), the share of pixels labelled,
+    and PQ (percent) with ignore as void."""
+    from cqbnet.evaluation.panoptic_quality import PanopticQuality
+
+    cats = manifest.categories
+    records = {r.image_id: r for r in gt.records}
+    metric = PanopticQuality(cats)
+    right = {True: 0, False: 0}
+    said = {True: 0, False: 0}
+    there = {True: 0, False: 0}
+    labelled = total = 0
+    for lab in manifest.images:
+        entry = labels.images.get(str(lab.image_id))
+        if entry is None:
+            continue
+        rec = records[lab.image_id]
+        gt_ids = gt.read_ids(rec, validate=False)
+        gt_cls = np.zeros(gt_ids.shape, dtype=np.int64)
+        for seg in rec.segments:
+            gt_cls[gt_ids == seg.id] = seg.category_id
+        ids = read_panoptic_png(labels.root / entry["file_name"]).astype(np.int64)
+        cls = np.zeros(ids.shape, dtype=np.int64)
+        for sid, cid, _ in entry["segments"]:
+            cls[ids == sid] = cid
+        for thing in (True, False):
+            kind = np.isin(gt_cls, [c for c, k in cats.items() if k.isthing == thing])
+            mine = np.isin(cls, [c for c, k in cats.items() if k.isthing == thing])
+            right[thing] += int((mine & (cls == gt_cls)).sum())
+            said[thing] += int(mine.sum())
+            there[thing] += int(kind.sum())
+        labelled += int((ids > 0).sum())
+        total += ids.size
+        segments = [
+            {"id": sid, "category_id": cid, "area": int((ids == sid).sum()), "iscrowd": 0}
+            for sid, cid, _ in entry["segments"]
+        ]
+        metric.update(gt_ids, rec.segments, ids, [s for s in segments if s["area"] > 0], lab.image_id)
+    r = metric.compute()
+    out = {"images": r.num_images, "labelled_share": 100 * labelled / max(total, 1)}
+    for thing, name in ((True, "th"), (False, "st")):
+        out[f"precision_{name}"] = 100 * right[thing] / max(said[thing], 1)
+        out[f"coverage_{name}"] = 100 * right[thing] / max(there[thing], 1)
+    out.update(pq=100 * r.all["pq"], pq_th=100 * r.things["pq"], pq_st=100 * r.stuff["pq"], sq_th=100 * r.things["sq"])
+    return out
+
+
+# --- refinement rounds (Sec. 3.4): the network's own predictions, a dense CRF, the cleaning rules ----------------
+
+CRF_ITERATIONS = 10  # DeepLab-v2's mean-field iterations
+CRF_POSITION = (3.0, 3.0)  # (weight, sigma in px) of the Gaussian kernel
+CRF_BILATERAL = (4.0, 67.0 / 513.0, 3.0)  # (weight, sigma_xy as a share of the image's longer side, sigma_rgb)
+CRF_MAX_PIXELS = 4096  # the exact dense kernel is N x N: the CRF runs on the image pooled to at most this many
+CONFIDENCE = 0.99  # round t+1 keeps pixels the refined prediction is at least this sure of (the released code)
+LOW_COVERAGE = 0.5  # a box labelled with its class on less than this share is filled (the released code)
+
+
+def dense_crf(probs, image: np.ndarray, iterations: int = CRF_ITERATIONS):
+    """Krähenbühl and Koltun's fully connected CRF with Potts compatibility, by mean field, in PyTorch: the
+    unary is -log ``probs`` (K, H, W), the pairwise a Gaussian kernel on position and a bilateral one on position
+    and colour with DeepLab's parameters (sigma_xy scaled to the image). The kernel is exact (N x N), on the image
+    average pooled until N <= :data:`CRF_MAX_PIXELS`; the marginals are upsampled back. Returns (K, H, W)."""
+    import torch
+    import torch.nn.functional as F
+
+    probs = torch.as_tensor(probs, dtype=torch.float32)
+    k, h, w = probs.shape
+    s = 1
+    while -(-h // s) * -(-w // s) > CRF_MAX_PIXELS:
+        s += 1
+    rgb = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
+    if s > 1:
+        rgb = F.avg_pool2d(rgb, s, ceil_mode=True)
+        unary = F.avg_pool2d(probs[None], s, ceil_mode=True)[0]
+    else:
+        unary = probs
+    hh, ww = unary.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(hh) * s + s / 2, torch.arange(ww) * s + s / 2, indexing="ij")
+    pos = torch.stack([ys.flatten(), xs.flatten()], 1)  # (N, 2) in image pixels
+    col = rgb[0].flatten(1).t()  # (N, 3)
+    d2 = torch.cdist(pos, pos).pow(2)
+    w_g, s_g = CRF_POSITION
+    w_b, s_xy, s_rgb = CRF_BILATERAL
+    s_xy = s_xy * max(h, w)
+    kernel = w_g * torch.exp(-d2 / (2 * s_g**2)) + w_b * torch.exp(
+        -d2 / (2 * s_xy**2) - torch.cdist(col, col).pow(2) / (2 * s_rgb**2)
+    )
+    kernel.fill_diagonal_(0.0)
+    log_u = unary.clamp(min=1e-8).log().flatten(1)  # (K, N)
+    q = log_u.softmax(0)
+    for _ in range(iterations):
+        q = (log_u + q @ kernel).softmax(0)  # Potts: each label is rewarded by its similar neighbours' belief
+    q = q.reshape(k, hh, ww)
+    if s > 1:
+        q = F.interpolate(q[None], scale_factor=s, mode="bilinear", align_corners=False)[0, :, :h, :w]
+    return q
+
+
+def clean_prediction(
+    pred: np.ndarray,
+    score: np.ndarray,
+    cues: np.ndarray,
+    boxes: np.ndarray,
+    box_classes: np.ndarray,
+    things: set[int],
+    tags: set[int] | None = None,
+) -> np.ndarray:
+    """The released code's five cleaning steps (paper 001, Sec. 3.4), on class maps of category ids with
+    :data:`IGNORE`: ``pred`` the refined prediction and ``score`` its confidence, ``cues`` round 0's labels (M&G).
+
+    1. pixels predicted with less than :data:`CONFIDENCE` become ignore;
+    2. a predicted class absent from the image's ``tags`` (when given) becomes ignore;
+    3. merged with the cues: a cue thing always wins; a cue stuff/ignore pixel keeps a predicted stuff class; a
+       predicted thing where the cue is not a thing becomes ignore;
+    4. box prior: a thing pixel outside every box of its class becomes ignore;
+    5. a box labelled with its class on less than :data:`LOW_COVERAGE` of its area gets its ignore and stuff
+       pixels filled with the class (boxes from large to small; other things untouched).
+    """
+    out = pred.copy()
+    out[score < CONFIDENCE] = IGNORE
+    if tags is not None:
+        out[~np.isin(out, list(tags) + [IGNORE])] = IGNORE
+    cue_thing = np.isin(cues, list(things))
+    out_thing = np.isin(out, list(things))
+    out = np.where(cue_thing, cues, np.where(out_thing, IGNORE, out))
+    h, w = out.shape
+    inside = {c: np.zeros((h, w), dtype=bool) for c in things}
+    rects = []
+    for b, c in zip(boxes, box_classes):
+        x1, y1 = max(0, int(np.floor(b[0]))), max(0, int(np.floor(b[1])))
+        x2, y2 = min(w, int(np.ceil(b[2]))), min(h, int(np.ceil(b[3])))
+        inside.setdefault(int(c), np.zeros((h, w), dtype=bool))[y1:y2, x1:x2] = True
+        rects.append((x1, y1, x2, y2, int(c)))
+    for c, m in inside.items():
+        out[(out == c) & ~m] = IGNORE
+    stuff_or_ignore = ~np.isin(out, list(things))
+    for x1, y1, x2, y2, c in sorted(rects, key=lambda r: -(r[2] - r[0]) * (r[3] - r[1])):
+        region = out[y1:y2, x1:x2]
+        if region.size and (region == c).mean() < LOW_COVERAGE:
+            region[stuff_or_ignore[y1:y2, x1:x2]] = c
+    return out
+
+
+def instances_from_boxes(
+    semantic: np.ndarray, boxes: np.ndarray, box_classes: np.ndarray, iscrowd: np.ndarray, things: set[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Instances of a cleaned class map, box by box: box k's instance is its class's pixels inside it; where two
+    same-class boxes both claim a pixel it is ignore. Returns (masks (M, H, W), classes (M,), ignore (H, W)) for
+    the non-crowd boxes, with ignore also holding the map's own ignore pixels inside the boxes."""
+    h, w = semantic.shape
+    masks = np.zeros((len(boxes), h, w), dtype=bool)
+    for k, (b, c) in enumerate(zip(boxes, box_classes)):
+        x1, y1 = max(0, int(np.floor(b[0]))), max(0, int(np.floor(b[1])))
+        x2, y2 = min(w, int(np.ceil(b[2]))), min(h, int(np.ceil(b[3])))
+        masks[k, y1:y2, x1:x2] = semantic[y1:y2, x1:x2] == c
+    ignore = (semantic == IGNORE) | np.isin(semantic, list(things)) & ~masks.any(0)
+    for c in np.unique(box_classes):
+        same = masks[box_classes == c]
+        if len(same) > 1:
+            ignore |= same.sum(0) > 1
+    masks &= ~ignore[None]
+    keep = ~np.asarray(iscrowd, dtype=bool)
+    ignore |= masks[~keep].any(0) if (~keep).any() else False
+    return masks[keep], np.asarray(box_classes)[keep], ignore
+
+
+def class_map(labels: ApproximateRound, image_id) -> np.ndarray:
+    """A round's labels of one image as a map of category ids (:data:`IGNORE` where unlabelled)."""
+    entry = labels.images[str(image_id)]
+    ids = read_panoptic_png(labels.root / entry["file_name"]).astype(np.int64)
+    out = np.full(ids.shape, IGNORE, dtype=np.int64)
+    for sid, cid, _ in entry["segments"]:
+        out[ids == sid] = cid
+    return out
+
+
+def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: int | None = None):
+    """Round t+1 of paper 001's labels (Sec. 3.4): for every boxes image, the trained network's semantic
+    probabilities refined by :func:`dense_crf`, cleaned against round 0's cues and the boxes
+    (:func:`clean_prediction`), then instances box by box (:func:`instances_from_boxes`); entries for
+    :func:`write_round`."""
+    import torch
+    import torch.nn.functional as F
+
+    from cqbnet.data.dataset import read_image_of
+
+    cats = manifest.categories
+    order = list(cats)  # semantic index -> category id
+    things = {c for c, k in cats.items() if k.isthing}
+    stuff_ids = {c for c, k in cats.items() if not k.isthing}
+    was = model.training
+    model.eval()
+    done = 0
+    try:
+        for lab in manifest.images:
+            if "B" not in lab.kinds or "P" in lab.kinds or str(lab.image_id) not in cues.images:
+                continue
+            if limit is not None and done >= limit:
+                return
+            done += 1
+            image = read_image_of(manifest.image_root / lab.file_name, lab.image_id, lab.height, lab.width, "manifest")
+            h, w = image.shape[:2]
+            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0).to(device)
+            with torch.no_grad():
+                _, _, _, sem_logits = model._shared_features([x])
+                size = tuple(4 * int(d) for d in sem_logits.shape[-2:])
+                logits = F.interpolate(sem_logits, size=size, mode="bilinear", align_corners=False)[0, :, :h, :w]
+                probs = logits[: len(order)].softmax(0).cpu()  # the classes (a background class, if any, left out)
+            q = dense_crf(probs, image).numpy()
+            pred = np.asarray(order)[q.argmax(0)]
+            boxes = lab.boxes or []
+            xyxy = np.array([[b.bbox[0], b.bbox[1], b.bbox[0] + b.bbox[2], b.bbox[1] + b.bbox[3]] for b in boxes])
+            xyxy = xyxy.reshape(-1, 4)
+            classes = np.array([b.category_id for b in boxes], dtype=np.int64)
+            crowd = np.array([b.iscrowd for b in boxes], dtype=bool)
+            tags = set(lab.tags) | set(classes.tolist()) if lab.tags is not None else None
+            cleaned = clean_prediction(pred, q.max(0), class_map(cues, lab.image_id), xyxy, classes, things, tags)
+            masks, mclasses, ignore = instances_from_boxes(cleaned, xyxy, classes, crowd, things)
+            present = {int(c) for c in np.unique(cleaned)} & stuff_ids
+            ids, segs = approximate_panoptic(masks, mclasses, ignore, cleaned, present)
+            yield lab.image_id, ids, with_box_index(segs, masks, boxes)
+    finally:
+        model.train(was)

@@ -1,0 +1,335 @@
+"""Paper 003 (FDD, Li et al., AAAI 2024): dense pseudo panoptic labels learned from clicked points.
+
+Images labelled with points (kind PT: every segment clicked once or a few times, each click carrying its class and
+segment) train a *pseudo-label branch* that turns the clicks into dense instance maps; from a warm-up on, those
+maps are the images' panoptic labels for every loss of the network (RPN, cascade, mask head, semantic head,
+paper 004's panoptic head, relation reasoning). The branch runs in training only: inference costs nothing more.
+
+* Query generator (Eq. 1): the stride-8 FPN level through two 3x3 convolutions is F^proj; each clicked segment's
+  query is the channel-wise max of F^proj over the cells its expanded clicks cover (squares of ``expand`` pixels,
+  the nearest click winning where squares meet); its position embedding is its class's row of a learned table.
+* Pseudo-label branch: ``layers`` transformer decoder layers (self-attention, cross-attention to F^proj with a
+  sine position code, FFN; position embeddings added to queries and keys as in DETR), each query's mask the dot
+  product of its embedding with the stride-4 semantic features (MaskFormer's form, standing in for Panoptic
+  SegFormer's attention masks), softmax over the image's segments per pixel. Losses at every layer (deep
+  supervision): Eq. 3 partial cross-entropy at the clicks, Eqs. 4-5 the colour prior over neighbour pairs of
+  similar LAB colour, Eq. 6 self-training on its own argmax; Eq. 7 L_pse = L_pCE + L_CE + L_col.
+* Auxiliary semantic branch (Eqs. 8-9): the same layers and position embeddings with one learned query per class,
+  softmax over classes, partial cross-entropy and colour prior, no self-training; weight ``lambda_sem`` (paper 003:
+  1 for one click per segment, 0.1 for ten).
+* Pseudo labels (Eq. 2): M^pse = argmax over segments of the last layer's map at image resolution; each segment
+  keeps its clicks' class. They enter the network's losses image by image as training goes on: image i from
+  iteration ``warmup * u_i`` with u_i in [0, 1) fixed per image id, so the share of point images taught by their
+  pseudo labels grows linearly to 1 over ``warmup`` iterations (paper 003 ramps L_CE and L_pan in linearly;
+  torchvision's losses take no per-image weight, so the ramp is over images).
+
+The colour affinity is computed on the image average pooled to the masks' stride (4), where it fires
+(``benchmarks/scenes.md``): ``A_ij = 1`` where exp(-||lab_i - lab_j|| / 2) > 0.3, 8 neighbours at dilation 2.
+In a label space without stuff classes nothing is clicked on the background, so every pixel goes to some clicked
+object: the method assumes, as paper 003 does, that stuff is labelled too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cqbnet.errors import InputError
+from cqbnet.modeling.supervision import TrainingBatch, zero_loss
+from cqbnet.weak.box2mask import ramp_weight
+from cqbnet.weak.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
+
+FEATURE_STRIDE = 8  # F^proj: the FPN level the queries are pooled from and the decoder attends to
+MASK_STRIDE = 4  # the masks: the semantic head's features
+COLOUR_THRESHOLD = 0.3  # Eq. 5
+
+
+def sine_position(h: int, w: int, dim: int, device: torch.device) -> Tensor:
+    """(h * w, dim) 2-D sine position code (DETR): half the channels for y, half for x."""
+    half = dim // 2
+    freq = 10000 ** (torch.arange(0, half, 2, device=device, dtype=torch.float32) / half)  # (half / 2,)
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h * 2 * math.pi
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w * 2 * math.pi
+    py = torch.cat([torch.sin(ys[:, None] / freq), torch.cos(ys[:, None] / freq)], 1)  # (h, half)
+    px = torch.cat([torch.sin(xs[:, None] / freq), torch.cos(xs[:, None] / freq)], 1)  # (w, half)
+    return torch.cat([py[:, None].expand(h, w, half), px[None].expand(h, w, half)], 2).reshape(h * w, 2 * half)
+
+
+class DecoderLayer(nn.Module):
+    """Self-attention among the queries, cross-attention to the image, FFN; post-norm; positions added to the
+    queries and keys, not to the values (DETR)."""
+
+    def __init__(self, dim: int, heads: int, ffn: int):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.ReLU(inplace=True), nn.Linear(ffn, dim))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
+
+    def forward(self, q: Tensor, q_pos: Tensor, memory: Tensor, m_pos: Tensor) -> Tensor:
+        """q, q_pos (1, Q, D); memory, m_pos (1, M, D) -> (1, Q, D)."""
+        k = q + q_pos
+        q = self.norms[0](q + self.self_attn(k, k, q, need_weights=False)[0])
+        q = self.norms[1](q + self.cross_attn(q + q_pos, memory + m_pos, memory, need_weights=False)[0])
+        return self.norms[2](q + self.ffn(q))
+
+
+def click_cells(xy: Tensor, expand: int, h: int, w: int, stride: int) -> tuple[Tensor, Tensor]:
+    """The feature cells (stride ``stride``, grid h x w) each click's expanded square covers, the nearest click
+    winning where squares meet: (cell indices (M,), click index of each (M,)). A click always owns its own cell
+    unless a nearer click shares it."""
+    cy = (torch.arange(h, device=xy.device, dtype=torch.float32) + 0.5) * stride
+    cx = (torch.arange(w, device=xy.device, dtype=torch.float32) + 0.5) * stride
+    grid = torch.stack(torch.meshgrid(cy, cx, indexing="ij"), -1).reshape(-1, 2)  # (h * w, 2) (y, x) centres
+    p = xy.float().flip(1) + 0.5  # (Q, 2) (y, x) pixel centres
+    d = (grid[:, None] - p[None]).abs()  # (h * w, Q, 2)
+    covered = (d <= expand / 2).all(-1)
+    own = (xy[:, 1] // stride) * w + (xy[:, 0] // stride)  # (Q,) each click's own cell
+    covered[own, torch.arange(len(xy), device=xy.device)] = True
+    dist = d.pow(2).sum(-1).masked_fill(~covered, float("inf"))
+    best, click = dist.min(1)
+    cells = torch.nonzero(torch.isfinite(best)).squeeze(1)
+    return cells, click[cells]
+
+
+def segment_queries(memory: Tensor, xy: Tensor, seg_of_click: Tensor, k: int, expand: int, h: int, w: int) -> Tensor:
+    """Eq. 1: each segment's query, the channel-wise max of the stride-8 features (memory (h * w, D)) over the
+    cells of its expanded clicks; a segment whose every cell went to nearer clicks takes its first click's cell."""
+    d = memory.shape[1]
+    cells, click = click_cells(xy, expand, h, w, FEATURE_STRIDE)
+    q = memory.new_full((k, d), float("-inf"))
+    q = q.scatter_reduce(0, seg_of_click[click][:, None].expand(-1, d), memory[cells], "amax")
+    lost = torch.isinf(q[:, 0])
+    if lost.any():
+        own = (xy[:, 1] // FEATURE_STRIDE) * w + (xy[:, 0] // FEATURE_STRIDE)
+        first = torch.full((k,), len(xy) - 1, dtype=torch.int64, device=xy.device)
+        first = first.scatter_reduce(0, seg_of_click, torch.arange(len(xy), device=xy.device), "amin")
+        q = torch.where(lost[:, None], memory[own[first]], q)
+    return q
+
+
+def partial_ce(log_p: Tensor, cells: Tensor, labels: Tensor) -> Tensor:
+    """Eq. 3: mean of -log P_label at the clicked cells; log_p (K, H, W), cells (Q,) flat indices."""
+    return -log_p.flatten(1)[labels, cells].mean()
+
+
+def colour_prior(log_p: Tensor, affinity: Tensor, dilation: int) -> Tensor:
+    """Eqs. 4-5: -sum_ij A_ij log(P_i . P_j) / sum_ij A_ij over the 8 dilated neighbours; log_p (K, H, W),
+    affinity (8, H, W) binary. The dot product is taken in log space (logsumexp over K)."""
+    total = log_p.new_zeros(())
+    for a, (dy, dx) in zip(affinity, neighbour_offsets(dilation)):
+        total = total - (a * torch.logsumexp(log_p + shift(log_p, dy, dx), dim=0)).sum()
+    return total / affinity.sum().clamp(min=1.0)
+
+
+def self_training(logits: Tensor) -> Tensor:
+    """Eq. 6: cross-entropy against the map's own argmax (a fixed target); logits (K, H, W)."""
+    return F.cross_entropy(logits[None], logits.detach().argmax(0)[None])
+
+
+def image_share(image_id: Any) -> float:
+    """u_i in [0, 1), fixed per image id: when in the warm-up an image starts learning from its pseudo labels."""
+    h = 0
+    for ch in str(image_id):
+        h = (h * 1000003 + ord(ch)) % 2**32
+    return ((h * 2654435761) % 2**32) / 2**32
+
+
+class FDDPoints(nn.Module):
+    """Paper 003's pseudo-label and auxiliary semantic branches, and the pseudo panoptic labels they give."""
+
+    def __init__(
+        self,
+        fpn_channels: int,
+        pixel_channels: int,
+        num_classes: int,
+        thing_semantic: list[int],
+        dim: int = 64,
+        layers: int = 2,
+        heads: int = 4,
+        expand: int = 7,
+        lambda_sem: float = 1.0,
+        warmup: int = 10000,
+        colour: bool = True,
+        self_train: bool = True,
+        auxiliary: bool = True,
+        pseudo_labels: bool = True,
+        dilation: int = 2,
+    ):
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2d(fpn_channels, dim, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(dim, dim, 3, padding=1)
+        )
+        self.pixel = nn.Conv2d(pixel_channels, dim, 1)
+        self.position = nn.Embedding(num_classes, dim)  # class-indexed position embeddings, shared by both branches
+        self.class_queries = nn.Embedding(num_classes, dim)  # the auxiliary branch's queries
+        self.layers = nn.ModuleList(DecoderLayer(dim, heads, 2 * dim) for _ in range(layers))
+        self.mask_embed = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
+        self.thing_semantic = set(thing_semantic)
+        self.expand, self.lambda_sem, self.warmup, self.dilation = expand, lambda_sem, warmup, dilation
+        self.colour, self.self_train, self.auxiliary, self.pseudo_labels = colour, self_train, auxiliary, pseudo_labels
+
+    # --- the branches -------------------------------------------------------------------------------------------
+
+    def decode(self, q: Tensor, q_pos: Tensor, memory: Tensor, m_pos: Tensor, pixels: Tensor) -> list[Tensor]:
+        """Each layer's mask logits (K, H4, W4) for queries q, q_pos (K, D) on one image's memory (M, D) and
+        pixel embeddings (D, H4, W4)."""
+        out, q = [], q[None]
+        for layer in self.layers:
+            q = layer(q, q_pos[None], memory[None], m_pos[None])
+            out.append(torch.einsum("kd,dhw->khw", self.mask_embed(q[0]), pixels))
+        return out
+
+    def branch_losses(self, layers: list[Tensor], cells: Tensor, labels: Tensor, affinity: Tensor, st: bool) -> Tensor:
+        """Mean over layers of L_pCE + L_col (+ L_CE when ``st``), Eq. 7 (or Eq. 9 without L_CE)."""
+        total = layers[0].new_zeros(())
+        for logits in layers:
+            log_p = F.log_softmax(logits, 0)
+            loss = partial_ce(log_p, cells, labels)
+            if self.colour:
+                loss = loss + colour_prior(log_p, affinity, self.dilation)
+            if st:
+                loss = loss + self_training(logits)
+            total = total + loss
+        return total / len(layers)
+
+    def image_losses(self, batch: TrainingBatch, i: int) -> tuple[Tensor, Tensor | None]:
+        """One point image: L_pse + lambda_sem L_sem, and its segments' logits at stride 4 (K, H4, W4), the
+        segments in the order of ``point_segments``' unique ids (None without clicks)."""
+        t = batch.targets[i]
+        xy, segs, cls = t["point_xy"], t["point_segments"], t["point_labels"]
+        if len(xy) == 0:
+            return zero_loss(self), None
+        h, w = batch.image_list.image_sizes[i]  # the image without the batch's padding
+        f8 = self.proj(batch.features["1"][i : i + 1])[0, :, : -(-h // FEATURE_STRIDE), : -(-w // FEATURE_STRIDE)]
+        d, h8, w8 = f8.shape  # (D, H8, W8)
+        memory = f8.flatten(1).t()  # (M, D)
+        m_pos = sine_position(h8, w8, d, f8.device)
+        pixels = self.pixel(batch.sem_features[i : i + 1])[0, :, : -(-h // MASK_STRIDE), : -(-w // MASK_STRIDE)]
+        h4, w4 = pixels.shape[-2:]  # (D, H4, W4)
+        ids, seg_of_click = torch.unique(segs, return_inverse=True)  # segments (K,), each click's segment
+        seg_class = torch.zeros(len(ids), dtype=torch.int64, device=cls.device).scatter(0, seg_of_click, cls)
+        q = segment_queries(memory, xy, seg_of_click, len(ids), self.expand, h8, w8)  # Eq. 1, (K, D)
+        cells4 = (xy[:, 1] // MASK_STRIDE) * w4 + (xy[:, 0] // MASK_STRIDE)  # the clicks on the mask grid
+        affinity = self._affinity(batch.images[i], h4, w4)
+        layers = self.decode(q, self.position(seg_class), memory, m_pos, pixels)
+        loss = self.branch_losses(layers, cells4, seg_of_click, affinity, self.self_train)
+        if self.auxiliary and self.lambda_sem > 0:
+            sem = self.decode(self.class_queries.weight, self.position.weight, memory, m_pos, pixels)
+            loss = loss + self.lambda_sem * self.branch_losses(sem, cells4, cls, affinity, False)
+        return loss, layers[-1]
+
+    def _affinity(self, image: Tensor, h: int, w: int) -> Tensor:
+        """(8, H4, W4) binary A_ij of Eq. 5 on the image pooled to the mask stride (padding: no pairs)."""
+        lab = pooled_lab(image, MASK_STRIDE).to(image.device)  # (1, 3, ceil(H / 4), ceil(W / 4))
+        sim = lab_similarity(lab, self.dilation)[0] > COLOUR_THRESHOLD  # (8, h, w)
+        out = torch.zeros((8, h, w), dtype=torch.float32, device=image.device)
+        hh, ww = min(h, sim.shape[1]), min(w, sim.shape[2])
+        out[:, :hh, :ww] = sim[:, :hh, :ww].float()
+        return out
+
+    # --- the pseudo labels --------------------------------------------------------------------------------------
+
+    def pseudo_target(self, t: dict[str, Any], logits: Tensor, size: tuple[int, int], ignore: int) -> dict:
+        """Eq. 2 at image resolution as a panoptic target (masks, labels, boxes, semantic, panoptic ...) for the
+        network's P losses; segments keep their clicks' class, crowd where a click says so."""
+        h, w = size
+        up = F.interpolate(logits[None].detach(), scale_factor=MASK_STRIDE, mode="bilinear", align_corners=False)
+        m = up[0, :, :h, :w].argmax(0)  # (H, W) segment index
+        ids, seg_of_click = torch.unique(t["point_segments"], return_inverse=True)
+        cls = torch.zeros(len(ids), dtype=torch.int64, device=m.device).scatter(0, seg_of_click, t["point_labels"])
+        crowd = torch.zeros(len(ids), dtype=torch.int64, device=m.device)
+        if "point_iscrowd" in t:
+            crowd = crowd.scatter_reduce(0, seg_of_click, t["point_iscrowd"].long(), "amax")
+        crowd = crowd.bool()
+        masks = m[None] == torch.arange(len(ids), device=m.device)[:, None, None]  # (K, H, W)
+        keep = masks.flatten(1).any(1)
+        masks, cls, crowd = masks[keep], cls[keep], crowd[keep]
+        boxes = torch.zeros((len(masks), 4), dtype=torch.float32, device=m.device)
+        for k, mk in enumerate(masks):
+            ys, xs = torch.nonzero(mk.any(1)).squeeze(1), torch.nonzero(mk.any(0)).squeeze(1)
+            boxes[k] = torch.stack([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1]).float()
+        segment_ids = torch.arange(1, len(masks) + 1, dtype=torch.int64, device=m.device)
+        panoptic = torch.zeros((h, w), dtype=torch.int64, device=m.device)
+        semantic = torch.full((h, w), ignore, dtype=torch.int64, device=m.device)
+        for k, mk in enumerate(masks):
+            panoptic[mk] = segment_ids[k]
+            semantic[mk] = cls[k]
+        is_thing = torch.tensor([int(c) in self.thing_semantic for c in cls], dtype=torch.bool, device=m.device)
+        return {
+            "masks": masks,
+            "labels": cls,
+            "segment_ids": segment_ids,
+            "iscrowd": crowd,
+            "is_thing": is_thing,
+            "boxes": boxes,
+            "semantic": semantic,
+            "panoptic": panoptic,
+        }
+
+    def ramped_in(self, t: dict[str, Any], iteration: int) -> bool:
+        """Whether this image learns from its pseudo labels at ``iteration`` (the linear ramp over images)."""
+        return self.pseudo_labels and ramp_weight(iteration, self.warmup) > image_share(t["image_id"])
+
+    def loss(self, batch: TrainingBatch, ignore: int) -> tuple[Tensor, TrainingBatch]:
+        """L_pse + lambda_sem L_sem over the batch's point images (mean), and the batch with the pseudo panoptic
+        labels of the point images that are ramped in (their kinds gain P; the pseudo flag marks them)."""
+        images = batch.images_for("loss_points")
+        if not images:
+            return zero_loss(self), batch
+        targets = list(batch.targets)
+        total = zero_loss(self)
+        for i in images:
+            loss, logits = self.image_losses(batch, i)
+            total = total + loss
+            t = targets[i]
+            if logits is not None and self.ramped_in(t, batch.iteration):
+                pseudo = self.pseudo_target(t, logits, batch.image_list.image_sizes[i], ignore)
+                targets[i] = {**t, **pseudo, "kinds": t["kinds"] | {"P"}, "pseudo_panoptic": True}
+        return total / len(images), replace(batch, targets=targets)
+
+
+@torch.no_grad()
+def pseudo_label_items(model: nn.Module, dataset, device: torch.device) -> Iterator[tuple[dict, np.ndarray, Any]]:
+    """(COCO image info, image, :class:`~cqbnet.modeling.panoptic_head.PanopticOutput`) of the pseudo panoptic
+    labels that a trained network's point branch gives each point image of a mixed-label dataset, at image
+    resolution and without augmentation; for inspection, scoring against the hidden ground truth, or training
+    offline from them (write them with :func:`cqbnet.engine.inference.write_predictions`)."""
+    from cqbnet.data.transforms import to_tensors
+    from cqbnet.modeling.panoptic_head import PanopticOutput
+
+    branch = getattr(model, "points", None)
+    if branch is None:
+        raise InputError("the checkpoint's network has no point branch (model.weak.points was off in its training)")
+    was = model.training
+    model.eval()
+    try:
+        for index, lab in enumerate(dataset.manifest.images):
+            if "PT" not in lab.kinds:
+                continue
+            image, target = to_tensors(*dataset[index])
+            target = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in target.items()}
+            x = image.to(device)
+            batch = TrainingBatch([x], *model._shared_features([x]), [target])
+            _, logits = branch.image_losses(batch, 0)
+            info = {"id": lab.image_id, "file_name": lab.file_name, "height": lab.height, "width": lab.width}
+            img = (image.permute(1, 2, 0) * 255).round().byte().numpy()
+            if logits is None:
+                yield info, img, PanopticOutput(np.zeros(image.shape[1:], dtype=np.int32), [])
+                continue
+            p = branch.pseudo_target(target, logits, tuple(image.shape[1:]), 255)
+            cats = model.labels.category_of
+            segments = [
+                {"id": int(sid), "category_id": cats[int(c)], "area": int(m.sum()), "score": 1.0}
+                for sid, c, m in zip(p["segment_ids"], p["labels"], p["masks"])
+            ]
+            yield info, img, PanopticOutput(p["panoptic"].cpu().numpy().astype(np.int32), segments)
+    finally:
+        model.train(was)

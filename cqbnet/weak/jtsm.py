@@ -1,0 +1,365 @@
+"""Paper 002 (JTSM, Shen et al., CVPR 2021): things and stuff mined from image tags alone, over segment proposals.
+
+Things and stuff are treated alike as segments (a stuff region's connected components are instances):
+
+* Segment proposals (C1): MCG has no Python port; :func:`~cqbnet.weak.approx_ground_truth.segment_proposals`
+  (selective search's grouping of Felzenszwalb superpixels) gives them as superpixel sets, so masks are exact
+  and mask IoUs are superpixel-count dot products (:func:`mask_iou`). They are computed once per image and cached
+  (:func:`proposal_cache`).
+* Mask-of-interest pooling (Eqs. 5-8, :func:`moi_pool`): features pooled only inside each segment's mask within
+  its box; empty bins are 0 and the pooled features are scaled by psi = bins / non-empty bins (our reading of the
+  garbled Eq. 8: it aligns activations across segments of different fill). With a full-box mask it is RoIPool.
+* Joint thing-and-stuff mining (Eqs. 2-4, :class:`MiningHeads`): WSDDN's two streams over the segments for all
+  classes (L_MIL against the tags), and ``refinements`` OICR heads, each learning from the previous one's pseudo
+  ground truth (per tagged class its top segment; segments at mask IoU >= 0.5 with it take its class, the others
+  background), weighed by the image-level score of the class (:func:`refinement_targets`).
+* Self-training (Eqs. 1, 9, 10, :func:`mined_target`): per tagged class the top segment of the averaged
+  refinement heads, re-estimated with GrabCut (firm foreground inside the segment, firm background outside its
+  box), becomes a pseudo panoptic label (things: an instance; stuff: the class's region), every other pixel
+  ignore; from a warm-up on it trains the network's losses as a panoptic label does (the mask head and the
+  semantic head are paper 002's instance and semantic branches; only tagged classes get a loss).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_pool
+
+from cqbnet.errors import InputError
+from cqbnet.modeling.supervision import TrainingBatch, zero_loss
+from cqbnet.weak.approx_ground_truth import GRABCUT_ITERATIONS, GRABCUT_PAD, segment_proposals
+from cqbnet.weak.box2mask import ramp_weight
+from cqbnet.weak.fdd_points import image_share
+
+POOL = 7  # bins per side
+MINING_LEVEL = "1"  # the FPN level the segments are pooled from (stride 8)
+MINING_STRIDE = 8
+EMPTY = -1e4  # what masked-out cells hold before the max, so an empty bin is recognisable
+MASK_IOU = 0.5  # OICR's overlap for a segment to take a pseudo box's class
+EPS = 1e-6
+
+
+def pool_rois(boxes: Tensor, index: Tensor) -> Tensor:
+    """(R, 5) RoIs for torchvision's RoIPool from xyxy boxes with exclusive ends: RoIPool reads the end
+    coordinates as the last pixel (Fast R-CNN's convention), so they move in by one."""
+    return torch.cat([index.to(boxes)[:, None], boxes[:, :2], boxes[:, 2:] - 1], 1)
+
+
+def moi_pool(features: Tensor, masks: Tensor, boxes: Tensor, stride: int, output: int = POOL) -> Tensor:
+    """Eqs. 5-8: (R, C, output, output) features of R segments of one image, each a max over the cells inside its
+    mask (masks (R, H, W) at image resolution, boxes (R, 4) xyxy) within RoIPool's bins of its box; empty bins
+    0, then scaled by psi = bins / non-empty bins. features (1, C, h, w) at ``stride``."""
+    r = len(boxes)
+    if r == 0:
+        return features.new_zeros((0, features.shape[1], output, output))
+    h, w = features.shape[-2:]
+    omega = F.adaptive_max_pool2d(masks[:, None].float(), (h, w)) if masks.shape[-2:] != (h, w) else masks[:, None]
+    omega = omega.to(features.dtype)  # (R, 1, h, w): Eq. 6, the mask at feature resolution (max over each cell)
+    x = features * omega + EMPTY * (1 - omega)  # (R, C, h, w)
+    pooled = roi_pool(x, pool_rois(boxes, torch.arange(r, device=boxes.device)), output, 1.0 / stride)
+    empty = pooled <= EMPTY / 2
+    pooled = pooled.masked_fill(empty, 0.0)
+    full = (~empty[:, :1]).flatten(1).sum(1).clamp(min=1).to(pooled.dtype)  # non-empty bins per segment
+    return pooled * (output * output / full)[:, None, None, None]
+
+
+def mask_iou(members: Tensor, area: Tensor) -> Tensor:
+    """(R, R) mask IoU of segments given as superpixel sets: members (R, S) {0, 1}, area (S,) pixels."""
+    m = members.float()
+    inter = (m * area) @ m.t()
+    size = m @ area
+    return inter / (size[:, None] + size[None] - inter).clamp(min=1.0)
+
+
+def refinement_targets(scores: Tensor, tags: Tensor, iou: Tensor, image_scores: Tensor) -> tuple[Tensor, Tensor]:
+    """OICR's pseudo ground truth for the next head (Eq. 3): per tagged class its top segment under ``scores``
+    (R, C); every segment at mask IoU >= 0.5 with a pseudo box takes its class (the best overlapping one), the
+    others background (index C); each weighed by the image-level score of its target class (background: that of
+    the class of the segment it overlaps most). Returns (labels (R,), weights (R,))."""
+    r, c = scores.shape
+    classes = torch.nonzero(tags > 0).squeeze(1)
+    labels = torch.full((r,), c, dtype=torch.int64, device=scores.device)
+    weights = torch.zeros(r, device=scores.device)
+    if len(classes) == 0:
+        return labels, weights
+    top = scores[:, classes].argmax(0)  # (T,) the pseudo boxes
+    overlap = iou[:, top]  # (R, T)
+    best, which = overlap.max(1)
+    fg = best >= MASK_IOU
+    labels[fg] = classes[which[fg]]
+    weights = image_scores[classes[which]].detach()
+    return labels, weights
+
+
+class MiningHeads(nn.Module):
+    """Paper 002's panoptic mining branch: two FC layers on MoIPool features, WSDDN's streams, OICR heads."""
+
+    def __init__(self, channels: int, num_classes: int, hidden: int = 256, refinements: int = 4, dropout: float = 0.5):
+        super().__init__()
+        self.fc = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(channels * POOL * POOL, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+        self.classify = nn.Linear(hidden, num_classes)
+        self.detect = nn.Linear(hidden, num_classes)
+        self.refine = nn.ModuleList(nn.Linear(hidden, num_classes + 1) for _ in range(refinements))
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """pooled (R, C, 7, 7) of one image -> (S^MIL (R, K), each refinement head's logits (R, K + 1))."""
+        x = self.fc(pooled)
+        mil = F.softmax(self.classify(x), 1) * F.softmax(self.detect(x), 0)
+        return mil, [head(x) for head in self.refine]
+
+    @staticmethod
+    def segment_scores(mil: Tensor, refined: list[Tensor]) -> Tensor:
+        """(R, K) class scores of the segments at test: the refinement heads' softmax averaged (background
+        dropped); S^MIL without refinement heads."""
+        if not refined:
+            return mil
+        return torch.stack([F.softmax(r, 1)[:, :-1] for r in refined]).mean(0)
+
+
+def mining_loss(mil: Tensor, refined: list[Tensor], tags: Tensor, iou: Tensor) -> Tensor:
+    """Eq. 4: L_PM = L_MIL + sum_r L_PR^r for one image (tags (K,) in {0, 1})."""
+    y = mil.sum(0).clamp(EPS, 1 - EPS)  # (K,) image-level scores
+    loss = F.binary_cross_entropy(y, tags.float(), reduction="sum")  # Eq. 2
+    previous = mil
+    for logits in refined:
+        labels, weights = refinement_targets(previous.detach(), tags, iou, y.detach())
+        loss = loss + (weights * F.cross_entropy(logits, labels, reduction="none")).mean()  # Eq. 3
+        previous = F.softmax(logits, 1)[:, :-1]
+    return loss
+
+
+def grabcut_from_segment(image: np.ndarray, mask: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Sec. 3.4's bottom-up evidence: GrabCut with firm foreground inside the segment, firm background outside
+    its box, probable foreground elsewhere in the box; (H, W) bool (the segment itself if GrabCut empties it)."""
+    h, w = mask.shape
+    x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
+    x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    init = np.full((h, w), cv2.GC_BGD, dtype=np.uint8)
+    init[y1:y2, x1:x2] = cv2.GC_PR_FGD
+    init[mask] = cv2.GC_FGD
+    if (init == cv2.GC_BGD).sum() == 0 or (init == cv2.GC_FGD).sum() == 0:
+        return mask.copy()
+    p = GRABCUT_PAD
+    img = cv2.copyMakeBorder(np.ascontiguousarray(image[..., ::-1]), p, p, p, p, cv2.BORDER_REFLECT)
+    m = cv2.copyMakeBorder(init, p, p, p, p, cv2.BORDER_CONSTANT, value=int(cv2.GC_BGD))
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(img, m, None, bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # a colour model it cannot fit (e.g. a one-colour image): keep the segment
+        return mask.copy()
+    out = np.isin(m[p : p + h, p : p + w], (cv2.GC_FGD, cv2.GC_PR_FGD))
+    return out if out.any() else mask.copy()
+
+
+def proposal_cache(image: np.ndarray, path: Path | None = None) -> dict[str, np.ndarray]:
+    """An image's segment proposals (superpixel map, (R, S) membership, masks' boxes), read from ``path`` when
+    cached there, else computed (and cached when a path is given)."""
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    props = segment_proposals(image)
+    sp, members = props.superpixels.astype(np.int32), props.members
+    h, w = sp.shape
+    boxes = np.zeros((len(members), 4), dtype=np.float32)
+    ys, xs = np.mgrid[0:h, 0:w]
+    for r, m in enumerate(members):
+        px = m[sp]
+        boxes[r] = (xs[px].min(), ys[px].min(), xs[px].max() + 1, ys[px].max() + 1)
+    out = {"superpixels": sp, "members": members, "boxes": boxes}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **out)
+    return out
+
+
+class JTSM(nn.Module):
+    """Paper 002 on the tags-only images of a batch: L_PM, and from a warm-up on their mined pseudo labels."""
+
+    def __init__(
+        self,
+        fpn_channels: int,
+        num_classes: int,
+        thing_semantic: list[int],
+        refinements: int = 4,
+        hidden: int = 256,
+        warmup: int = 10000,
+        grabcut: bool = True,
+        masked_pooling: bool = True,
+        pseudo_labels: bool = True,
+        cache: str | None = None,
+    ):
+        super().__init__()
+        self.heads = MiningHeads(fpn_channels, num_classes, hidden, refinements)
+        self.thing_semantic = set(thing_semantic)
+        self.warmup, self.grabcut, self.masked_pooling, self.pseudo_labels = (
+            warmup,
+            grabcut,
+            masked_pooling,
+            pseudo_labels,
+        )
+        self.cache = None if cache is None else Path(cache)
+
+    def proposals(self, t: dict[str, Any], image: Tensor) -> dict[str, Tensor]:
+        """The image's segment proposals as tensors on the image's device (cached by image id)."""
+        img = (image.detach().permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+        # keyed by the pixels themselves, so a flipped or resized copy of an image has its own proposals
+        key = f"{t['image_id']}_{hashlib.sha1(img.tobytes()).hexdigest()[:16]}.npz"
+        p = proposal_cache(img, None if self.cache is None else self.cache / key)
+        return {k: torch.from_numpy(v).to(image.device) for k, v in p.items()}
+
+    def image_outputs(
+        self, batch: TrainingBatch, i: int, props: dict[str, Tensor]
+    ) -> tuple[Tensor, list[Tensor], Tensor]:
+        """S^MIL, the refinement heads' logits and the segments' masks (R, H, W) of image i."""
+        sp, members = props["superpixels"].long(), props["members"]
+        masks = members[:, sp]  # (R, H, W)
+        h, w = batch.image_list.image_sizes[i]
+        feats = batch.features[MINING_LEVEL][i : i + 1, :, : -(-h // MINING_STRIDE), : -(-w // MINING_STRIDE)]
+        if self.masked_pooling:
+            pooled = moi_pool(feats, masks, props["boxes"], MINING_STRIDE)
+        else:  # the ablation: plain RoIPool on the segments' boxes
+            rois = pool_rois(props["boxes"], torch.zeros(len(props["boxes"]), device=feats.device))
+            pooled = roi_pool(feats, rois, POOL, 1.0 / MINING_STRIDE)
+        mil, refined = self.heads(pooled)
+        return mil, refined, masks
+
+    def mined_target(
+        self, t: dict[str, Any], image: Tensor, scores: Tensor, masks: Tensor, boxes: Tensor, ignore_index: int
+    ) -> dict[str, Any]:
+        """The pseudo panoptic label of a tags image: per tagged class its top segment (GrabCut re-estimated);
+        things are instances, stuff classes regions; every other pixel ignore; later classes do not overwrite
+        pixels an earlier, higher-scoring one took."""
+        tags = torch.nonzero(t["tags"] > 0).squeeze(1)
+        h, w = masks.shape[-2:]
+        img = (image.detach().permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+        best = scores[:, tags].max(0)
+        order = torch.argsort(best.values, descending=True)
+        taken = torch.zeros((h, w), dtype=torch.bool, device=masks.device)
+        seg_masks, classes = [], []
+        for j in order.tolist():
+            r, c = int(best.indices[j]), int(tags[j])
+            m = masks[r].bool()
+            if self.grabcut:
+                m = torch.from_numpy(grabcut_from_segment(img, m.cpu().numpy(), boxes[r].cpu().numpy())).to(m.device)
+            m = m & ~taken
+            if m.any():
+                taken |= m
+                seg_masks.append(m)
+                classes.append(c)
+        n = len(seg_masks)
+        masks_t = torch.stack(seg_masks) if n else torch.zeros((0, h, w), dtype=torch.bool, device=masks.device)
+        cls = torch.tensor(classes, dtype=torch.int64, device=masks.device)
+        panoptic = torch.zeros((h, w), dtype=torch.int64, device=masks.device)
+        semantic = torch.full((h, w), ignore_index, dtype=torch.int64, device=masks.device)
+        out_boxes = torch.zeros((n, 4), dtype=torch.float32, device=masks.device)
+        for k, m in enumerate(masks_t):
+            panoptic[m], semantic[m] = k + 1, cls[k]
+            ys, xs = torch.nonzero(m.any(1)).squeeze(1), torch.nonzero(m.any(0)).squeeze(1)
+            out_boxes[k] = torch.stack([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1]).float()
+        return {
+            "masks": masks_t,
+            "labels": cls,
+            "segment_ids": torch.arange(1, n + 1, dtype=torch.int64, device=masks.device),
+            "iscrowd": torch.zeros(n, dtype=torch.bool, device=masks.device),
+            "is_thing": torch.tensor(
+                [c in self.thing_semantic for c in classes], dtype=torch.bool, device=masks.device
+            ),
+            "boxes": out_boxes,
+            "semantic": semantic,
+            "panoptic": panoptic,
+            "ignore": panoptic == 0,
+        }
+
+    def loss(self, batch: TrainingBatch, ignore_index: int) -> tuple[Tensor, TrainingBatch]:
+        """L_PM over the batch's tags-only images (mean), and the batch with the mined pseudo labels of those that
+        are ramped in (their kinds gain P, ``pseudo_panoptic`` marks them)."""
+        images = batch.images_for("loss_jtsm")
+        if not images:
+            return zero_loss(self), batch
+        targets = list(batch.targets)
+        total = zero_loss(self)
+        for i in images:
+            t = targets[i]
+            props = self.proposals(t, batch.images[i])
+            mil, refined, masks = self.image_outputs(batch, i, props)
+            area = torch.bincount(props["superpixels"].flatten().long(), minlength=props["members"].shape[1])
+            iou = mask_iou(props["members"], area.float())
+            total = total + mining_loss(mil, refined, t["tags"], iou)
+            ramp = ramp_weight(batch.iteration, self.warmup)
+            if self.pseudo_labels and ramp > image_share(t["image_id"]):
+                scores = MiningHeads.segment_scores(mil.detach(), [r.detach() for r in refined])
+                pseudo = self.mined_target(t, batch.images[i], scores, masks, props["boxes"], ignore_index)
+                targets[i] = {**t, **pseudo, "kinds": t["kinds"] | {"P"}, "pseudo_panoptic": True}
+        return total / len(images), replace(batch, targets=targets)
+
+
+@torch.no_grad()
+def corloc(model: nn.Module, dataset, gt, device: torch.device, limit: int | None = None) -> dict[str, float]:
+    """CorLoc of the mined segments on a mixed-label dataset's tags images: the share (percent) of (image, tagged
+    class) pairs whose top segment (averaged refinement heads) has mask IoU >= 0.5 with a ground-truth segment of
+    that class, for things and for stuff."""
+    from cqbnet.data.transforms import to_tensors
+
+    branch = getattr(model, "jtsm", None)
+    if branch is None:
+        raise InputError("the network has no mining branch (model.weak.jtsm was off in its training)")
+    records = {r.image_id: r for r in gt.records}
+    cats = list(dataset.categories)
+    hits = {True: 0, False: 0}
+    pairs = {True: 0, False: 0}
+    was = model.training
+    model.eval()
+    try:
+        n = 0
+        for index, lab in enumerate(dataset.manifest.images):
+            if lab.kinds != frozenset({"I"}):
+                continue
+            if limit is not None and n >= limit:
+                break
+            n += 1
+            image, t = to_tensors(*dataset[index])
+            x = image.to(device)
+            batch = TrainingBatch([x], *model._shared_features([x]), [t])
+            props = branch.proposals(t, x)
+            mil, refined, masks = branch.image_outputs(batch, 0, props)
+            scores = MiningHeads.segment_scores(mil, refined)
+            rec = records[lab.image_id]
+            ids = gt.read_ids(rec, validate=False)
+            for c in torch.nonzero(t["tags"] > 0).squeeze(1).tolist():
+                top = masks[int(scores[:, c].argmax())].cpu().numpy()
+                thing = dataset.categories[cats[c]].isthing
+                pairs[thing] += 1
+                for seg in rec.segments:
+                    if seg.category_id != cats[c]:
+                        continue
+                    m = ids == seg.id
+                    if (top & m).sum() / max((top | m).sum(), 1) >= MASK_IOU:
+                        hits[thing] += 1
+                        break
+    finally:
+        model.train(was)
+    total = pairs[True] + pairs[False]
+    return {
+        "corloc": 100 * (hits[True] + hits[False]) / max(total, 1),
+        "corloc_th": 100 * hits[True] / max(pairs[True], 1),
+        "corloc_st": 100 * hits[False] / max(pairs[False], 1),
+        "pairs": total,
+    }

@@ -1,0 +1,250 @@
+"""Paper 001's approximate ground truth: GrabCut and proposals agree on drawn objects, the ignore rules, CAM stuff."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cqbnet.errors import InputError
+from cqbnet.weak.approx_ground_truth import (
+    IGNORE,
+    approximate_panoptic,
+    best_proposal,
+    grabcut_foreground,
+    segment_proposals,
+    stuff_cues,
+    thing_cues,
+)
+
+
+def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A red disc and a blue square on a noisy green ground, 64 x 64: (image, disc mask, square mask)."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((64, 64, 3), np.float64)
+    img[:] = (40, 150, 40)
+    yy, xx = np.mgrid[:64, :64]
+    disc = (yy - 30) ** 2 + (xx - 20) ** 2 < 11**2
+    square = (yy >= 8) & (yy < 26) & (xx >= 40) & (xx < 58)
+    img[disc] = (200, 40, 40)
+    img[square] = (40, 40, 200)
+    return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8), disc, square
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_grabcut_and_the_best_proposal_each_find_a_drawn_object():
+    img, disc, square = _scene()
+    box = np.array([8, 18, 32, 42.0])
+    assert _iou(grabcut_foreground(img, box), disc) > 0.9
+    props = segment_proposals(img)
+    assert props.members.shape[1] == props.superpixels.max() + 1
+    assert props.members.shape[0] == 2 * props.members.shape[1] - 1  # every merge adds one region
+    assert _iou(best_proposal(props, box), disc) > 0.7
+    # a box on the image's edge still has background around it (mirrored border)
+    edge = img.copy()
+    edge[:, :12] = (200, 40, 40)
+    fg = grabcut_foreground(edge, np.array([0, 0, 12, 64.0]))
+    assert fg[:, :12].mean() > 0.9 and fg[:, 14:].mean() < 0.05
+    # a tiny box is its own foreground
+    assert grabcut_foreground(img, np.array([1, 1, 3, 3.0])).sum() == 4
+
+
+def test_thing_cues_label_only_where_the_cues_agree_and_ignore_the_rest_of_the_box():
+    img, disc, square = _scene()
+    boxes = np.array([[8, 18, 32, 42.0], [39, 7, 59, 27]])
+    masks, labels, ignore = thing_cues(img, boxes, np.array([1, 2]))
+    assert labels.tolist() == [1, 2]
+    assert (masks[0] & disc).sum() / masks[0].sum() > 0.95 and (masks[1] & square).sum() / masks[1].sum() > 0.95
+    box0 = np.zeros_like(disc)
+    box0[18:42, 8:32] = True
+    assert not (masks[0] & ~box0).any()  # nothing outside its box
+    assert np.array_equal(ignore & box0, box0 & ~masks.any(0))  # the rest of the box is ignore
+    assert not ignore[~(box0 | (np.mgrid[:64, :64][0] < 27))].any()  # nothing outside the boxes is ignore
+    # the no-ignore ablation labels every box pixel
+    full, _, ig = thing_cues(img, boxes, np.array([1, 2]), cue="box")
+    assert full[0].sum() == 24 * 24 and not ig.any()
+    with pytest.raises(InputError, match="unknown thing cue"):
+        thing_cues(img, boxes, np.array([1, 2]), cue="mcg")
+
+
+def test_same_class_overlaps_are_ignore_and_crowd_boxes_give_no_instance():
+    img, disc, _ = _scene()
+    boxes = np.array([[8, 18, 32, 42.0], [8, 18, 32, 42.0]])  # two boxes of one class on one object
+    masks, _, ignore = thing_cues(img, boxes, np.array([1, 1]), cue="box")
+    assert not masks.any() and ignore[18:42, 8:32].all()
+    masks, _, ignore = thing_cues(img, boxes, np.array([1, 2]), cue="box")  # two classes: no rule applies
+    assert masks.all(axis=0)[18:42, 8:32].all()
+    masks, labels, ignore = thing_cues(img, boxes[:1], np.array([1]), np.array([True]))
+    assert len(masks) == 0 and len(labels) == 0 and ignore[disc].mean() > 0.9
+
+
+def test_stuff_cues_threshold_each_map_at_half_its_maximum_and_the_smaller_region_wins():
+    cams = np.zeros((2, 10, 10))
+    cams[0, :, :6] = 1.0  # class 7: the left 60%
+    cams[0, :, 6:] = 0.4  # below half its maximum
+    cams[1, :, 4:8] = 0.9  # class 9: a smaller strip overlapping class 7's region
+    out = stuff_cues(cams, [7, 9])
+    assert (out[:, :4] == 7).all() and (out[:, 4:8] == 9).all() and (out[:, 8:] == IGNORE).all()
+    assert (stuff_cues(np.zeros((0, 4, 4)), []) == IGNORE).all()
+
+
+def test_the_approximate_panoptic_map_keeps_instances_stuff_and_ignore_apart():
+    masks = np.zeros((1, 6, 6), dtype=bool)
+    masks[0, 1:3, 1:3] = True
+    ignore = np.zeros((6, 6), dtype=bool)
+    ignore[0:4, 0:4] = True
+    ignore[1:3, 1:3] = False  # the box minus its instance
+    stuff = np.full((6, 6), 5)
+    stuff[5] = IGNORE
+    ids, segs = approximate_panoptic(masks, np.array([2]), ignore, stuff, {5, 6})
+    assert segs == [(1, 2, True), (2, 5, False)]
+    assert (ids[1:3, 1:3] == 1).all() and (ids[ignore] == 0).all() and (ids[5] == 0).all()
+    assert (ids[4, :] == 2).all()
+
+
+def test_the_mask_loss_reads_no_ignore_pixel_and_equals_mask_rcnns_without_ignore():
+    import torch
+    from torchvision.models.detection.roi_heads import maskrcnn_loss
+
+    from cqbnet.modeling.cascade_rcnn import mask_loss_with_ignore
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 14, 14)
+    boxes = [torch.tensor([[2.0, 2, 20, 20], [5, 5, 30, 25], [0, 0, 31, 31]])]
+    gt = [(torch.rand(2, 32, 32) > 0.5).to(torch.uint8)]
+    labels, matched = [torch.tensor([1, 3])], [torch.tensor([0, 1, 1])]
+    want = maskrcnn_loss(logits, boxes, gt, labels, matched)
+    assert torch.allclose(mask_loss_with_ignore(logits, boxes, gt, [None], labels, matched), want)
+    none = torch.zeros(32, 32, dtype=torch.bool)
+    assert torch.allclose(mask_loss_with_ignore(logits, boxes, gt, [none], labels, matched), want)
+    everything = torch.ones(32, 32, dtype=torch.bool)
+    assert mask_loss_with_ignore(logits, boxes, gt, [everything], labels, matched) == 0
+    # ignoring the right half: a RoI inside it teaches nothing, whatever its logits
+    half = none.clone()
+    half[:, 16:] = True
+    boxes2 = [torch.tensor([[2.0, 2, 14, 20], [18, 2, 30, 14], [18, 2, 30, 14]])]
+    a = mask_loss_with_ignore(logits, boxes2, gt, [half], labels, matched)
+    changed = logits.clone()
+    changed[1:] += 100.0
+    assert torch.isfinite(a) and a > 0
+    assert torch.allclose(mask_loss_with_ignore(changed, boxes2, gt, [half], labels, matched), a)
+    changed[0] += 100.0
+    assert not torch.allclose(mask_loss_with_ignore(changed, boxes2, gt, [half], labels, matched), a)
+
+
+def test_round_zero_writes_labels_the_dataset_and_the_network_learn_from(tmp_path, synth, capsys):
+    """End to end on tiny scenes: boxes + tags images, a network with Cls2Pixel for the CAMs, round 0 written and
+    scored by the CLI, then the network trained with the round: the boxes images now teach masks."""
+    import json
+
+    import torch
+    import yaml
+
+    from cqbnet.cli.main import main
+    from cqbnet.data.mixed_dataset import MixedLabelDataset
+    from cqbnet.data.transforms import to_tensors
+    from cqbnet.modeling.build import build_panoptic_net
+    from helpers import TINY, tiny_model_config
+
+    labels = tmp_path / "labels"
+    assert main(["labels", "simulate", "--data", str(synth), "--ratio", "P=0.25,B+I=0.75", "--out", str(labels)]) == 0
+    cfg = {
+        "data": {"root": str(synth), "manifest": str(labels / "manifest.json")},
+        "model": tiny_model_config(),
+        "solver": {"max_iter": 2, "batch_size": 2, "base_lr": 0.01, "warmup_iters": 1, "steps": [1]},
+        "train": {"checkpoint_period": 2, "eval_period": 0, "log_period": 1},
+    }
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "a.yaml"), "--out", str(tmp_path / "run"), "--quiet", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    argv = ["labels", "approximate", "--manifest", str(labels / "manifest.json"), "--out", str(tmp_path / "r0")]
+    argv += ["--checkpoint", str(tmp_path / "run" / "model_final.pth"), "--data", str(synth), "--device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "precision_th" in out and "coverage_st" in out
+    saved = json.loads((tmp_path / "r0" / "labels.json").read_text())
+    manifest = json.loads((labels / "manifest.json").read_text())
+    weak = [i for i in manifest["images"] if "P" not in i["kinds"]]
+    assert len(saved["images"]) == len(weak)
+    ds = MixedLabelDataset(labels / "manifest.json", approximate=tmp_path / "r0")
+    index = [i for i, lab in enumerate(ds.manifest.images) if "P" not in lab.kinds]
+    _, t = ds[index[0]]
+    lab = ds.manifest.images[index[0]]
+    assert t["pseudo_panoptic"] and "P" in t["kinds"] and t["ignore"].any()
+    boxes = [b for b in lab.boxes if not b.iscrowd]
+    assert t["is_thing"].sum() == len(boxes)  # every box an instance, even one with no confident pixel
+    assert np.allclose(t["boxes"][: len(boxes), 2] - t["boxes"][: len(boxes), 0], [b.bbox[2] for b in boxes])
+    assert not (t["masks"].any(0) & t["ignore"]).any()
+    items = [to_tensors(*ds[i]) for i in index[:2]]
+    torch.manual_seed(0)
+    model = build_panoptic_net(ds.categories, **TINY).train()
+    losses = model([x[0] for x in items], [x[1] for x in items])
+    assert losses["loss_mask"] > 0 and losses["loss_panoptic"] > 0 and torch.isfinite(losses["loss_mask"])
+    plain = MixedLabelDataset(labels / "manifest.json")
+    items = [to_tensors(*plain[i]) for i in index[:2]]
+    assert model([x[0] for x in items], [x[1] for x in items])["loss_mask"] == 0  # boxes alone teach no mask loss
+    # a round of refinement: train on round 0, refine with the CRF and the cleaning rules, score
+    cfg["data"]["approximate"] = str(tmp_path / "r0")
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "run1"), "--quiet", "--device", "cpu"]) == 0
+    rows = [json.loads(r) for r in (tmp_path / "run1" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_mask"] > 0 for r in rows)
+    capsys.readouterr()
+    argv = ["labels", "refine", "--manifest", str(labels / "manifest.json"), "--cues", str(tmp_path / "r0")]
+    argv += ["--checkpoint", str(tmp_path / "run1" / "model_final.pth"), "--out", str(tmp_path / "r1")]
+    assert main([*argv, "--data", str(synth), "--device", "cpu"]) == 0
+    assert "labelled_share" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "r1" / "labels.json").read_text())["images"]) == len(weak)
+
+
+def test_the_dense_crf_cleans_a_noisy_unary_along_the_image_colours():
+    from cqbnet.weak.approx_ground_truth import dense_crf
+
+    img, disc, _ = _scene(1)
+    rng = np.random.default_rng(2)
+    truth = disc.astype(int)
+    noisy = np.where(rng.random(truth.shape) < 0.3, 1 - truth, truth)  # 30% of the pixels flipped
+    probs = np.stack([np.where(noisy == 0, 0.6, 0.4), np.where(noisy == 1, 0.6, 0.4)]).astype(np.float32)
+    q = dense_crf(probs, img).numpy()
+    assert q.shape == probs.shape and np.allclose(q.sum(0), 1, atol=1e-4)
+    before, after = (probs.argmax(0) == truth).mean(), (q.argmax(0) == truth).mean()
+    assert before < 0.75 and after > 0.95
+
+
+def test_the_cleaning_rules_on_a_hand_made_map():
+    from cqbnet.weak.approx_ground_truth import clean_prediction, instances_from_boxes
+
+    things = {1, 2}
+    pred = np.full((8, 8), 5)  # stuff 5 everywhere ...
+    pred[1:4, 1:4] = 1  # ... a thing of class 1 in its box
+    pred[6, 6] = 1  # ... and outside every box of class 1 (box prior: ignore)
+    pred[0, 7] = 2  # a thing the cues do not have (ignore)
+    score = np.ones((8, 8))
+    score[7, 0] = 0.5  # unsure: ignore
+    cues = np.full((8, 8), IGNORE)
+    cues[2, 2] = 1
+    boxes = np.array([[1, 1, 4, 4.0], [4, 4, 8, 8]])  # a box of class 1, and one of class 2 its pixels never show
+    out = clean_prediction(pred, score, cues, boxes, np.array([1, 2]), things, tags={1, 2, 5})
+    assert out[7, 0] == IGNORE and out[0, 7] == IGNORE and out[6, 6] != 1
+    # thing 1: predicted where the cue is ignore -> ignore, except its cue pixel; then low coverage fills its box
+    assert (out[1:4, 1:4] == 1).all()
+    assert (out[4:8, 4:8] == 2).all()  # class 2's empty box is filled (its stuff and ignore pixels)
+    assert out[0, 0] == 5
+    # a class the image is not tagged with is ignore
+    untagged = clean_prediction(
+        np.full((4, 4), 6),
+        np.ones((4, 4)),
+        np.full((4, 4), IGNORE),
+        np.zeros((0, 4)),
+        np.zeros(0, dtype=int),
+        things,
+        tags={5},
+    )
+    assert (untagged == IGNORE).all()
+    masks, classes, ignore = instances_from_boxes(out, boxes, np.array([1, 2]), np.array([False, False]), things)
+    assert masks[0].sum() == 9 and masks[1].sum() == 16 and classes.tolist() == [1, 2]
+    overlap = np.array([[1, 1, 4, 4.0], [2, 2, 4, 4]])
+    masks, _, ignore = instances_from_boxes(out, overlap, np.array([1, 1]), np.array([False, False]), things)
+    assert ignore[2:4, 2:4].all() and not masks[:, 2:4, 2:4].any() and masks[0].sum() == 5
