@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 
 from cqbnet.errors import InputError
-from cqbnet.weak.approx_ground_truth import (
-    IGNORE,
-    approximate_panoptic,
-    best_proposal,
-    grabcut_foreground,
-    segment_proposals,
-    stuff_cues,
-    thing_cues,
-)
+from cqbnet.weak.approx_ground_truth import IGNORE, approximate_panoptic, best_proposal, stuff_cues, thing_cues
+from cqbnet.weak.grabcut import grabcut_foreground
+from cqbnet.weak.segment_proposals import segment_proposals
 
 
 def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -200,7 +194,7 @@ def test_round_zero_writes_labels_the_dataset_and_the_network_learn_from(tmp_pat
 
 
 def test_the_dense_crf_cleans_a_noisy_unary_along_the_image_colours():
-    from cqbnet.weak.approx_ground_truth import dense_crf
+    from cqbnet.weak.dense_crf import dense_crf
 
     img, disc, _ = _scene(1)
     rng = np.random.default_rng(2)

@@ -18,13 +18,13 @@ from cqbnet.weak.fdd_points import (
     FDDPoints,
     click_cells,
     colour_prior,
-    image_share,
     partial_ce,
     segment_queries,
     self_training,
     sine_position,
 )
 from cqbnet.weak.pairwise import neighbour_offsets
+from cqbnet.weak.warmup import image_share
 from helpers import TINY
 
 

@@ -12,10 +12,10 @@ from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.transforms import to_tensors
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.modeling.build import build_panoptic_net
+from cqbnet.weak.grabcut import grabcut_from_segment
 from cqbnet.weak.jtsm import (
     JTSM,
     MiningHeads,
-    grabcut_from_segment,
     mask_iou,
     mining_loss,
     moi_pool,

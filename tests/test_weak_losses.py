@@ -10,11 +10,11 @@ from cqbnet.weak.box2mask import (
     box_in_roi,
     pairwise_loss,
     projection_loss,
-    ramp_weight,
     sample_box_rois,
 )
 from cqbnet.weak.cls2box import MIDHead, cls2box_loss, image_scores
 from cqbnet.weak.pairwise import image_to_lab, lab_similarity, neighbour_offsets
+from cqbnet.weak.warmup import ramp_weight
 
 
 def box_mask(h, w, x1, y1, x2, y2):

@@ -7,9 +7,10 @@ semantic map), and no loss reads it (Eq. 1).
   rectangle (:func:`grabcut_foreground`) and the segment proposal that best fits the box (:func:`best_proposal`);
   a pixel takes the box's class only where both agree, the rest of the box is ignore, each box is one instance,
   and where two same-class instances overlap the overlap is ignore (:func:`thing_cues`).
-* Segment proposals: MCG has no Python port; :func:`segment_proposals` groups Felzenszwalb superpixels
-  hierarchically as selective search does (Uijlings et al. 2013: colour, size and fill similarities over a true
-  adjacency graph; its texture term is left out), every region kept as its set of superpixels.
+* Segment proposals: MCG has no Python port; :func:`~cqbnet.weak.segment_proposals.segment_proposals` groups
+  Felzenszwalb superpixels hierarchically as selective search does, every region kept as its set of superpixels.
+* Refinement (Sec. 3.4): the network's own predictions through a dense CRF (:mod:`cqbnet.weak.dense_crf`), then
+  the released code's cleaning rules (:func:`clean_prediction`), instances box by box.
 * Stuff from tags (Sec. 3.3): the class activation maps of the tagged stuff classes (CAM equals Grad-CAM up to a
   positive factor for a global-average-pooled linear classifier), each thresholded at 50% of its maximum; where
   maps overlap the smaller region wins; uncovered pixels stay ignore (:func:`stuff_cues`).
@@ -23,129 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-from skimage.color import rgb2lab
-from skimage.segmentation import felzenszwalb
 
 from cqbnet.data.panoptic_format import read_panoptic_png, write_panoptic_png
 from cqbnet.errors import InputError
 from cqbnet.io import read_json
+from cqbnet.weak.dense_crf import dense_crf
+from cqbnet.weak.grabcut import grabcut_foreground
+from cqbnet.weak.segment_proposals import Proposals, segment_proposals
 
 IGNORE = 255
-GRABCUT_ITERATIONS = 5  # the released JTSM code's count; paper 001 gives none
-GRABCUT_MIN_AREA = 9  # boxes smaller than this (px^2) are their own foreground (also from the JTSM code)
-GRABCUT_PAD = 8  # px of mirrored border, so that a box touching the image edge still has background around it
 CAM_THRESHOLD = 0.5  # of each map's maximum (paper 001; Grad-CAM's own is 0.15)
-HIST_BINS = 25  # per LAB channel, selective search's colour histogram
-
-
-def grabcut_foreground(image: np.ndarray, box: np.ndarray, iterations: int = GRABCUT_ITERATIONS) -> np.ndarray:
-    """(H, W) bool: GrabCut's foreground (sure or probable) initialised by the rectangle ``box`` (x1, y1, x2, y2,
-    exclusive); a box under :data:`GRABCUT_MIN_AREA` px^2, or one GrabCut empties, is its own foreground.
-    Deterministic (OpenCV's RNG is seeded)."""
-    h, w = image.shape[:2]
-    x1, y1 = int(np.floor(box[0])), int(np.floor(box[1]))
-    x2, y2 = int(np.ceil(box[2])), int(np.ceil(box[3]))
-    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
-    out = np.zeros((h, w), dtype=bool)
-    if x2 <= x1 or y2 <= y1:
-        return out
-    if (x2 - x1) * (y2 - y1) < GRABCUT_MIN_AREA:
-        out[y1:y2, x1:x2] = True
-        return out
-    p = GRABCUT_PAD
-    padded = cv2.copyMakeBorder(np.ascontiguousarray(image[..., ::-1]), p, p, p, p, cv2.BORDER_REFLECT)
-    mask = np.zeros(padded.shape[:2], dtype=np.uint8)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    cv2.grabCut(padded, mask, (x1 + p, y1 + p, x2 - x1, y2 - y1), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
-    fg = np.isin(mask[p : p + h, p : p + w], (cv2.GC_FGD, cv2.GC_PR_FGD))
-    if not fg.any():
-        out[y1:y2, x1:x2] = True
-        return out
-    return fg
-
-
-@dataclass
-class Proposals:
-    """Segment proposals as sets of superpixels: ``members`` (R, S) bool over the superpixel map ``superpixels``
-    (H, W) int; region r's mask is ``np.isin(superpixels, np.flatnonzero(members[r]))``."""
-
-    superpixels: np.ndarray
-    members: np.ndarray
-
-    def mask(self, r: int) -> np.ndarray:
-        return self.members[r][self.superpixels]
-
-
-def _adjacency(sp: np.ndarray, n: int) -> np.ndarray:
-    """(S, S) bool: superpixels that touch (4-neighbourhood)."""
-    adj = np.zeros((n, n), dtype=bool)
-    for a, b in ((sp[:, :-1], sp[:, 1:]), (sp[:-1], sp[1:])):
-        diff = a != b
-        adj[a[diff], b[diff]] = True
-    return adj | adj.T
-
-
-def segment_proposals(image: np.ndarray, scale: float = 100.0, sigma: float = 0.8, min_size: int = 20) -> Proposals:
-    """Selective search's hierarchical grouping (Uijlings et al. 2013) on Felzenszwalb superpixels: start from
-    the superpixels, merge the most similar adjacent pair (colour histogram intersection + size + fill) until one
-    region is left; every region along the way is a proposal."""
-    sp = felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size)
-    n = int(sp.max()) + 1
-    h, w = sp.shape
-    lab = rgb2lab(image)
-    lo, hi = np.array([0.0, -128.0, -128.0]), np.array([100.0, 128.0, 128.0])
-    bins = np.clip(((lab - lo) / (hi - lo) * HIST_BINS).astype(int), 0, HIST_BINS - 1)  # (H, W, 3)
-    hist = np.zeros((n, 3 * HIST_BINS))
-    flat = sp.ravel()
-    for c in range(3):
-        np.add.at(hist, (flat, c * HIST_BINS + bins[..., c].ravel()), 1.0)
-    size = np.bincount(flat, minlength=n).astype(float)
-    ys, xs = np.mgrid[0:h, 0:w]
-    box = np.stack(
-        [
-            np.full(n, np.inf),
-            np.full(n, np.inf),
-            np.full(n, -np.inf),
-            np.full(n, -np.inf),
-        ],
-        axis=1,
-    )
-    np.minimum.at(box[:, 0], flat, xs.ravel())
-    np.minimum.at(box[:, 1], flat, ys.ravel())
-    np.maximum.at(box[:, 2], flat, xs.ravel() + 1)
-    np.maximum.at(box[:, 3], flat, ys.ravel() + 1)
-    total = float(h * w)
-    members = [np.eye(n, dtype=bool)[i] for i in range(n)]
-    hist = [hist[i] / size[i] for i in range(n)]
-    size, box = list(size), [box[i] for i in range(n)]
-    neighbours = {i: set(np.flatnonzero(row)) for i, row in enumerate(_adjacency(sp, n))}
-
-    def similarity(a: int, b: int) -> float:
-        colour = np.minimum(hist[a], hist[b]).sum() / 3.0
-        sz = 1.0 - (size[a] + size[b]) / total
-        bb = np.concatenate([np.minimum(box[a][:2], box[b][:2]), np.maximum(box[a][2:], box[b][2:])])
-        fill = 1.0 - ((bb[2] - bb[0]) * (bb[3] - bb[1]) - size[a] - size[b]) / total
-        return colour + sz + fill
-
-    sims = {(a, b): similarity(a, b) for a in neighbours for b in neighbours[a] if a < b}
-    while sims:
-        a, b = max(sims, key=sims.get)
-        k = len(members)
-        members.append(members[a] | members[b])
-        hist.append((hist[a] * size[a] + hist[b] * size[b]) / (size[a] + size[b]))
-        size.append(size[a] + size[b])
-        box.append(np.concatenate([np.minimum(box[a][:2], box[b][:2]), np.maximum(box[a][2:], box[b][2:])]))
-        near = (neighbours.pop(a) | neighbours.pop(b)) - {a, b}
-        sims = {p: s for p, s in sims.items() if a not in p and b not in p}
-        for m in near:
-            neighbours[m] -= {a, b}
-            neighbours[m].add(k)
-            sims[(m, k)] = similarity(m, k)
-        neighbours[k] = near
-    return Proposals(sp, np.stack(members))
 
 
 def best_proposal(proposals: Proposals, box: np.ndarray) -> np.ndarray:
@@ -464,53 +353,8 @@ def score_round(labels: ApproximateRound, manifest, gt) -> dict[str, float]:
 
 # --- refinement rounds (Sec. 3.4): the network's own predictions, a dense CRF, the cleaning rules ----------------
 
-CRF_ITERATIONS = 10  # DeepLab-v2's mean-field iterations
-CRF_POSITION = (3.0, 3.0)  # (weight, sigma in px) of the Gaussian kernel
-CRF_BILATERAL = (4.0, 67.0 / 513.0, 3.0)  # (weight, sigma_xy as a share of the image's longer side, sigma_rgb)
-CRF_MAX_PIXELS = 4096  # the exact dense kernel is N x N: the CRF runs on the image pooled to at most this many
 CONFIDENCE = 0.99  # round t+1 keeps pixels the refined prediction is at least this sure of (the released code)
 LOW_COVERAGE = 0.5  # a box labelled with its class on less than this share is filled (the released code)
-
-
-def dense_crf(probs, image: np.ndarray, iterations: int = CRF_ITERATIONS):
-    """Krähenbühl and Koltun's fully connected CRF with Potts compatibility, by mean field, in PyTorch: the
-    unary is -log ``probs`` (K, H, W), the pairwise a Gaussian kernel on position and a bilateral one on position
-    and colour with DeepLab's parameters (sigma_xy scaled to the image). The kernel is exact (N x N), on the image
-    average pooled until N <= :data:`CRF_MAX_PIXELS`; the marginals are upsampled back. Returns (K, H, W)."""
-    import torch
-    import torch.nn.functional as F
-
-    probs = torch.as_tensor(probs, dtype=torch.float32)
-    k, h, w = probs.shape
-    s = 1
-    while -(-h // s) * -(-w // s) > CRF_MAX_PIXELS:
-        s += 1
-    rgb = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
-    if s > 1:
-        rgb = F.avg_pool2d(rgb, s, ceil_mode=True)
-        unary = F.avg_pool2d(probs[None], s, ceil_mode=True)[0]
-    else:
-        unary = probs
-    hh, ww = unary.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(hh) * s + s / 2, torch.arange(ww) * s + s / 2, indexing="ij")
-    pos = torch.stack([ys.flatten(), xs.flatten()], 1)  # (N, 2) in image pixels
-    col = rgb[0].flatten(1).t()  # (N, 3)
-    d2 = torch.cdist(pos, pos).pow(2)
-    w_g, s_g = CRF_POSITION
-    w_b, s_xy, s_rgb = CRF_BILATERAL
-    s_xy = s_xy * max(h, w)
-    kernel = w_g * torch.exp(-d2 / (2 * s_g**2)) + w_b * torch.exp(
-        -d2 / (2 * s_xy**2) - torch.cdist(col, col).pow(2) / (2 * s_rgb**2)
-    )
-    kernel.fill_diagonal_(0.0)
-    log_u = unary.clamp(min=1e-8).log().flatten(1)  # (K, N)
-    q = log_u.softmax(0)
-    for _ in range(iterations):
-        q = (log_u + q @ kernel).softmax(0)  # Potts: each label is rewarded by its similar neighbours' belief
-    q = q.reshape(k, hh, ww)
-    if s > 1:
-        q = F.interpolate(q[None], scale_factor=s, mode="bilinear", align_corners=False)[0, :, :h, :w]
-    return q
 
 
 def clean_prediction(

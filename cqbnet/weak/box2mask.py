@@ -38,6 +38,7 @@ from cqbnet.weak.pairwise import (
     pooled_lab,
     shift,
 )
+from cqbnet.weak.warmup import ramp_weight
 
 PAIRWISE_THRESHOLD = 0.3
 
@@ -114,12 +115,6 @@ def sample_box_rois(
     if len(pos) > room:
         pos = pos[torch.randperm(len(pos), generator=generator, device="cpu")[:room].to(pos.device)]
     return torch.cat([boxes, proposals[pos]]), torch.cat([own, which[pos]])
-
-
-def ramp_weight(iteration: int, warmup: int = 10000) -> float:
-    """A warmed-up term's weight: 0 -> 1 linearly over ``warmup`` iterations (BoxInst's pairwise term; also
-    Cls2Pixel's pseudo-label and energy terms)."""
-    return min(1.0, iteration / warmup) if warmup > 0 else 1.0
 
 
 class Box2Mask(nn.Module):

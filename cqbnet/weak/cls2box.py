@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou
 
 from cqbnet.modeling.supervision import zero_loss
-from cqbnet.weak.box2mask import ramp_weight
+from cqbnet.weak.warmup import ramp_weight
 
 EPS = 1e-6
 MODES = ("paper", "pseudo")

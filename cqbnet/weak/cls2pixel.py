@@ -27,8 +27,8 @@ from torch import Tensor, nn
 from cqbnet.data.dataset import IGNORE_INDEX
 from cqbnet.modeling.padding import grid_cells, valid_cells
 from cqbnet.modeling.supervision import zero_loss
-from cqbnet.weak.box2mask import ramp_weight
 from cqbnet.weak.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
+from cqbnet.weak.warmup import ramp_weight
 
 IGNORE = IGNORE_INDEX  # pixels without a pseudo label: the semantic loss's ignore index
 

@@ -43,8 +43,8 @@ from torch import Tensor, nn
 
 from cqbnet.errors import InputError
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
-from cqbnet.weak.box2mask import ramp_weight
 from cqbnet.weak.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
+from cqbnet.weak.warmup import image_share, ramp_weight
 
 FEATURE_STRIDE = 8  # F^proj: the FPN level the queries are pooled from and the decoder attends to
 MASK_STRIDE = 4  # the masks: the semantic head's features
@@ -132,14 +132,6 @@ def colour_prior(log_p: Tensor, affinity: Tensor, dilation: int) -> Tensor:
 def self_training(logits: Tensor) -> Tensor:
     """Eq. 6: cross-entropy against the map's own argmax (a fixed target); logits (K, H, W)."""
     return F.cross_entropy(logits[None], logits.detach().argmax(0)[None])
-
-
-def image_share(image_id: Any) -> float:
-    """u_i in [0, 1), fixed per image id: when in the warm-up an image starts learning from its pseudo labels."""
-    h = 0
-    for ch in str(image_id):
-        h = (h * 1000003 + ord(ch)) % 2**32
-    return ((h * 2654435761) % 2**32) / 2**32
 
 
 class FDDPoints(nn.Module):

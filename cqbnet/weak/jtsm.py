@@ -2,7 +2,7 @@
 
 Things and stuff are treated alike as segments (a stuff region's connected components are instances):
 
-* Segment proposals (C1): MCG has no Python port; :func:`~cqbnet.weak.approx_ground_truth.segment_proposals`
+* Segment proposals (C1): MCG has no Python port; :func:`~cqbnet.weak.segment_proposals.segment_proposals`
   (selective search's grouping of Felzenszwalb superpixels) gives them as superpixel sets, so masks are exact
   and mask IoUs are superpixel-count dot products (:func:`mask_iou`). They are computed once per image and cached
   (:func:`proposal_cache`).
@@ -14,10 +14,11 @@ Things and stuff are treated alike as segments (a stuff region's connected compo
   ground truth (per tagged class its top segment; segments at mask IoU >= 0.5 with it take its class, the others
   background), weighed by the image-level score of the class (:func:`refinement_targets`).
 * Self-training (Eqs. 1, 9, 10, :func:`mined_target`): per tagged class the top segment of the averaged
-  refinement heads, re-estimated with GrabCut (firm foreground inside the segment, firm background outside its
-  box), becomes a pseudo panoptic label (things: an instance; stuff: the class's region), every other pixel
-  ignore; from a warm-up on it trains the network's losses as a panoptic label does (the mask head and the
-  semantic head are paper 002's instance and semantic branches; only tagged classes get a loss).
+  refinement heads, re-estimated with GrabCut (:func:`~cqbnet.weak.grabcut.grabcut_from_segment`: firm
+  foreground inside the segment, firm background outside its box), becomes a pseudo panoptic label (things: an
+  instance; stuff: the class's region), every other pixel ignore; from a warm-up on it trains the network's
+  losses as a panoptic label does (the mask head and the semantic head are paper 002's instance and semantic
+  branches; only tagged classes get a loss).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,9 +36,9 @@ from torchvision.ops import roi_pool
 
 from cqbnet.errors import InputError
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
-from cqbnet.weak.approx_ground_truth import GRABCUT_ITERATIONS, GRABCUT_PAD, segment_proposals
-from cqbnet.weak.box2mask import ramp_weight
-from cqbnet.weak.fdd_points import image_share
+from cqbnet.weak.grabcut import grabcut_from_segment
+from cqbnet.weak.segment_proposals import segment_proposals
+from cqbnet.weak.warmup import image_share, ramp_weight
 
 POOL = 7  # bins per side
 MINING_LEVEL = "1"  # the FPN level the segments are pooled from (stride 8)
@@ -143,30 +143,6 @@ def mining_loss(mil: Tensor, refined: list[Tensor], tags: Tensor, iou: Tensor) -
         loss = loss + (weights * F.cross_entropy(logits, labels, reduction="none")).mean()  # Eq. 3
         previous = F.softmax(logits, 1)[:, :-1]
     return loss
-
-
-def grabcut_from_segment(image: np.ndarray, mask: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Sec. 3.4's bottom-up evidence: GrabCut with firm foreground inside the segment, firm background outside
-    its box, probable foreground elsewhere in the box; (H, W) bool (the segment itself if GrabCut empties it)."""
-    h, w = mask.shape
-    x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
-    x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
-    init = np.full((h, w), cv2.GC_BGD, dtype=np.uint8)
-    init[y1:y2, x1:x2] = cv2.GC_PR_FGD
-    init[mask] = cv2.GC_FGD
-    if (init == cv2.GC_BGD).sum() == 0 or (init == cv2.GC_FGD).sum() == 0:
-        return mask.copy()
-    p = GRABCUT_PAD
-    img = cv2.copyMakeBorder(np.ascontiguousarray(image[..., ::-1]), p, p, p, p, cv2.BORDER_REFLECT)
-    m = cv2.copyMakeBorder(init, p, p, p, p, cv2.BORDER_CONSTANT, value=int(cv2.GC_BGD))
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    try:
-        cv2.grabCut(img, m, None, bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:  # a colour model it cannot fit (e.g. a one-colour image): keep the segment
-        return mask.copy()
-    out = np.isin(m[p : p + h, p : p + w], (cv2.GC_FGD, cv2.GC_PR_FGD))
-    return out if out.any() else mask.copy()
 
 
 def proposal_cache(image: np.ndarray, path: Path | None = None) -> dict[str, np.ndarray]:

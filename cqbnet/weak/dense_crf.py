@@ -1,0 +1,52 @@
+"""Krähenbühl and Koltun's fully connected CRF (NIPS 2011) by mean field in PyTorch, for paper 001's refinement:
+the compiled pydensecrf packages do not build here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CRF_ITERATIONS = 10  # DeepLab-v2's mean-field iterations
+CRF_POSITION = (3.0, 3.0)  # (weight, sigma in px) of the Gaussian kernel
+CRF_BILATERAL = (4.0, 67.0 / 513.0, 3.0)  # (weight, sigma_xy as a share of the image's longer side, sigma_rgb)
+CRF_MAX_PIXELS = 4096  # the exact dense kernel is N x N: the CRF runs on the image pooled to at most this many
+
+
+def dense_crf(probs, image: np.ndarray, iterations: int = CRF_ITERATIONS):
+    """Krähenbühl and Koltun's fully connected CRF with Potts compatibility, by mean field, in PyTorch: the
+    unary is -log ``probs`` (K, H, W), the pairwise a Gaussian kernel on position and a bilateral one on position
+    and colour with DeepLab's parameters (sigma_xy scaled to the image). The kernel is exact (N x N), on the image
+    average pooled until N <= :data:`CRF_MAX_PIXELS`; the marginals are upsampled back. Returns (K, H, W)."""
+    probs = torch.as_tensor(probs, dtype=torch.float32)
+    k, h, w = probs.shape
+    s = 1
+    while -(-h // s) * -(-w // s) > CRF_MAX_PIXELS:
+        s += 1
+    rgb = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
+    if s > 1:
+        rgb = F.avg_pool2d(rgb, s, ceil_mode=True)
+        unary = F.avg_pool2d(probs[None], s, ceil_mode=True)[0]
+    else:
+        unary = probs
+    hh, ww = unary.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(hh) * s + s / 2, torch.arange(ww) * s + s / 2, indexing="ij")
+    pos = torch.stack([ys.flatten(), xs.flatten()], 1)  # (N, 2) in image pixels
+    col = rgb[0].flatten(1).t()  # (N, 3)
+    d2 = torch.cdist(pos, pos).pow(2)
+    w_g, s_g = CRF_POSITION
+    w_b, s_xy, s_rgb = CRF_BILATERAL
+    s_xy = s_xy * max(h, w)
+    kernel = w_g * torch.exp(-d2 / (2 * s_g**2)) + w_b * torch.exp(
+        -d2 / (2 * s_xy**2) - torch.cdist(col, col).pow(2) / (2 * s_rgb**2)
+    )
+    kernel.fill_diagonal_(0.0)
+    log_u = unary.clamp(min=1e-8).log().flatten(1)  # (K, N)
+    q = log_u.softmax(0)
+    for _ in range(iterations):
+        q = (log_u + q @ kernel).softmax(0)  # Potts: each label is rewarded by its similar neighbours' belief
+    q = q.reshape(k, hh, ww)
+    if s > 1:
+        q = F.interpolate(q[None], scale_factor=s, mode="bilinear", align_corners=False)[0, :, :h, :w]
+    return q
