@@ -6,6 +6,7 @@ exact and mask IoUs are superpixel-count dot products.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +67,7 @@ def segment_proposals(image: np.ndarray, scale: float = 100.0, sigma: float = 0.
     np.maximum.at(box[:, 2], flat, xs.ravel() + 1)
     np.maximum.at(box[:, 3], flat, ys.ravel() + 1)
     total = float(h * w)
-    members = [np.eye(n, dtype=bool)[i] for i in range(n)]
+    members = list(np.eye(n, dtype=bool))
     hist = [hist[i] / size[i] for i in range(n)]
     size, box = list(size), [box[i] for i in range(n)]
     neighbours = {i: set(np.flatnonzero(row)) for i, row in enumerate(_adjacency(sp, n))}
@@ -78,19 +79,25 @@ def segment_proposals(image: np.ndarray, scale: float = 100.0, sigma: float = 0.
         fill = 1.0 - ((bb[2] - bb[0]) * (bb[3] - bb[1]) - size[a] - size[b]) / total
         return colour + sz + fill
 
-    sims = {(a, b): similarity(a, b) for a in neighbours for b in neighbours[a] if a < b}
-    while sims:
-        a, b = max(sims, key=sims.get)
+    # the most similar adjacent pair first; a pair whose region was merged away is skipped when it comes up
+    heap = [(-similarity(a, b), a, b) for a in neighbours for b in neighbours[a] if a < b]
+    heapq.heapify(heap)
+    alive = set(neighbours)
+    while heap:
+        _, a, b = heapq.heappop(heap)
+        if a not in alive or b not in alive:
+            continue
         k = len(members)
         members.append(members[a] | members[b])
         hist.append((hist[a] * size[a] + hist[b] * size[b]) / (size[a] + size[b]))
         size.append(size[a] + size[b])
         box.append(np.concatenate([np.minimum(box[a][:2], box[b][:2]), np.maximum(box[a][2:], box[b][2:])]))
         near = (neighbours.pop(a) | neighbours.pop(b)) - {a, b}
-        sims = {p: s for p, s in sims.items() if a not in p and b not in p}
+        alive -= {a, b}
         for m in near:
             neighbours[m] -= {a, b}
             neighbours[m].add(k)
-            sims[(m, k)] = similarity(m, k)
+            heapq.heappush(heap, (-similarity(m, k), m, k))
         neighbours[k] = near
+        alive.add(k)
     return Proposals(sp, np.stack(members))
