@@ -1,10 +1,11 @@
 """Paper 004's argmax over P against the heuristic merge on one checkpoint, and what separates them.
 
 On the same trained weights and the whole val split: the heuristic merge (Panoptic FPN), argmax over P as trained,
-and argmax with one inference rule changed at a time: the affinity off (the potential Psi alone), no
-class-agnostic NMS before the potential (training feeds Psi without it), the training's score threshold (0.3)
-instead of 0.5, and the heuristic's own detections (score threshold 0.05 after its NMS) reduced to the ones the
-merge keeps. Things' true positives, false positives and false negatives are summed over the thing classes.
+and argmax with one inference rule changed at a time: the affinity off (the potential Psi alone), each detection's
+affinity boost kept inside its box (``affinity_in_box``), no class-agnostic NMS before the potential (training
+feeds Psi without it), and the training's score threshold (0.3) instead of 0.5, with and without that NMS. Things'
+true positives, false positives and false negatives are summed over the thing classes. Report:
+``benchmarks/argmax_vs_merge.md``.
 
 Usage: ``python benchmarks/argmax_vs_merge.py CHECKPOINT --data DATA [--out JSON]``.
 """
@@ -44,12 +45,13 @@ def main() -> None:
     args = ap.parse_args()
     model, _ = load_model(args.checkpoint, torch.device("cpu"))
     val = PanopticDataset(*split_paths(args.data, "val"))
-    head = copy.deepcopy(model.head)
+    head = copy.deepcopy(model.panoptic_head)
     affinity = model.panoptic_head.affinity
     variants = {
         "heuristic merge": ("heuristic", {}, True),
         "argmax over P": ("argmax", {}, True),
         "argmax, affinity off (Psi only)": ("argmax", {}, False),
+        "argmax, each detection's affinity boost inside its box only": ("argmax", {"affinity_in_box": True}, True),
         "argmax, no class-agnostic NMS": ("argmax", {"agnostic_nms": None}, True),
         "argmax, score threshold 0.3": ("argmax", {"test_score_thresh": 0.3}, True),
         "argmax, score threshold 0.3, no class-agnostic NMS": (
@@ -58,9 +60,9 @@ def main() -> None:
     }  # fmt: skip
     rows = {}
     for name, (mode, changes, with_affinity) in variants.items():
-        model.head = copy.deepcopy(head)
+        model.panoptic_head = copy.deepcopy(head)
         for k, v in changes.items():
-            setattr(model.head, k, v)
+            setattr(model.panoptic_head, k, v)
         model.panoptic_head.affinity = affinity if with_affinity else None
         r = evaluate_model(model, val, torch.device("cpu"), mode)
         rows[name] = {**r.summary(), "things": thing_counts(r, val.categories)}

@@ -316,3 +316,27 @@ def test_affinity_context_under_autocast_stays_finite(norm):
                 p = head(q, psi, scores)
             assert torch.isfinite(p).all(), dtype
             torch.testing.assert_close(p.float(), ref, rtol=2e-2, atol=2e-2 * float(ref.abs().max()))
+
+
+def test_affinity_in_box_keeps_each_detection_s_boost_inside_its_box():
+    """Our option ``affinity_in_box``: outside its box a thing channel of P is its potential Psi (0 there), inside it
+    is Psi plus the affinity boost as before; the stuff channels are unchanged."""
+    from cqbnet.data.label_space import LabelSpace
+    from cqbnet.data.panoptic_format import Category
+    from cqbnet.modeling.panoptic_head import PanopticHead
+
+    torch.manual_seed(0)
+    labels = LabelSpace({1: Category(1, "a", True), 2: Category(2, "b", True), 3: Category(3, "sky", False)})
+    affinity = DenseInstanceAffinity(8, 8)
+    plain = PanopticHead(labels, affinity, stride=4, use_masks=False)
+    boxed = PanopticHead(labels, affinity, stride=4, use_masks=False, affinity_in_box=True)
+    sem = torch.randn(3, 8, 8)  # (K, H/4, W/4) for a 32 x 32 image
+    q = torch.rand(8, 8, 8)
+    det = {"boxes": torch.tensor([[0.0, 0, 12, 12], [16, 8, 32, 24]]), "labels": torch.tensor([1, 2]),
+           "scores": torch.tensor([0.9, 0.6])}  # fmt: skip
+    a = plain.logits(sem, q, det, (32, 32), (32, 32))
+    b = boxed.logits(sem, q, det, (32, 32), (32, 32))
+    inside = box_region(det["boxes"], 8, 8, 4)
+    assert torch.equal(b[2:], a[2:])
+    assert torch.allclose(b[:2][inside], a[:2][inside]) and (b[:2][~inside] == 0).all()
+    assert (a[:2][~inside] > 0).any()  # the plain head boosts thing channels outside their boxes

@@ -354,12 +354,16 @@ class PanopticHead(nn.Module):
         merge_score_thresh: float = 0.5,
         merge_overlap_thresh: float = 0.5,
         merge_stuff_area: int = 64,
+        affinity_in_box: bool = False,
     ):
         super().__init__()
         if variant not in POTENTIAL_VARIANTS:
             raise InputError(f"unknown potential variant {variant!r}; choose B or C")
         self.labels = labels
         self.affinity = affinity
+        # our option, off by default: a detection's affinity boost (Eq. 4's second term) only inside its box, where
+        # its potential Psi lives; paper 004 adds it on every pixel
+        self.affinity_in_box = affinity_in_box
         self.variant = variant  # B multiplies V and M, C adds them (paper 004, Appendix A.3)
         self.use_masks = use_masks
         self.stride = stride  # of Psi and P (paper: d = 4)
@@ -438,7 +442,12 @@ class PanopticHead(nn.Module):
             return psi
         q_rows, q_cols = grid_cells(size, SEMANTIC_STRIDE)
         scores = torch.cat([det["scores"], det["scores"].new_ones(len(self._region_semantic))])  # (K,) regions: 1
-        return self.affinity(q[:, :q_rows, :q_cols], psi, scores)  # Q at stride 4 is taken to the grid inside
+        p = self.affinity(q[:, :q_rows, :q_cols], psi, scores)  # Q at stride 4 is taken to the grid inside
+        if self.affinity_in_box and len(det["boxes"]):
+            d = len(det["boxes"])
+            inside = box_region(det["boxes"], rows, cols, self.stride)  # (D, h, w)
+            p = torch.cat([psi[:d] + (p[:d] - psi[:d]) * inside, p[d:]])
+        return p
 
     def loss(self, sem_logits, q, dets, targets, padded, sizes) -> Tensor:
         """Panoptic matching loss (paper 004, Sec. 3.5): cross-entropy on P against matched ground truth."""
