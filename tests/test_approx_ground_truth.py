@@ -34,7 +34,9 @@ def test_grabcut_and_the_best_proposal_each_find_a_drawn_object():
     assert _iou(grabcut_foreground(img, box), disc) > 0.9
     props = segment_proposals(img)
     assert props.members.shape[1] == props.superpixels.max() + 1
-    assert props.members.shape[0] == 2 * props.members.shape[1] - 1  # every merge adds one region
+    s = props.members.shape[1]
+    # one grouping adds a region per merge; the strategies together add distinct regions only
+    assert len(np.unique(props.members, axis=0)) == len(props.members) >= 2 * s - 1
     assert _iou(best_proposal(props, box), disc) > 0.7
     # a box on the image's edge still has background around it (mirrored border)
     edge = img.copy()

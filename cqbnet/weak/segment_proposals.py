@@ -37,11 +37,31 @@ def _adjacency(sp: np.ndarray, n: int) -> np.ndarray:
     return adj | adj.T
 
 
-def segment_proposals(image: np.ndarray, scale: float = 100.0, sigma: float = 0.8, min_size: int = 20) -> Proposals:
-    """Selective search's hierarchical grouping (Uijlings et al. 2013) on Felzenszwalb superpixels: start from
-    the superpixels, merge the most similar adjacent pair (colour histogram intersection + size + fill) until one
-    region is left; every region along the way is a proposal."""
+STRATEGIES = ("colour+size+fill", "size+fill", "colour+size")  # selective search's diversification (Sec. 3.2)
+
+
+def segment_proposals(
+    image: np.ndarray,
+    scale: float = 100.0,
+    sigma: float = 0.8,
+    min_size: int = 20,
+    strategies: tuple[str, ...] = STRATEGIES,
+) -> Proposals:
+    """Selective search's hierarchical grouping (Uijlings et al. 2013) on Felzenszwalb superpixels, once per
+    similarity ``strategy`` (a sum of colour histogram intersection, size and fill terms): start from the
+    superpixels, merge the most similar adjacent pair until one region is left; every region along the way is a
+    proposal, each distinct region once."""
     sp = felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size)
+    groups = [_grouping(image, sp, set(s.split("+"))) for s in strategies]
+    members = np.concatenate(groups)
+    _, first = np.unique(np.packbits(members, axis=1), axis=0, return_index=True)
+    return Proposals(sp, members[np.sort(first)])
+
+
+def _grouping(image: np.ndarray, sp: np.ndarray, terms: set[str]) -> np.ndarray:
+    """One hierarchical grouping of the superpixels ``sp`` with the similarity made of ``terms``: (2S - 1, S)."""
+    if not terms <= {"colour", "size", "fill"}:
+        raise ValueError(f"unknown similarity terms {sorted(terms)}; use colour, size and fill")
     n = int(sp.max()) + 1
     h, w = sp.shape
     lab = rgb2lab(image)
@@ -73,11 +93,15 @@ def segment_proposals(image: np.ndarray, scale: float = 100.0, sigma: float = 0.
     neighbours = {i: set(np.flatnonzero(row)) for i, row in enumerate(_adjacency(sp, n))}
 
     def similarity(a: int, b: int) -> float:
-        colour = np.minimum(hist[a], hist[b]).sum() / 3.0
-        sz = 1.0 - (size[a] + size[b]) / total
-        bb = np.concatenate([np.minimum(box[a][:2], box[b][:2]), np.maximum(box[a][2:], box[b][2:])])
-        fill = 1.0 - ((bb[2] - bb[0]) * (bb[3] - bb[1]) - size[a] - size[b]) / total
-        return colour + sz + fill
+        out = 0.0
+        if "colour" in terms:
+            out += np.minimum(hist[a], hist[b]).sum() / 3.0
+        if "size" in terms:
+            out += 1.0 - (size[a] + size[b]) / total
+        if "fill" in terms:
+            bb = np.concatenate([np.minimum(box[a][:2], box[b][:2]), np.maximum(box[a][2:], box[b][2:])])
+            out += 1.0 - ((bb[2] - bb[0]) * (bb[3] - bb[1]) - size[a] - size[b]) / total
+        return out
 
     # the most similar adjacent pair first; a pair whose region was merged away is skipped when it comes up
     heap = [(-similarity(a, b), a, b) for a in neighbours for b in neighbours[a] if a < b]
@@ -100,4 +124,4 @@ def segment_proposals(image: np.ndarray, scale: float = 100.0, sigma: float = 0.
             heapq.heappush(heap, (-similarity(m, k), m, k))
         neighbours[k] = near
         alive.add(k)
-    return Proposals(sp, np.stack(members))
+    return np.stack(members)
