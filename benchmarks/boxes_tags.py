@@ -4,12 +4,11 @@ truth, refinement rounds.
 Per seed, every step resumable (a finished step's output is kept, an interrupted training resumes):
 
 1. every training image labelled with boxes and tags (``B+I=1``, the seed's simulation);
-2. a network trained on them with Cls2Pixel on (the pilot's schedule), whose CAMs localise the tagged stuff;
-3. round 0 of the approximate labels (``cqbnet labels approximate``: GrabCut and segment proposals agreeing on
-   things, CAMs at half their maximum for stuff), scored against the hidden ground truth;
-4. the recipe's network trained on round r, evaluated on val; then round r + 1 from it (``cqbnet labels refine``:
-   dense CRF, the cleaning rules), scored, trained again, for ``--rounds`` rounds;
-5. full supervision at the same schedule and seed, for the fractions.
+2. paper 001's recipe (``cqbnet.engine.boxes_tags``, what ``cqbnet boxes-tags`` runs): a network trained on them
+   with Cls2Pixel on (the pilot's schedule) for the CAMs, round 0 of the approximate labels, the recipe's network
+   trained on round r and round r + 1 refined from it, for ``--rounds`` rounds; every round's labels scored
+   against the hidden ground truth and every network evaluated on val;
+3. full supervision at the same schedule and seed, for the fractions.
 
 Ablations (round 0 only, one run each): ``--cues grabcut proposal box`` (``box``: every box pixel its class, no
 ignore). Usage::
@@ -32,16 +31,15 @@ from commit_results import commit  # benchmarks/commit_results.py
 from machine import machine_info  # benchmarks/machine.py
 
 from cqbnet.data.panoptic_format import load_panoptic_json
+from cqbnet.engine.boxes_tags import run_boxes_tags
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import dataset_paths, load_split
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.engine.trainer import load_model, train
 from cqbnet.io import atomic_path, read_json, write_json
-from cqbnet.labels.manifest import load_manifest
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.sweep.protocol import MODULES
 from cqbnet.sweep.runner import shared_data_config
-from cqbnet.weak.approx_ground_truth import ApproximateRound, refine_round, round_zero, score_round, write_round
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "boxes_tags"
@@ -51,18 +49,13 @@ CAM_CONFIG = ROOT / "configs" / "synthetic_pilot.yaml"
 TARGETS = {"fraction_of_full": 0.88, "stuff_fraction_of_full": 0.83}  # issue 20 (paper 001: 85.6%, 83.0%)
 
 
-def trained(cfg: dict[str, Any], out: Path) -> Path:
-    """Train (or finish training) into ``out``; the final weights."""
-    if not (out / "model_final.pth").is_file():
-        train(cfg, out, "cpu", resume=True, progress=False)
-    return out / "model_final.pth"
-
-
 def evaluated(cfg: dict[str, Any], out: Path) -> dict[str, float]:
     """PQ (percent) on val of a trained run, argmax inference; cached in ``out/val.json``."""
     if (out / "val.json").is_file():
         return read_json(out / "val.json")
-    model, _ = load_model(trained(cfg, out), torch.device("cpu"))
+    if not (out / "model_final.pth").is_file():
+        train(cfg, out, "cpu", resume=True, progress=False)
+    model, _ = load_model(out / "model_final.pth", torch.device("cpu"))
     val = load_split(cfg["data"], "val", out)
     r = evaluate_model(model, val, torch.device("cpu"), "argmax")
     res = {k: (100 * v if k != "images" else v) for k, v in r.summary().items()}
@@ -72,43 +65,22 @@ def evaluated(cfg: dict[str, Any], out: Path) -> dict[str, float]:
 
 def run_seed(seed: int, rounds: int, cues: list[str], overrides: list[str], work: Path) -> list[dict[str, Any]]:
     recipe = shared_data_config(load_config(RECIPE, overrides), work)
-    for c in (recipe,):
-        c["train"]["seed"] = seed
-        c["model"]["weak"] = {**c["model"].get("weak", {}), **{m: False for m in MODULES}}
+    recipe["train"]["seed"] = seed
+    recipe["model"]["weak"] = {**recipe["model"].get("weak", {}), **{m: False for m in MODULES}}
+    cam_cfg = shared_data_config(load_config(CAM_CONFIG, overrides), work)
+    cam_cfg["train"]["seed"] = seed
     gt = load_panoptic_json(*dataset_paths(recipe["data"], "train", work))
     base = work / f"s{seed}"
-    manifest_path = base / "labels" / "manifest.json"
-    if not manifest_path.is_file():
+    manifest = base / "labels" / "manifest.json"
+    if not manifest.is_file():
         simulate(gt, parse_ratio("B+I=1"), base / "labels", seed=seed)
-    manifest = load_manifest(manifest_path)
-    rows = []
-    full = copy.deepcopy(recipe)
-    rows.append({"seed": seed, "arm": "full", **evaluated(full, base / "full")})
-    cam_cfg = shared_data_config(load_config(CAM_CONFIG, overrides), work)
-    cam_cfg["data"]["manifest"] = str(manifest_path)
-    cam_cfg["train"]["seed"] = seed
-    cam_model, _ = load_model(trained(cam_cfg, base / "cams"), torch.device("cpu"))
+    rows = [{"seed": seed, "arm": "full", **evaluated(copy.deepcopy(recipe), base / "full")}]
     for cue in ["both", *cues]:
-        r0 = base / f"round0_{cue}"
-        if not (r0 / "labels.json").is_file():
-            write_round(r0, round_zero(manifest, cam_model, "cpu", cue), f"round 0, cue {cue}")
-        labels = r0
-        for r in range(rounds + 1 if cue == "both" else 1):
-            name = f"{cue}_round{r}"
-            score_path = labels / "score.json"
-            if not score_path.is_file():
-                write_json(score_path, score_round(ApproximateRound.load(labels), manifest, gt), indent=2)
+        for entry in run_boxes_tags(recipe, cam_cfg, manifest, base, rounds if cue == "both" else 0, cue, "cpu", gt):
             cfg = copy.deepcopy(recipe)
-            cfg["data"]["manifest"], cfg["data"]["approximate"] = str(manifest_path), str(labels)
-            res = evaluated(cfg, base / f"train_{name}")
-            rows.append({"seed": seed, "arm": name, "labels": read_json(score_path), **res})
-            if cue == "both" and r < rounds:
-                nxt = base / f"round{r + 1}"
-                if not (nxt / "labels.json").is_file():
-                    model, _ = load_model(base / f"train_{name}" / "model_final.pth", torch.device("cpu"))
-                    cues0 = ApproximateRound.load(r0)
-                    write_round(nxt, refine_round(model, manifest, cues0, "cpu"), f"refined from {name}")
-                labels = nxt
+            cfg["data"]["manifest"], cfg["data"]["approximate"] = str(manifest), str(entry["labels"])
+            name = f"{cue}_round{entry['round']}"
+            rows.append({"seed": seed, "arm": name, "labels": entry["score"], **evaluated(cfg, entry["run"])})
     return rows
 
 

@@ -244,3 +244,30 @@ def test_the_cleaning_rules_on_a_hand_made_map():
     overlap = np.array([[1, 1, 4, 4.0], [2, 2, 4, 4]])
     masks, _, ignore = instances_from_boxes(out, overlap, np.array([1, 1]), np.array([False, False]), things)
     assert ignore[2:4, 2:4].all() and not masks[:, 2:4, 2:4].any() and masks[0].sum() == 5
+
+
+def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_path, synth, capsys):
+    import yaml
+
+    from cqbnet.cli.main import main
+    from helpers import tiny_model_config
+
+    labels = tmp_path / "labels"
+    assert main(["labels", "simulate", "--data", str(synth), "--ratio", "B+I=1", "--out", str(labels)]) == 0
+    cfg = {
+        "data": {"root": str(synth)},
+        "model": tiny_model_config(),
+        "solver": {"max_iter": 1, "batch_size": 2, "base_lr": 0.01, "warmup_iters": 1, "steps": [1]},
+        "train": {"checkpoint_period": 1, "eval_period": 0, "log_period": 1},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    argv = ["boxes-tags", str(tmp_path / "c.yaml"), "--manifest", str(labels / "manifest.json"), "--out"]
+    argv += [str(tmp_path / "bt"), "--rounds", "1", "--data", str(synth), "--device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "round 0:" in out and "round 1:" in out and "coverage th" in out
+    for step in ("cams", "round0", "train0", "round1", "train1"):
+        assert (tmp_path / "bt" / step).is_dir(), step
+    stamp = (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns
+    assert main(argv) == 0  # a finished recipe is not run again
+    assert (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns == stamp

@@ -304,6 +304,27 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_boxes_tags(args) -> int:
+    """Paper 001's whole recipe (cqbnet.engine.boxes_tags): CAM network, round 0, training, refinement rounds."""
+    from cqbnet.engine.boxes_tags import run_boxes_tags
+    from cqbnet.engine.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    cam_cfg = load_config(args.cam_config or args.config, args.overrides)
+    gt = _load_gt(args) if (args.data is not None or args.gt_json is not None) else None
+    for entry in run_boxes_tags(cfg, cam_cfg, args.manifest, args.out, args.rounds, args.cue, _device(args.device), gt):
+        score = entry.get("score")
+        text = (
+            ""
+            if score is None
+            else f"; labels: precision th {score['precision_th']:.1f} / st {score['precision_st']:.1f}, "
+        )
+        if score is not None:
+            text += f"coverage th {score['coverage_th']:.1f} / st {score['coverage_st']:.1f}, PQ {score['pq']:.1f}"
+        print(f"round {entry['round']}: {entry['labels']} -> {entry['checkpoint']}{text}")
+    return 0
+
+
 def cmd_pilot(args) -> int:
     from cqbnet.engine.config import load_config
     from cqbnet.planner.pilot_table import load_pilot_table
@@ -627,6 +648,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    bt = sub.add_parser(
+        "boxes-tags", help="paper 001: approximate labels from boxes and tags, training and refinement rounds"
+    )
+    bt.add_argument("config", type=Path, help="the network's recipe, e.g. configs/synthetic_full.yaml")
+    bt.add_argument("overrides", nargs="*", help="section.key=value for both networks")
+    bt.add_argument("--manifest", type=Path, required=True, help="a manifest whose images carry boxes and tags (B+I)")
+    bt.add_argument("--out", type=Path, required=True)
+    bt.add_argument("--cam-config", type=Path, help="the CAM network's config (default: the recipe's)")
+    bt.add_argument("--rounds", type=_at_least(0), default=1, help="refinement rounds after round 0")
+    bt.add_argument("--cue", default="both", choices=["both", "grabcut", "proposal", "box"], help="things' cue")
+    _add_gt_args(bt)
+    bt.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    bt.set_defaults(func=cmd_boxes_tags)
 
     pi = sub.add_parser(
         "pilot", help="paper 000's Table 2 protocol as Ray training runs, written to a pilot table for `plan`"

@@ -1,0 +1,74 @@
+"""Paper 001's whole recipe from a manifest of boxes-and-tags images, resumable between rounds (``cqbnet
+boxes-tags``).
+
+Into ``out``: ``cams/`` a network trained on the manifest with Cls2Pixel on, whose CAMs localise the tagged stuff;
+``round0/`` the approximate labels (:func:`~cqbnet.weak.approx_ground_truth.round_zero`); ``train0/`` the network
+trained on them; then for each refinement round r, ``round<r>/`` the labels refined from ``train<r-1>``
+(:func:`~cqbnet.weak.approx_ground_truth.refine_round`) and ``train<r>/`` the network trained on them. A step whose
+output is complete is not run again; an interrupted training resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cqbnet.labels.manifest import load_manifest
+from cqbnet.weak.approx_ground_truth import ApproximateRound, refine_round, round_zero, score_round, write_round
+
+
+def _trained(cfg: dict[str, Any], out: Path, device: str) -> Path:
+    from cqbnet.engine.trainer import train
+
+    if not (out / "model_final.pth").is_file():
+        train(cfg, out, device, resume=True, progress=False)
+    return out / "model_final.pth"
+
+
+def run_boxes_tags(
+    cfg: dict[str, Any],
+    cam_cfg: dict[str, Any],
+    manifest: Path,
+    out: Path,
+    rounds: int = 1,
+    cue: str = "both",
+    device: str = "cpu",
+    gt=None,
+) -> list[dict[str, Any]]:
+    """Run (or finish) the recipe; one entry per round: its labels' folder, the network trained on them and, when
+    the ground truth ``gt`` is given, the labels' score (``score.json`` in the labels' folder)."""
+    from cqbnet.engine.trainer import load_model
+    from cqbnet.io import read_json, write_json
+
+    out = Path(out)
+    labels_of = load_manifest(manifest)
+    dev = torch.device(device)
+    cams = copy.deepcopy(cam_cfg)
+    cams["data"]["manifest"] = str(manifest)
+    r0 = out / ("round0" if cue == "both" else f"round0_{cue}")
+    if not (r0 / "labels.json").is_file():
+        model, _ = load_model(_trained(cams, out / "cams", device), dev)
+        write_round(r0, round_zero(labels_of, model, dev, cue), f"round 0, cue {cue}")
+    done, labels = [], r0
+    for r in range(rounds + 1):
+        if r > 0:
+            nxt = out / f"round{r}"
+            if not (nxt / "labels.json").is_file():
+                model, _ = load_model(done[-1]["checkpoint"], dev)
+                write_round(nxt, refine_round(model, labels_of, ApproximateRound.load(r0), dev), f"refined, round {r}")
+            labels = nxt
+        entry: dict[str, Any] = {"round": r, "labels": labels}
+        if gt is not None:
+            if not (labels / "score.json").is_file():
+                write_json(labels / "score.json", score_round(ApproximateRound.load(labels), labels_of, gt), indent=2)
+            entry["score"] = read_json(labels / "score.json")
+        run_cfg = copy.deepcopy(cfg)
+        run_cfg["data"]["manifest"], run_cfg["data"]["approximate"] = str(manifest), str(labels)
+        name = f"train{r}" if cue == "both" else f"train0_{cue}"
+        entry["checkpoint"] = _trained(run_cfg, out / name, device)
+        entry["run"] = out / name
+        done.append(entry)
+    return done
