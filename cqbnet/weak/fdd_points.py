@@ -13,7 +13,8 @@ paper 004's panoptic head, relation reasoning). The branch runs in training only
   product of its embedding with the stride-4 semantic features (MaskFormer's form, standing in for Panoptic
   SegFormer's attention masks), softmax over the image's segments per pixel. Losses at every layer (deep
   supervision): Eq. 3 partial cross-entropy at the clicks, Eqs. 4-5 the colour prior over neighbour pairs of
-  similar LAB colour, Eq. 6 self-training on its own argmax; Eq. 7 L_pse = L_pCE + L_CE + L_col.
+  similar LAB colour, Eq. 6 self-training on its own argmax (ramped in over ``warmup`` iterations, as every loss
+  that reads M^pse); Eq. 7 L_pse = L_pCE + L_CE + L_col.
 * Auxiliary semantic branch (Eqs. 8-9): the same layers and position embeddings with one learned query per class,
   softmax over classes, partial cross-entropy and colour prior, no self-training; weight ``lambda_sem`` (paper 003:
   1 for one click per segment, 0.1 for ten).
@@ -179,16 +180,16 @@ class FDDPoints(nn.Module):
             out.append(torch.einsum("kd,dhw->khw", self.mask_embed(q[0]), pixels))
         return out
 
-    def branch_losses(self, layers: list[Tensor], cells: Tensor, labels: Tensor, affinity: Tensor, st: bool) -> Tensor:
-        """Mean over layers of L_pCE + L_col (+ L_CE when ``st``), Eq. 7 (or Eq. 9 without L_CE)."""
+    def branch_losses(self, layers: list[Tensor], cells: Tensor, labels: Tensor, affinity: Tensor, st: float) -> Tensor:
+        """Mean over layers of L_pCE + L_col + ``st`` L_CE: Eq. 7 (Eq. 9 with ``st`` = 0)."""
         total = layers[0].new_zeros(())
         for logits in layers:
             log_p = F.log_softmax(logits, 0)
             loss = partial_ce(log_p, cells, labels)
             if self.colour:
                 loss = loss + colour_prior(log_p, affinity, self.dilation)
-            if st:
-                loss = loss + self_training(logits)
+            if st > 0:
+                loss = loss + st * self_training(logits)
             total = total + loss
         return total / len(layers)
 
@@ -212,10 +213,12 @@ class FDDPoints(nn.Module):
         cells4 = (xy[:, 1] // MASK_STRIDE) * w4 + (xy[:, 0] // MASK_STRIDE)  # the clicks on the mask grid
         affinity = self._affinity(batch.images[i], h4, w4)
         layers = self.decode(q, self.position(seg_class), memory, m_pos, pixels)
-        loss = self.branch_losses(layers, cells4, seg_of_click, affinity, self.self_train)
+        # L_CE reads the branch's own argmax: ramped in like every loss that uses M^pse (paper 003, after PSPS)
+        st = ramp_weight(batch.iteration, self.warmup) if self.self_train else 0.0
+        loss = self.branch_losses(layers, cells4, seg_of_click, affinity, st)
         if self.auxiliary and self.lambda_sem > 0:
             sem = self.decode(self.class_queries.weight, self.position.weight, memory, m_pos, pixels)
-            loss = loss + self.lambda_sem * self.branch_losses(sem, cells4, cls, affinity, False)
+            loss = loss + self.lambda_sem * self.branch_losses(sem, cells4, cls, affinity, 0.0)
         return loss, layers[-1]
 
     def _affinity(self, image: Tensor, h: int, w: int) -> Tensor:
