@@ -71,7 +71,7 @@ def test_self_training_targets_its_own_argmax_and_is_a_fixed_target():
     logits = torch.randn(4, 6, 6, requires_grad=True)
     loss = self_training(logits)
     want = F.cross_entropy(logits[None], logits.argmax(0)[None])
-    assert float(loss.detach()) == pytest.approx(float(want), abs=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(want.detach()), abs=1e-6)
     loss.backward()
     # the gradient only sharpens: it raises each pixel's winning logit
     win = logits.argmax(0)
