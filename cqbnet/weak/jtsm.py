@@ -18,7 +18,9 @@ Things and stuff are treated alike as segments (a stuff region's connected compo
   foreground inside the segment, firm background outside its box), becomes a pseudo panoptic label (things: an
   instance; stuff: the class's region), every other pixel ignore; from a warm-up on it trains the network's
   losses as a panoptic label does (the mask head and the semantic head are paper 002's instance and semantic
-  branches; only tagged classes get a loss).
+  branches; only tagged classes get a loss). Paper 002 weighs L_IS by the class's image-level score; here the mined
+  labels enter unweighted, since the network's losses take no per-segment weight, brought in by the ramp over
+  images of :func:`~cqbnet.weak.warmup.image_share`.
 """
 
 from __future__ import annotations
