@@ -26,6 +26,11 @@ def _add_gt_args(p: argparse.ArgumentParser, required_json: bool = False) -> Non
     g.add_argument("--categories", type=Path, help="categories JSON, when the panoptic JSON has none")
 
 
+def _add_device_and_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+
+
 def _gt_paths(args) -> tuple[Path, Path | None, Path | None]:
     if args.data is not None:
         if args.gt_json is not None:
@@ -575,8 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--cue", default="both", choices=["both", "grabcut", "proposal", "box"], help="things' cue")
     _add_gt_args(ap)
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+    _add_device_and_overwrite(ap)
     ap.set_defaults(func=cmd_approximate)
 
     rf = labels.add_parser(
@@ -587,8 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--checkpoint", type=Path, required=True, help="the network trained on the last round")
     rf.add_argument("--out", type=Path, required=True)
     _add_gt_args(rf)
-    rf.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    rf.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+    _add_device_and_overwrite(rf)
     rf.set_defaults(func=cmd_refine)
 
     c = labels.add_parser("cost", help="cost table of a ratio or a manifest")
@@ -704,8 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--out", type=Path, required=True)
     ps.add_argument("--per-class", action="store_true", help="one row per class in the score table")
     ps.add_argument("--no-overlays", action="store_true")
-    ps.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    ps.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+    _add_device_and_overwrite(ps)
     ps.set_defaults(func=cmd_pseudo_labels)
 
     e = sub.add_parser("evaluate", help="PQ/SQ/RQ, mIoU and AP of panoptic predictions")
