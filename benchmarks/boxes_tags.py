@@ -31,11 +31,11 @@ from commit_results import commit  # benchmarks/commit_results.py
 from machine import machine_info  # benchmarks/machine.py
 
 from cqbnet.data.panoptic_format import load_panoptic_json
-from cqbnet.engine.boxes_tags import run_boxes_tags
+from cqbnet.engine.boxes_tags import run_boxes_tags, trained
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import dataset_paths, load_split
 from cqbnet.engine.inference import evaluate_model
-from cqbnet.engine.trainer import load_model, train
+from cqbnet.engine.trainer import load_model
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.sweep.protocol import MODULES
@@ -53,9 +53,7 @@ def evaluated(cfg: dict[str, Any], out: Path) -> dict[str, float]:
     """PQ (percent) on val of a trained run, argmax inference; cached in ``out/val.json``."""
     if (out / "val.json").is_file():
         return read_json(out / "val.json")
-    if not (out / "model_final.pth").is_file():
-        train(cfg, out, "cpu", resume=True, progress=False)
-    model, _ = load_model(out / "model_final.pth", torch.device("cpu"))
+    model, _ = load_model(trained(cfg, out), torch.device("cpu"))
     val = load_split(cfg["data"], "val", out)
     r = evaluate_model(model, val, torch.device("cpu"), "argmax")
     res = {k: (100 * v if k != "images" else v) for k, v in r.summary().items()}

@@ -20,7 +20,8 @@ from cqbnet.labels.manifest import load_manifest
 from cqbnet.weak.approx_ground_truth import ApproximateRound, refine_round, round_zero, score_round, write_round
 
 
-def _trained(cfg: dict[str, Any], out: Path, device: str) -> Path:
+def trained(cfg: dict[str, Any], out: Path, device: str = "cpu") -> Path:
+    """The final weights of a training run into ``out``, training (or finishing) it first when they are missing."""
     from cqbnet.engine.trainer import train
 
     if not (out / "model_final.pth").is_file():
@@ -50,7 +51,7 @@ def run_boxes_tags(
     cams["data"]["manifest"] = str(manifest)
     r0 = out / ("round0" if cue == "both" else f"round0_{cue}")
     if not (r0 / "labels.json").is_file():
-        model, _ = load_model(_trained(cams, out / "cams", device), dev)
+        model, _ = load_model(trained(cams, out / "cams", device), dev)
         write_round(r0, round_zero(labels_of, model, dev, cue), f"round 0, cue {cue}")
     done, labels = [], r0
     for r in range(rounds + 1):
@@ -68,7 +69,7 @@ def run_boxes_tags(
         run_cfg = copy.deepcopy(cfg)
         run_cfg["data"]["manifest"], run_cfg["data"]["approximate"] = str(manifest), str(labels)
         name = f"train{r}" if cue == "both" else f"train0_{cue}"
-        entry["checkpoint"] = _trained(run_cfg, out / name, device)
+        entry["checkpoint"] = trained(run_cfg, out / name, device)
         entry["run"] = out / name
         done.append(entry)
     return done

@@ -51,6 +51,38 @@ def semantic_target(
     return None
 
 
+def pseudo_panoptic_target(
+    masks: Tensor, classes: Tensor, iscrowd: Tensor, thing_semantic: set[int], ignore_index: int
+) -> dict[str, Tensor]:
+    """A panoptic target (the keys a P image's target has) from pseudo-label segments: masks (K, H, W) bool, not
+    overlapping and not empty, their semantic classes (K,) and crowd flags (K,); segment ids 1..K, tight boxes,
+    the semantic map :data:`ignore_index` where no segment is (papers 003 and 002's pseudo labels)."""
+    from cqbnet.data.transforms import boxes_of
+
+    k, h, w = masks.shape
+    panoptic = torch.zeros((h, w), dtype=torch.int64, device=masks.device)
+    semantic = torch.full((h, w), ignore_index, dtype=torch.int64, device=masks.device)
+    for j, m in enumerate(masks):
+        panoptic[m], semantic[m] = j + 1, classes[j]
+    return {
+        "masks": masks,
+        "labels": classes,
+        "segment_ids": torch.arange(1, k + 1, dtype=torch.int64, device=masks.device),
+        "iscrowd": iscrowd,
+        "is_thing": torch.tensor([int(c) in thing_semantic for c in classes], dtype=torch.bool, device=masks.device),
+        "boxes": boxes_of(masks, torch.zeros((k, 4), device=masks.device)),
+        "semantic": semantic,
+        "panoptic": panoptic,
+    }
+
+
+def with_pseudo_panoptic(t: dict[str, Any], pseudo: dict[str, Tensor]) -> dict[str, Any]:
+    """An image's target with pseudo panoptic labels added: its kinds gain P and ``pseudo_panoptic`` marks it, so
+    every P loss reads them (:data:`~cqbnet.modeling.supervision.LOSS_IMAGES`) and the branch that made them still
+    sees the image as its own."""
+    return {**t, **pseudo, "kinds": t["kinds"] | {"P"}, "pseudo_panoptic": True}
+
+
 def pad_semantic(maps: list[Tensor | None], size: tuple[int, int], device, ignore_index: int) -> Tensor:
     """Per-image label maps (or None: nothing labelled) padded into one (N, H', W') batch."""
     out = torch.full((len(maps), *size), ignore_index, dtype=torch.int64, device=device)

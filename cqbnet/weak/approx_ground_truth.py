@@ -322,13 +322,9 @@ def score_round(labels: ApproximateRound, manifest, gt) -> dict[str, float]:
             continue
         rec = records[lab.image_id]
         gt_ids = gt.read_ids(rec, validate=False)
-        gt_cls = np.zeros(gt_ids.shape, dtype=np.int64)
-        for seg in rec.segments:
-            gt_cls[gt_ids == seg.id] = seg.category_id
+        gt_cls = paint_classes(gt_ids, [(seg.id, seg.category_id) for seg in rec.segments], 0)
         ids = read_panoptic_png(labels.root / entry["file_name"]).astype(np.int64)
-        cls = np.zeros(ids.shape, dtype=np.int64)
-        for sid, cid, _ in entry["segments"]:
-            cls[ids == sid] = cid
+        cls = paint_classes(ids, [(sid, cid) for sid, cid, _ in entry["segments"]], 0)
         for thing in (True, False):
             kind = np.isin(gt_cls, [c for c, k in cats.items() if k.isthing == thing])
             mine = np.isin(cls, [c for c, k in cats.items() if k.isthing == thing])
@@ -429,8 +425,13 @@ def class_map(labels: ApproximateRound, image_id) -> np.ndarray:
     """A round's labels of one image as a map of category ids (:data:`IGNORE` where unlabelled)."""
     entry = labels.images[str(image_id)]
     ids = read_panoptic_png(labels.root / entry["file_name"]).astype(np.int64)
-    out = np.full(ids.shape, IGNORE, dtype=np.int64)
-    for sid, cid, _ in entry["segments"]:
+    return paint_classes(ids, [(sid, cid) for sid, cid, _ in entry["segments"]], IGNORE)
+
+
+def paint_classes(ids: np.ndarray, segments: list[tuple[int, int]], fill: int) -> np.ndarray:
+    """(H, W) category ids of an id map from (segment id, category id) pairs; ``fill`` where no segment is."""
+    out = np.full(ids.shape, fill, dtype=np.int64)
+    for sid, cid in segments:
         out[ids == sid] = cid
     return out
 

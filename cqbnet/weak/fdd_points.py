@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from cqbnet.errors import InputError
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
+from cqbnet.modeling.targets import pseudo_panoptic_target, with_pseudo_panoptic
 from cqbnet.weak.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
 from cqbnet.weak.warmup import image_share, ramp_weight
 
@@ -246,28 +247,7 @@ class FDDPoints(nn.Module):
         crowd = crowd.bool()
         masks = m[None] == torch.arange(len(ids), device=m.device)[:, None, None]  # (K, H, W)
         keep = masks.flatten(1).any(1)
-        masks, cls, crowd = masks[keep], cls[keep], crowd[keep]
-        boxes = torch.zeros((len(masks), 4), dtype=torch.float32, device=m.device)
-        for k, mk in enumerate(masks):
-            ys, xs = torch.nonzero(mk.any(1)).squeeze(1), torch.nonzero(mk.any(0)).squeeze(1)
-            boxes[k] = torch.stack([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1]).float()
-        segment_ids = torch.arange(1, len(masks) + 1, dtype=torch.int64, device=m.device)
-        panoptic = torch.zeros((h, w), dtype=torch.int64, device=m.device)
-        semantic = torch.full((h, w), ignore, dtype=torch.int64, device=m.device)
-        for k, mk in enumerate(masks):
-            panoptic[mk] = segment_ids[k]
-            semantic[mk] = cls[k]
-        is_thing = torch.tensor([int(c) in self.thing_semantic for c in cls], dtype=torch.bool, device=m.device)
-        return {
-            "masks": masks,
-            "labels": cls,
-            "segment_ids": segment_ids,
-            "iscrowd": crowd,
-            "is_thing": is_thing,
-            "boxes": boxes,
-            "semantic": semantic,
-            "panoptic": panoptic,
-        }
+        return pseudo_panoptic_target(masks[keep], cls[keep], crowd[keep], self.thing_semantic, ignore)
 
     def ramped_in(self, t: dict[str, Any], iteration: int) -> bool:
         """Whether this image learns from its pseudo labels at ``iteration`` (the linear ramp over images)."""
@@ -287,7 +267,7 @@ class FDDPoints(nn.Module):
             t = targets[i]
             if logits is not None and self.ramped_in(t, batch.iteration):
                 pseudo = self.pseudo_target(t, logits, batch.image_list.image_sizes[i], ignore)
-                targets[i] = {**t, **pseudo, "kinds": t["kinds"] | {"P"}, "pseudo_panoptic": True}
+                targets[i] = with_pseudo_panoptic(t, pseudo)
         return total / len(images), replace(batch, targets=targets)
 
 

@@ -38,6 +38,7 @@ from torchvision.ops import roi_pool
 
 from cqbnet.errors import InputError
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
+from cqbnet.modeling.targets import pseudo_panoptic_target, with_pseudo_panoptic
 from cqbnet.weak.grabcut import grabcut_from_segment
 from cqbnet.weak.segment_proposals import segment_proposals
 from cqbnet.weak.warmup import image_share, ramp_weight
@@ -245,26 +246,10 @@ class JTSM(nn.Module):
         n = len(seg_masks)
         masks_t = torch.stack(seg_masks) if n else torch.zeros((0, h, w), dtype=torch.bool, device=masks.device)
         cls = torch.tensor(classes, dtype=torch.int64, device=masks.device)
-        panoptic = torch.zeros((h, w), dtype=torch.int64, device=masks.device)
-        semantic = torch.full((h, w), ignore_index, dtype=torch.int64, device=masks.device)
-        out_boxes = torch.zeros((n, 4), dtype=torch.float32, device=masks.device)
-        for k, m in enumerate(masks_t):
-            panoptic[m], semantic[m] = k + 1, cls[k]
-            ys, xs = torch.nonzero(m.any(1)).squeeze(1), torch.nonzero(m.any(0)).squeeze(1)
-            out_boxes[k] = torch.stack([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1]).float()
-        return {
-            "masks": masks_t,
-            "labels": cls,
-            "segment_ids": torch.arange(1, n + 1, dtype=torch.int64, device=masks.device),
-            "iscrowd": torch.zeros(n, dtype=torch.bool, device=masks.device),
-            "is_thing": torch.tensor(
-                [c in self.thing_semantic for c in classes], dtype=torch.bool, device=masks.device
-            ),
-            "boxes": out_boxes,
-            "semantic": semantic,
-            "panoptic": panoptic,
-            "ignore": panoptic == 0,
-        }
+        crowd = torch.zeros(n, dtype=torch.bool, device=masks.device)
+        out = pseudo_panoptic_target(masks_t, cls, crowd, self.thing_semantic, ignore_index)
+        out["ignore"] = out["panoptic"] == 0  # only the mined segments teach; every other pixel is unlabelled
+        return out
 
     def loss(self, batch: TrainingBatch, ignore_index: int) -> tuple[Tensor, TrainingBatch]:
         """L_PM over the batch's tags-only images (mean), and the batch with the mined pseudo labels of those that
@@ -285,7 +270,7 @@ class JTSM(nn.Module):
             if self.pseudo_labels and ramp > image_share(t["image_id"]):
                 scores = MiningHeads.segment_scores(mil.detach(), [r.detach() for r in refined])
                 pseudo = self.mined_target(t, batch.images[i], scores, masks, props["boxes"], ignore_index)
-                targets[i] = {**t, **pseudo, "kinds": t["kinds"] | {"P"}, "pseudo_panoptic": True}
+                targets[i] = with_pseudo_panoptic(t, pseudo)
         return total / len(images), replace(batch, targets=targets)
 
 
