@@ -1,12 +1,13 @@
-"""Test helpers: write predictions in COCO panoptic format."""
+"""Test helpers: predictions in COCO panoptic format, pilot tables, tiny models, restricted label spaces."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from cqbnet.data.panoptic_format import PanopticRecord, SegmentInfo, write_panoptic_png
+from cqbnet.data.panoptic_format import PanopticRecord, SegmentInfo, read_panoptic_png, write_panoptic_png
 from cqbnet.io import write_json
 
 
@@ -126,3 +127,21 @@ def tiny_model_config() -> dict:
             "min_stuff_area": 1,
         },
     }
+
+
+def restrict_label_space(src: Path, dst: Path, isthing: bool) -> Path:
+    """A copy of a synthetic data set keeping only its thing (``isthing``) or only its stuff classes; the
+    removed classes' pixels become void."""
+    for split in ("train", "val"):
+        raw = json.loads((src / f"panoptic_{split}.json").read_text())
+        gone = {c["id"] for c in raw["categories"] if bool(c["isthing"]) != isthing}
+        raw["categories"] = [c for c in raw["categories"] if c["id"] not in gone]
+        (dst / "panoptic" / split).mkdir(parents=True)
+        for ann in raw["annotations"]:
+            ids = read_panoptic_png(src / "panoptic" / split / ann["file_name"])
+            ids[np.isin(ids, [s["id"] for s in ann["segments_info"] if s["category_id"] in gone])] = 0
+            write_panoptic_png(dst / "panoptic" / split / ann["file_name"], ids)
+            ann["segments_info"] = [s for s in ann["segments_info"] if s["category_id"] not in gone]
+        (dst / f"panoptic_{split}.json").write_text(json.dumps(raw))
+    (dst / "images").symlink_to(src / "images")
+    return dst

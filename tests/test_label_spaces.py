@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -13,33 +12,14 @@ import yaml
 from cqbnet.cli.main import main
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.label_space import LabelSpace
-from cqbnet.data.panoptic_format import read_panoptic_png, write_panoptic_png
 from cqbnet.data.transforms import to_tensors
 from cqbnet.modeling.build import build_panoptic_net
-from helpers import TINY, tiny_model_config
-
-
-def _things_only(src: Path, dst: Path) -> Path:
-    """A copy of a synthetic data set with its stuff classes removed: stuff pixels become void."""
-    for split in ("train", "val"):
-        raw = json.loads((src / f"panoptic_{split}.json").read_text())
-        stuff = {c["id"] for c in raw["categories"] if not c["isthing"]}
-        raw["categories"] = [c for c in raw["categories"] if c["isthing"]]
-        (dst / "panoptic" / split).mkdir(parents=True)
-        for ann in raw["annotations"]:
-            ids = read_panoptic_png(src / "panoptic" / split / ann["file_name"])
-            gone = [s["id"] for s in ann["segments_info"] if s["category_id"] in stuff]
-            ids[np.isin(ids, gone)] = 0
-            write_panoptic_png(dst / "panoptic" / split / ann["file_name"], ids)
-            ann["segments_info"] = [s for s in ann["segments_info"] if s["category_id"] not in stuff]
-        (dst / f"panoptic_{split}.json").write_text(json.dumps(raw))
-    (dst / "images").symlink_to(src / "images")
-    return dst
+from helpers import TINY, restrict_label_space, tiny_model_config
 
 
 @pytest.fixture(scope="module")
 def things_only(synth, tmp_path_factory) -> Path:
-    return _things_only(synth, tmp_path_factory.mktemp("things_only"))
+    return restrict_label_space(synth, tmp_path_factory.mktemp("things_only"), isthing=True)
 
 
 def _dataset(root: Path, synth: Path, split: str) -> PanopticDataset:

@@ -156,6 +156,25 @@ def test_cascade_drops_boxes_refined_off_the_image():
         assert len(boxes[0]) > 0 and bool(nonempty(boxes[0]).all())
 
 
+def test_cascade_trains_when_a_stage_refines_every_box_of_an_image_off_it():
+    """A stage that diverges early in training can move all of an image's boxes off it: the next stages have no RoI
+    in that image and learn nothing from it, where torchvision's matcher would raise."""
+    torch.manual_seed(0)
+    heads = CascadeRoIHeads(8, 4, representation=16, stage_ious=(0.5, 0.6, 0.7), with_mask=False)
+    first = heads.stages[0].predictor.bbox_pred
+    first.weight.data.zero_()
+    first.bias.data.zero_()
+    first.bias.data[0] = 20.0 * heads.stages[0].box_coder.weights[0]  # twenty widths to the right
+    features = {k: torch.randn(1, 8, 64 // s, 64 // s) for k, s in zip("0123", (4, 8, 16, 32))}
+    targets = [{"boxes": torch.tensor([[2.0, 2.0, 14.0, 14.0]]), "labels": torch.tensor([1])}]
+    proposals = [torch.tensor([[50.0, 10.0, 62.0, 20.0], [0.0, 30.0, 6.0, 40.0]])]
+    _, losses = heads.train()(features, proposals, [(64, 64)], targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_cls_s0"] > 0 and losses["loss_cls_s1"] == 0 and losses["loss_cls_s2"] == 0
+    sum(losses.values()).backward()
+    assert heads.stages[0].predictor.cls_score.weight.grad.abs().sum() > 0
+
+
 def test_mask_head_trains_on_the_chosen_stage(dataset):
     """``mask_train_stage`` picks whose positives train the mask head: at a last-stage IoU of 1.01 nothing is
     positive there, while the first stage (0.5, detectron2's choice) has positives."""

@@ -171,7 +171,7 @@ class CascadeRoIHeads(nn.Module):
         """Per image: matched gt index (clamped) and class label (0 = background) at the stage's IoU."""
         matched, labels = [], []
         for p, gb, gl in zip(proposals, gt_boxes, gt_labels):
-            if gb.numel() == 0:
+            if gb.numel() == 0 or len(p) == 0:  # no gt: all background; no RoI left (all refined off): nothing
                 matched.append(torch.zeros(len(p), dtype=torch.int64, device=p.device))
                 labels.append(torch.zeros(len(p), dtype=torch.int64, device=p.device))
                 continue
@@ -299,6 +299,8 @@ class CascadeRoIHeads(nn.Module):
     @staticmethod
     def box_losses(logits: Tensor, deltas: Tensor, labels: Tensor, reg_targets: Tensor) -> tuple[Tensor, Tensor]:
         """Classification (cross-entropy) and box (smooth L1 on positives) losses of one stage's predictions."""
+        if labels.numel() == 0:  # no RoI in the batch (every box refined off its image): nothing to learn
+            return logits.sum() * 0.0, deltas.sum() * 0.0
         cls_loss = F.cross_entropy(logits, labels)
         pos = labels > 0
         box_loss = F.smooth_l1_loss(deltas[pos], reg_targets[pos], beta=1 / 9, reduction="sum") / max(1, labels.numel())
