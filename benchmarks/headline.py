@@ -408,13 +408,17 @@ def fig1_section(
             f"(cost {best['cost']:.5f}) reaches {100 * frac:.1f}% of full-supervision PQ (target 95%): "
             f"{'met' if frac >= 0.95 else 'MISSED'}."
         )
-    pairs, budgets = [], []
+    pairs, budgets, groups = [], [], []
     for b in BUDGETS:
         planned = by_plan.get(f"planned-{b:g}", {})
         randoms = [by_plan.get(p["name"], {}) for p in plans["plans"] if p["kind"] == "random" and p["budget"] == b]
-        seeds = sorted(set(planned).intersection(*randoms)) if randoms else []
-        if not seeds or len(randoms) < RANDOM_PLANS:
-            continue
+        if len(randoms) >= RANDOM_PLANS:
+            groups.append((b, planned, randoms))
+    # the bootstrap draws one set of seeds for every budget: the seeds every plan of every budget has finished
+    seeds = sorted(set.intersection(*(set(p).intersection(*r) for _, p, r in groups))) if groups else []
+    for b, planned, randoms in groups:
+        if not seeds:
+            break
         t = [run_counts(planned[s]["run"], mode) for s in seeds]
         c = [[run_counts(r[s]["run"], mode) for s in seeds] for r in randoms]
         if any(x is None for x in t) or any(x is None for g in c for x in g):
