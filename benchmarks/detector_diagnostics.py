@@ -24,40 +24,76 @@ from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.synthetic import split_paths
 from cqbnet.data.transforms import to_tensors
 from cqbnet.engine.trainer import load_model
+from cqbnet.modeling.panoptic_head import paste_masks
 from cqbnet.modeling.panoptic_net import PanopticNet
 
 
 @torch.no_grad()
 def diagnose(checkpoint: Path, data: Path, images: int = 100) -> dict[str, float]:
+    """Proposal recall, class accuracy and mask quality of a checkpoint's thing branch on the first val images.
+
+    Detections are the network's own (revised by relation reasoning when it is on, score >= the cascade's
+    threshold). For each ground-truth thing, its detection is the best-scoring one at box IoU >= 0.5: the share
+    with one (``detected``), with the right class (``class_accuracy``), with score >= the merge's threshold
+    (``confident``), and the mean mask IoU of its mask (pasted, > 0.5) with the true mask, beside that of the
+    filled true box (``box_fill_mask_iou``: what a mask that only fills its box would score).
+    """
     model, _ = load_model(checkpoint, torch.device("cpu"))
+    model.eval()
     val = PanopticDataset(*split_paths(data, "val"))
-    things = recalled = right = 0
+    merge_thresh = model.panoptic_head.merge_score_thresh
+    things = recalled = detected = right = confident = 0
+    mask_iou: list[float] = []
+    fill_iou: list[float] = []
     for i in range(min(images, len(val))):
         image, target = to_tensors(*val[i])
-        batch = model.batch([image])
-        features = model.backbone(batch.tensors)
-        proposals, _ = model.rpn(batch, features)
-        det = model.roi_heads.detect(features, proposals, batch.image_sizes, 0.05)[0]
+        found = model.detect([image], mode="heuristic")  # masks predicted for every detection
+        proposals, _ = model.rpn(found.image_list, model.backbone(found.image_list.tensors))
+        det = found.dets[0]
         keep = target["is_thing"] & ~target["iscrowd"]
-        boxes, classes = target["boxes"][keep].float(), target["labels"][keep]
+        boxes, classes, masks = target["boxes"][keep].float(), target["labels"][keep], target["masks"][keep]
         things += len(boxes)
         if not len(boxes):
             continue
         recalled += int((box_iou(boxes, proposals[0]).max(1).values >= 0.5).sum()) if len(proposals[0]) else 0
         if not len(det["boxes"]):
             continue
+        h, w = masks.shape[-2:]
+        pasted = paste_masks(det["mask_probs"], det["boxes"], h, w, 1.0) > 0.5  # (D, H, W)
         iou = box_iou(boxes, det["boxes"])  # (G, D)
         for g in range(len(boxes)):
             hit = iou[g] >= 0.5
-            if hit.any():
-                j = int(torch.argmax(torch.where(hit, det["scores"], torch.zeros_like(det["scores"]))))
-                right += int(model.labels.thing_semantic[int(det["labels"][j]) - 1] == int(classes[g]))
+            if not hit.any():
+                continue
+            j = int(torch.argmax(torch.where(hit, det["scores"], torch.zeros_like(det["scores"]))))
+            detected += 1
+            right += int(model.labels.thing_semantic[int(det["labels"][j]) - 1] == int(classes[g]))
+            confident += int(det["scores"][j] >= merge_thresh)
+            mask_iou.append(_iou(pasted[j], masks[g]))
+            fill_iou.append(_iou(box_fill(boxes[g], h, w), masks[g]))
+    n = max(1, things)
     return {
         "things": things,
-        "proposal_recall_iou50": recalled / max(1, things),
-        "class_accuracy": right / max(1, things),
+        "proposal_recall_iou50": recalled / n,
+        "detected": detected / n,
+        "class_accuracy": right / n,
+        "confident": confident / n,
+        "mask_iou": sum(mask_iou) / max(1, len(mask_iou)),
+        "box_fill_mask_iou": sum(fill_iou) / max(1, len(fill_iou)),
         "chance": 1 / max(1, model.labels.num_things),
     }
+
+
+def box_fill(box: Tensor, height: int, width: int) -> Tensor:
+    """(H, W) bool: the pixels whose centres lie in the xyxy ``box``."""
+    ys = torch.arange(height, dtype=box.dtype) + 0.5
+    xs = torch.arange(width, dtype=box.dtype) + 0.5
+    return ((ys >= box[1]) & (ys < box[3]))[:, None] & ((xs >= box[0]) & (xs < box[2]))[None, :]
+
+
+def _iou(a: Tensor, b: Tensor) -> float:
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 0.0
 
 
 @torch.no_grad()
