@@ -61,14 +61,15 @@ def report(rows: list[dict[str, Any]], cfg_path: Path) -> str:
         "detections' masks with the true masks, box fill the IoU a mask that fills its box would have.",
         f"Machine: `{json.dumps(machine_info())}`.",
         "",
-        "| rho_P | seed | arm | modules | PQ | PQ_th | PQ_st | argmax PQ_th | recall | detected | class acc. "
-        "| confident | mask IoU | box fill | minutes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| rho_P | seed | arm | modules | overrides | PQ | PQ_th | PQ_st | argmax PQ_th | recall | detected "
+        "| class acc. | confident | mask IoU | box fill | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         d = r["diagnostics"]
         lines.append(
-            f"| {r['rho_P']:g} | {r['seed']} | {r['arm']} | {'+'.join(r['modules'])} | {r['pq']:.1f} | "
+            f"| {r['rho_P']:g} | {r['seed']} | {r['arm']} | {'+'.join(r['modules'])} | "
+            f"{' '.join(r['overrides']) or '-'} | {r['pq']:.1f} | "
             f"{r['pq_th']:.1f} | {r['pq_st']:.1f} | {r['argmax_pq_th']:.1f} | "
             + " | ".join(f"{100 * d[k]:.1f}" for k in SHOWN)
             + f" | {r['seconds'] / 60:.1f} |"
@@ -90,12 +91,13 @@ def main() -> None:
     cfg = shared_data_config(load_config(args.config, args.overrides), args.work)
     rows = read_json(RESULTS)["runs"] if RESULTS.is_file() else []
     ratio = (("P", args.rho), ("B", round(1 - args.rho, 10)))
+    out = args.out.joinpath(*(o.replace("/", "-") for o in args.overrides))  # a run's key does not say its overrides
     for arm in args.arms:
         spec = RunSpec(ratio, ARMS[arm], args.seed)
         if any(r["key"] == spec.key and r["overrides"] == args.overrides for r in rows):
             continue
-        res = execute(spec, cfg, args.out)
-        diag = diagnose(args.out / "runs" / spec.key / "model_final.pth", Path(cfg["data"]["root"]), images=300)
+        res = execute(spec, cfg, out)
+        diag = diagnose(out / "runs" / spec.key / "model_final.pth", Path(cfg["data"]["root"]), images=300)
         rows.append(
             {
                 "key": spec.key,
