@@ -35,8 +35,9 @@ def diagnose(checkpoint: Path, data: Path, images: int = 100) -> dict[str, float
     Detections are the network's own (revised by relation reasoning when it is on, score >= the cascade's
     threshold). For each ground-truth thing, its detection is the best-scoring one at box IoU >= 0.5: the share
     with one (``detected``), with the right class (``class_accuracy``), with score >= the merge's threshold
-    (``confident``), and the mean mask IoU of its mask (pasted, > 0.5) with the true mask, beside that of the
-    filled true box (``box_fill_mask_iou``: what a mask that only fills its box would score).
+    (``confident``), and the mean mask IoU of its mask (pasted, > 0.5) with the true mask, beside that of its
+    own box filled (``detection_fill_mask_iou``: what a mask that only fills the detected box would score) and of
+    the true box filled (``box_fill_mask_iou``).
     """
     model, _ = load_model(checkpoint, torch.device("cpu"))
     model.eval()
@@ -45,6 +46,7 @@ def diagnose(checkpoint: Path, data: Path, images: int = 100) -> dict[str, float
     things = recalled = detected = right = confident = 0
     mask_iou: list[float] = []
     fill_iou: list[float] = []
+    det_fill_iou: list[float] = []
     for i in range(min(images, len(val))):
         image, target = to_tensors(*val[i])
         found = model.detect([image], mode="heuristic")  # masks predicted for every detection
@@ -71,6 +73,7 @@ def diagnose(checkpoint: Path, data: Path, images: int = 100) -> dict[str, float
             confident += int(det["scores"][j] >= merge_thresh)
             mask_iou.append(_iou(pasted[j], masks[g]))
             fill_iou.append(_iou(box_fill(boxes[g], h, w), masks[g]))
+            det_fill_iou.append(_iou(box_fill(det["boxes"][j], h, w), masks[g]))
     n = max(1, things)
     return {
         "things": things,
@@ -79,6 +82,7 @@ def diagnose(checkpoint: Path, data: Path, images: int = 100) -> dict[str, float
         "class_accuracy": right / n,
         "confident": confident / n,
         "mask_iou": sum(mask_iou) / max(1, len(mask_iou)),
+        "detection_fill_mask_iou": sum(det_fill_iou) / max(1, len(det_fill_iou)),
         "box_fill_mask_iou": sum(fill_iou) / max(1, len(fill_iou)),
         "chance": 1 / max(1, model.labels.num_things),
     }
