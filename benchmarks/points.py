@@ -3,12 +3,13 @@
 Every arm trains the CPU recipe's network at one schedule with paired seeds (``benchmarks/recipe_arms.py``), on
 the realistic preset:
 
-* ``full``: full panoptic labels (``configs/synthetic_full.yaml``);
+* ``full``: full panoptic labels (``configs/synthetic_full.yaml``, with the point recipe's solver);
 * ``P1`` / ``P10``: every training image clicked once / ten times per segment, paper 003's branches on
   (``configs/synthetic_points.yaml``; lambda_sem 1 for P1 and 0.1 for P10, as the paper sets them);
 * ablations of paper 003's mechanism: no colour prior, lambda_sem = 0, no pseudo labels (the network learns from
   the clicks themselves: the semantic head at the clicked pixels, as cqbnet did before paper 003), and clicks at
-  the segments' centres or borders instead of uniformly.
+  the segments' centres or borders instead of uniformly;
+* beyond the paper: ``P1-clicked`` / ``P10-clicked``, each thing's pseudo mask cut to its parts that hold a click.
 
 Each arm with the point branch also scores its pseudo labels on the training images against the hidden ground
 truth (PQ and mIoU of the labels themselves). Usage::
@@ -28,6 +29,7 @@ from recipe_arms import ROOT, Arm, main  # benchmarks/recipe_arms.py
 
 from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
+from cqbnet.engine.config import load_config
 from cqbnet.engine.data import dataset_paths
 from cqbnet.engine.trainer import load_model
 from cqbnet.evaluation.panoptic_quality import PanopticQuality
@@ -37,8 +39,11 @@ from cqbnet.weak.fdd_points import pseudo_label_items
 FULL = ROOT / "configs" / "synthetic_full.yaml"
 POINTS_CONFIG = ROOT / "configs" / "synthetic_points.yaml"
 P1, P10 = ["model.weak.points_lambda_sem=1.0"], ["model.weak.points_lambda_sem=0.1"]
+# full supervision trains with the point recipe's solver, so that every arm shares one schedule
+SOLVER = [f"solver.{k}={v}" for k, v in load_config(POINTS_CONFIG)["solver"].items() if k != "steps"]
+SOLVER.append(f"solver.steps={list(load_config(POINTS_CONFIG)['solver']['steps'])}")
 ARMS = {
-    "full": Arm(FULL, "P"),
+    "full": Arm(FULL, "P", SOLVER),
     "P1": Arm(POINTS_CONFIG, "PT", P1, POINTS),
     "P10": Arm(POINTS_CONFIG, "PT", P10, POINTS, clicks=10),
     "P1-no-colour": Arm(POINTS_CONFIG, "PT", [*P1, "model.weak.points_colour=false"], POINTS),
@@ -46,6 +51,8 @@ ARMS = {
     "P1-lambda0": Arm(POINTS_CONFIG, "PT", ["model.weak.points_lambda_sem=0.0"], POINTS),
     "P10-lambda0": Arm(POINTS_CONFIG, "PT", ["model.weak.points_lambda_sem=0.0"], POINTS, clicks=10),
     "P1-direct": Arm(POINTS_CONFIG, "PT", ["model.weak.points=false"], POINTS),
+    "P1-clicked": Arm(POINTS_CONFIG, "PT", [*P1, "model.weak.points_clicked_only=true"], POINTS),
+    "P10-clicked": Arm(POINTS_CONFIG, "PT", [*P10, "model.weak.points_clicked_only=true"], POINTS, clicks=10),
     "P1-centre": Arm(POINTS_CONFIG, "PT", P1, POINTS, sampling="center"),
     "P1-border": Arm(POINTS_CONFIG, "PT", P1, POINTS, sampling="border"),
 }
@@ -78,9 +85,9 @@ def score_pseudo_labels(arm: str, run: Path, cfg: dict[str, Any], work: Path) ->
 HEADER = [
     "# Paper 003 (FDD): panoptic segmentation from clicked points, on the synthetic scenes",
     "",
-    "Produced by `python benchmarks/points.py`; every row one run (`results/points/runs.json`). PQ in percent on the "
-    "300 val scenes with the config's inference mode; *pseudo* columns score the point branch's pseudo labels on "
-    "the training images against the hidden ground truth.",
+    "Produced by `python benchmarks/points.py`; every row one run (the results folder's `runs.json`). PQ in "
+    "percent on the 300 val scenes with the config's inference mode; *pseudo* columns score the point branch's "
+    "pseudo labels on the training images against the hidden ground truth.",
 ]
 COLUMNS = [("pq", "pseudo PQ"), ("pq_th", "pseudo PQ_th"), ("pq_st", "pseudo PQ_st"), ("miou", "pseudo mIoU")]
 

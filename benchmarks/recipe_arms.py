@@ -10,6 +10,8 @@ again, and the results are written (and committed with ``--commit``) after each 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 from commit_results import commit  # benchmarks/commit_results.py
 from machine import machine_info  # benchmarks/machine.py
+from paired_arms import paired_interval  # benchmarks/paired_arms.py
 
 from cqbnet.engine.config import load_config
 from cqbnet.io import atomic_path, read_json, write_json
@@ -49,8 +52,11 @@ def run_arm(name: str, arm: Arm, seed: int, overrides: list[str], work: Path, sc
     on = arm.branch is not None and bool(cfg["model"]["weak"].get(arm.branch))
     spec = RunSpec(((arm.kind, 1.0),), (arm.branch,) if on else (), seed)
     cfg = shared_data_config(cfg, work)  # one copy of the scenes for every arm
-    res = execute(spec, cfg, work / name)
-    run = work / name / "runs" / spec.key
+    # a run folder is reused once finished, and its key names only labels, modules and seed: runs with other
+    # overrides get their own folder
+    folder = work / (f"{name}_{hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]}" if overrides else name)
+    res = execute(spec, cfg, folder)
+    run = folder / "runs" / spec.key
     if score is not None and "own" not in res:
         t = time.time()
         own = score(name, run, cfg, work)
@@ -60,13 +66,28 @@ def run_arm(name: str, arm: Arm, seed: int, overrides: list[str], work: Path, sc
     return {"arm": name, "seed": seed, "overrides": overrides, **res}
 
 
+def versus_full(by: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
+    """Each arm's paired difference from full supervision (same seeds) in PQ, PQ_th and PQ_st: mean and 95%
+    Student-t interval over the seeds both have (nan bounds with one seed)."""
+    full = {r["seed"]: r for r in by.get("full", [])}
+    out = {}
+    for arm, rs in by.items():
+        pairs = [(r, full[r["seed"]]) for r in rs if arm != "full" and r["seed"] in full]
+        if pairs:
+            diff = {m: list(paired_interval([a[m] - b[m] for a, b in pairs])) for m in ("pq", "pq_th", "pq_st")}
+            out[arm] = {**diff, "seeds": sorted(a["seed"] for a, _ in pairs)}
+    return out
+
+
 def fractions(rows: list[dict[str, Any]], targets: dict[str, float]) -> dict[str, Any]:
-    """Mean PQ per arm and each target arm's PQ over full supervision's (means over seeds)."""
+    """Mean PQ per arm, each target arm's PQ over full supervision's (means over seeds) and every arm's paired
+    difference from full supervision."""
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["arm"], []).append(r)
     mean = {a: float(np.mean([r["pq"] for r in rs])) for a, rs in by.items()}
     out: dict[str, Any] = {"machine": machine_info(), "mean_pq": mean, "seeds": {a: len(rs) for a, rs in by.items()}}
+    out["minus_full"] = versus_full(by)
     for arm, target in targets.items():
         if arm in mean and mean.get("full", 0) > 0:
             out[f"{arm.lower()}_fraction_of_full"] = mean[arm] / mean["full"]
@@ -119,7 +140,9 @@ def main(
         these = [r for r in rows if r["overrides"] == mine]
         summ = fractions(these, targets)
         write_json(args.results / "summary.json", summ, indent=2)
-        lines = [*header, f"Machine: `{summ['machine']}`.", "", *table(these, own_columns), ""]
+        given = f"`{' '.join(mine)}`" if mine else "none"
+        lines = [*header, f"Machine: `{summ['machine']}`. Overrides of every arm: {given}.", ""]
+        lines += [*table(these, own_columns), ""]
         for arm, target in targets.items():
             key = f"{arm.lower()}_fraction_of_full"
             if key in summ:
@@ -128,6 +151,10 @@ def main(
                     f"- {arm}: {100 * f:.1f}% of full supervision's PQ (target {100 * target:.0f}%; seeds "
                     f"{summ['seeds'].get(arm)}): {'met' if f >= target else 'MISSED'}."
                 )
+        for arm, d in summ["minus_full"].items():
+            lo, hi = d["pq"][1:]
+            ci = f" [{lo:+.1f}, {hi:+.1f}]" if np.isfinite(lo) else " (one seed: no interval)"
+            lines.append(f"- {arm} minus full, paired over seeds {d['seeds']}: PQ {d['pq'][0]:+.1f}{ci}.")
         with atomic_path(args.report) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
         if args.commit:

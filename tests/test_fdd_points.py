@@ -12,11 +12,14 @@ import torch.nn.functional as F
 from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.transforms import to_tensors
+from cqbnet.errors import InputError
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.modeling.build import build_panoptic_net
 from cqbnet.weak.fdd_points import (
+    TERMS,
     FDDPoints,
     click_cells,
+    clicked_components,
     colour_prior,
     partial_ce,
     segment_queries,
@@ -26,6 +29,11 @@ from cqbnet.weak.fdd_points import (
 from cqbnet.weak.pairwise import neighbour_offsets
 from cqbnet.weak.warmup import image_share
 from helpers import TINY
+
+
+def _points(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The point branch's loss: the sum of its logged terms."""
+    return sum(v for k, v in losses.items() if k.startswith("loss_points_"))
 
 
 def _pairs_within(regions: torch.Tensor, dilation: int = 2) -> torch.Tensor:
@@ -76,6 +84,21 @@ def test_self_training_targets_its_own_argmax_and_is_a_fixed_target():
     # the gradient only sharpens: it raises each pixel's winning logit
     win = logits.argmax(0)
     assert (logits.grad.gather(0, win[None]) < 0).all()
+
+
+def test_clicked_components_drop_a_things_fragments_without_a_click():
+    masks = torch.zeros((3, 8, 8), dtype=torch.bool)
+    masks[0, 0:2, 0:2] = True  # thing: the clicked blob ...
+    masks[0, 6:8, 6:8] = True  # ... and a far fragment
+    masks[1, 4:6, 0:2] = True  # thing whose click another mask holds: left whole
+    masks[1, 0:2, 6:8] = True
+    masks[2, 3, :] = True  # stuff: not cut
+    masks[2, 7, 0] = True
+    xy = torch.tensor([[1, 1], [0, 0], [4, 3], [0, 3]])  # (x, y): two clicks on mask 0, one of mask 1 on row 3
+    seg = torch.tensor([0, 0, 1, 2])
+    out = clicked_components(masks, xy, seg, torch.tensor([True, True, False]))
+    assert out[0].sum() == 4 and out[0, 0:2, 0:2].all() and not out[0, 6:, 6:].any()
+    assert torch.equal(out[1], masks[1]) and torch.equal(out[2], masks[2])
 
 
 def test_click_cells_expand_each_click_and_the_nearest_click_wins():
@@ -160,13 +183,23 @@ def test_point_images_teach_the_whole_network_through_their_pseudo_labels(points
     )
     model.iteration = 0  # before the warm-up: the branch learns, the network does not see pseudo labels yet
     early = model(images, targets)
-    assert early["loss_points"] > 0 and early["loss_cls_s0"] == 0
+    assert _points(early) > 0 and early["loss_cls_s0"] == 0
     model.iteration = 100  # after it: every point image is a (pseudo) panoptic image
     late = model(images, targets)
-    for k in ("loss_points", "loss_objectness", "loss_cls_s0", "loss_mask", "loss_semantic", "loss_panoptic"):
+    assert {f"loss_points_{k}" for k in TERMS} <= set(late) and late["loss_points_self"] > 0
+    for k in (
+        "loss_points_pce",
+        "loss_points_colour",
+        "loss_points_sem",
+        "loss_objectness",
+        "loss_cls_s0",
+        "loss_mask",
+        "loss_semantic",
+        "loss_panoptic",
+    ):
         assert torch.isfinite(late[k]) and late[k] > 0, k
     model.zero_grad()
-    late["loss_points"].backward(retain_graph=True)
+    _points(late).backward(retain_graph=True)
     for p in (model.points.proj[0].weight, model.points.position.weight, model.points.layers[0].ffn[0].weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
     # the pseudo labels are targets: the detector's losses send nothing back into the point branch
@@ -183,7 +216,30 @@ def test_panoptic_images_are_left_to_their_own_labels(points_data):
     model = build_panoptic_net(ds.categories, **{**TINY, "weak": {"points": True, "points_warmup": 1}}).train()
     model.iteration = 10
     losses = model([x[0] for x in items], [x[1] for x in items])
-    assert losses["loss_points"] == 0 and losses["loss_cls_s0"] > 0
+    assert _points(losses) == 0 and losses["loss_cls_s0"] > 0
+
+
+@pytest.mark.parametrize("pixels", ["fpn", "semantic"])
+def test_the_masks_read_the_features_chosen_and_nothing_else(points_data, pixels):
+    """With ``fpn`` the branch's loss reaches the FPN but not the semantic head's decoder; with ``semantic`` it
+    reaches both."""
+    ds, pt = points_data
+    items = [to_tensors(*ds[i]) for i in pt[:2]]
+    torch.manual_seed(0)
+    weak = {"points": True, "points_warmup": 100, "points_pixels": pixels}
+    model = build_panoptic_net(ds.categories, **{**TINY, "weak": weak}).train()
+    model.iteration = 0
+    _points(model([x[0] for x in items], [x[1] for x in items])).backward()
+    decoder = [p.grad for p in model.semantic_head.decoder.parameters()]
+    reached = any(g is not None and g.abs().sum() > 0 for g in decoder)
+    assert reached == (pixels == "semantic")
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.fpn.parameters())
+
+
+def test_an_unknown_pixel_source_is_a_clear_error(points_data):
+    ds, _ = points_data
+    with pytest.raises(InputError, match="points_pixels"):
+        build_panoptic_net(ds.categories, **{**TINY, "weak": {"points": True, "points_pixels": "rgb"}})
 
 
 @pytest.mark.parametrize(
@@ -197,7 +253,7 @@ def test_each_part_can_be_switched_off(points_data, switch):
     model = build_panoptic_net(ds.categories, **{**TINY, "weak": weak}).train()
     model.iteration = 10
     losses = model([x[0] for x in items], [x[1] for x in items])
-    assert torch.isfinite(losses["loss_points"]) and losses["loss_points"] > 0
+    assert torch.isfinite(_points(losses)) and _points(losses) > 0
     assert (losses["loss_cls_s0"] == 0) == (switch == "points_pseudo_labels")
 
 
@@ -216,7 +272,14 @@ def test_a_config_trains_from_points_alone_and_its_pseudo_labels_are_written_and
     cfg = {
         "data": {"root": str(synth), "labels": {"ratio": "PT=1", "points_per_segment": 1, "seed": 3}},
         "model": model,
-        "solver": {"max_iter": 3, "batch_size": 2, "base_lr": 0.01, "warmup_iters": 1, "steps": [2]},
+        "solver": {
+            "max_iter": 3,
+            "batch_size": 2,
+            "base_lr": 0.01,
+            "warmup_iters": 1,
+            "steps": [2],
+            "clip_grad_norm": 5.0,
+        },
         "train": {"checkpoint_period": 3, "eval_period": 0, "log_period": 1},
     }
     path = tmp_path / "points.yaml"
@@ -225,7 +288,8 @@ def test_a_config_trains_from_points_alone_and_its_pseudo_labels_are_written_and
     manifest = tmp_path / "run" / "labels" / "manifest.json"
     assert {tuple(sorted(i["kinds"])) for i in json.loads(manifest.read_text())["images"]} == {("PT",)}
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all(r["loss_points"] > 0 for r in rows)
+    assert all(r["loss_points_pce"] > 0 and r["loss_points_colour"] > 0 for r in rows)
+    assert all(r["grad_norm"] > 0 for r in rows if "loss" in r)  # the norm before clipping is logged
     capsys.readouterr()
     argv = ["pseudo-labels", "--checkpoint", str(tmp_path / "run" / "model_final.pth"), "--manifest", str(manifest)]
     argv += ["--data", str(synth), "--out", str(tmp_path / "pseudo"), "--device", "cpu"]

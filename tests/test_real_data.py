@@ -72,7 +72,7 @@ def test_coco_samples_teach_through_papers_003_002_and_001_at_native_sizes(coco_
     model_cfg = tiny_model_config()
     model_cfg["anchor_sizes"] = [32, 64, 128, 256, 512]
     for ratio, weak, loss in (
-        ("PT=1", {"points": True, "points_warmup": 1}, "loss_points"),
+        ("PT=1", {"points": True, "points_warmup": 1}, "loss_points_pce"),
         ("I=1", {"jtsm": True, "jtsm_warmup": 1, "cls2box": False, "cls2pixel": False}, "loss_jtsm"),
         ("B+I=1", {}, "loss_mask"),
     ):

@@ -25,8 +25,9 @@ def space(request, synth, tmp_path_factory):
     return request.param, gt
 
 
-def _train_step(ds: MixedLabelDataset, weak: dict, key: str) -> None:
-    """One training step past the warm-up on the first images that carry labels, then inference."""
+def _train_step(ds: MixedLabelDataset, weak: dict, key: str, module: str | None = None) -> None:
+    """One training step past the warm-up on the first images that carry labels, then inference; ``key`` a
+    loss of the weak ``module`` (default: the one the loss is named after)."""
     index = [i for i, lab in enumerate(ds.manifest.images) if lab.kinds][:3]
     items = [to_tensors(*ds[i]) for i in index]
     images, targets = [x[0] for x in items], [x[1] for x in items]
@@ -37,7 +38,7 @@ def _train_step(ds: MixedLabelDataset, weak: dict, key: str) -> None:
     assert all(torch.isfinite(v) for v in losses.values()), losses
     assert losses[key] > 0
     sum(losses.values()).backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model, key[5:]).parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model, module or key[5:]).parameters())
     model.eval()
     with torch.no_grad():
         outs = model(images)
@@ -48,7 +49,7 @@ def test_points_train_on_the_label_space(space, tmp_path):
     name, gt = space
     m = simulate(gt, parse_ratio("PT=1"), tmp_path / "labels", seed=0, points_per_segment=2)
     ds = MixedLabelDataset(m.path)
-    _train_step(ds, {"points": True, "points_warmup": 10}, "loss_points")
+    _train_step(ds, {"points": True, "points_warmup": 10}, "loss_points_pce", "points")
 
 
 def test_tags_train_on_the_label_space(space, tmp_path):

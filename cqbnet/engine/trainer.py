@@ -304,9 +304,10 @@ def train(
             )
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        grad_norm = None  # before clipping: how close the step came to the limit
         if solver["clip_grad_norm"]:
             scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, solver["clip_grad_norm"])
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, solver["clip_grad_norm"]))
         scaler.step(opt)
         scaler.update()
         sched.step()
@@ -321,6 +322,7 @@ def train(
                 "lr": opt.param_groups[0]["lr"],
                 "loss": float(loss.detach()),
                 **{k: float(v.detach()) for k, v in losses.items()},
+                **({"grad_norm": grad_norm} if grad_norm is not None else {}),
                 "sec_per_iter": sec,
             }
             metrics.write(row)

@@ -23,7 +23,7 @@ from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE, SemanticHead
 from cqbnet.weak.box2mask import Box2Mask
 from cqbnet.weak.cls2box import Cls2Box
 from cqbnet.weak.cls2pixel import Cls2Pixel
-from cqbnet.weak.fdd_points import FDDPoints
+from cqbnet.weak.fdd_points import PIXEL_SOURCES, FDDPoints
 from cqbnet.weak.jtsm import JTSM
 from cqbnet.weak.relation_reasoning import RelationReasoning
 
@@ -63,6 +63,10 @@ class WeakConfig:
     points_self_training: bool = True  # and the pseudo labels themselves, each switchable for ablations
     points_auxiliary: bool = True
     points_pseudo_labels: bool = True
+    # the stride-4 features the masks are read from: "fpn" (the FPN's finest level, which the detector shares) or
+    # "semantic" (the semantic head's features, trained by a class-level loss)
+    points_pixels: str = "fpn"
+    points_clicked_only: bool = False  # a thing's pseudo mask keeps only its parts that hold a click
     jtsm: bool = False  # paper 002 (JTSM): tags alone teach things and stuff, mined over segment proposals
     jtsm_refinements: int = 4  # OICR refinement heads (paper 002: 4)
     jtsm_hidden: int = 256  # width of the mining branch's two FC layers
@@ -209,9 +213,11 @@ def build_panoptic_net(
         )
     points = None  # built last, so that switching it on leaves every other module's initialisation as it was
     if w.points:
+        if w.points_pixels not in PIXEL_SOURCES:
+            raise InputError(f"model.weak.points_pixels: {w.points_pixels!r} is not one of {', '.join(PIXEL_SOURCES)}")
         points = FDDPoints(
             fpn_channels,
-            semantic_channels,
+            semantic_channels if w.points_pixels == "semantic" else fpn_channels,
             labels.num_classes,
             labels.thing_semantic,
             w.points_dim,
@@ -224,6 +230,8 @@ def build_panoptic_net(
             w.points_self_training,
             w.points_auxiliary,
             w.points_pseudo_labels,
+            pixels=w.points_pixels,
+            clicked_only=w.points_clicked_only,
         )
     jtsm = None
     if w.jtsm:

@@ -187,7 +187,8 @@ class PanopticNet(nn.Module):
         they lack."""
         losses: dict[str, Tensor] = {}
         if self.points is not None:  # paper 003: point images first get their pseudo panoptic labels
-            losses["loss_points"], batch = self.points.loss(batch, self.semantic_head.ignore_index)
+            point_losses, batch = self.points.loss(batch, self.semantic_head.ignore_index)
+            losses.update(point_losses)
         if self.jtsm is not None:  # paper 002: tags-only images first get their mined pseudo labels
             losses["loss_jtsm"], batch = self.jtsm.loss(batch, self.semantic_head.ignore_index)
         boxed = batch.images_for("detection")

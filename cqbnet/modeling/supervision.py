@@ -51,8 +51,9 @@ LOSS_IMAGES: dict[str, Callable[[frozenset[str], dict[str, Any]], bool]] = {
 
 
 def loss_group(name: str) -> str:
-    """The :data:`LOSS_IMAGES` entry of a loss: the RPN's and the cascade's losses share ``detection``."""
-    return name if name in LOSS_IMAGES else "detection"
+    """The :data:`LOSS_IMAGES` entry of a loss: a module's terms (``loss_points_pce`` ...) share its entry,
+    the RPN's and the cascade's losses share ``detection``."""
+    return next((g for g in LOSS_IMAGES if name == g or name.startswith(g + "_")), "detection")
 
 
 @dataclass

@@ -10,11 +10,13 @@ paper 004's panoptic head, relation reasoning). The branch runs in training only
   the nearest click winning where squares meet); its position embedding is its class's row of a learned table.
 * Pseudo-label branch: ``layers`` transformer decoder layers (self-attention, cross-attention to F^proj with a
   sine position code, FFN; position embeddings added to queries and keys as in DETR), each query's mask the dot
-  product of its embedding with the stride-4 semantic features (MaskFormer's form, standing in for Panoptic
-  SegFormer's attention masks), softmax over the image's segments per pixel. Losses at every layer (deep
+  product of its embedding with stride-4 features (``pixels``: the FPN's finest level or the semantic head's
+  features; MaskFormer's form, standing in for Panoptic SegFormer's attention masks), softmax over the image's
+  segments per pixel. Losses at every layer (deep
   supervision): Eq. 3 partial cross-entropy at the clicks, Eqs. 4-5 the colour prior over neighbour pairs of
   similar LAB colour, Eq. 6 self-training on its own argmax (ramped in over ``warmup`` iterations, as every loss
-  that reads M^pse); Eq. 7 L_pse = L_pCE + L_CE + L_col.
+  that reads M^pse); Eq. 7 L_pse = L_pCE + L_CE + L_col. Each term is its own loss (``loss_points_pce``,
+  ``_colour``, ``_self``, ``_sem``), so the training log shows which one moves.
 * Auxiliary semantic branch (Eqs. 8-9): the same layers and position embeddings with one learned query per class,
   softmax over classes, partial cross-entropy and colour prior, no self-training; weight ``lambda_sem`` (paper 003:
   1 for one click per segment, 0.1 for ten).
@@ -22,7 +24,8 @@ paper 004's panoptic head, relation reasoning). The branch runs in training only
   keeps its clicks' class. They enter the network's losses image by image as training goes on: image i from
   iteration ``warmup * u_i`` with u_i in [0, 1) fixed per image id, so the share of point images taught by their
   pseudo labels grows linearly to 1 over ``warmup`` iterations (paper 003 ramps L_CE and L_pan in linearly;
-  torchvision's losses take no per-image weight, so the ramp is over images).
+  torchvision's losses take no per-image weight, so the ramp is over images). With ``clicked_only`` (beyond the
+  paper) a thing keeps only the connected parts of its map that hold one of its clicks; the rest is unlabelled.
 
 The colour affinity is computed on the image average pooled to the masks' stride (4), where it fires
 (``benchmarks/scenes.md``): ``A_ij = 1`` where exp(-||lab_i - lab_j|| / 2) > 0.3, 8 neighbours at dilation 2.
@@ -40,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage.measure import label as label_components
 from torch import Tensor, nn
 
 from cqbnet.errors import InputError
@@ -51,6 +55,9 @@ from cqbnet.weak.warmup import image_share, ramp_weight
 FEATURE_STRIDE = 8  # F^proj: the FPN level the queries are pooled from and the decoder attends to
 MASK_STRIDE = 4  # the masks: the semantic head's features
 COLOUR_THRESHOLD = 0.3  # Eq. 5
+# the logged terms of the branch's loss: Eq. 3, Eqs. 4-5, Eq. 6 (ramped in), lambda_sem times Eq. 9
+TERMS = ("pce", "colour", "self", "sem")
+PIXEL_SOURCES = ("fpn", "semantic")  # the stride-4 features the masks are read from
 
 
 def sine_position(h: int, w: int, dim: int, device: torch.device) -> Tensor:
@@ -131,6 +138,22 @@ def colour_prior(log_p: Tensor, affinity: Tensor, dilation: int) -> Tensor:
     return total / affinity.sum().clamp(min=1.0)
 
 
+def clicked_components(masks: Tensor, xy: Tensor, seg_of_click: Tensor, which: Tensor) -> Tensor:
+    """Each mask of ``which`` (K,) cut to its 8-connected components that hold one of its clicks, the rest of it
+    left unlabelled; masks (K, H, W) bool, xy (Q, 2) click pixels (x, y), seg_of_click (Q,) their mask. A mask
+    none of whose clicks it holds stays whole. Beyond paper 003: a thing's stray fragments far from its clicks
+    would stretch its box (the pseudo boxes are the masks' tight boxes)."""
+    out = masks.clone()
+    clicks = xy.long().cpu().numpy()
+    owner = seg_of_click.cpu().numpy()
+    for k in torch.nonzero(which).flatten().tolist():
+        parts = label_components(masks[k].cpu().numpy(), connectivity=2)  # (H, W) 0 outside, 1.. per component
+        held = {int(parts[y, x]) for x, y in clicks[owner == k]} - {0}
+        if held:
+            out[k] = torch.from_numpy(np.isin(parts, sorted(held))).to(masks.device)
+    return out
+
+
 def self_training(logits: Tensor) -> Tensor:
     """Eq. 6: cross-entropy against the map's own argmax (a fixed target); logits (K, H, W)."""
     return F.cross_entropy(logits[None], logits.detach().argmax(0)[None])
@@ -156,6 +179,8 @@ class FDDPoints(nn.Module):
         auxiliary: bool = True,
         pseudo_labels: bool = True,
         dilation: int = 2,
+        pixels: str = "fpn",
+        clicked_only: bool = False,
     ):
         super().__init__()
         self.proj = nn.Sequential(
@@ -169,6 +194,7 @@ class FDDPoints(nn.Module):
         self.thing_semantic = set(thing_semantic)
         self.expand, self.lambda_sem, self.warmup, self.dilation = expand, lambda_sem, warmup, dilation
         self.colour, self.self_train, self.auxiliary, self.pseudo_labels = colour, self_train, auxiliary, pseudo_labels
+        self.pixel_source, self.clicked_only = pixels, clicked_only
 
     # --- the branches -------------------------------------------------------------------------------------------
 
@@ -181,32 +207,36 @@ class FDDPoints(nn.Module):
             out.append(torch.einsum("kd,dhw->khw", self.mask_embed(q[0]), pixels))
         return out
 
-    def branch_losses(self, layers: list[Tensor], cells: Tensor, labels: Tensor, affinity: Tensor, st: float) -> Tensor:
-        """Mean over layers of L_pCE + L_col + ``st`` L_CE: Eq. 7 (Eq. 9 with ``st`` = 0)."""
-        total = layers[0].new_zeros(())
+    def branch_losses(self, layers: list[Tensor], cells: Tensor, labels: Tensor, affinity: Tensor, st: float) -> dict:
+        """Eq. 7's terms (Eq. 9's with ``st`` = 0), each a mean over the layers: ``pce`` L_pCE, ``colour`` L_col,
+        ``self`` ``st`` L_CE (only with ``st`` > 0)."""
+        terms: dict[str, Tensor] = {}
         for logits in layers:
             log_p = F.log_softmax(logits, 0)
-            loss = partial_ce(log_p, cells, labels)
+            parts = {"pce": partial_ce(log_p, cells, labels)}
             if self.colour:
-                loss = loss + colour_prior(log_p, affinity, self.dilation)
+                parts["colour"] = colour_prior(log_p, affinity, self.dilation)
             if st > 0:
-                loss = loss + st * self_training(logits)
-            total = total + loss
-        return total / len(layers)
+                parts["self"] = st * self_training(logits)
+            for k, v in parts.items():
+                terms[k] = terms.get(k, 0.0) + v / len(layers)
+        return terms
 
-    def image_losses(self, batch: TrainingBatch, i: int) -> tuple[Tensor, Tensor | None]:
-        """One point image: L_pse + lambda_sem L_sem, and its segments' logits at stride 4 (K, H4, W4), the
-        segments in the order of ``point_segments``' unique ids (None without clicks)."""
+    def image_losses(self, batch: TrainingBatch, i: int) -> tuple[dict[str, Tensor], Tensor | None]:
+        """One point image: the terms of L_pse + lambda_sem L_sem (:data:`TERMS`; the auxiliary branch's as
+        ``sem``), and its segments' logits at stride 4 (K, H4, W4), the segments in the order of
+        ``point_segments``' unique ids (None without clicks)."""
         t = batch.targets[i]
         xy, segs, cls = t["point_xy"], t["point_segments"], t["point_labels"]
         if len(xy) == 0:
-            return zero_loss(self), None
+            return {}, None
         h, w = batch.image_list.image_sizes[i]  # the image without the batch's padding
         f8 = self.proj(batch.features["1"][i : i + 1])[0, :, : -(-h // FEATURE_STRIDE), : -(-w // FEATURE_STRIDE)]
         d, h8, w8 = f8.shape  # (D, H8, W8)
         memory = f8.flatten(1).t()  # (M, D)
         m_pos = sine_position(h8, w8, d, f8.device)
-        pixels = self.pixel(batch.sem_features[i : i + 1])[0, :, : -(-h // MASK_STRIDE), : -(-w // MASK_STRIDE)]
+        source = batch.features["0"] if self.pixel_source == "fpn" else batch.sem_features  # (N, C, H'/4, W'/4)
+        pixels = self.pixel(source[i : i + 1])[0, :, : -(-h // MASK_STRIDE), : -(-w // MASK_STRIDE)]
         h4, w4 = pixels.shape[-2:]  # (D, H4, W4)
         ids, seg_of_click = torch.unique(segs, return_inverse=True)  # segments (K,), each click's segment
         seg_class = torch.zeros(len(ids), dtype=torch.int64, device=cls.device).scatter(0, seg_of_click, cls)
@@ -216,11 +246,11 @@ class FDDPoints(nn.Module):
         layers = self.decode(q, self.position(seg_class), memory, m_pos, pixels)
         # L_CE reads the branch's own argmax: ramped in like every loss that uses M^pse (paper 003, after PSPS)
         st = ramp_weight(batch.iteration, self.warmup) if self.self_train else 0.0
-        loss = self.branch_losses(layers, cells4, seg_of_click, affinity, st)
+        terms = self.branch_losses(layers, cells4, seg_of_click, affinity, st)
         if self.auxiliary and self.lambda_sem > 0:
             sem = self.decode(self.class_queries.weight, self.position.weight, memory, m_pos, pixels)
-            loss = loss + self.lambda_sem * self.branch_losses(sem, cells4, cls, affinity, 0.0)
-        return loss, layers[-1]
+            terms["sem"] = self.lambda_sem * sum(self.branch_losses(sem, cells4, cls, affinity, 0.0).values())
+        return terms, layers[-1]
 
     def _affinity(self, image: Tensor, h: int, w: int) -> Tensor:
         """(8, H4, W4) binary A_ij of Eq. 5 on the image pooled to the mask stride (padding: no pairs)."""
@@ -246,6 +276,9 @@ class FDDPoints(nn.Module):
             crowd = crowd.scatter_reduce(0, seg_of_click, t["point_iscrowd"].long(), "amax")
         crowd = crowd.bool()
         masks = m[None] == torch.arange(len(ids), device=m.device)[:, None, None]  # (K, H, W)
+        if self.clicked_only:
+            things = torch.tensor([int(c) in self.thing_semantic for c in cls], dtype=torch.bool)
+            masks = clicked_components(masks, t["point_xy"], seg_of_click, things)
         keep = masks.flatten(1).any(1)
         return pseudo_panoptic_target(masks[keep], cls[keep], crowd[keep], self.thing_semantic, ignore)
 
@@ -253,22 +286,24 @@ class FDDPoints(nn.Module):
         """Whether this image learns from its pseudo labels at ``iteration`` (the linear ramp over images)."""
         return self.pseudo_labels and ramp_weight(iteration, self.warmup) > image_share(t["image_id"])
 
-    def loss(self, batch: TrainingBatch, ignore: int) -> tuple[Tensor, TrainingBatch]:
-        """L_pse + lambda_sem L_sem over the batch's point images (mean), and the batch with the pseudo panoptic
-        labels of the point images that are ramped in (their kinds gain P; the pseudo flag marks them)."""
+    def loss(self, batch: TrainingBatch, ignore: int) -> tuple[dict[str, Tensor], TrainingBatch]:
+        """The terms of L_pse + lambda_sem L_sem over the batch's point images (means; ``loss_points_<term>`` for
+        each of :data:`TERMS`), and the batch with the pseudo panoptic labels of the point images that are ramped
+        in (their kinds gain P; the pseudo flag marks them)."""
         images = batch.images_for("loss_points")
+        totals = {f"loss_points_{k}": zero_loss(self) for k in TERMS}
         if not images:
-            return zero_loss(self), batch
+            return totals, batch
         targets = list(batch.targets)
-        total = zero_loss(self)
         for i in images:
-            loss, logits = self.image_losses(batch, i)
-            total = total + loss
+            terms, logits = self.image_losses(batch, i)
+            for k, v in terms.items():
+                totals[f"loss_points_{k}"] = totals[f"loss_points_{k}"] + v / len(images)
             t = targets[i]
             if logits is not None and self.ramped_in(t, batch.iteration):
                 pseudo = self.pseudo_target(t, logits, batch.image_list.image_sizes[i], ignore)
                 targets[i] = with_pseudo_panoptic(t, pseudo)
-        return total / len(images), replace(batch, targets=targets)
+        return totals, replace(batch, targets=targets)
 
 
 @torch.no_grad()
