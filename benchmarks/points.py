@@ -40,8 +40,7 @@ FULL = ROOT / "configs" / "synthetic_full.yaml"
 POINTS_CONFIG = ROOT / "configs" / "synthetic_points.yaml"
 P1, P10 = ["model.weak.points_lambda_sem=1.0"], ["model.weak.points_lambda_sem=0.1"]
 # full supervision trains with the point recipe's solver, so that every arm shares one schedule
-SOLVER = [f"solver.{k}={v}" for k, v in load_config(POINTS_CONFIG)["solver"].items() if k != "steps"]
-SOLVER.append(f"solver.steps={list(load_config(POINTS_CONFIG)['solver']['steps'])}")
+SOLVER = [f"solver.{k}={v}" for k, v in load_config(POINTS_CONFIG)["solver"].items()]
 ARMS = {
     "full": Arm(FULL, "P", SOLVER),
     "P1": Arm(POINTS_CONFIG, "PT", P1, POINTS),

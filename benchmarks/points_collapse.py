@@ -71,7 +71,7 @@ def report(rows: list[dict]) -> list[str]:
         for i in AT:
             v = r["curve"].get(i)
             cells.append(
-                "-" if v is None else " / ".join(f"{abs(v[k]) if v[k] == 0 else v[k]:.2f}" for k in SHOWN if k in v)
+                "-" if v is None else " / ".join(f"{v[k] + 0.0:.2f}" for k in SHOWN if k in v)  # + 0.0: no "-0.00"
             )
         pq = "-" if r.get("pq") is None else f"{r['pq']:.1f}"
         lines.append(f"| {r['name']} | {r['note']} | " + " | ".join(cells) + f" | {pq} |")

@@ -12,11 +12,11 @@ paper 004's panoptic head, relation reasoning). The branch runs in training only
   sine position code, FFN; position embeddings added to queries and keys as in DETR), each query's mask the dot
   product of its embedding with stride-4 features (``pixels``: the FPN's finest level or the semantic head's
   features; MaskFormer's form, standing in for Panoptic SegFormer's attention masks), softmax over the image's
-  segments per pixel. Losses at every layer (deep
-  supervision): Eq. 3 partial cross-entropy at the clicks, Eqs. 4-5 the colour prior over neighbour pairs of
-  similar LAB colour, Eq. 6 self-training on its own argmax (ramped in over ``warmup`` iterations, as every loss
-  that reads M^pse); Eq. 7 L_pse = L_pCE + L_CE + L_col. Each term is its own loss (``loss_points_pce``,
-  ``_colour``, ``_self``, ``_sem``), so the training log shows which one moves.
+  segments per pixel. Losses at every layer (deep supervision): Eq. 3 partial cross-entropy at the clicks,
+  Eqs. 4-5 the colour prior over neighbour pairs of similar LAB colour, Eq. 6 self-training on its own argmax
+  (ramped in over ``warmup`` iterations, as every loss that reads M^pse); Eq. 7 L_pse = L_pCE + L_CE + L_col.
+  Each term is its own loss (``loss_points_pce``, ``_colour``, ``_self``, ``_sem``), so the training log shows
+  which one moves.
 * Auxiliary semantic branch (Eqs. 8-9): the same layers and position embeddings with one learned query per class,
   softmax over classes, partial cross-entropy and colour prior, no self-training; weight ``lambda_sem`` (paper 003:
   1 for one click per segment, 0.1 for ten).
@@ -291,7 +291,8 @@ class FDDPoints(nn.Module):
         each of :data:`TERMS`), and the batch with the pseudo panoptic labels of the point images that are ramped
         in (their kinds gain P; the pseudo flag marks them)."""
         images = batch.images_for("loss_points")
-        totals = {f"loss_points_{k}": zero_loss(self) for k in TERMS}
+        zero = zero_loss(self)  # one pass over the parameters for every term
+        totals = {f"loss_points_{k}": zero for k in TERMS}
         if not images:
             return totals, batch
         targets = list(batch.targets)
