@@ -41,6 +41,12 @@ class Arm:
     sampling: str = "uniform"
 
 
+def solver_overrides(config: Path) -> list[str]:
+    """``solver.<key>=<value>`` for every solver setting of a recipe's config: full supervision trains with them,
+    so that it shares the weak recipe's schedule."""
+    return [f"solver.{k}={v}" for k, v in load_config(config)["solver"].items()]
+
+
 # arm, run folder, the run's config, the work folder -> the arm's own score (or None)
 Score = Callable[[str, Path, dict[str, Any], Path], dict[str, float] | None]
 
@@ -79,6 +85,11 @@ def versus_full(by: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def fraction_key(arm: str) -> str:
+    """The summary's key of an arm's PQ over full supervision's, e.g. ``p10_clicked_fraction_of_full``."""
+    return f"{arm.lower().replace('-', '_')}_fraction_of_full"
+
+
 def fractions(rows: list[dict[str, Any]], targets: dict[str, float]) -> dict[str, Any]:
     """Mean PQ per arm, each target arm's PQ over full supervision's (means over seeds) and every arm's paired
     difference from full supervision."""
@@ -90,8 +101,8 @@ def fractions(rows: list[dict[str, Any]], targets: dict[str, float]) -> dict[str
     out["minus_full"] = versus_full(by)
     for arm, target in targets.items():
         if arm in mean and mean.get("full", 0) > 0:
-            out[f"{arm.lower()}_fraction_of_full"] = mean[arm] / mean["full"]
-            out[f"{arm.lower()}_target"] = target
+            out[fraction_key(arm)] = mean[arm] / mean["full"]
+            out[fraction_key(arm).replace("fraction_of_full", "target")] = target
     return out
 
 
@@ -144,7 +155,7 @@ def main(
         lines = [*header, f"Machine: `{summ['machine']}`. Overrides of every arm: {given}.", ""]
         lines += [*table(these, own_columns), ""]
         for arm, target in targets.items():
-            key = f"{arm.lower()}_fraction_of_full"
+            key = fraction_key(arm)
             if key in summ:
                 f = summ[key]
                 lines.append(

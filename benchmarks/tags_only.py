@@ -3,7 +3,7 @@
 Every arm trains the CPU recipe's network at one schedule with paired seeds (``benchmarks/recipe_arms.py``), on
 the realistic preset:
 
-* ``full``: full panoptic labels (``configs/synthetic_full.yaml``);
+* ``full``: full panoptic labels (``configs/synthetic_full.yaml``, with the tags recipe's solver);
 * ``tags``: every training image labelled with its tags only, paper 002's mining and self-training on
   (``configs/synthetic_tags.yaml``);
 * ablations with the paper's signs: no refinement heads (paper: 30.3 against 39.0 PQ), RoIPool instead of MoIPool
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from recipe_arms import ROOT, Arm, main  # benchmarks/recipe_arms.py
+from recipe_arms import ROOT, Arm, main, solver_overrides  # benchmarks/recipe_arms.py
 
 from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
@@ -34,8 +34,9 @@ from cqbnet.weak.jtsm import corloc
 FULL = ROOT / "configs" / "synthetic_full.yaml"
 TAGS = ROOT / "configs" / "synthetic_tags.yaml"
 CORLOC_IMAGES = 500
+SOLVER = solver_overrides(TAGS)  # full supervision trains with the tags recipe's solver: one schedule for every arm
 ARMS = {
-    "full": Arm(FULL, "P"),
+    "full": Arm(FULL, "P", SOLVER),
     "tags": Arm(TAGS, "I"),
     "tags-no-refinement": Arm(TAGS, "I", ["model.weak.jtsm_refinements=0"]),
     "tags-roipool": Arm(TAGS, "I", ["model.weak.jtsm_masked_pooling=false"]),

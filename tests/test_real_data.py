@@ -71,12 +71,13 @@ def test_coco_samples_teach_through_papers_003_002_and_001_at_native_sizes(coco_
     )
     model_cfg = tiny_model_config()
     model_cfg["anchor_sizes"] = [32, 64, 128, 256, 512]
-    for ratio, weak, loss in (
-        ("PT=1", {"points": True, "points_warmup": 1}, "loss_points_pce"),
-        ("I=1", {"jtsm": True, "jtsm_warmup": 1, "cls2box": False, "cls2pixel": False}, "loss_jtsm"),
-        ("B+I=1", {}, "loss_mask"),
+    for name, ratio, weak, loss in (
+        ("points", "PT=1", {"points": True, "points_warmup": 1}, "loss_points_pce"),
+        ("clicked parts", "PT=1", {"points": True, "points_warmup": 1, "points_clicked_only": True}, "loss_mask"),
+        ("tags", "I=1", {"jtsm": True, "jtsm_warmup": 1, "cls2box": False, "cls2pixel": False}, "loss_jtsm"),
+        ("boxes and tags", "B+I=1", {}, "loss_mask"),
     ):
-        m = simulate(gt, parse_ratio(ratio), tmp_path / ratio, seed=0, points_per_segment=2)
+        m = simulate(gt, parse_ratio(ratio), tmp_path / name, seed=0, points_per_segment=2)
         approx = None
         if ratio == "B+I=1":
             approx = write_round(tmp_path / "r0", round_zero(m), "round 0 without CAMs")
@@ -87,5 +88,5 @@ def test_coco_samples_teach_through_papers_003_002_and_001_at_native_sizes(coco_
         net = build_panoptic_net(ds.categories, **{**model_cfg, "weak": weak}).train()
         net.iteration = 10
         losses = net([x[0] for x in items], [x[1] for x in items])
-        assert all(torch.isfinite(v) for v in losses.values()), ratio
-        assert losses[loss] > 0 and losses["loss_semantic"] > 0 and losses["loss_objectness"] > 0, ratio
+        assert all(torch.isfinite(v) for v in losses.values()), name
+        assert losses[loss] > 0 and losses["loss_semantic"] > 0 and losses["loss_objectness"] > 0, name

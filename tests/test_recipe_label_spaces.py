@@ -45,11 +45,13 @@ def _train_step(ds: MixedLabelDataset, weak: dict, key: str, module: str | None 
     assert all(s["category_id"] in ds.categories for o in outs for s in o.segments)
 
 
-def test_points_train_on_the_label_space(space, tmp_path):
+@pytest.mark.parametrize("clicked_only", [False, True])
+def test_points_train_on_the_label_space(space, clicked_only, tmp_path):
     name, gt = space
     m = simulate(gt, parse_ratio("PT=1"), tmp_path / "labels", seed=0, points_per_segment=2)
     ds = MixedLabelDataset(m.path)
-    _train_step(ds, {"points": True, "points_warmup": 10}, "loss_points_pce", "points")
+    weak = {"points": True, "points_warmup": 10, "points_clicked_only": clicked_only}
+    _train_step(ds, weak, "loss_points_pce", "points")
 
 
 def test_tags_train_on_the_label_space(space, tmp_path):

@@ -162,3 +162,29 @@ def test_a_failing_run_is_named_and_the_cli_exits_3(synth, tmp_path, capsys):
     assert main(["pilot", str(path), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 3
     err = capsys.readouterr().err
     assert "2 run(s) failed" in err and "P0.5-I0.5_box2mask+relation_s0_" in err and "no_such_knob" in err
+
+
+def test_a_run_folder_keeps_its_recipe_and_refuses_another(tmp_path):
+    """A run's key names only labels, modules and seed: a config that trains otherwise must not reuse (or
+    resume) a folder made by another, while paths and logging may change."""
+    from cqbnet.engine.config import load_config
+    from cqbnet.sweep.protocol import RunSpec
+    from cqbnet.sweep.runner import RECIPE, RESULT, check_recipe, finished, run_config
+
+    cfg = load_config(None)
+    spec = RunSpec((("P", 1.0),), (), 0)
+    out = tmp_path / "runs" / spec.key
+    check_recipe(out, run_config(cfg, spec, out / "m.json"))  # a new folder records its recipe
+    assert (out / RECIPE).is_file()
+    moved = {**cfg, "data": {**cfg["data"], "root": "/elsewhere"}, "train": {**cfg["train"], "log_period": 1}}
+    check_recipe(out, run_config(moved, spec, tmp_path / "other.json"))  # same recipe: passes
+    other = {**cfg, "solver": {**cfg["solver"], "base_lr": 0.5}}
+    with pytest.raises(InputError, match=r"runs/P1_none_s0.*another recipe \(solver\.base_lr: .* -> 0\.5\)"):
+        check_recipe(out, run_config(other, spec, out / "m.json"))
+    (out / RESULT).write_text('{"pq": 1.0}')
+    assert finished([spec], tmp_path, cfg) == {spec.key: {"pq": 1.0}}
+    with pytest.raises(InputError, match="another recipe"):
+        finished([spec], tmp_path, other)
+    # a finished folder from before the record is trusted as it is, and not given a recipe it may not have had
+    (out / RECIPE).unlink()
+    assert finished([spec], tmp_path, other) == {spec.key: {"pq": 1.0}} and not (out / RECIPE).exists()

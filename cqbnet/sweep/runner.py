@@ -10,6 +10,7 @@ checkpoint (the trainer's exact resume), and labels are simulated once. The scen
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from collections.abc import Callable
@@ -22,11 +23,13 @@ import torch
 
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.data import dataset_paths, ensure_synthetic, load_split
+from cqbnet.errors import InputError
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.kinds import parse_kind_set
 from cqbnet.sweep.protocol import MODULES, POINTS, RunSpec
 
 RESULT = "result.json"
+RECIPE = "recipe.json"  # what decides a run's network: its model, solver and point simulation (see check_recipe)
 IMAGE_COUNTS = "image_counts.npz"  # per val image and class: IoU sum, TP, FP, FN, for each inference mode
 
 
@@ -91,13 +94,60 @@ def run_config(cfg: dict[str, Any], spec: RunSpec, manifest: Path) -> dict[str, 
     return cfg
 
 
+def run_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a run's config that decide what it trains: model, solver, seed and how clicks are simulated
+    (paths, logging and evaluation periods left out, so a moved or re-logged run folder stays the same run)."""
+    pilot = cfg.get("pilot", {})
+    return {
+        "model": cfg["model"],
+        "solver": cfg["solver"],
+        "seed": cfg["train"].get("seed"),
+        "points_per_segment": int(pilot.get("points_per_segment", 1)),
+        "point_sampling": str(pilot.get("point_sampling", "uniform")),
+    }
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two nested dicts differ, e.g. ``['solver.base_lr: 0.02 -> 0.01']``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted({*a, *b}, key=str) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def json_roundtrip(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparing with a recorded one."""
+    return json.loads(json.dumps(value))
+
+
+def check_recipe(out: Path, cfg: dict[str, Any]) -> None:
+    """A run folder belongs to one recipe: the first call records it in ``recipe.json``, every later call (a
+    resume, or a finished run being reused) must bring the same recipe, else a one-line :class:`InputError`
+    names the folder and what differs. A run's key names only its labels, modules and seed, so without this
+    check a changed config would silently reuse the results of the old one. Folders from before the record
+    (a finished run without ``recipe.json``) are trusted as they are."""
+    recipe = run_recipe(cfg)
+    path = out / RECIPE
+    if path.is_file():
+        diff = _differences(read_json(path), json_roundtrip(recipe))
+        if diff:
+            shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+            raise InputError(
+                f"{out}: this run folder was made with another recipe ({shown}): use another work folder, or delete it"
+            )
+    elif not (out / RESULT).is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(path, recipe, indent=2)
+
+
 def execute(spec: RunSpec, cfg: dict[str, Any], root: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
-    """One run from start to finish (or from wherever it stopped): labels, training, evaluation on val."""
+    """One run from start to finish (or from wherever it stopped): labels, training, evaluation on val. The run
+    folder's recorded recipe must match ``cfg``'s (:func:`check_recipe`)."""
     from cqbnet.engine.inference import evaluate_model
     from cqbnet.engine.trainer import load_model, train
     from cqbnet.modeling.panoptic_net import INFERENCE_MODES
 
     out = Path(root) / "runs" / spec.key
+    check_recipe(out, run_config(cfg, spec, out / "labels" / "manifest.json"))
     if (out / RESULT).is_file():
         return read_json(out / RESULT)
     t0 = time.time()
@@ -144,11 +194,17 @@ def execute(spec: RunSpec, cfg: dict[str, Any], root: str | os.PathLike, device:
     return result
 
 
-def finished(specs: list[RunSpec], root: Path) -> dict[str, dict[str, Any]]:
-    """Results of the runs already done (their ``result.json``), by key."""
-    return {
-        s.key: read_json(root / "runs" / s.key / RESULT) for s in specs if (root / "runs" / s.key / RESULT).is_file()
-    }
+def finished(specs: list[RunSpec], root: Path, cfg: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Results of the runs already done (their ``result.json``), by key; with the sweep's ``cfg``, each one's
+    recorded recipe must be the one ``cfg`` gives it (:func:`check_recipe`)."""
+    done = {}
+    for s in specs:
+        out = root / "runs" / s.key
+        if (out / RESULT).is_file():
+            if cfg is not None:
+                check_recipe(out, run_config(cfg, s, out / "labels" / "manifest.json"))
+            done[s.key] = read_json(out / RESULT)
+    return done
 
 
 def run_specs(
@@ -169,7 +225,7 @@ def run_specs(
     """
     root = Path(root)
     cfg = shared_data_config(cfg, root)
-    results = finished(specs, root)
+    results = finished(specs, root, cfg)
     todo = [s for s in specs if s.key not in results]
     if not todo:
         return results
