@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.ops import roi_pool
 
 from cqbnet.data.mixed_dataset import MixedLabelDataset
@@ -16,6 +17,8 @@ from cqbnet.weak.grabcut import grabcut_from_segment
 from cqbnet.weak.jtsm import (
     JTSM,
     MiningHeads,
+    MiningOutput,
+    log_one_minus_softmax,
     mask_iou,
     mining_loss,
     moi_pool,
@@ -77,14 +80,55 @@ def test_mining_loss_trains_the_streams_and_every_refinement_head():
     heads = MiningHeads(4, 3, hidden=16, refinements=2)
     heads.eval()
     pooled = torch.randn(6, 4, 7, 7)
-    mil, refined = heads(pooled)
-    assert mil.shape == (6, 3) and len(refined) == 2 and refined[0].shape == (6, 4)
-    assert torch.allclose(mil.sum(0) <= 1 + 1e-6, torch.tensor(True))
-    loss = mining_loss(mil, refined, torch.tensor([1, 0, 1]), torch.eye(6))
+    out = heads(pooled)
+    assert out.mil.shape == (6, 3) and len(out.refined) == 2 and out.refined[0].shape == (6, 4)
+    assert (out.mil.sum(0) <= 1 + 1e-6).all()
+    loss = mining_loss(out, torch.tensor([1, 0, 1]), torch.eye(6))
     loss.backward()
     for p in (heads.classify.weight, heads.detect.weight, heads.refine[0].weight, heads.refine[1].weight):
         assert p.grad.abs().sum() > 0
-    assert MiningHeads.segment_scores(mil, refined).shape == (6, 3)
+    assert out.scores().shape == (6, 3)
+
+
+def test_mil_loss_is_eq2_and_keeps_a_gradient_where_the_streams_are_badly_wrong():
+    torch.manual_seed(0)
+    classify, detect = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    tags = torch.tensor([1, 0, 0, 1])
+    y = (F.softmax(classify, 1) * F.softmax(detect, 0)).sum(0)
+    want = -(tags * y.log() + (1 - tags) * (1 - y).log()).sum()
+    got = mining_loss(MiningOutput(classify, detect, []), tags, torch.eye(5))
+    assert float(got) == pytest.approx(float(want), rel=1e-9)
+    # a tagged class every segment scores at about e^-20: y_c is below a 1e-6 clamp but its log still has a gradient
+    classify = torch.zeros(5, 4, requires_grad=True)
+    with torch.no_grad():
+        classify[:, 0] = -10.0
+        classify[:, 1] = 10.0
+    loss = mining_loss(MiningOutput(classify, torch.zeros(5, 4), []), torch.tensor([1, 1, 0, 0]), torch.eye(5))
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 15 and classify.grad[:, 0].abs().min() > 0.1
+
+
+def test_log_one_minus_softmax_is_exact_where_one_class_takes_the_mass():
+    logits = torch.tensor([[30.0, 0.0, -1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    got = log_one_minus_softmax(logits)
+    eye = torch.eye(3, dtype=torch.bool)
+    # 1 - softmax_c = sum of the other classes' exp over the sum of all: a log-sum-exp over j != c, exact
+    want = logits[:, None, :].masked_fill(eye, float("-inf")).logsumexp(2) - logits.logsumexp(1, keepdim=True)
+    assert torch.allclose(got, want, atol=1e-9)
+    assert got[0, 0] == pytest.approx(float(torch.logsumexp(torch.tensor([0.0, -1.0]), 0)) - 30.0, abs=1e-4)
+
+
+def test_the_mining_heads_train_at_their_lr_scale_and_the_rest_at_the_base_lr():
+    from cqbnet.engine.trainer import param_groups
+
+    module = JTSM(8, 3, [0], lr_scale=0.25)
+    extra = torch.nn.Linear(2, 2)
+    model = torch.nn.ModuleDict({"jtsm": module, "other": extra})
+    groups = param_groups(model, 0.02)
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
+    assert set(by_lr) == {0.02, 0.005}
+    assert by_lr[0.005] == {id(p) for p in module.heads.parameters()}
+    assert by_lr[0.02] == {id(p) for p in extra.parameters()}
 
 
 def test_grabcut_from_a_segment_grows_it_to_the_object_within_its_box():

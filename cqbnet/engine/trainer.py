@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 import yaml
+from torch import nn
 from tqdm import tqdm
 
 from cqbnet.data.panoptic_format import Category
@@ -50,6 +51,21 @@ def lr_factor(iteration: int, solver: dict[str, Any]) -> float:
         alpha = iteration / w
         f *= solver["warmup_factor"] * (1 - alpha) + alpha
     return f
+
+
+def param_groups(model: nn.Module, base_lr: float) -> list[dict[str, Any]]:
+    """The trainable parameters in SGD groups: those of a submodule with an ``lr_scale`` attribute train at that
+    multiple of ``base_lr`` (the innermost such module decides), the rest at ``base_lr``."""
+    scale_of: dict[int, float] = {}
+    for module in model.modules():  # parents come before children, so a child's scale overrides its parent's
+        if hasattr(module, "lr_scale"):
+            for p in module.parameters():
+                scale_of[id(p)] = float(module.lr_scale)
+    groups: dict[float, list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault(scale_of.get(id(p), 1.0), []).append(p)
+    return [{"params": ps, "lr": base_lr * s} for s, ps in sorted(groups.items(), key=lambda kv: -kv[0])]
 
 
 def build_model(
@@ -223,9 +239,13 @@ def train(
         model_cfg = {**model_cfg, "weak": {**weak, "jtsm_cache": str(out / "proposals")}}
     torch.manual_seed(tcfg["seed"])
     model = build_model(train_set.categories, model_cfg).to(dev)
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = param_groups(model, solver["base_lr"])
+    params = [p for g in groups for p in g["params"]]  # every trainable parameter, for the gradient clip
     opt = torch.optim.SGD(
-        params, lr=solver["base_lr"], momentum=solver["momentum"], weight_decay=solver["weight_decay"]
+        groups,
+        lr=solver["base_lr"],
+        momentum=solver["momentum"],
+        weight_decay=solver["weight_decay"],
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, solver))
     amp = bool(solver["amp"]) and dev.type == "cuda"

@@ -75,6 +75,7 @@ class WeakConfig:
     jtsm_masked_pooling: bool = True  # MoIPool; false: RoIPool on the segments' boxes (the ablation)
     jtsm_pseudo_labels: bool = True  # the self-training of the network's branches on the mined labels
     jtsm_cache: str | None = None  # folder caching each image's segment proposals (none: computed every time)
+    jtsm_lr_scale: float = 1.0  # the mining heads' learning rate as a multiple of the solver's (WSDDN/OICR: 0.001)
 
 
 # settings that were renamed: old key -> what replaced it
@@ -246,6 +247,7 @@ def build_panoptic_net(
             w.jtsm_masked_pooling,
             w.jtsm_pseudo_labels,
             w.jtsm_cache,
+            w.jtsm_lr_scale,
         )
     return PanopticNet(
         body,

@@ -12,7 +12,9 @@ Things and stuff are treated alike as segments (a stuff region's connected compo
 * Joint thing-and-stuff mining (Eqs. 2-4, :class:`MiningHeads`): WSDDN's two streams over the segments for all
   classes (L_MIL against the tags), and ``refinements`` OICR heads, each learning from the previous one's pseudo
   ground truth (per tagged class its top segment; segments at mask IoU >= 0.5 with it take its class, the others
-  background), weighed by the image-level score of the class (:func:`refinement_targets`).
+  background), weighed by the image-level score of the class (:func:`refinement_targets`). Eq. 2's BCE is taken
+  in log space (:func:`mil_log_scores`): a clamped probability has no gradient, so a class the streams got badly
+  wrong could never recover.
 * Self-training (Eqs. 1, 9, 10, :func:`mined_target`): per tagged class the top segment of the averaged
   refinement heads, re-estimated with GrabCut (:func:`~cqbnet.weak.grabcut.grabcut_from_segment`: firm
   foreground inside the segment, firm background outside its box), becomes a pseudo panoptic label (things: an
@@ -28,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -48,7 +50,7 @@ MINING_LEVEL = "1"  # the FPN level the segments are pooled from (stride 8)
 MINING_STRIDE = 8
 EMPTY = -1e4  # what masked-out cells hold before the max, so an empty bin is recognisable
 MASK_IOU = 0.5  # OICR's overlap for a segment to take a pseudo box's class
-EPS = 1e-6
+LOG_FLOOR = -50.0  # log-probabilities are floored here only so that an impossible label stays finite
 
 
 def pool_rois(boxes: Tensor, index: Tensor) -> Tensor:
@@ -121,30 +123,68 @@ class MiningHeads(nn.Module):
         self.detect = nn.Linear(hidden, num_classes)
         self.refine = nn.ModuleList(nn.Linear(hidden, num_classes + 1) for _ in range(refinements))
 
-    def forward(self, pooled: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """pooled (R, C, 7, 7) of one image -> (S^MIL (R, K), each refinement head's logits (R, K + 1))."""
+    def forward(self, pooled: Tensor) -> MiningOutput:
+        """pooled (R, C, 7, 7) of one image -> the two streams' logits (R, K) and each refinement head's logits
+        (R, K + 1)."""
         x = self.fc(pooled)
-        mil = F.softmax(self.classify(x), 1) * F.softmax(self.detect(x), 0)
-        return mil, [head(x) for head in self.refine]
+        return MiningOutput(self.classify(x), self.detect(x), [head(x) for head in self.refine])
 
-    @staticmethod
-    def segment_scores(mil: Tensor, refined: list[Tensor]) -> Tensor:
+
+class MiningOutput(NamedTuple):
+    """The mining heads' logits for one image's R segments: WSDDN's classification and detection streams (R, K)
+    and the refinement heads (R, K + 1 each)."""
+
+    classify: Tensor
+    detect: Tensor
+    refined: list[Tensor]
+
+    @property
+    def mil(self) -> Tensor:
+        """S^MIL (R, K) = softmax over classes of S^C times softmax over segments of S^D."""
+        return F.softmax(self.classify, 1) * F.softmax(self.detect, 0)
+
+    def scores(self) -> Tensor:
         """(R, K) class scores of the segments at test: the refinement heads' softmax averaged (background
         dropped); S^MIL without refinement heads."""
-        if not refined:
-            return mil
-        return torch.stack([F.softmax(r, 1)[:, :-1] for r in refined]).mean(0)
+        if not self.refined:
+            return self.mil
+        return torch.stack([F.softmax(r, 1)[:, :-1] for r in self.refined]).mean(0)
+
+    def detach(self) -> MiningOutput:
+        return MiningOutput(self.classify.detach(), self.detect.detach(), [r.detach() for r in self.refined])
 
 
-def mining_loss(mil: Tensor, refined: list[Tensor], tags: Tensor, iou: Tensor) -> Tensor:
+def log_one_minus_softmax(logits: Tensor) -> Tensor:
+    """log(1 - softmax(logits, 1)) (R, K), exact where a class takes nearly all the mass: for the top class
+    the log-sum-exp of the others, for every other class (probability <= 1/2) log1p of minus its probability."""
+    top = logits.argmax(1, keepdim=True)
+    lse = logits.logsumexp(1, keepdim=True)
+    rest = logits.scatter(1, top, float("-inf")).logsumexp(1, keepdim=True) - lse
+    out = torch.log1p(-(logits - lse).exp().clamp(max=0.5))
+    return out.scatter(1, top, rest)
+
+
+def mil_log_scores(out: MiningOutput) -> tuple[Tensor, Tensor]:
+    """log y_c and log(1 - y_c) (K,) of Eq. 2's image-level scores y_c = sum_p S^MIL_pc, in log space so that
+    a class the streams get badly wrong still has a gradient (a clamped probability has none). Since the
+    detection stream sums to 1 over segments, 1 - y_c = sum_p softmax_p(S^D)_pc (1 - softmax_c(S^C)_p)."""
+    log_det = F.log_softmax(out.detect, 0)  # (R, K)
+    log_y = (F.log_softmax(out.classify, 1) + log_det).logsumexp(0)
+    log_not = (log_one_minus_softmax(out.classify) + log_det).logsumexp(0)
+    return log_y.clamp(min=LOG_FLOOR), log_not.clamp(min=LOG_FLOOR)
+
+
+def mining_loss(out: MiningOutput, tags: Tensor, iou: Tensor) -> Tensor:
     """Eq. 4: L_PM = L_MIL + sum_r L_PR^r for one image (tags (K,) in {0, 1})."""
-    y = mil.sum(0).clamp(EPS, 1 - EPS)  # (K,) image-level scores
-    loss = F.binary_cross_entropy(y, tags.float(), reduction="sum")  # Eq. 2
-    previous = mil
-    for logits in refined:
-        labels, weights = refinement_targets(previous.detach(), tags, iou, y.detach())
+    log_y, log_not = mil_log_scores(out)
+    t = tags.float()
+    loss = -(t * log_y + (1 - t) * log_not).sum()  # Eq. 2
+    y = log_y.detach().exp()
+    previous = out.mil.detach()
+    for logits in out.refined:
+        labels, weights = refinement_targets(previous, tags, iou, y)
         loss = loss + (weights * F.cross_entropy(logits, labels, reduction="none")).mean()  # Eq. 3
-        previous = F.softmax(logits, 1)[:, :-1]
+        previous = F.softmax(logits.detach(), 1)[:, :-1]
     return loss
 
 
@@ -184,9 +224,13 @@ class JTSM(nn.Module):
         masked_pooling: bool = True,
         pseudo_labels: bool = True,
         cache: str | None = None,
+        lr_scale: float = 1.0,
     ):
         super().__init__()
         self.heads = MiningHeads(fpn_channels, num_classes, hidden, refinements)
+        # the heads' first layer reads C * 7 * 7 unnormalised pooled features, so one SGD step moves its outputs by
+        # about lr * |x|^2; the trainer gives the parameters of a module with ``lr_scale`` that multiple of the lr
+        self.heads.lr_scale = lr_scale
         self.thing_semantic = set(thing_semantic)
         self.warmup, self.grabcut, self.masked_pooling, self.pseudo_labels = (
             warmup,
@@ -204,10 +248,8 @@ class JTSM(nn.Module):
         p = proposal_cache(img, None if self.cache is None else self.cache / key)
         return {k: torch.from_numpy(v).to(image.device) for k, v in p.items()}
 
-    def image_outputs(
-        self, batch: TrainingBatch, i: int, props: dict[str, Tensor]
-    ) -> tuple[Tensor, list[Tensor], Tensor]:
-        """S^MIL, the refinement heads' logits and the segments' masks (R, H, W) of image i."""
+    def image_outputs(self, batch: TrainingBatch, i: int, props: dict[str, Tensor]) -> tuple[MiningOutput, Tensor]:
+        """The mining heads' outputs and the segments' masks (R, H, W) of image i."""
         sp, members = props["superpixels"].long(), props["members"]
         masks = members[:, sp]  # (R, H, W)
         h, w = batch.image_list.image_sizes[i]
@@ -217,8 +259,7 @@ class JTSM(nn.Module):
         else:  # the ablation: plain RoIPool on the segments' boxes
             rois = pool_rois(props["boxes"], torch.zeros(len(props["boxes"]), device=feats.device))
             pooled = roi_pool(feats, rois, POOL, 1.0 / MINING_STRIDE)
-        mil, refined = self.heads(pooled)
-        return mil, refined, masks
+        return self.heads(pooled), masks
 
     def mined_target(
         self, t: dict[str, Any], image: Tensor, scores: Tensor, masks: Tensor, boxes: Tensor, ignore_index: int
@@ -262,13 +303,13 @@ class JTSM(nn.Module):
         for i in images:
             t = targets[i]
             props = self.proposals(t, batch.images[i])
-            mil, refined, masks = self.image_outputs(batch, i, props)
+            out, masks = self.image_outputs(batch, i, props)
             area = torch.bincount(props["superpixels"].flatten().long(), minlength=props["members"].shape[1])
             iou = mask_iou(props["members"], area.float())
-            total = total + mining_loss(mil, refined, t["tags"], iou)
+            total = total + mining_loss(out, t["tags"], iou)
             ramp = ramp_weight(batch.iteration, self.warmup)
             if self.pseudo_labels and ramp > image_share(t["image_id"]):
-                scores = MiningHeads.segment_scores(mil.detach(), [r.detach() for r in refined])
+                scores = out.detach().scores()
                 pseudo = self.mined_target(t, batch.images[i], scores, masks, props["boxes"], ignore_index)
                 targets[i] = with_pseudo_panoptic(t, pseudo)
         return total / len(images), replace(batch, targets=targets)
@@ -302,8 +343,8 @@ def corloc(model: nn.Module, dataset, gt, device: torch.device, limit: int | Non
             x = image.to(device)
             batch = TrainingBatch([x], *model._shared_features([x]), [t])
             props = branch.proposals(t, x)
-            mil, refined, masks = branch.image_outputs(batch, 0, props)
-            scores = MiningHeads.segment_scores(mil, refined)
+            out, masks = branch.image_outputs(batch, 0, props)
+            scores = out.scores()
             rec = records[lab.image_id]
             ids = gt.read_ids(rec, validate=False)
             for c in torch.nonzero(t["tags"] > 0).squeeze(1).tolist():

@@ -1,0 +1,232 @@
+"""Why paper 002's mining finds no thing on the synthetic scenes: three measurements, each ruling a cause in or out.
+
+1. ``proposals``: can the segment proposals hold the answer at all? Per (image, class present) pair of the first
+   ``--images`` training scenes, whether some proposal has mask IoU >= 0.5 with a true segment of the class (the
+   CorLoc an oracle picking among the proposals reaches) and the share of proposals that do (a random pick's CorLoc).
+2. ``run``: what a trained run's mining picks. The image-level scores' separation of tagged from untagged classes
+   (AUC), and for the top segment of each tagged class, under S^MIL and under the averaged refinement heads:
+   CorLoc, IoU, containment (share of the true segment it covers), purity (share of it on the true segment), the
+   median of its area over the true segment's, and what lies under it (the class, another thing, stuff).
+3. ``heads``: can the mining heads learn the tags at all? Fresh heads fitted by SGD for 300 steps (batch 8) on the
+   frozen pooled features of a run's first 96 training images, at each ``--lrs``; L_MIL on 16 held-out images.
+
+Usage::
+
+    python benchmarks/jtsm_diagnostics.py proposals --images 60
+    python benchmarks/jtsm_diagnostics.py run --run runs/diag_mine --images 150
+    python benchmarks/jtsm_diagnostics.py heads --run runs/diag_mine --lrs 0.01 0.001
+
+Each prints a JSON line; ``benchmarks/jtsm_diagnostics.md`` keeps what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cqbnet.data.mixed_dataset import MixedLabelDataset
+from cqbnet.data.panoptic_format import load_panoptic_json
+from cqbnet.data.synthetic import SceneConfig, make_scene, scene_rng, synthetic_categories
+from cqbnet.data.transforms import to_tensors
+from cqbnet.engine.trainer import load_model
+from cqbnet.modeling.supervision import TrainingBatch
+from cqbnet.weak.jtsm import MiningHeads, MiningOutput, mask_iou, mining_loss
+from cqbnet.weak.segment_proposals import segment_proposals
+
+
+def proposals(images: int) -> dict:
+    cats = synthetic_categories()
+    cfg = SceneConfig(size=128, preset="realistic")
+    rows, counts = [], []
+    for i in range(images):
+        scene = make_scene(scene_rng(0, "train", i), cfg)
+        p = segment_proposals(scene.image)
+        flat = p.members[:, p.superpixels].reshape(len(p.members), -1).astype(np.float32)
+        size = flat.sum(1)
+        counts.append(len(flat))
+        by_class: dict[int, list[int]] = {}
+        for seg in scene.segments:
+            if not seg.iscrowd:
+                by_class.setdefault(seg.category_id, []).append(seg.id)
+        for c, ids in by_class.items():
+            best = np.zeros(len(flat))
+            for sid in ids:
+                m = (scene.ids == sid).reshape(-1).astype(np.float32)
+                inter = flat @ m
+                best = np.maximum(best, inter / (size + m.sum() - inter))
+            rows.append((cats[c].isthing, (best >= 0.5).any(), (best >= 0.5).mean()))
+    a = np.array(rows, dtype=float)
+    out = {"images": images, "proposals_per_image": float(np.mean(counts))}
+    for name, sel in (("th", a[:, 0] == 1), ("st", a[:, 0] == 0)):
+        out[f"oracle_corloc_{name}"] = 100 * a[sel, 1].mean()
+        out[f"chance_corloc_{name}"] = 100 * a[sel, 2].mean()
+    return out
+
+
+def _load(run: Path):
+    ckpt = run / "model_final.pth"
+    model, _ = load_model(ckpt, torch.device("cpu"))
+    model.jtsm.cache = run / "proposals"
+    ds = MixedLabelDataset(run / "labels" / "manifest.json")
+    gt = load_panoptic_json(run / "data" / "panoptic_train.json", run / "data" / "panoptic" / "train")
+    return model, ds, gt
+
+
+@torch.no_grad()
+def run_picks(run: Path, images: int) -> dict:
+    model, ds, gt = _load(run)
+    model.eval()
+    branch, records, cats = model.jtsm, {r.image_id: r for r in gt.records}, list(ds.categories)
+    stats: dict[bool, list] = {True: [], False: []}
+    under: Counter = Counter()
+    present, absent = [], []
+    streams: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "cls_on_object",
+            "cls_on_stuff_tagged",
+            "cls_on_stuff_untagged",
+            "det_on_object",
+            "det_on_stuff",
+            "share_object",
+            "share_stuff",
+        )
+    }
+    for index, lab in enumerate(ds.manifest.images[:images]):
+        image, t = to_tensors(*ds[index])
+        batch = TrainingBatch([image], *model._shared_features([image]), [t])
+        out, masks = branch.image_outputs(batch, 0, branch.proposals(t, image))
+        y, tags = out.mil.sum(0), t["tags"] > 0
+        present += y[tags].tolist()
+        absent += y[~tags].tolist()
+        rec = records[lab.image_id]
+        ids = gt.read_ids(rec, validate=False)
+        category_of = {s.id: s.category_id for s in rec.segments}
+        m = masks.numpy().astype(bool)
+        cls, det = torch.softmax(out.classify, 1), torch.softmax(out.detect, 0)  # (R, K) each
+        flat = m.reshape(len(m), -1)
+        size = np.maximum(flat.sum(1), 1)
+        stuff_px = np.isin(ids, [s.id for s in rec.segments if not ds.categories[s.category_id].isthing])
+        on_stuff = torch.from_numpy((flat & stuff_px.reshape(-1)).sum(1) / size > 0.95)
+        for c in range(len(cats)):
+            if not ds.categories[cats[c]].isthing:
+                continue
+            if not tags[c]:
+                if on_stuff.any():
+                    streams["cls_on_stuff_untagged"].append(float(cls[on_stuff, c].mean()))
+                continue
+            obj = np.isin(ids, [s.id for s in rec.segments if s.category_id == cats[c]]).reshape(-1)
+            inside = torch.from_numpy((flat & obj).sum(1) / size > 0.95)
+            if inside.any() and on_stuff.any():
+                streams["cls_on_object"].append(float(cls[inside, c].mean()))
+                streams["cls_on_stuff_tagged"].append(float(cls[on_stuff, c].mean()))
+                streams["det_on_object"].append(float(det[inside, c].sum()))
+                streams["det_on_stuff"].append(float(det[on_stuff, c].sum()))
+                streams["share_object"].append(float(inside.float().mean()))
+                streams["share_stuff"].append(float(on_stuff.float().mean()))
+        for c in torch.nonzero(tags).squeeze(1).tolist():
+            thing = ds.categories[cats[c]].isthing
+            truths = [ids == s.id for s in rec.segments if s.category_id == cats[c]]
+            row = []
+            for scores in (out.mil, out.scores()):
+                top = m[int(scores[:, c].argmax())]
+                best = max(truths, key=lambda g: (top & g).sum() / max((top | g).sum(), 1))
+                inter = (top & best).sum()
+                row += [inter / max((top | best).sum(), 1), inter / best.sum(), inter / max(top.sum(), 1)]
+                row.append(top.sum() / best.sum())
+            if thing:
+                kinds = Counter()
+                for v in ids[top].tolist():  # the refined pick's pixels
+                    cc = category_of.get(v)
+                    kinds[
+                        "void"
+                        if cc is None
+                        else "class"
+                        if cc == cats[c]
+                        else "thing"
+                        if ds.categories[cc].isthing
+                        else "stuff"
+                    ] += 1
+                under[kinds.most_common(1)[0][0] if kinds else "void"] += 1
+            stats[thing].append(row)
+    p, a = np.array(present), np.array(absent)
+    res: dict = {"run": str(run), "images": images, "tag_auc": float((p[:, None] > a[None]).mean())}
+    for thing, name in ((True, "th"), (False, "st")):
+        s = np.array(stats[thing])
+        for k, head in enumerate(("mil", "refined")):
+            v = s[:, 4 * k : 4 * k + 4]
+            res[f"{head}_{name}"] = {
+                "corloc": 100 * float((v[:, 0] >= 0.5).mean()),
+                "iou": float(v[:, 0].mean()),
+                "containment": float(v[:, 1].mean()),
+                "purity": float(v[:, 2].mean()),
+                "area_ratio_median": float(np.median(v[:, 3])),
+            }
+    res["refined_th_under_top"] = dict(under)
+    # things: mean class probability of segments inside an object of the class / on stuff, and the detection
+    # stream's mass there against the share of segments there
+    res["things_streams"] = {k: float(np.mean(v)) for k, v in streams.items()}
+    return res
+
+
+def heads_fit(run: Path, lrs: list[float], steps: int = 300) -> dict:
+    model, ds, _ = _load(run)
+    model.eval()
+    branch, data, got = model.jtsm, [], {}
+    hook = branch.heads.fc.register_forward_hook(lambda m, i, o: got.__setitem__("x", i[0]))
+    with torch.no_grad():
+        for index in range(96):
+            image, t = to_tensors(*ds[index])
+            props = branch.proposals(t, image)
+            branch.image_outputs(TrainingBatch([image], *model._shared_features([image]), [t]), 0, props)
+            area = torch.bincount(props["superpixels"].flatten().long(), minlength=props["members"].shape[1])
+            data.append((got["x"], t["tags"], mask_iou(props["members"], area.float())))
+    hook.remove()
+    channels, classes = data[0][0].shape[1], len(ds.categories)
+    out: dict = {"run": str(run), "steps": steps}
+    for lr in lrs:
+        torch.manual_seed(0)
+        heads = MiningHeads(channels, classes, branch.heads.classify.in_features, 0)
+        opt = torch.optim.SGD(heads.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+        curve = {}
+        for step in range(steps + 1):
+            if step % 50 == 0:
+                heads.eval()
+                with torch.no_grad():
+                    curve[step] = float(np.mean([mining_loss(heads(x), t, i).item() for x, t, i in data[-16:]]))
+                heads.train()
+            if step == steps:
+                break
+            opt.zero_grad()
+            for k in np.random.default_rng(step).choice(len(data) - 16, 8, replace=False):
+                x, t, i = data[k]
+                o = heads(x)
+                (mining_loss(MiningOutput(o.classify, o.detect, []), t, i) / 8).backward()
+            opt.step()
+        out[f"lr={lr:g}"] = curve
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["proposals", "run", "heads"])
+    ap.add_argument("--run", type=Path)
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--lrs", nargs="+", type=float, default=[0.01, 0.001])
+    args = ap.parse_args()
+    if args.what == "proposals":
+        res = proposals(args.images)
+    elif args.what == "run":
+        res = run_picks(args.run, args.images)
+    else:
+        res = heads_fit(args.run, args.lrs)
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
