@@ -4,16 +4,17 @@ truth, refinement rounds.
 Per seed, every step resumable (a finished step's output is kept, an interrupted training resumes):
 
 1. every training image labelled with boxes and tags (``B+I=1``, the seed's simulation);
-2. paper 001's recipe (``cqbnet.engine.boxes_tags``, what ``cqbnet boxes-tags`` runs): a network trained on them
-   with Cls2Pixel on (the pilot's schedule) for the CAMs, round 0 of the approximate labels, the recipe's network
-   trained on round r and round r + 1 refined from it, for ``--rounds`` rounds; every round's labels scored
-   against the hidden ground truth and every network evaluated on val;
+2. paper 001's recipe (``cqbnet.engine.boxes_tags``, what ``cqbnet boxes-tags`` runs): a tag classifier trained
+   on the images' tags alone (the pilot's schedule) for the CAMs, probed (``probe_classifier``), round 0 of the
+   approximate labels, the recipe's network trained on round r and round r + 1 refined from it, for ``--rounds``
+   rounds; every round's labels scored against the hidden ground truth and every network evaluated on val;
 3. full supervision at the same schedule and seed, for the fractions.
 
 Ablations (round 0 only, one run each): ``--cues grabcut proposal box`` (``box``: every box pixel its class, no
 ignore). Usage::
 
     python benchmarks/boxes_tags.py --seeds 0 1 --rounds 1 [--cues grabcut proposal box] [--commit]
+    python benchmarks/boxes_tags.py --probe runs/boxes_tags/s0/classifier/model_final.pth   # one classifier's CAMs
 
 Results: ``benchmarks/results/boxes_tags/runs.json``, ``summary.json`` and ``benchmarks/boxes_tags.md``.
 """
@@ -61,7 +62,63 @@ def evaluated(cfg: dict[str, Any], out: Path) -> dict[str, float]:
     return res
 
 
-def run_seed(seed: int, rounds: int, cues: list[str], overrides: list[str], work: Path) -> list[dict[str, Any]]:
+def probe_classifier(checkpoint: Path, manifest: Path, gt, images: int = 200) -> dict[str, Any]:
+    """How well a network's CAM classifier knows the stuff, on the first ``images`` boxes-and-tags training images:
+    the ROC AUC of its image scores for each stuff class against the tags; on the true stuff pixels of tagged stuff
+    classes, the share where the tagged stuff class with the highest CAM is the true one; and paper 001's stuff cue
+    (:func:`stuff_cues`) scored off the things (precision of its labelled pixels and coverage of the stuff pixels,
+    percent)."""
+    from cqbnet.data.dataset import read_image_of
+    from cqbnet.labels.manifest import load_manifest
+    from cqbnet.weak.approx_ground_truth import IGNORE, paint_classes, stuff_cams, stuff_cues
+
+    model, _ = load_model(checkpoint, torch.device("cpu"))
+    m = load_manifest(manifest)
+    cats = m.categories
+    order = list(cats)
+    stuff = [c for c in order if not cats[c].isthing]
+    records = {r.image_id: r for r in gt.records}
+    scores, tags = [], []
+    right = on = picked = labelled = there = 0
+    for lab in m.images[:images]:
+        image = read_image_of(m.image_root / lab.file_name, lab.image_id, lab.height, lab.width, "manifest")
+        rec = records[lab.image_id]
+        truth = paint_classes(gt.read_ids(rec, validate=False), [(s.id, s.category_id) for s in rec.segments], 0)
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+        with torch.no_grad():
+            logits, _ = model.cls2pixel.cam_head(model._shared_features([x])[2])
+        scores.append(logits[0, [order.index(c) for c in stuff]].numpy())
+        tags.append([c in lab.tags for c in stuff])
+        tagged = [c for c in lab.tags if c in stuff]
+        if not tagged:
+            continue
+        cams = stuff_cams(model, image, torch.device("cpu"))[[order.index(c) for c in tagged]]
+        is_stuff = np.isin(truth, tagged)
+        right += int((np.asarray(tagged)[cams.argmax(0)] == truth)[is_stuff].sum())
+        on += int(is_stuff.sum())
+        cue = stuff_cues(cams, tagged)
+        scored = (cue != IGNORE) & np.isin(truth, stuff)  # off the things and void, as the recipe's boxes keep it
+        picked += int((cue == truth)[scored].sum())
+        labelled += int(scored.sum())
+        there += int(np.isin(truth, stuff).sum())
+    s, t = np.array(scores), np.array(tags, dtype=bool)
+    auc = {}
+    for k, c in enumerate(stuff):
+        pos, neg = s[t[:, k], k], s[~t[:, k], k]
+        if len(pos) and len(neg):
+            auc[str(c)] = float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
+    return {
+        "images": min(images, len(m.images)),
+        "stuff_tag_auc": auc,
+        "cam_argmax_accuracy": 100 * right / max(on, 1),
+        "cue_precision_st": 100 * picked / max(labelled, 1),
+        "cue_coverage_st": 100 * picked / max(there, 1),
+    }
+
+
+def run_seed(seed: int, rounds: int, cue: str, overrides: list[str], work: Path) -> list[dict[str, Any]]:
+    """One seed's rows: with ``cue`` ``both`` (paper 001) full supervision, the recipe's rounds and the classifier's
+    probe; with another cue, that ablation's round 0."""
     recipe = shared_data_config(load_config(RECIPE, overrides), work)
     recipe["train"]["seed"] = seed
     recipe["model"]["weak"] = {**recipe["model"].get("weak", {}), **{m: False for m in MODULES}}
@@ -72,13 +129,17 @@ def run_seed(seed: int, rounds: int, cues: list[str], overrides: list[str], work
     manifest = base / "labels" / "manifest.json"
     if not manifest.is_file():
         simulate(gt, parse_ratio("B+I=1"), base / "labels", seed=seed)
-    rows = [{"seed": seed, "arm": "full", **evaluated(copy.deepcopy(recipe), base / "full")}]
-    for cue in ["both", *cues]:
-        for entry in run_boxes_tags(recipe, cam_cfg, manifest, base, rounds if cue == "both" else 0, cue, "cpu", gt):
-            cfg = copy.deepcopy(recipe)
-            cfg["data"]["manifest"], cfg["data"]["approximate"] = str(manifest), str(entry["labels"])
-            name = f"{cue}_round{entry['round']}"
-            rows.append({"seed": seed, "arm": name, "labels": entry["score"], **evaluated(cfg, entry["run"])})
+    rows = [{"seed": seed, "arm": "full", **evaluated(copy.deepcopy(recipe), base / "full")}] if cue == "both" else []
+    for entry in run_boxes_tags(recipe, cam_cfg, manifest, base, rounds if cue == "both" else 0, cue, "cpu", gt):
+        cfg = copy.deepcopy(recipe)
+        cfg["data"]["manifest"], cfg["data"]["approximate"] = str(manifest), str(entry["labels"])
+        name = f"{cue}_round{entry['round']}"
+        rows.append({"seed": seed, "arm": name, "labels": entry["score"], **evaluated(cfg, entry["run"])})
+    if cue == "both":
+        probe = base / "classifier" / "probe.json"
+        if not probe.is_file():
+            write_json(probe, probe_classifier(base / "classifier" / "model_final.pth", manifest, gt), indent=2)
+        rows[1]["classifier"] = read_json(probe)
     return rows
 
 
@@ -124,6 +185,24 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
             f"| {r['arm']} | {r['seed']} | {r['pq']:.1f} | {r['pq_th']:.1f} | {r['pq_st']:.1f} | {r['sq_th']:.1f} | "
             f"{cols} |"
         )
+    probes = [(r["seed"], r["classifier"]) for r in rows if "classifier" in r]
+    if probes:
+        lines += [
+            "",
+            "The stuff classifier behind round 0 (`probe_classifier`, first 200 training images): ROC AUC of its image "
+            "scores per stuff class against the tags; on true stuff pixels, the share where the highest CAM among the "
+            "tagged stuff classes is right; paper 001's stuff cue (50% of each CAM's maximum, smaller region wins) "
+            "scored off the things.",
+            "",
+            "| seed | stuff tag AUC (min / mean) | CAM argmax right | cue precision st | cue coverage st |",
+            "|---|---|---|---|---|",
+        ]
+        for seed, p in probes:
+            auc = list(p["stuff_tag_auc"].values())
+            lines.append(
+                f"| {seed} | {min(auc):.3f} / {np.mean(auc):.3f} | {p['cam_argmax_accuracy']:.1f} | "
+                f"{p['cue_precision_st']:.1f} | {p['cue_coverage_st']:.1f} |"
+            )
     lines.append("")
     for key, target in TARGETS.items():
         if key in summ:
@@ -139,15 +218,24 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--rounds", type=int, default=1, help="refinement rounds after round 0")
     ap.add_argument("--cues", nargs="*", default=[], choices=["grabcut", "proposal", "box"], help="ablations")
+    ap.add_argument("--ablation-seeds", nargs="*", type=int, help="seeds of the ablations (default: the first)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "boxes_tags")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--report", type=Path, default=REPORT)
     ap.add_argument("--commit", action="store_true")
+    ap.add_argument("--probe", type=Path, help="only probe this checkpoint's CAM classifier (seed 0's manifest)")
     ap.add_argument("overrides", nargs="*", help="config overrides for every network, e.g. solver.max_iter=320")
     args = ap.parse_args()
+    if args.probe:
+        data = shared_data_config(load_config(RECIPE), args.work)["data"]
+        gt = load_panoptic_json(*dataset_paths(data, "train", args.work))
+        print(probe_classifier(args.probe, args.work / "s0" / "labels" / "manifest.json", gt))
+        return
     rows: list[dict[str, Any]] = []
-    for seed in args.seeds:
-        rows += run_seed(seed, args.rounds, args.cues, args.overrides, args.work)
+    ablated = args.seeds[:1] if args.ablation_seeds is None else args.ablation_seeds
+    # every seed's main rows first, then the ablations, each step's results committed as it ends
+    for seed, cue in [(s, "both") for s in args.seeds] + [(s, c) for s in ablated for c in args.cues]:
+        rows += run_seed(seed, args.rounds, cue, args.overrides, args.work)
         args.results.mkdir(parents=True, exist_ok=True)
         summ = summary(rows)
         write_json(args.results / "runs.json", {"overrides": args.overrides, "runs": rows}, indent=2)

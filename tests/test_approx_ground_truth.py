@@ -247,6 +247,8 @@ def test_the_cleaning_rules_on_a_hand_made_map():
 
 
 def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_path, synth, capsys):
+    import json
+
     import yaml
 
     from cqbnet.cli.main import main
@@ -266,8 +268,15 @@ def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_p
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "round 0:" in out and "round 1:" in out and "coverage th" in out
-    for step in ("cams", "round0", "train0", "round1", "train1"):
+    for step in ("classifier", "round0", "train0", "round1", "train1"):
         assert (tmp_path / "bt" / step).is_dir(), step
+    # the CAMs come from a classifier of the tags alone (paper 001, Eq. 6): no box reaches it, no other loss
+    view = json.loads((tmp_path / "bt" / "classifier" / "tags_only.json").read_text())
+    assert {k for im in view["images"] for k in im["kinds"]} == {"I"} and not view["boxes"]
+    assert len(view["tags"]) == len(view["images"]) == len(json.loads((labels / "manifest.json").read_text())["images"])
+    rows = [json.loads(r) for r in (tmp_path / "bt" / "classifier" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all(r["loss_cls2pixel"] > 0 for r in rows)
+    assert all(v == 0 for r in rows for k, v in r.items() if k.startswith("loss_") and k != "loss_cls2pixel")
     stamp = (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns
     assert main(argv) == 0  # a finished recipe is not run again
     assert (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns == stamp

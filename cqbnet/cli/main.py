@@ -576,7 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True, help="folder of the round's PNGs and labels.json")
     ap.add_argument(
-        "--checkpoint", type=Path, help="a network trained on the manifest with Cls2Pixel on: its CAMs give stuff"
+        "--checkpoint",
+        type=Path,
+        help="a network with Cls2Pixel trained on the tags (boxes-tags' classifier/): its CAMs give stuff",
     )
     ap.add_argument("--cue", default="both", choices=["both", "grabcut", "proposal", "box"], help="things' cue")
     _add_gt_args(ap)

@@ -1,7 +1,9 @@
 """Paper 001's whole recipe from a manifest of boxes-and-tags images, resumable between rounds (``cqbnet
 boxes-tags``).
 
-Into ``out``: ``cams/`` a network trained on the manifest with Cls2Pixel on, whose CAMs localise the tagged stuff;
+Into ``out``: ``classifier/`` paper 001's multi-label classifier (Sec. 3.3, Eq. 6: the network's backbone and
+semantic features, global average pooling and a linear layer, trained on the images' tags alone), whose CAMs
+localise the tagged stuff;
 ``round0/`` the approximate labels (:func:`~cqbnet.weak.approx_ground_truth.round_zero`); ``train0/`` the network
 trained on them; then for each refinement round r, ``round<r>/`` the labels refined from ``train<r-1>``
 (:func:`~cqbnet.weak.approx_ground_truth.refine_round`) and ``train<r>/`` the network trained on them. A step whose
@@ -11,6 +13,7 @@ output is complete is not run again; an interrupted training resumes from its ch
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,39 @@ def trained(cfg: dict[str, Any], out: Path, device: str = "cpu") -> Path:
     if not (out / "model_final.pth").is_file():
         train(cfg, out, device, resume=True, progress=False)
     return out / "model_final.pth"
+
+
+def tags_only(manifest, out: Path) -> Path:
+    """Write ``out``: the manifest's images with their tags as their only label (kind I), so that a network trained
+    on it learns nothing but the tags. A panoptic image without tags is tagged with the classes of its segments;
+    an image with neither is left out."""
+    images = []
+    for lab in manifest.images:
+        tags = lab.tags
+        if tags is None and lab.panoptic is not None:
+            tags = sorted({s.category_id for s in lab.panoptic.segments})
+        if tags is not None:
+            images.append(
+                dataclasses.replace(
+                    lab, kinds=frozenset({"I"}), tags=list(tags), boxes=None, panoptic=None, stuff_map=None, points=None
+                )
+            )
+    return dataclasses.replace(manifest, images=images, info={**manifest.info, "view": "tags only"}).save(out)
+
+
+def classifier_config(cfg: dict[str, Any], manifest: Path) -> dict[str, Any]:
+    """The config of paper 001's tag classifier (Sec. 3.3): ``cfg``'s network and schedule with every weak module
+    off but Cls2Pixel, and of Cls2Pixel only its classification loss L_cls (Eq. 6 of paper 001) on, trained on
+    the tags-only view ``manifest``. Its image scores are a linear layer over the globally averaged semantic
+    features, so its CAMs are paper 001's Grad-CAMs up to a positive factor per class."""
+    out = copy.deepcopy(cfg)
+    weak = out["model"].setdefault("weak", {})
+    for key in ("box2mask", "cls2box", "relation", "points", "jtsm"):
+        weak[key] = False
+    weak.update(cls2pixel=True, cls2pixel_pseudo=False, cls2pixel_energy=False, cls2pixel_tag_consistency=False)
+    out["data"]["manifest"] = str(manifest)
+    out["data"].pop("approximate", None)
+    return out
 
 
 def run_boxes_tags(
@@ -47,11 +83,13 @@ def run_boxes_tags(
     out = Path(out)
     labels_of = load_manifest(manifest)
     dev = torch.device(device)
-    cams = copy.deepcopy(cam_cfg)
-    cams["data"]["manifest"] = str(manifest)
     r0 = out / ("round0" if cue == "both" else f"round0_{cue}")
     if not (r0 / "labels.json").is_file():
-        model, _ = load_model(trained(cams, out / "cams", device), dev)
+        view = out / "classifier" / "tags_only.json"
+        if not view.is_file():
+            view.parent.mkdir(parents=True, exist_ok=True)
+            tags_only(labels_of, view)
+        model, _ = load_model(trained(classifier_config(cam_cfg, view), out / "classifier", device), dev)
         write_round(r0, round_zero(labels_of, model, dev, cue), f"round 0, cue {cue}")
     done, labels = [], r0
     for r in range(rounds + 1):
