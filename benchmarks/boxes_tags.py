@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from commit_results import commit  # benchmarks/commit_results.py
 from machine import machine_info  # benchmarks/machine.py
+from paired_arms import paired_interval  # benchmarks/paired_arms.py
+from recipe_arms import versus_full  # benchmarks/recipe_arms.py
 
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.boxes_tags import run_boxes_tags, trained
@@ -156,6 +158,14 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["fraction_of_full"] = mean[last]["pq"] / mean["full"]["pq"]
         out["stuff_fraction_of_full"] = mean[last]["pq_st"] / max(mean["full"]["pq_st"], 1e-9)
         out["targets"] = TARGETS
+    out["minus_full"] = versus_full(by)
+    # does each refinement round pay? round r minus round r - 1, paired over the seeds both have
+    out["round_gain"] = {}
+    for prev, cur in zip(refined, refined[1:]):
+        before = {r["seed"]: r for r in by[prev]}
+        pairs = [(r, before[r["seed"]]) for r in by[cur] if r["seed"] in before]
+        gain = {m: list(paired_interval([a[m] - b[m] for a, b in pairs])) for m in ("pq", "pq_th", "pq_st")}
+        out["round_gain"][cur] = {**gain, "seeds": sorted(a["seed"] for a, _ in pairs)}
     return out
 
 
@@ -204,6 +214,14 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
                 f"{p['cue_precision_st']:.1f} | {p['cue_coverage_st']:.1f} |"
             )
     lines.append("")
+    paired = [(f"{a} minus full", d) for a, d in summ.get("minus_full", {}).items()]
+    paired += [(f"{a} minus the round before", d) for a, d in summ.get("round_gain", {}).items()]
+    for name, d in paired:
+        parts = []
+        for m, label in (("pq", "PQ"), ("pq_th", "PQ_th"), ("pq_st", "PQ_st")):
+            mean, lo, hi = d[m]
+            parts.append(f"{label} {mean:+.1f}" + (f" [{lo:+.1f}, {hi:+.1f}]" if np.isfinite(lo) else ""))
+        lines.append(f"- {name}, paired over seeds {d['seeds']} (95% t interval): " + "; ".join(parts) + ".")
     for key, target in TARGETS.items():
         if key in summ:
             lines.append(

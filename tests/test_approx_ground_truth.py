@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -280,3 +282,28 @@ def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_p
     stamp = (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns
     assert main(argv) == 0  # a finished recipe is not run again
     assert (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns == stamp
+
+
+def test_the_classifier_learns_from_the_tags_alone_of_every_image_that_has_them(tmp_path, synth):
+    """Paper 001's classifier (Sec. 3.3) sees each image as tags only: boxes dropped, a panoptic image tagged with
+    its segments' classes; its config switches off every loss but Cls2Pixel's classification term."""
+    from cqbnet.cli.main import main
+    from cqbnet.data.panoptic_format import load_panoptic_json
+    from cqbnet.engine.boxes_tags import classifier_config, tags_only
+    from cqbnet.labels.manifest import load_manifest
+
+    labels = tmp_path / "labels"
+    assert main(["labels", "simulate", "--data", str(synth), "--ratio", "P=0.5,B+I=0.5", "--out", str(labels)]) == 0
+    m = load_manifest(labels / "manifest.json")
+    view = load_manifest(tags_only(m, tmp_path / "view" / "tags.json"))
+    assert len(view.images) == len(m.images) and {im.kinds for im in view.images} == {frozenset({"I"})}
+    assert all(im.boxes is None and im.panoptic is None for im in view.images)
+    gt = {r.image_id: r for r in load_panoptic_json(synth / "panoptic_train.json").records}
+    for before, after in zip(m.images, view.images):
+        expected = before.tags if before.tags is not None else {s.category_id for s in gt[before.image_id].segments}
+        assert set(after.tags) == set(expected), before.image_id
+    cfg = classifier_config({"data": {"approximate": "r0"}, "model": {"weak": {"relation": True}}}, Path("v.json"))
+    weak = cfg["model"]["weak"]
+    assert weak["cls2pixel"] and not any(weak[k] for k in ("box2mask", "cls2box", "relation", "points", "jtsm"))
+    assert not any(weak[f"cls2pixel_{k}"] for k in ("pseudo", "energy", "tag_consistency"))
+    assert cfg["data"] == {"manifest": "v.json"}
