@@ -118,6 +118,32 @@ def probe_classifier(checkpoint: Path, manifest: Path, gt, images: int = 200) ->
     }
 
 
+def added_things(first: Path, later: Path, gt) -> dict[str, float]:
+    """The thing pixels a refinement round labels that round 0 did not (the released code's low-coverage fill is
+    the only rule that adds any): their number, their share of the round's thing pixels and their precision
+    against the hidden ground truth (percent), beside the precision of the thing pixels both rounds label."""
+    from cqbnet.weak.approx_ground_truth import ApproximateRound, class_map, paint_classes
+
+    r0, r1 = ApproximateRound.load(first), ApproximateRound.load(later)
+    records = {r.image_id: r for r in gt.records}
+    things = [c for c, k in gt.categories.items() if k.isthing]
+    kept = kept_right = new = new_right = 0
+    for image_id in r1.images:
+        rec = records[int(image_id)]
+        truth = paint_classes(gt.read_ids(rec, validate=False), [(s.id, s.category_id) for s in rec.segments], 0)
+        before, after = class_map(r0, image_id), class_map(r1, image_id)
+        both = np.isin(after, things) & np.isin(before, things)
+        added = np.isin(after, things) & ~np.isin(before, things)
+        kept, kept_right = kept + int(both.sum()), kept_right + int((both & (after == truth)).sum())
+        new, new_right = new + int(added.sum()), new_right + int((added & (after == truth)).sum())
+    return {
+        "added_pixels": new,
+        "added_share": 100 * new / max(new + kept, 1),
+        "added_precision": 100 * new_right / max(new, 1),
+        "kept_precision": 100 * kept_right / max(kept, 1),
+    }
+
+
 def run_seed(seed: int, rounds: int, cue: str, overrides: list[str], work: Path) -> list[dict[str, Any]]:
     """One seed's rows: with ``cue`` ``both`` (paper 001) full supervision, the recipe's rounds and the classifier's
     probe; with another cue, that ablation's round 0."""
@@ -136,7 +162,13 @@ def run_seed(seed: int, rounds: int, cue: str, overrides: list[str], work: Path)
         cfg = copy.deepcopy(recipe)
         cfg["data"]["manifest"], cfg["data"]["approximate"] = str(manifest), str(entry["labels"])
         name = f"{cue}_round{entry['round']}"
-        rows.append({"seed": seed, "arm": name, "labels": entry["score"], **evaluated(cfg, entry["run"])})
+        row = {"seed": seed, "arm": name, "labels": entry["score"], **evaluated(cfg, entry["run"])}
+        if entry["round"] > 0:
+            cached = Path(entry["labels"]) / "added_things.json"
+            if not cached.is_file():
+                write_json(cached, added_things(base / "round0", Path(entry["labels"]), gt), indent=2)
+            row["added_things"] = read_json(cached)
+        rows.append(row)
     if cue == "both":
         probe = base / "classifier" / "probe.json"
         if not probe.is_file():
@@ -176,7 +208,9 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
         "Produced by `python benchmarks/boxes_tags.py`; every row one trained network (`results/boxes_tags/`). PQ in "
         "percent on the 300 val scenes, argmax inference; *labels* columns score the approximate labels the network "
         "was trained on against the hidden ground truth (pixel precision and coverage of things and stuff, the "
-        "share of pixels labelled, PQ with ignore as void).",
+        "share of pixels labelled, PQ with ignore as void). Every image carries boxes and tags, so the boxes and round "
+        "0's thing cues are the same in every seed; a seed changes the classifier's and the networks' initialisation "
+        "and data order, and so the stuff cues and every later round.",
         f"Machine: `{summ['machine']}`.",
         "",
         "| arm | seed | PQ | PQ_th | PQ_st | SQ_th | labels: prec th / cov th | prec st / cov st | labelled "
@@ -195,6 +229,20 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
             f"| {r['arm']} | {r['seed']} | {r['pq']:.1f} | {r['pq_th']:.1f} | {r['pq_st']:.1f} | {r['sq_th']:.1f} | "
             f"{cols} |"
         )
+    added = [(r["seed"], r["arm"], r["added_things"]) for r in rows if "added_things" in r]
+    if added:
+        lines += [
+            "",
+            "Thing pixels a refinement round labels that round 0 left ignore or stuff (`added_things`; only the "
+            "released code's low-coverage fill adds any), against those both rounds label:",
+            "",
+            "| seed | arm | added: share of the round's thing pixels | precision | kept: precision |",
+            "|---|---|---|---|---|",
+        ]
+        for seed, arm, a in added:
+            lines.append(
+                f"| {seed} | {arm} | {a['added_share']:.1f}% | {a['added_precision']:.1f} | {a['kept_precision']:.1f} |"
+            )
     probes = [(r["seed"], r["classifier"]) for r in rows if "classifier" in r]
     if probes:
         lines += [
