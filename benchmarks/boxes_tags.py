@@ -64,6 +64,13 @@ def evaluated(cfg: dict[str, Any], out: Path) -> dict[str, float]:
     return res
 
 
+def truth_classes(gt, record) -> np.ndarray:
+    """(H, W) category ids of a ground-truth record's panoptic map (0 on void)."""
+    from cqbnet.weak.approx_ground_truth import paint_classes
+
+    return paint_classes(gt.read_ids(record, validate=False), [(s.id, s.category_id) for s in record.segments], 0)
+
+
 def probe_classifier(checkpoint: Path, manifest: Path, gt, images: int = 200) -> dict[str, Any]:
     """How well a network's CAM classifier knows the stuff, on the first ``images`` boxes-and-tags training images:
     the ROC AUC of its image scores for each stuff class against the tags; on the true stuff pixels of tagged stuff
@@ -72,7 +79,7 @@ def probe_classifier(checkpoint: Path, manifest: Path, gt, images: int = 200) ->
     percent)."""
     from cqbnet.data.dataset import read_image_of
     from cqbnet.labels.manifest import load_manifest
-    from cqbnet.weak.approx_ground_truth import IGNORE, paint_classes, stuff_cams, stuff_cues
+    from cqbnet.weak.approx_ground_truth import IGNORE, stuff_cams, stuff_cues
 
     model, _ = load_model(checkpoint, torch.device("cpu"))
     m = load_manifest(manifest)
@@ -84,8 +91,7 @@ def probe_classifier(checkpoint: Path, manifest: Path, gt, images: int = 200) ->
     right = on = picked = labelled = there = 0
     for lab in m.images[:images]:
         image = read_image_of(m.image_root / lab.file_name, lab.image_id, lab.height, lab.width, "manifest")
-        rec = records[lab.image_id]
-        truth = paint_classes(gt.read_ids(rec, validate=False), [(s.id, s.category_id) for s in rec.segments], 0)
+        truth = truth_classes(gt, records[lab.image_id])
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
         with torch.no_grad():
             logits, _ = model.cls2pixel.cam_head(model._shared_features([x])[2])
@@ -122,18 +128,17 @@ def added_things(first: Path, later: Path, gt) -> dict[str, float]:
     """The thing pixels a refinement round labels that round 0 did not (the released code's low-coverage fill is
     the only rule that adds any): their number, their share of the round's thing pixels and their precision
     against the hidden ground truth (percent), beside the precision of the thing pixels both rounds label."""
-    from cqbnet.weak.approx_ground_truth import ApproximateRound, class_map, paint_classes
+    from cqbnet.weak.approx_ground_truth import ApproximateRound, class_map
 
     r0, r1 = ApproximateRound.load(first), ApproximateRound.load(later)
     records = {r.image_id: r for r in gt.records}
     things = [c for c, k in gt.categories.items() if k.isthing]
     kept = kept_right = new = new_right = 0
     for image_id in r1.images:
-        rec = records[int(image_id)]
-        truth = paint_classes(gt.read_ids(rec, validate=False), [(s.id, s.category_id) for s in rec.segments], 0)
+        truth = truth_classes(gt, records[int(image_id)])
         before, after = class_map(r0, image_id), class_map(r1, image_id)
-        both = np.isin(after, things) & np.isin(before, things)
-        added = np.isin(after, things) & ~np.isin(before, things)
+        now, was = np.isin(after, things), np.isin(before, things)
+        both, added = now & was, now & ~was
         kept, kept_right = kept + int(both.sum()), kept_right + int((both & (after == truth)).sum())
         new, new_right = new + int(added.sum()), new_right + int((added & (after == truth)).sum())
     return {
