@@ -273,7 +273,8 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
         parts = []
         for m, label in (("pq", "PQ"), ("pq_th", "PQ_th"), ("pq_st", "PQ_st")):
             mean, lo, hi = d[m]
-            parts.append(f"{label} {mean:+.1f}" + (f" [{lo:+.1f}, {hi:+.1f}]" if np.isfinite(lo) else ""))
+            interval = lo is not None and np.isfinite(lo)  # one seed: no interval (null, or nan in older files)
+            parts.append(f"{label} {mean:+.1f}" + (f" [{lo:+.1f}, {hi:+.1f}]" if interval else ""))
         lines.append(f"- {name}, paired over seeds {d['seeds']} (95% t interval): " + "; ".join(parts) + ".")
     for key, target in TARGETS.items():
         if key in summ:

@@ -9,12 +9,19 @@
    median of its area over the true segment's, and what lies under it (the class, another thing, stuff).
 3. ``heads``: can the mining heads learn the tags at all? Fresh heads fitted by SGD for 300 steps (batch 8) on the
    frozen pooled features of a run's first 96 training images, at each ``--lrs``; L_MIL on 16 held-out images.
+4. ``frozen``: does the mining find the objects when the features are fixed? Fresh heads (WSDDN and the
+   refinement heads) fitted on the frozen features of any trained network (``--ckpts``) for the first ``--images``
+   images of a tags manifest, for each pooling variant (``--variants`` source+level:moi|roi, the source ``fpn`` or
+   ``body`` (the backbone before the FPN), level "0" at stride 4 or "1" at stride 8); the CorLoc of S^MIL's and
+   each refinement head's picks on those same images (the mining's task), and an oracle's.
 
 Usage::
 
     python benchmarks/jtsm_diagnostics.py proposals --images 60
     python benchmarks/jtsm_diagnostics.py run --run runs/diag_mine --images 150
     python benchmarks/jtsm_diagnostics.py heads --run runs/diag_mine --lrs 0.01 0.001
+    python benchmarks/jtsm_diagnostics.py frozen --ckpts A/model_final.pth --manifest M --gt G --images 200 \\
+        --steps 1000 --variants fpn1:moi body1:moi
 
 Each prints a JSON line; ``benchmarks/jtsm_diagnostics.md`` keeps what was measured.
 """
@@ -28,14 +35,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import yaml
+from torchvision.ops import roi_pool
 
 from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.synthetic import SceneConfig, make_scene, scene_rng, synthetic_categories
 from cqbnet.data.transforms import to_tensors
+from cqbnet.engine.data import dataset_paths
 from cqbnet.engine.trainer import load_model
 from cqbnet.modeling.supervision import TrainingBatch
-from cqbnet.weak.jtsm import MiningHeads, MiningOutput, mask_iou, mining_loss
+from cqbnet.weak.jtsm import POOL, MiningHeads, MiningOutput, mask_iou, mining_loss, moi_pool, pool_rois, proposal_cache
 from cqbnet.weak.segment_proposals import segment_proposals
 
 
@@ -68,13 +79,17 @@ def proposals(images: int) -> dict:
     return out
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def _load(run: Path):
     ckpt = run / "model_final.pth"
     model, _ = load_model(ckpt, torch.device("cpu"))
     model.jtsm.cache = run / "proposals"
     ds = MixedLabelDataset(run / "labels" / "manifest.json")
-    gt = load_panoptic_json(run / "data" / "panoptic_train.json", run / "data" / "panoptic" / "train")
-    return model, ds, gt
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    json_path, png_dir, _ = dataset_paths(cfg["data"], "train", run)  # the run's own scenes, wherever they are
+    return model, ds, load_panoptic_json(json_path, png_dir)
 
 
 @torch.no_grad()
@@ -212,9 +227,95 @@ def heads_fit(run: Path, lrs: list[float], steps: int = 300) -> dict:
     return out
 
 
+def _pick_iou(masks: np.ndarray, ids: np.ndarray, rec, cats: list[int]) -> dict[int, np.ndarray]:
+    """Per class present, each proposal's best mask IoU (R,) with a true segment of the class."""
+    flat = masks.reshape(len(masks), -1).astype(np.float32)
+    size = flat.sum(1)
+    out: dict[int, np.ndarray] = {}
+    for seg in rec.segments:
+        m = (ids == seg.id).reshape(-1).astype(np.float32)
+        inter = flat @ m
+        c = cats.index(seg.category_id)
+        out[c] = np.maximum(out.get(c, 0), inter / (size + m.sum() - inter))
+    return out
+
+
+def _pooled(model, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor, variant: str) -> torch.Tensor:
+    """(R, C, 7, 7) pooled features of one image's segments for a variant ``source+level:pooling``, e.g.
+    ``body1:moi`` (the backbone body's stride-8 level, MoIPool) or ``fpn0:roi`` (the FPN's stride-4 level, RoIPool)."""
+    where, how = variant.split(":")
+    source, level = where[:-1], where[-1]
+    stride = 4 * 2 ** int(level)
+    _, fpn, _, _, body = model._shared_features([image])
+    f = (body if source == "body" else fpn)[level]
+    f = f[:, :, : -(-image.shape[1] // stride), : -(-image.shape[2] // stride)]
+    if how == "moi":
+        return moi_pool(f, masks, boxes, stride)
+    return roi_pool(f, pool_rois(boxes, torch.zeros(len(boxes))), POOL, 1.0 / stride)
+
+
+def frozen_fit(
+    ckpts: list[Path], manifest: Path, gt_json: Path, images: int, variants: list[str], steps: int, lr: float
+) -> dict:
+    ds = MixedLabelDataset(manifest)
+    gt = load_panoptic_json(gt_json, gt_json.parent / "panoptic" / gt_json.stem.replace("panoptic_", ""))
+    records, cats = {r.image_id: r for r in gt.records}, list(ds.categories)
+    cache = ROOT / "runs" / "jtsm_probe" / "proposals"
+    base = []  # per image: the image, its tags, the segments' mask IoUs, masks and boxes, per class their best IoU
+    for index in range(images):
+        image, t = to_tensors(*ds[index])
+        p = proposal_cache((image.permute(1, 2, 0) * 255).round().byte().numpy(), cache / f"{t['image_id']}.npz")
+        sp, members = torch.from_numpy(p["superpixels"]).long(), torch.from_numpy(p["members"])
+        area = torch.bincount(sp.flatten(), minlength=members.shape[1]).float()
+        masks = members[:, sp]
+        rec = records[ds.manifest.images[index].image_id]
+        truth = _pick_iou(masks.numpy().astype(bool), gt.read_ids(rec, validate=False), rec, cats)
+        base.append((image, t["tags"], mask_iou(members, area), masks, torch.from_numpy(p["boxes"]), truth))
+    thing = [ds.categories[c].isthing for c in cats]
+    out: dict = {"images": images, "steps": steps, "lr": lr}
+    for ckpt in ckpts:
+        model, _ = load_model(ckpt, torch.device("cpu"))
+        for variant in variants:
+            with torch.no_grad():
+                data = [_pooled(model, b[0], b[3], b[4], variant) for b in base]
+            torch.manual_seed(0)
+            heads = MiningHeads(data[0].shape[1], len(cats), 256, 4)
+            opt = torch.optim.SGD(heads.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+            rng = np.random.default_rng(0)
+            for _ in range(steps):
+                opt.zero_grad()
+                for k in rng.choice(len(data), 8, replace=False):
+                    (mining_loss(heads(data[k]), base[k][1], base[k][2]) / 8).backward()
+                torch.nn.utils.clip_grad_norm_(heads.parameters(), 10.0)
+                opt.step()
+            heads.eval()
+            hits: dict[str, list[float]] = {}
+            with torch.no_grad():
+                for x, (_, tags, _, _, _, truth) in zip(data, base):
+                    o = heads(x)
+                    for c in torch.nonzero(tags > 0).squeeze(1).tolist():
+                        kind = "th" if thing[c] else "st"
+                        picks = [("mil", o.mil)] + [
+                            (f"head{i + 1}", F.softmax(r, 1)[:, :-1]) for i, r in enumerate(o.refined)
+                        ]
+                        for name, scores in [*picks, ("refined", o.scores())]:
+                            hits.setdefault(f"{name}_{kind}", []).append(truth[c][int(scores[:, c].argmax())] >= 0.5)
+                        hits.setdefault(f"oracle_{kind}", []).append(truth[c].max() >= 0.5)
+            key = f"{ckpt.parent.name}/{variant}"
+            out[key] = {k: round(100 * float(np.mean(v)), 1) for k, v in sorted(hits.items())}
+            print(json.dumps({key: out[key]}), flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["proposals", "run", "heads"])
+    ap.add_argument("what", choices=["proposals", "run", "heads", "frozen"])
+    ap.add_argument("--ckpts", nargs="+", type=Path)
+    ap.add_argument("--manifest", type=Path)
+    ap.add_argument("--gt", type=Path)
+    ap.add_argument("--variants", nargs="+", default=["fpn1:moi", "body1:moi", "fpn0:moi", "fpn1:roi"])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--lr", type=float, default=0.001)
     ap.add_argument("--run", type=Path)
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--lrs", nargs="+", type=float, default=[0.01, 0.001])
@@ -223,8 +324,10 @@ def main() -> None:
         res = proposals(args.images)
     elif args.what == "run":
         res = run_picks(args.run, args.images)
-    else:
+    elif args.what == "heads":
         res = heads_fit(args.run, args.lrs)
+    else:
+        res = frozen_fit(args.ckpts, args.manifest, args.gt, args.images, args.variants, args.steps, args.lr)
     print(json.dumps(res))
 
 

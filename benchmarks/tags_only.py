@@ -38,6 +38,7 @@ SOLVER = solver_overrides(TAGS)  # full supervision trains with the tags recipe'
 ARMS = {
     "full": Arm(FULL, "P", SOLVER),
     "tags": Arm(TAGS, "I"),
+    "tags-fpn": Arm(TAGS, "I", ["model.weak.jtsm_features=fpn"]),  # the segments pooled from the FPN's level
     "tags-no-refinement": Arm(TAGS, "I", ["model.weak.jtsm_refinements=0"]),
     "tags-roipool": Arm(TAGS, "I", ["model.weak.jtsm_masked_pooling=false"]),
     "tags-no-grabcut": Arm(TAGS, "I", ["model.weak.jtsm_grabcut=false"]),
@@ -74,4 +75,5 @@ if __name__ == "__main__":
         here / "tags_only.md",
         HEADER,
         COLUMNS,
+        headline="tags",
     )

@@ -11,8 +11,10 @@ from torchvision.ops import roi_pool
 from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.transforms import to_tensors
+from cqbnet.errors import InputError
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.modeling.build import build_panoptic_net
+from cqbnet.modeling.supervision import TrainingBatch
 from cqbnet.weak.grabcut import grabcut_from_segment
 from cqbnet.weak.jtsm import (
     JTSM,
@@ -177,6 +179,31 @@ def test_tags_only_images_teach_the_whole_network_through_their_mined_labels(tag
     model = build_panoptic_net(ds.categories, **{**TINY, "weak": off}).train()
     model.iteration = 100
     assert torch.isfinite(model(images, targets)["loss_jtsm"])
+
+
+def test_the_mining_pools_the_backbone_body_not_the_fpn_unless_asked(tags_data):
+    ds, tags_only = tags_data
+    image, t = to_tensors(*ds[tags_only[0]])
+    outputs = {}
+    for source in ("backbone", "fpn"):
+        torch.manual_seed(0)
+        weak = {"jtsm": True, "cls2box": False, "cls2pixel": False, "jtsm_features": source}
+        model = build_panoptic_net(ds.categories, **{**TINY, "weak": weak}).eval()
+        body_channels = model.backbone.body_channels[1]
+        want = (body_channels if source == "backbone" else TINY["fpn_channels"]) * 49
+        assert model.jtsm.heads.fc[1].in_features == want
+        with torch.no_grad():
+            batch = TrainingBatch([image], *model._shared_features([image]), [t])
+            props = model.jtsm.proposals(t, image)
+            before = model.jtsm.image_outputs(batch, 0, props)[0].classify
+            for prm in model.backbone.fpn.parameters():  # the FPN changed: only the "fpn" source sees it
+                prm.add_(1.0)
+            batch = TrainingBatch([image], *model._shared_features([image]), [t])
+            after = model.jtsm.image_outputs(batch, 0, props)[0].classify
+        outputs[source] = torch.equal(before, after)
+    assert outputs == {"backbone": True, "fpn": False}
+    with pytest.raises(InputError, match="jtsm_features"):
+        build_panoptic_net(ds.categories, **{**TINY, "weak": {"jtsm": True, "jtsm_features": "c5"}})
 
 
 def test_mined_target_keeps_tagged_classes_only(tags_data):

@@ -142,7 +142,7 @@ def build_backbone(
         _freeze(stages[trainable_layers:])
         return_layers = {"3": "0", "6": "1", "13": "2", "18": "3"}
         in_channels = [24, 32, 96, 1280]
-    return BackboneWithFPN(
+    backbone = BackboneWithFPN(
         body,
         return_layers,
         in_channels,
@@ -150,3 +150,5 @@ def build_backbone(
         extra_blocks=LastLevelMaxPool(),
         norm_layer=None if fpn_norm in (None, "none") else norm_layer(fpn_norm),
     )
+    backbone.body_channels = in_channels  # channels of the body's levels "0".."3" (strides 4..32)
+    return backbone

@@ -24,7 +24,7 @@ from cqbnet.weak.box2mask import Box2Mask
 from cqbnet.weak.cls2box import Cls2Box
 from cqbnet.weak.cls2pixel import Cls2Pixel
 from cqbnet.weak.fdd_points import PIXEL_SOURCES, FDDPoints
-from cqbnet.weak.jtsm import JTSM
+from cqbnet.weak.jtsm import JTSM, MINING_LEVEL
 from cqbnet.weak.relation_reasoning import RelationReasoning
 
 
@@ -76,6 +76,9 @@ class WeakConfig:
     jtsm_pseudo_labels: bool = True  # the self-training of the network's branches on the mined labels
     jtsm_cache: str | None = None  # folder caching each image's segment proposals (none: computed every time)
     jtsm_lr_scale: float = 1.0  # the mining heads' learning rate as a multiple of the solver's (WSDDN/OICR: 0.001)
+    # what the segments are pooled from at stride 8: "backbone" (the body's own features, as paper 002 pools VGG's
+    # conv5) or "fpn" (the FPN level, whose top-down context blurs small things; benchmarks/jtsm_diagnostics.md)
+    jtsm_features: str = "backbone"
 
 
 # settings that were renamed: old key -> what replaced it
@@ -237,7 +240,7 @@ def build_panoptic_net(
     jtsm = None
     if w.jtsm:
         jtsm = JTSM(
-            fpn_channels,
+            body.body_channels[int(MINING_LEVEL)] if w.jtsm_features == "backbone" else fpn_channels,
             labels.num_classes,
             labels.thing_semantic,
             w.jtsm_refinements,
@@ -248,6 +251,7 @@ def build_panoptic_net(
             w.jtsm_pseudo_labels,
             w.jtsm_cache,
             w.jtsm_lr_scale,
+            w.jtsm_features,
         )
     return PanopticNet(
         body,

@@ -135,20 +135,24 @@ class PanopticNet(nn.Module):
             return self._training_losses(TrainingBatch(images, *self._shared_features(images), targets, self.iteration))
         return self.panoptic_stage(self.detect(images, mode), mode)
 
-    def _shared_features(self, images: list[Tensor]) -> tuple[ImageList, dict[str, Tensor], Tensor, Tensor]:
-        """Padded batch, backbone + FPN features, semantic features and logits."""
+    def _shared_features(
+        self, images: list[Tensor]
+    ) -> tuple[ImageList, dict[str, Tensor], Tensor, Tensor, dict[str, Tensor]]:
+        """Padded batch, FPN features, semantic features and logits, and the backbone body's own levels (the FPN's
+        inputs, which paper 002's mining pools from)."""
         image_list = self.batch(images)
-        features = self.backbone(image_list.tensors)  # "0".."3" at strides 4..32, "pool" at 64
+        body = self.backbone.body(image_list.tensors)  # "0".."3" at strides 4..32, the body's channels
+        features = self.backbone.fpn(body)  # "0".."3" at strides 4..32, "pool" at 64
         sem_features = self.semantic_head.decoder(_fpn(features))  # (N, C, H'/4, W'/4)
         sem_logits = self.semantic_head.predictor(sem_features)  # (N, K, H'/4, W'/4)
-        return image_list, features, sem_features, sem_logits
+        return image_list, features, sem_features, sem_logits, body
 
     # --- inference --------------------------------------------------------------------------------------------
 
     def detect(self, images: list[Tensor], mode: str = "argmax") -> Detections:
         """Inference up to the panoptic stage: features, semantic logits, the cascade's detections (revised
         by relation reasoning when it is on) and their masks when the panoptic stage needs them."""
-        image_list, features, sem_features, sem_logits = self._shared_features(images)
+        image_list, features, sem_features, sem_logits, _ = self._shared_features(images)
         proposals, _ = self.rpn(image_list, features)
         head = self.panoptic_head
         thresh = head.test_score_thresh if mode == "argmax" else self.roi_heads.score_thresh

@@ -65,6 +65,7 @@ class TrainingBatch:
     features: dict[str, Tensor]  # FPN levels "0".."3" and "pool", (N, C, H'/s, W'/s)
     sem_features: Tensor  # (N, C, H'/4, W'/4)
     sem_logits: Tensor  # (N, K, H'/4, W'/4)
+    body: dict[str, Tensor]  # the backbone body's levels "0".."3" before the FPN, (N, C_l, H'/s, W'/s)
     targets: list[dict[str, Any]]
     iteration: int = 0  # the trainer's step, for warm-ups
     kinds: list[frozenset[str]] = field(init=False)

@@ -260,7 +260,7 @@ def stuff_cams(model, image: np.ndarray, device) -> np.ndarray:
     h, w = image.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0).to(device)
     with torch.no_grad():
-        _, _, sem_features, _ = model._shared_features([x])
+        _, _, sem_features, _, _ = model._shared_features([x])
         _, maps = model.cls2pixel.cam_head(sem_features)
         size = tuple(4 * int(d) for d in sem_features.shape[-2:])  # the semantic features are at stride 4
         maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[..., :h, :w]
@@ -464,7 +464,7 @@ def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: i
             h, w = image.shape[:2]
             x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0).to(device)
             with torch.no_grad():
-                _, _, _, sem_logits = model._shared_features([x])
+                _, _, _, sem_logits, _ = model._shared_features([x])
                 size = tuple(4 * int(d) for d in sem_logits.shape[-2:])
                 logits = F.interpolate(sem_logits, size=size, mode="bilinear", align_corners=False)[0, :, :h, :w]
                 probs = logits[: len(order)].softmax(0).cpu()  # the classes (a background class, if any, left out)

@@ -9,6 +9,8 @@ Things and stuff are treated alike as segments (a stuff region's connected compo
 * Mask-of-interest pooling (Eqs. 5-8, :func:`moi_pool`): features pooled only inside each segment's mask within
   its box; empty bins are 0 and the pooled features are scaled by psi = bins / non-empty bins (our reading of the
   garbled Eq. 8: it aligns activations across segments of different fill). With a full-box mask it is RoIPool.
+  The features are the backbone's own at stride 8 (paper 002 pools VGG's conv5, there is no FPN), not the FPN's
+  level: its top-down context spreads a thing over its surroundings (``features="fpn"`` keeps that option).
 * Joint thing-and-stuff mining (Eqs. 2-4, :class:`MiningHeads`): WSDDN's two streams over the segments for all
   classes (L_MIL against the tags), and ``refinements`` OICR heads, each learning from the previous one's pseudo
   ground truth (per tagged class its top segment; segments at mask IoU >= 0.5 with it take its class, the others
@@ -46,7 +48,8 @@ from cqbnet.weak.segment_proposals import segment_proposals
 from cqbnet.weak.warmup import image_share, ramp_weight
 
 POOL = 7  # bins per side
-MINING_LEVEL = "1"  # the FPN level the segments are pooled from (stride 8)
+MINING_LEVEL = "1"  # the level the segments are pooled from (stride 8), of the backbone's body or of the FPN
+FEATURE_SOURCES = ("backbone", "fpn")
 MINING_STRIDE = 8
 EMPTY = -1e4  # what masked-out cells hold before the max, so an empty bin is recognisable
 MASK_IOU = 0.5  # OICR's overlap for a segment to take a pseudo box's class
@@ -214,7 +217,7 @@ class JTSM(nn.Module):
 
     def __init__(
         self,
-        fpn_channels: int,
+        channels: int,
         num_classes: int,
         thing_semantic: list[int],
         refinements: int = 4,
@@ -225,9 +228,13 @@ class JTSM(nn.Module):
         pseudo_labels: bool = True,
         cache: str | None = None,
         lr_scale: float = 1.0,
+        features: str = "backbone",
     ):
         super().__init__()
-        self.heads = MiningHeads(fpn_channels, num_classes, hidden, refinements)
+        if features not in FEATURE_SOURCES:
+            raise InputError(f"model.weak.jtsm_features must be one of {', '.join(FEATURE_SOURCES)}, got {features!r}")
+        self.features = features
+        self.heads = MiningHeads(channels, num_classes, hidden, refinements)
         # the heads' first layer reads C * 7 * 7 unnormalised pooled features, so one SGD step moves its outputs by
         # about lr * |x|^2; the trainer gives the parameters of a module with ``lr_scale`` that multiple of the lr
         self.heads.lr_scale = lr_scale
@@ -253,7 +260,8 @@ class JTSM(nn.Module):
         sp, members = props["superpixels"].long(), props["members"]
         masks = members[:, sp]  # (R, H, W)
         h, w = batch.image_list.image_sizes[i]
-        feats = batch.features[MINING_LEVEL][i : i + 1, :, : -(-h // MINING_STRIDE), : -(-w // MINING_STRIDE)]
+        source = batch.body if self.features == "backbone" else batch.features
+        feats = source[MINING_LEVEL][i : i + 1, :, : -(-h // MINING_STRIDE), : -(-w // MINING_STRIDE)]
         if self.masked_pooling:
             pooled = moi_pool(feats, masks, props["boxes"], MINING_STRIDE)
         else:  # the ablation: plain RoIPool on the segments' boxes
