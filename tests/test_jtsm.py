@@ -40,6 +40,15 @@ def test_moi_pool_is_roi_pool_on_a_full_box_mask_and_ignores_features_outside_a_
         full[k, b[1] : b[3], b[0] : b[2]] = True
     want = roi_pool(feats, pool_rois(boxes, torch.zeros(2)), 7, 1 / 8)
     assert torch.allclose(moi_pool(feats, full, boxes, 8), want)
+    # many segments go through in chunks, with the same result as at once
+    import cqbnet.weak.jtsm as jtsm_module
+
+    chunk, at_once = jtsm_module.CHUNK_ELEMENTS, moi_pool(feats, full, boxes, 8)
+    try:
+        jtsm_module.CHUNK_ELEMENTS = feats[0].numel()  # one segment per chunk
+        assert torch.equal(moi_pool(feats, full, boxes, 8), at_once)
+    finally:
+        jtsm_module.CHUNK_ELEMENTS = chunk
     # a mask over the left half of the image: what lies right of it changes nothing
     half = torch.zeros(1, 128, 128, dtype=torch.bool)
     half[0, :, :64] = True

@@ -53,6 +53,7 @@ FEATURE_SOURCES = ("backbone", "fpn")
 MINING_STRIDE = 8
 EMPTY = -1e4  # what masked-out cells hold before the max, so an empty bin is recognisable
 MASK_IOU = 0.5  # OICR's overlap for a segment to take a pseudo box's class
+CHUNK_ELEMENTS = 2**24  # masked feature cells MoIPool holds at once (64 MB of float32)
 LOG_FLOOR = -50.0  # log-probabilities are floored here only so that an impossible label stays finite
 
 
@@ -65,10 +66,17 @@ def pool_rois(boxes: Tensor, index: Tensor) -> Tensor:
 def moi_pool(features: Tensor, masks: Tensor, boxes: Tensor, stride: int, output: int = POOL) -> Tensor:
     """Eqs. 5-8: (R, C, output, output) features of R segments of one image, each a max over the cells inside its
     mask (masks (R, H, W) at image resolution, boxes (R, 4) xyxy) within RoIPool's bins of its box; empty bins
-    0, then scaled by psi = bins / non-empty bins. features (1, C, h, w) at ``stride``."""
+    0, then scaled by psi = bins / non-empty bins. features (1, C, h, w) at ``stride``. The segments go through
+    in chunks of at most :data:`CHUNK_ELEMENTS` masked feature cells (thousands of segments on a COCO image)."""
     r = len(boxes)
     if r == 0:
         return features.new_zeros((0, features.shape[1], output, output))
+    step = max(1, CHUNK_ELEMENTS // features[0].numel())
+    if r > step:
+        parts = [
+            moi_pool(features, masks[i : i + step], boxes[i : i + step], stride, output) for i in range(0, r, step)
+        ]
+        return torch.cat(parts)
     h, w = features.shape[-2:]
     omega = F.adaptive_max_pool2d(masks[:, None].float(), (h, w)) if masks.shape[-2:] != (h, w) else masks[:, None]
     omega = omega.to(features.dtype)  # (R, 1, h, w): Eq. 6, the mask at feature resolution (max over each cell)
