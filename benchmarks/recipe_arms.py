@@ -161,7 +161,7 @@ def main(
         summ = fractions(these, targets)
         if headline is not None and fraction_key(headline) in summ:
             summ["fraction_of_full"] = summ[fraction_key(headline)]
-            summ.update(summ["own_mean"].get(headline, {}))
+            summ.update({k: v for k, v in summ["own_mean"].get(headline, {}).items() if k != "seconds"})
         write_json(args.results / "summary.json", summ, indent=2)
         given = f"`{' '.join(mine)}`" if mine else "none"
         lines = [*header, f"Machine: `{summ['machine']}`. Overrides of every arm: {given}.", ""]
