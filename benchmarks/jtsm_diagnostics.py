@@ -50,6 +50,19 @@ from cqbnet.weak.jtsm import POOL, MiningHeads, MiningOutput, mask_iou, mining_l
 from cqbnet.weak.segment_proposals import segment_proposals
 
 
+def best_iou_by_class(masks: np.ndarray, ids: np.ndarray, segments) -> dict[int, np.ndarray]:
+    """Per category id among ``segments`` (each with ``id`` and ``category_id`` in the panoptic id map ``ids``),
+    each proposal's best mask IoU (R,) with a segment of that category; masks (R, H, W)."""
+    flat = masks.reshape(len(masks), -1).astype(np.float32)
+    size = flat.sum(1)
+    out: dict[int, np.ndarray] = {}
+    for seg in segments:
+        m = (ids == seg.id).reshape(-1).astype(np.float32)
+        inter = flat @ m
+        out[seg.category_id] = np.maximum(out.get(seg.category_id, 0), inter / (size + m.sum() - inter))
+    return out
+
+
 def proposals(images: int) -> dict:
     cats = synthetic_categories()
     cfg = SceneConfig(size=128, preset="realistic")
@@ -57,19 +70,9 @@ def proposals(images: int) -> dict:
     for i in range(images):
         scene = make_scene(scene_rng(0, "train", i), cfg)
         p = segment_proposals(scene.image)
-        flat = p.members[:, p.superpixels].reshape(len(p.members), -1).astype(np.float32)
-        size = flat.sum(1)
-        counts.append(len(flat))
-        by_class: dict[int, list[int]] = {}
-        for seg in scene.segments:
-            if not seg.iscrowd:
-                by_class.setdefault(seg.category_id, []).append(seg.id)
-        for c, ids in by_class.items():
-            best = np.zeros(len(flat))
-            for sid in ids:
-                m = (scene.ids == sid).reshape(-1).astype(np.float32)
-                inter = flat @ m
-                best = np.maximum(best, inter / (size + m.sum() - inter))
+        counts.append(len(p.members))
+        segments = [seg for seg in scene.segments if not seg.iscrowd]
+        for c, best in best_iou_by_class(p.members[:, p.superpixels], scene.ids, segments).items():
             rows.append((cats[c].isthing, (best >= 0.5).any(), (best >= 0.5).mean()))
     a = np.array(rows, dtype=float)
     out = {"images": images, "proposals_per_image": float(np.mean(counts))}
@@ -227,19 +230,6 @@ def heads_fit(run: Path, lrs: list[float], steps: int = 300) -> dict:
     return out
 
 
-def _pick_iou(masks: np.ndarray, ids: np.ndarray, rec, cats: list[int]) -> dict[int, np.ndarray]:
-    """Per class present, each proposal's best mask IoU (R,) with a true segment of the class."""
-    flat = masks.reshape(len(masks), -1).astype(np.float32)
-    size = flat.sum(1)
-    out: dict[int, np.ndarray] = {}
-    for seg in rec.segments:
-        m = (ids == seg.id).reshape(-1).astype(np.float32)
-        inter = flat @ m
-        c = cats.index(seg.category_id)
-        out[c] = np.maximum(out.get(c, 0), inter / (size + m.sum() - inter))
-    return out
-
-
 def _pooled(model, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor, variant: str) -> torch.Tensor:
     """(R, C, 7, 7) pooled features of one image's segments for a variant ``source+level:pooling``, e.g.
     ``body1:moi`` (the backbone body's stride-8 level, MoIPool) or ``fpn0:roi`` (the FPN's stride-4 level, RoIPool)."""
@@ -269,7 +259,8 @@ def frozen_fit(
         area = torch.bincount(sp.flatten(), minlength=members.shape[1]).float()
         masks = members[:, sp]
         rec = records[ds.manifest.images[index].image_id]
-        truth = _pick_iou(masks.numpy().astype(bool), gt.read_ids(rec, validate=False), rec, cats)
+        by_id = best_iou_by_class(masks.numpy().astype(bool), gt.read_ids(rec, validate=False), rec.segments)
+        truth = {cats.index(c): best for c, best in by_id.items()}  # keyed by tag index
         base.append((image, t["tags"], mask_iou(members, area), masks, torch.from_numpy(p["boxes"]), truth))
     thing = [ds.categories[c].isthing for c in cats]
     out: dict = {"images": images, "steps": steps, "lr": lr}
