@@ -11,9 +11,11 @@ Per seed, every step resumable (a finished step's output is kept, an interrupted
 3. full supervision at the same schedule and seed, for the fractions.
 
 Ablations (round 0 only, one run each): ``--cues grabcut proposal box`` (``box``: every box pixel its class, no
-ignore). Usage::
+ignore). Variant: ``--fills predicted``, the refinement rounds again from the same round 0 and network with rule 5
+filling only the predicted pixels of a sparsely covered box (arms ``fill-predicted_round<r>``, every main seed).
+Usage::
 
-    python benchmarks/boxes_tags.py --seeds 0 1 --rounds 1 [--cues grabcut proposal box] [--commit]
+    python benchmarks/boxes_tags.py --seeds 0 1 --rounds 1 [--cues grabcut proposal box] [--fills predicted] [--commit]
     python benchmarks/boxes_tags.py --probe runs/boxes_tags/s0/classifier/model_final.pth   # one classifier's CAMs
 
 Results: ``benchmarks/results/boxes_tags/runs.json``, ``summary.json`` and ``benchmarks/boxes_tags.md``.
@@ -124,6 +126,49 @@ def probe_classifier(checkpoint: Path, manifest: Path, gt, images: int = 200) ->
     }
 
 
+def thing_fit(checkpoint: Path, val, images: int = 100) -> dict[str, float]:
+    """How a network's thing segments miss on the first ``images`` val scenes: each true thing's best predicted
+    segment of its class, counted when their IoU exceeds 0.5 (PQ's match); over those, the share of the predicted
+    pixels that are the thing (precision), of the thing's pixels predicted (recall), and the mean area ratio
+    predicted / true. Low precision with high recall: the masks spill over the objects."""
+    from cqbnet.engine.inference import predict_images
+
+    model, _ = load_model(checkpoint, torch.device("cpu"))
+    cats = val.categories
+    n = min(images, len(val))
+    inter = pred_area = true_area = matched = total = 0
+    ratios = []
+    outs = predict_images(model, (val.load_image(i) for i in range(n)), torch.device("cpu"))
+    for i, out in enumerate(outs):
+        rec = val.set.records[i]
+        gt = val.set.read_ids(rec, validate=False)
+        for seg in rec.segments:
+            if not cats[seg.category_id].isthing or seg.iscrowd:
+                continue
+            total += 1
+            g = gt == seg.id
+            best, fit = 0.0, None
+            for p in out.segments:
+                if p["category_id"] != seg.category_id:
+                    continue
+                m = out.ids == p["id"]
+                both = int((m & g).sum())
+                iou = both / int((m | g).sum())
+                if iou > best:
+                    best, fit = iou, (both, int(m.sum()), int(g.sum()))
+            if best > 0.5:
+                matched += 1
+                inter, pred_area, true_area = inter + fit[0], pred_area + fit[1], true_area + fit[2]
+                ratios.append(fit[1] / fit[2])
+    return {
+        "things": total,
+        "matched_share": 100 * matched / max(total, 1),
+        "precision": 100 * inter / max(pred_area, 1),
+        "recall": 100 * inter / max(true_area, 1),
+        "area_ratio": float(np.mean(ratios)) if ratios else float("nan"),
+    }
+
+
 def added_things(first: Path, later: Path, gt) -> dict[str, float]:
     """The thing pixels a refinement round labels that round 0 did not (the released code's low-coverage fill is
     the only rule that adds any): their number, their share of the round's thing pixels and their precision
@@ -149,9 +194,11 @@ def added_things(first: Path, later: Path, gt) -> dict[str, float]:
     }
 
 
-def run_seed(seed: int, rounds: int, cue: str, overrides: list[str], work: Path) -> list[dict[str, Any]]:
+def run_seed(
+    seed: int, rounds: int, cue: str, overrides: list[str], work: Path, fill: str = "box"
+) -> list[dict[str, Any]]:
     """One seed's rows: with ``cue`` ``both`` (paper 001) full supervision, the recipe's rounds and the classifier's
-    probe; with another cue, that ablation's round 0."""
+    probe; with another cue, that ablation's round 0; with another ``fill`` rule, its refinement rounds only."""
     recipe = shared_data_config(load_config(RECIPE, overrides), work)
     recipe["train"]["seed"] = seed
     recipe["model"]["weak"] = {**recipe["model"].get("weak", {}), **{m: False for m in MODULES}}
@@ -162,11 +209,15 @@ def run_seed(seed: int, rounds: int, cue: str, overrides: list[str], work: Path)
     manifest = base / "labels" / "manifest.json"
     if not manifest.is_file():
         simulate(gt, parse_ratio("B+I=1"), base / "labels", seed=seed)
-    rows = [{"seed": seed, "arm": "full", **evaluated(copy.deepcopy(recipe), base / "full")}] if cue == "both" else []
-    for entry in run_boxes_tags(recipe, cam_cfg, manifest, base, rounds if cue == "both" else 0, cue, "cpu", gt):
+    headline = cue == "both" and fill == "box"
+    rows = [{"seed": seed, "arm": "full", **evaluated(copy.deepcopy(recipe), base / "full")}] if headline else []
+    steps = run_boxes_tags(recipe, cam_cfg, manifest, base, rounds if cue == "both" else 0, cue, "cpu", gt, fill)
+    for entry in steps:
+        if fill != "box" and entry["round"] == 0:
+            continue  # round 0 is the main arm's
         cfg = copy.deepcopy(recipe)
         cfg["data"]["manifest"], cfg["data"]["approximate"] = str(manifest), str(entry["labels"])
-        name = f"{cue}_round{entry['round']}"
+        name = f"{cue if fill == 'box' else 'fill-' + fill}_round{entry['round']}"
         row = {"seed": seed, "arm": name, "labels": entry["score"], **evaluated(cfg, entry["run"])}
         if entry["round"] > 0:
             cached = Path(entry["labels"]) / "added_things.json"
@@ -174,7 +225,7 @@ def run_seed(seed: int, rounds: int, cue: str, overrides: list[str], work: Path)
                 write_json(cached, added_things(base / "round0", Path(entry["labels"]), gt), indent=2)
             row["added_things"] = read_json(cached)
         rows.append(row)
-    if cue == "both":
+    if headline:
         probe = base / "classifier" / "probe.json"
         if not probe.is_file():
             write_json(probe, probe_classifier(base / "classifier" / "model_final.pth", manifest, gt), indent=2)
@@ -196,6 +247,17 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["stuff_fraction_of_full"] = mean[last]["pq_st"] / max(mean["full"]["pq_st"], 1e-9)
         out["targets"] = TARGETS
     out["minus_full"] = versus_full(by)
+    # a fill variant against the released rule's round, paired over the seeds both have
+    out["fill_gain"] = {}
+    for arm in (a for a in by if a.startswith("fill-")):
+        base = {r["seed"]: r for r in by.get("both_round" + arm.rsplit("round", 1)[1], [])}
+        pairs = [(r, base[r["seed"]]) for r in by[arm] if r["seed"] in base]
+        if pairs:
+            gain = {m: list(paired_interval([a[m] - b[m] for a, b in pairs])) for m in ("pq", "pq_th", "pq_st")}
+            out["fill_gain"][arm] = {**gain, "seeds": sorted(a["seed"] for a, _ in pairs)}
+            if "full" in mean and mean["full"]["pq"] > 0:
+                out["fill_gain"][arm]["fraction_of_full"] = mean[arm]["pq"] / mean["full"]["pq"]
+                out["fill_gain"][arm]["stuff_fraction_of_full"] = mean[arm]["pq_st"] / max(mean["full"]["pq_st"], 1e-9)
     # does each refinement round pay? round r minus round r - 1, paired over the seeds both have
     out["round_gain"] = {}
     for prev, cur in zip(refined, refined[1:]):
@@ -269,6 +331,7 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
     lines.append("")
     paired = [(f"{a} minus full", d) for a, d in summ.get("minus_full", {}).items()]
     paired += [(f"{a} minus the round before", d) for a, d in summ.get("round_gain", {}).items()]
+    paired += [(f"{a} minus both_round{a.rsplit('round', 1)[1]}", d) for a, d in summ.get("fill_gain", {}).items()]
     for name, d in paired:
         parts = []
         for m, label in (("pq", "PQ"), ("pq_th", "PQ_th"), ("pq_st", "PQ_st")):
@@ -290,14 +353,22 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--rounds", type=int, default=1, help="refinement rounds after round 0")
     ap.add_argument("--cues", nargs="*", default=[], choices=["grabcut", "proposal", "box"], help="ablations")
+    ap.add_argument("--fills", nargs="*", default=[], choices=["predicted"], help="refinement variants")
     ap.add_argument("--ablation-seeds", nargs="*", type=int, help="seeds of the ablations (default: the first)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "boxes_tags")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--report", type=Path, default=REPORT)
     ap.add_argument("--commit", action="store_true")
     ap.add_argument("--probe", type=Path, help="only probe this checkpoint's CAM classifier (seed 0's manifest)")
+    ap.add_argument("--fit", nargs="+", type=Path, help="only print thing_fit of these checkpoints on val")
     ap.add_argument("overrides", nargs="*", help="config overrides for every network, e.g. solver.max_iter=320")
     args = ap.parse_args()
+    if args.fit:
+        data = shared_data_config(load_config(RECIPE), args.work)["data"]
+        val = load_split(data, "val", args.work)
+        for checkpoint in args.fit:
+            print(checkpoint, {k: round(v, 3) for k, v in thing_fit(checkpoint, val).items()})
+        return
     if args.probe:
         data = shared_data_config(load_config(RECIPE), args.work)["data"]
         gt = load_panoptic_json(*dataset_paths(data, "train", args.work))
@@ -306,8 +377,9 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     ablated = args.seeds[:1] if args.ablation_seeds is None else args.ablation_seeds
     # every seed's main rows first, then the ablations, each step's results committed as it ends
-    for seed, cue in [(s, "both") for s in args.seeds] + [(s, c) for s in ablated for c in args.cues]:
-        rows += run_seed(seed, args.rounds, cue, args.overrides, args.work)
+    steps = [(s, "both", "box") for s in args.seeds] + [(s, "both", f) for f in args.fills for s in args.seeds]
+    for seed, cue, fill in steps + [(s, c, "box") for s in ablated for c in args.cues]:
+        rows += run_seed(seed, args.rounds, cue, args.overrides, args.work, fill)
         args.results.mkdir(parents=True, exist_ok=True)
         summ = summary(rows)
         write_json(args.results / "runs.json", {"overrides": args.overrides, "runs": rows}, indent=2)

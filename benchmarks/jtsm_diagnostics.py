@@ -118,7 +118,8 @@ def run_picks(run: Path, images: int) -> dict:
     for index, lab in enumerate(ds.manifest.images[:images]):
         image, t = to_tensors(*ds[index])
         batch = TrainingBatch([image], *model._shared_features([image]), [t])
-        out, masks = branch.image_outputs(batch, 0, branch.proposals(t, image))
+        segments = branch.proposals(t, image)
+        out, masks = branch.image_outputs(batch, 0, segments), segments.masks()
         y, tags = out.mil.sum(0), t["tags"] > 0
         present += y[tags].tolist()
         absent += y[~tags].tolist()
@@ -200,10 +201,10 @@ def heads_fit(run: Path, lrs: list[float], steps: int = 300) -> dict:
     with torch.no_grad():
         for index in range(96):
             image, t = to_tensors(*ds[index])
-            props = branch.proposals(t, image)
-            branch.image_outputs(TrainingBatch([image], *model._shared_features([image]), [t]), 0, props)
-            area = torch.bincount(props["superpixels"].flatten().long(), minlength=props["members"].shape[1])
-            data.append((got["x"], t["tags"], mask_iou(props["members"], area.float())))
+            segments = branch.proposals(t, image)
+            branch.image_outputs(TrainingBatch([image], *model._shared_features([image]), [t]), 0, segments)
+            area = torch.bincount(segments.superpixels.flatten().long(), minlength=segments.members.shape[1])
+            data.append((got["x"], t["tags"], mask_iou(segments.members, area.float())))
     hook.remove()
     channels, classes = data[0][0].shape[1], len(ds.categories)
     out: dict = {"run": str(run), "steps": steps}

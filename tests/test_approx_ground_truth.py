@@ -248,6 +248,25 @@ def test_the_cleaning_rules_on_a_hand_made_map():
     assert ignore[2:4, 2:4].all() and not masks[:, 2:4, 2:4].any() and masks[0].sum() == 5
 
 
+def test_the_predicted_fill_rule_fills_only_what_the_network_gives_the_box_class():
+    from cqbnet.weak.approx_ground_truth import clean_prediction
+
+    things = {1}
+    pred = np.full((6, 6), 5)  # stuff 5 ...
+    pred[1:5, 1] = 1  # ... and a thin object of class 1 down the box's left column, predicted unsure
+    score = np.full((6, 6), 0.5)
+    cues = np.full((6, 6), IGNORE)
+    cues[2, 1] = 1  # the cue knows one of its pixels: coverage 1 / 16, under the low-coverage share
+    box = np.array([[1, 1, 5, 5.0]])
+    released = clean_prediction(pred, score, cues, box, np.array([1]), things, fill="box")
+    assert (released[1:5, 1:5] == 1).all()  # the released rule fills the whole box, background included
+    predicted = clean_prediction(pred, score, cues, box, np.array([1]), things, fill="predicted")
+    assert (predicted[1:5, 1] == 1).all() and (predicted[1:5, 2:5] == IGNORE).all()
+    assert (predicted[0] == IGNORE).all()  # outside the box: the unsure stuff is ignore under both rules
+    with pytest.raises(InputError, match="fill rule"):
+        clean_prediction(pred, score, cues, box, np.array([1]), things, fill="all")
+
+
 def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_path, synth, capsys):
     import json
 
@@ -281,6 +300,13 @@ def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_p
     assert all(v == 0 for r in rows for k, v in r.items() if k.startswith("loss_") and k != "loss_cls2pixel")
     stamp = (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns
     assert main(argv) == 0  # a finished recipe is not run again
+    assert (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns == stamp
+    # the other fill rule refines from the same round 0 and network into folders of its own
+    first = (tmp_path / "bt" / "train0" / "model_final.pth").stat().st_mtime_ns
+    assert main(argv + ["--fill", "predicted"]) == 0
+    assert (tmp_path / "bt" / "train0" / "model_final.pth").stat().st_mtime_ns == first
+    assert (tmp_path / "bt" / "round1_fill-predicted" / "labels.json").is_file()
+    assert (tmp_path / "bt" / "train1_fill-predicted" / "model_final.pth").is_file()
     assert (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns == stamp
 
 

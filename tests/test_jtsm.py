@@ -20,6 +20,8 @@ from cqbnet.weak.jtsm import (
     JTSM,
     MiningHeads,
     MiningOutput,
+    Segments,
+    cell_max,
     log_one_minus_softmax,
     mask_iou,
     mining_loss,
@@ -64,6 +66,25 @@ def test_moi_pool_is_roi_pool_on_a_full_box_mask_and_ignores_features_outside_a_
     empty = raw[0, 0] < -1e3
     assert 0 < empty.sum() < 49 and (a[0][:, empty] == 0).all()
     assert torch.allclose(a[0][:, ~empty], raw[0][:, ~empty] * 49 / (~empty).sum())
+
+
+def test_segment_cells_come_from_the_superpixels_as_from_the_masks_at_any_image_size():
+    """Eq. 6's mask at feature resolution, straight from the superpixel sets (no (R, H, W) masks), equals the max
+    over each stride x stride cell of the full masks, also where the image is no multiple of the stride."""
+    rng = np.random.default_rng(0)
+    for h, w in ((128, 128), (61, 45)):
+        sp = torch.from_numpy(rng.integers(0, 12, (h, w)).astype(np.int32))
+        sp[: h // 2] = 12  # one large superpixel
+        members = torch.from_numpy(rng.random((9, 13)) < 0.3)
+        boxes = torch.zeros(9, 4)
+        segments = Segments(sp, members, boxes)
+        size = (-(-h // 8), -(-w // 8))
+        cells = segments.cells(size, 8)
+        assert cells.shape == (9, *size) and torch.equal(cells, cell_max(segments.masks(), size, 8))
+        assert torch.equal(segments.mask(3), segments.masks()[3])
+    masks = torch.zeros(1, 20, 20, dtype=torch.bool)
+    masks[0, 17, 3] = True  # in cell (2, 0) of a 3 x 3 grid at stride 8 (the last cell partly off the image)
+    assert torch.nonzero(cell_max(masks, (3, 3), 8)[0]).tolist() == [[2, 0]]
 
 
 def test_mask_iou_of_superpixel_sets():
@@ -204,11 +225,11 @@ def test_the_mining_pools_the_backbone_body_not_the_fpn_unless_asked(tags_data):
         with torch.no_grad():
             batch = TrainingBatch([image], *model._shared_features([image]), [t])
             props = model.jtsm.proposals(t, image)
-            before = model.jtsm.image_outputs(batch, 0, props)[0].classify
+            before = model.jtsm.image_outputs(batch, 0, props).classify
             for prm in model.backbone.fpn.parameters():  # the FPN changed: only the "fpn" source sees it
                 prm.add_(1.0)
             batch = TrainingBatch([image], *model._shared_features([image]), [t])
-            after = model.jtsm.image_outputs(batch, 0, props)[0].classify
+            after = model.jtsm.image_outputs(batch, 0, props).classify
         outputs[source] = torch.equal(before, after)
     assert outputs == {"backbone": True, "fpn": False}
     with pytest.raises(InputError, match="jtsm_features"):
@@ -220,16 +241,16 @@ def test_mined_target_keeps_tagged_classes_only(tags_data):
     image, t = to_tensors(*ds[tags_only[0]])
     module = JTSM(16, len(ds.categories), [0, 1, 2, 3, 4, 5], grabcut=False)
     h, w = image.shape[1:]
-    masks = torch.zeros(3, h, w, dtype=torch.bool)
-    masks[0, :10, :10] = True
-    masks[1, 20:40, 20:40] = True
-    masks[2, :, :] = True
+    sp = torch.zeros(h, w, dtype=torch.int32)  # superpixel 0 the rest, 1 and 2 two squares
+    sp[:10, :10], sp[20:40, 20:40] = 1, 2
+    members = torch.tensor([[0, 1, 0], [0, 0, 1], [1, 1, 1]], dtype=torch.bool)  # a square each, then everything
     boxes = torch.tensor([[0, 0, 10, 10.0], [20, 20, 40, 40], [0, 0, w, h]])
+    segments = Segments(sp, members, boxes)
     tagged = torch.nonzero(t["tags"] > 0).squeeze(1)
     scores = torch.zeros(3, len(ds.categories))
     scores[0, tagged[0]] = 0.9
     scores[2, tagged[1:]] = 0.5
-    p = module.mined_target(t, image, scores, masks, boxes, 255)
+    p = module.mined_target(t, image, scores, segments, 255)
     assert set(p["labels"].tolist()) <= set(tagged.tolist()) and p["labels"][0] == tagged[0]
     assert (p["semantic"][:10, :10] == tagged[0]).all()
     assert p["ignore"].sum() == (p["panoptic"] == 0).sum()

@@ -26,6 +26,15 @@ def _add_gt_args(p: argparse.ArgumentParser, required_json: bool = False) -> Non
     g.add_argument("--categories", type=Path, help="categories JSON, when the panoptic JSON has none")
 
 
+def _add_fill_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fill",
+        default="box",
+        choices=["box", "predicted"],
+        help="refinement's low-coverage rule: fill the box (paper 001's released code) or its predicted pixels only",
+    )
+
+
 def _add_device_and_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
@@ -317,7 +326,8 @@ def cmd_boxes_tags(args) -> int:
     cfg = load_config(args.config, args.overrides)
     cam_cfg = load_config(args.cam_config or args.config, args.overrides)
     gt = _load_gt(args) if (args.data is not None or args.gt_json is not None) else None
-    for entry in run_boxes_tags(cfg, cam_cfg, args.manifest, args.out, args.rounds, args.cue, _device(args.device), gt):
+    device = _device(args.device)
+    for entry in run_boxes_tags(cfg, cam_cfg, args.manifest, args.out, args.rounds, args.cue, device, gt, args.fill):
         score = entry.get("score")
         text = (
             ""
@@ -439,7 +449,7 @@ def cmd_refine(args) -> int:
     cues = ApproximateRound.load(args.cues)
     model, _, device = _load_model_args(args)
     return _write_and_score(
-        args, manifest, refine_round(model, manifest, cues, device), f"refined from {args.checkpoint}"
+        args, manifest, refine_round(model, manifest, cues, device, fill=args.fill), f"refined from {args.checkpoint}"
     )
 
 
@@ -592,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--cues", type=Path, required=True, help="round 0's folder (cqbnet labels approximate)")
     rf.add_argument("--checkpoint", type=Path, required=True, help="the network trained on the last round")
     rf.add_argument("--out", type=Path, required=True)
+    _add_fill_arg(rf)
     _add_gt_args(rf)
     _add_device_and_overwrite(rf)
     rf.set_defaults(func=cmd_refine)
@@ -664,6 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--cam-config", type=Path, help="the CAM network's config (default: the recipe's)")
     bt.add_argument("--rounds", type=_at_least(0), default=1, help="refinement rounds after round 0")
     bt.add_argument("--cue", default="both", choices=["both", "grabcut", "proposal", "box"], help="things' cue")
+    _add_fill_arg(bt)
     _add_gt_args(bt)
     bt.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     bt.set_defaults(func=cmd_boxes_tags)

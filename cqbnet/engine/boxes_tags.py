@@ -6,7 +6,8 @@ semantic features, global average pooling and a linear layer, trained on the ima
 localise the tagged stuff;
 ``round0/`` the approximate labels (:func:`~cqbnet.weak.approx_ground_truth.round_zero`); ``train0/`` the network
 trained on them; then for each refinement round r, ``round<r>/`` the labels refined from ``train<r-1>``
-(:func:`~cqbnet.weak.approx_ground_truth.refine_round`) and ``train<r>/`` the network trained on them. A step whose
+(:func:`~cqbnet.weak.approx_ground_truth.refine_round`) and ``train<r>/`` the network trained on them
+(``round<r>_fill-predicted/`` and ``train<r>_fill-predicted/`` with the predicted-pixels fill rule). A step whose
 output is complete is not run again; an interrupted training resumes from its checkpoint.
 """
 
@@ -74,9 +75,12 @@ def run_boxes_tags(
     cue: str = "both",
     device: str = "cpu",
     gt=None,
+    fill: str = "box",
 ) -> list[dict[str, Any]]:
     """Run (or finish) the recipe; one entry per round: its labels' folder, the network trained on them and, when
-    the ground truth ``gt`` is given, the labels' score (``score.json`` in the labels' folder)."""
+    the ground truth ``gt`` is given, the labels' score (``score.json`` in the labels' folder). ``fill`` is the
+    refinement's low-coverage rule (:func:`~cqbnet.weak.approx_ground_truth.clean_prediction`); round 0 and its
+    network are shared by every fill rule."""
     from cqbnet.engine.trainer import load_model
     from cqbnet.io import read_json, write_json
 
@@ -92,12 +96,14 @@ def run_boxes_tags(
         model, _ = load_model(trained(classifier_config(cam_cfg, view), out / "classifier", device), dev)
         write_round(r0, round_zero(labels_of, model, dev, cue), f"round 0, cue {cue}")
     done, labels = [], r0
+    variant = "" if fill == "box" else f"_fill-{fill}"
     for r in range(rounds + 1):
         if r > 0:
-            nxt = out / f"round{r}"
+            nxt = out / f"round{r}{variant}"
             if not (nxt / "labels.json").is_file():
                 model, _ = load_model(done[-1]["checkpoint"], dev)
-                write_round(nxt, refine_round(model, labels_of, ApproximateRound.load(r0), dev), f"refined, round {r}")
+                refined = refine_round(model, labels_of, ApproximateRound.load(r0), dev, fill=fill)
+                write_round(nxt, refined, f"refined, round {r}, fill {fill}")
             labels = nxt
         entry: dict[str, Any] = {"round": r, "labels": labels}
         if gt is not None:
@@ -106,7 +112,7 @@ def run_boxes_tags(
             entry["score"] = read_json(labels / "score.json")
         run_cfg = copy.deepcopy(cfg)
         run_cfg["data"]["manifest"], run_cfg["data"]["approximate"] = str(manifest), str(labels)
-        name = f"train{r}" if cue == "both" else f"train0_{cue}"
+        name = (f"train{r}" + (variant if r > 0 else "")) if cue == "both" else f"train0_{cue}"
         entry["checkpoint"] = trained(run_cfg, out / name, device)
         entry["run"] = out / name
         done.append(entry)

@@ -351,6 +351,7 @@ def score_round(labels: ApproximateRound, manifest, gt) -> dict[str, float]:
 
 CONFIDENCE = 0.99  # round t+1 keeps pixels the refined prediction is at least this sure of (the released code)
 LOW_COVERAGE = 0.5  # a box labelled with its class on less than this share is filled (the released code)
+FILL_RULES = ("box", "predicted")  # what rule 5 fills: the released code's whole box, or the predicted pixels only
 
 
 def clean_prediction(
@@ -361,6 +362,7 @@ def clean_prediction(
     box_classes: np.ndarray,
     things: set[int],
     tags: set[int] | None = None,
+    fill: str = "box",
 ) -> np.ndarray:
     """The released code's five cleaning steps (paper 001, Sec. 3.4), on class maps of category ids with
     :data:`IGNORE`: ``pred`` the refined prediction and ``score`` its confidence, ``cues`` round 0's labels (M&G).
@@ -371,8 +373,12 @@ def clean_prediction(
        predicted thing where the cue is not a thing becomes ignore;
     4. box prior: a thing pixel outside every box of its class becomes ignore;
     5. a box labelled with its class on less than :data:`LOW_COVERAGE` of its area gets its ignore and stuff
-       pixels filled with the class (boxes from large to small; other things untouched).
+       pixels filled with the class (boxes from large to small; other things untouched). ``fill="box"`` is the
+       released code's rule; ``fill="predicted"`` fills only the pixels whose prediction (``pred``, at any
+       confidence) is the box's class, so that a box the object covers sparsely is not filled with its background.
     """
+    if fill not in FILL_RULES:
+        raise InputError(f"unknown fill rule {fill!r}; choose {' or '.join(FILL_RULES)}")
     out = pred.copy()
     out[score < CONFIDENCE] = IGNORE
     if tags is not None:
@@ -394,7 +400,8 @@ def clean_prediction(
     for x1, y1, x2, y2, c in sorted(rects, key=lambda r: -(r[2] - r[0]) * (r[3] - r[1])):
         region = out[y1:y2, x1:x2]
         if region.size and (region == c).mean() < LOW_COVERAGE:
-            region[stuff_or_ignore[y1:y2, x1:x2]] = c
+            open_ = stuff_or_ignore[y1:y2, x1:x2]
+            region[open_ & (pred[y1:y2, x1:x2] == c) if fill == "predicted" else open_] = c
     return out
 
 
@@ -436,16 +443,18 @@ def paint_classes(ids: np.ndarray, segments: list[tuple[int, int]], fill: int) -
     return out
 
 
-def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: int | None = None):
+def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: int | None = None, fill: str = "box"):
     """Round t+1 of paper 001's labels (Sec. 3.4): for every boxes image, the trained network's semantic
     probabilities refined by :func:`dense_crf`, cleaned against round 0's cues and the boxes
-    (:func:`clean_prediction`), then instances box by box (:func:`instances_from_boxes`); entries for
-    :func:`write_round`."""
+    (:func:`clean_prediction` with rule 5's ``fill``), then instances box by box (:func:`instances_from_boxes`);
+    entries for :func:`write_round`."""
     import torch
     import torch.nn.functional as F
 
     from cqbnet.data.dataset import read_image_of
 
+    if fill not in FILL_RULES:
+        raise InputError(f"unknown fill rule {fill!r}; choose {' or '.join(FILL_RULES)}")
     cats = manifest.categories
     order = list(cats)  # semantic index -> category id
     things = {c for c, k in cats.items() if k.isthing}
@@ -476,7 +485,8 @@ def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: i
             classes = np.array([b.category_id for b in boxes], dtype=np.int64)
             crowd = np.array([b.iscrowd for b in boxes], dtype=bool)
             tags = set(lab.tags) | set(classes.tolist()) if lab.tags is not None else None
-            cleaned = clean_prediction(pred, q.max(0), class_map(cues, lab.image_id), xyxy, classes, things, tags)
+            cues_map = class_map(cues, lab.image_id)
+            cleaned = clean_prediction(pred, q.max(0), cues_map, xyxy, classes, things, tags, fill)
             masks, mclasses, ignore = instances_from_boxes(cleaned, xyxy, classes, crowd, things)
             present = {int(c) for c in np.unique(cleaned)} & stuff_ids
             ids, segs = approximate_panoptic(masks, mclasses, ignore, cleaned, present)

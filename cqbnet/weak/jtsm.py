@@ -65,7 +65,8 @@ def pool_rois(boxes: Tensor, index: Tensor) -> Tensor:
 
 def moi_pool(features: Tensor, masks: Tensor, boxes: Tensor, stride: int, output: int = POOL) -> Tensor:
     """Eqs. 5-8: (R, C, output, output) features of R segments of one image, each a max over the cells inside its
-    mask (masks (R, H, W) at image resolution, boxes (R, 4) xyxy) within RoIPool's bins of its box; empty bins
+    mask (masks (R, H, W) at image resolution, or (R, h, w) already at the features', as :meth:`Segments.cells`
+    gives them; boxes (R, 4) xyxy) within RoIPool's bins of its box; empty bins
     0, then scaled by psi = bins / non-empty bins. features (1, C, h, w) at ``stride``. The segments go through
     in chunks of at most :data:`CHUNK_ELEMENTS` masked feature cells (thousands of segments on a COCO image)."""
     r = len(boxes)
@@ -78,14 +79,62 @@ def moi_pool(features: Tensor, masks: Tensor, boxes: Tensor, stride: int, output
         ]
         return torch.cat(parts)
     h, w = features.shape[-2:]
-    omega = F.adaptive_max_pool2d(masks[:, None].float(), (h, w)) if masks.shape[-2:] != (h, w) else masks[:, None]
-    omega = omega.to(features.dtype)  # (R, 1, h, w): Eq. 6, the mask at feature resolution (max over each cell)
+    omega = masks if masks.shape[-2:] == (h, w) else cell_max(masks, (h, w), stride)
+    omega = omega[:, None].to(features.dtype)  # (R, 1, h, w): Eq. 6, the mask at feature resolution
     x = features * omega + EMPTY * (1 - omega)  # (R, C, h, w)
     pooled = roi_pool(x, pool_rois(boxes, torch.arange(r, device=boxes.device)), output, 1.0 / stride)
     empty = pooled <= EMPTY / 2
     pooled = pooled.masked_fill(empty, 0.0)
     full = (~empty[:, :1]).flatten(1).sum(1).clamp(min=1).to(pooled.dtype)  # non-empty bins per segment
     return pooled * (output * output / full)[:, None, None, None]
+
+
+def cell_max(masks: Tensor, size: tuple[int, int], stride: int) -> Tensor:
+    """Eq. 6 at feature resolution: (R, h, w) bool, whether a mask (R, H, W) has a pixel in each stride x stride
+    cell (cell (i, j) holds pixels [stride i, stride (i + 1)) x [stride j, stride (j + 1)); pixels past h x w
+    cells are dropped, missing ones count as outside)."""
+    h, w = size
+    m = masks[:, : h * stride, : w * stride].float()
+    m = F.pad(m, (0, w * stride - m.shape[-1], 0, h * stride - m.shape[-2]))
+    return F.max_pool2d(m[:, None], stride)[:, 0] > 0
+
+
+class Segments(NamedTuple):
+    """An image's segment proposals as superpixel sets: ``superpixels`` (H, W) int, ``members`` (R, S) {0, 1},
+    ``boxes`` (R, 4) xyxy. A segment's mask is built only when asked for (:meth:`mask`): on a COCO image the
+    thousands of full-resolution masks would take gigabytes."""
+
+    superpixels: Tensor
+    members: Tensor
+    boxes: Tensor
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.superpixels.shape)
+
+    def mask(self, r: int) -> Tensor:
+        """(H, W) bool: segment r."""
+        return self.members[r].bool()[self.superpixels.long()]
+
+    def masks(self) -> Tensor:
+        """(R, H, W) bool: every segment (for small images; :meth:`cells` and :meth:`mask` avoid it)."""
+        return self.members.bool()[:, self.superpixels.long()]
+
+    def cells(self, size: tuple[int, int], stride: int) -> Tensor:
+        """(R, h, w) bool: :func:`cell_max` of every segment, from the superpixels' cells without any mask: a
+        segment touches a cell when one of its superpixels does."""
+        h, w = size
+        sp = self.superpixels.long()
+        ys = torch.arange(sp.shape[0], device=sp.device) // stride
+        xs = torch.arange(sp.shape[1], device=sp.device) // stride
+        inside = (ys[:, None] < h) & (xs[None] < w)
+        cell = (ys[:, None] * w + xs[None]).expand_as(sp)[inside]
+        present = torch.zeros((h * w, self.members.shape[1]), dtype=torch.float32, device=sp.device)
+        present[cell, sp[inside]] = 1.0  # (h w, S): superpixel s has a pixel in the cell
+        return (self.members.float() @ present.t() > 0).reshape(len(self), h, w)
 
 
 def mask_iou(members: Tensor, area: Tensor) -> Tensor:
@@ -255,55 +304,56 @@ class JTSM(nn.Module):
         )
         self.cache = None if cache is None else Path(cache)
 
-    def proposals(self, t: dict[str, Any], image: Tensor) -> dict[str, Tensor]:
+    def proposals(self, t: dict[str, Any], image: Tensor) -> Segments:
         """The image's segment proposals as tensors on the image's device (cached by image id)."""
         img = (image.detach().permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
         # keyed by the pixels themselves, so a flipped or resized copy of an image has its own proposals
         key = f"{t['image_id']}_{hashlib.sha1(img.tobytes()).hexdigest()[:16]}.npz"
         p = proposal_cache(img, None if self.cache is None else self.cache / key)
-        return {k: torch.from_numpy(v).to(image.device) for k, v in p.items()}
+        return Segments(*(torch.from_numpy(p[k]).to(image.device) for k in ("superpixels", "members", "boxes")))
 
-    def image_outputs(self, batch: TrainingBatch, i: int, props: dict[str, Tensor]) -> tuple[MiningOutput, Tensor]:
-        """The mining heads' outputs and the segments' masks (R, H, W) of image i."""
-        sp, members = props["superpixels"].long(), props["members"]
-        masks = members[:, sp]  # (R, H, W)
+    def image_outputs(self, batch: TrainingBatch, i: int, segments: Segments) -> MiningOutput:
+        """The mining heads' outputs for the segments of image i."""
         h, w = batch.image_list.image_sizes[i]
         source = batch.body if self.features == "backbone" else batch.features
         feats = source[MINING_LEVEL][i : i + 1, :, : -(-h // MINING_STRIDE), : -(-w // MINING_STRIDE)]
         if self.masked_pooling:
-            pooled = moi_pool(feats, masks, props["boxes"], MINING_STRIDE)
+            omega = segments.cells(tuple(feats.shape[-2:]), MINING_STRIDE)  # (R, h, w)
+            pooled = moi_pool(feats, omega, segments.boxes, MINING_STRIDE)
         else:  # the ablation: plain RoIPool on the segments' boxes
-            rois = pool_rois(props["boxes"], torch.zeros(len(props["boxes"]), device=feats.device))
+            rois = pool_rois(segments.boxes, torch.zeros(len(segments), device=feats.device))
             pooled = roi_pool(feats, rois, POOL, 1.0 / MINING_STRIDE)
-        return self.heads(pooled), masks
+        return self.heads(pooled)
 
     def mined_target(
-        self, t: dict[str, Any], image: Tensor, scores: Tensor, masks: Tensor, boxes: Tensor, ignore_index: int
+        self, t: dict[str, Any], image: Tensor, scores: Tensor, segments: Segments, ignore_index: int
     ) -> dict[str, Any]:
         """The pseudo panoptic label of a tags image: per tagged class its top segment (GrabCut re-estimated);
         things are instances, stuff classes regions; every other pixel ignore; later classes do not overwrite
         pixels an earlier, higher-scoring one took."""
         tags = torch.nonzero(t["tags"] > 0).squeeze(1)
-        h, w = masks.shape[-2:]
+        h, w = segments.size
+        device = segments.members.device
         img = (image.detach().permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
         best = scores[:, tags].max(0)
         order = torch.argsort(best.values, descending=True)
-        taken = torch.zeros((h, w), dtype=torch.bool, device=masks.device)
+        taken = torch.zeros((h, w), dtype=torch.bool, device=device)
         seg_masks, classes = [], []
         for j in order.tolist():
             r, c = int(best.indices[j]), int(tags[j])
-            m = masks[r].bool()
+            m = segments.mask(r)
             if self.grabcut:
-                m = torch.from_numpy(grabcut_from_segment(img, m.cpu().numpy(), boxes[r].cpu().numpy())).to(m.device)
+                box = segments.boxes[r].cpu().numpy()
+                m = torch.from_numpy(grabcut_from_segment(img, m.cpu().numpy(), box)).to(device)
             m = m & ~taken
             if m.any():
                 taken |= m
                 seg_masks.append(m)
                 classes.append(c)
         n = len(seg_masks)
-        masks_t = torch.stack(seg_masks) if n else torch.zeros((0, h, w), dtype=torch.bool, device=masks.device)
-        cls = torch.tensor(classes, dtype=torch.int64, device=masks.device)
-        crowd = torch.zeros(n, dtype=torch.bool, device=masks.device)
+        masks_t = torch.stack(seg_masks) if n else torch.zeros((0, h, w), dtype=torch.bool, device=device)
+        cls = torch.tensor(classes, dtype=torch.int64, device=device)
+        crowd = torch.zeros(n, dtype=torch.bool, device=device)
         out = pseudo_panoptic_target(masks_t, cls, crowd, self.thing_semantic, ignore_index)
         out["ignore"] = out["panoptic"] == 0  # only the mined segments teach; every other pixel is unlabelled
         return out
@@ -318,15 +368,15 @@ class JTSM(nn.Module):
         total = zero_loss(self)
         for i in images:
             t = targets[i]
-            props = self.proposals(t, batch.images[i])
-            out, masks = self.image_outputs(batch, i, props)
-            area = torch.bincount(props["superpixels"].flatten().long(), minlength=props["members"].shape[1])
-            iou = mask_iou(props["members"], area.float())
+            segments = self.proposals(t, batch.images[i])
+            out = self.image_outputs(batch, i, segments)
+            area = torch.bincount(segments.superpixels.flatten().long(), minlength=segments.members.shape[1])
+            iou = mask_iou(segments.members, area.float())
             total = total + mining_loss(out, t["tags"], iou)
             ramp = ramp_weight(batch.iteration, self.warmup)
             if self.pseudo_labels and ramp > image_share(t["image_id"]):
                 scores = out.detach().scores()
-                pseudo = self.mined_target(t, batch.images[i], scores, masks, props["boxes"], ignore_index)
+                pseudo = self.mined_target(t, batch.images[i], scores, segments, ignore_index)
                 targets[i] = with_pseudo_panoptic(t, pseudo)
         return total / len(images), replace(batch, targets=targets)
 
@@ -358,13 +408,12 @@ def corloc(model: nn.Module, dataset, gt, device: torch.device, limit: int | Non
             image, t = to_tensors(*dataset[index])
             x = image.to(device)
             batch = TrainingBatch([x], *model._shared_features([x]), [t])
-            props = branch.proposals(t, x)
-            out, masks = branch.image_outputs(batch, 0, props)
-            scores = out.scores()
+            segments = branch.proposals(t, x)
+            scores = branch.image_outputs(batch, 0, segments).scores()
             rec = records[lab.image_id]
             ids = gt.read_ids(rec, validate=False)
             for c in torch.nonzero(t["tags"] > 0).squeeze(1).tolist():
-                top = masks[int(scores[:, c].argmax())].cpu().numpy()
+                top = segments.mask(int(scores[:, c].argmax())).cpu().numpy()
                 thing = dataset.categories[cats[c]].isthing
                 pairs[thing] += 1
                 for seg in rec.segments:
