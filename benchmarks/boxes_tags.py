@@ -233,38 +233,54 @@ def run_seed(
     return rows
 
 
+def paired_gain(by: dict[str, list[dict]], arm: str, base: str) -> dict[str, Any] | None:
+    """``arm`` minus ``base`` in PQ, PQ_th and PQ_st, paired over the seeds both have (mean and 95% t interval)."""
+    before = {r["seed"]: r for r in by.get(base, [])}
+    pairs = [(r, before[r["seed"]]) for r in by[arm] if r["seed"] in before]
+    if not pairs:
+        return None
+    gain = {m: list(paired_interval([a[m] - b[m] for a, b in pairs])) for m in ("pq", "pq_th", "pq_st")}
+    return {**gain, "seeds": sorted(a["seed"] for a, _ in pairs)}
+
+
+def round_of(arm: str) -> int:
+    return int(arm.rsplit("round", 1)[1])
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["arm"], []).append(r)
     mean = {a: {k: float(np.mean([r[k] for r in rs])) for k in ("pq", "pq_th", "pq_st")} for a, rs in by.items()}
     out: dict[str, Any] = {"machine": machine_info(), "mean": mean}
-    refined = sorted((a for a in mean if a.startswith("both_round")), key=lambda a: int(a.rsplit("round", 1)[1]))
-    if "full" in mean and refined and mean["full"]["pq"] > 0:
+    refined = sorted((a for a in mean if a.startswith("both_round")), key=round_of)
+    full_pq = mean.get("full", {}).get("pq", 0.0)
+    if full_pq > 0 and refined:
         last = refined[-1]
         out["refined_arm"] = last
-        out["fraction_of_full"] = mean[last]["pq"] / mean["full"]["pq"]
+        out["fraction_of_full"] = mean[last]["pq"] / full_pq
         out["stuff_fraction_of_full"] = mean[last]["pq_st"] / max(mean["full"]["pq_st"], 1e-9)
         out["targets"] = TARGETS
     out["minus_full"] = versus_full(by)
     # a fill variant against the released rule's round, paired over the seeds both have
     out["fill_gain"] = {}
     for arm in (a for a in by if a.startswith("fill-")):
-        base = {r["seed"]: r for r in by.get("both_round" + arm.rsplit("round", 1)[1], [])}
-        pairs = [(r, base[r["seed"]]) for r in by[arm] if r["seed"] in base]
-        if pairs:
-            gain = {m: list(paired_interval([a[m] - b[m] for a, b in pairs])) for m in ("pq", "pq_th", "pq_st")}
-            out["fill_gain"][arm] = {**gain, "seeds": sorted(a["seed"] for a, _ in pairs)}
-            if "full" in mean and mean["full"]["pq"] > 0:
-                out["fill_gain"][arm]["fraction_of_full"] = mean[arm]["pq"] / mean["full"]["pq"]
-                out["fill_gain"][arm]["stuff_fraction_of_full"] = mean[arm]["pq_st"] / max(mean["full"]["pq_st"], 1e-9)
-    # does each refinement round pay? round r minus round r - 1, paired over the seeds both have
+        gain = paired_gain(by, arm, f"both_round{round_of(arm)}")
+        if gain is not None:
+            out["fill_gain"][arm] = gain
+        if full_pq > 0:
+            out.setdefault("variant_fraction_of_full", {})[arm] = {
+                "fraction_of_full": mean[arm]["pq"] / full_pq,
+                "stuff_fraction_of_full": mean[arm]["pq_st"] / max(mean["full"]["pq_st"], 1e-9),
+            }
+    # does each refinement round pay? round r minus round r - 1 of the same rule (round 0 is shared)
     out["round_gain"] = {}
-    for prev, cur in zip(refined, refined[1:]):
-        before = {r["seed"]: r for r in by[prev]}
-        pairs = [(r, before[r["seed"]]) for r in by[cur] if r["seed"] in before]
-        gain = {m: list(paired_interval([a[m] - b[m] for a, b in pairs])) for m in ("pq", "pq_th", "pq_st")}
-        out["round_gain"][cur] = {**gain, "seeds": sorted(a["seed"] for a, _ in pairs)}
+    for arm in sorted((a for a in by if "_round" in a and round_of(a) > 0), key=round_of):
+        family, r = arm.rsplit("_round", 1)[0], round_of(arm)
+        prev = f"{family}_round{r - 1}" if f"{family}_round{r - 1}" in by else f"both_round{r - 1}"
+        gain = paired_gain(by, arm, prev)
+        if gain is not None:
+            out["round_gain"][arm] = {**gain, "before": prev}
     return out
 
 
@@ -330,7 +346,7 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
             )
     lines.append("")
     paired = [(f"{a} minus full", d) for a, d in summ.get("minus_full", {}).items()]
-    paired += [(f"{a} minus the round before", d) for a, d in summ.get("round_gain", {}).items()]
+    paired += [(f"{a} minus {d['before']}", d) for a, d in summ.get("round_gain", {}).items()]
     paired += [(f"{a} minus both_round{a.rsplit('round', 1)[1]}", d) for a, d in summ.get("fill_gain", {}).items()]
     for name, d in paired:
         parts = []
@@ -339,6 +355,12 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
             interval = lo is not None and np.isfinite(lo)  # one seed: no interval (null, or nan in older files)
             parts.append(f"{label} {mean:+.1f}" + (f" [{lo:+.1f}, {hi:+.1f}]" if interval else ""))
         lines.append(f"- {name}, paired over seeds {d['seeds']} (95% t interval): " + "; ".join(parts) + ".")
+    for arm, fractions in summ.get("variant_fraction_of_full", {}).items():
+        lines.append(
+            f"- {arm}: {100 * fractions['fraction_of_full']:.1f}% of full supervision's PQ, stuff "
+            f"{100 * fractions['stuff_fraction_of_full']:.1f}% of its PQ_st (targets "
+            f"{100 * TARGETS['fraction_of_full']:.0f}% and {100 * TARGETS['stuff_fraction_of_full']:.0f}%)."
+        )
     for key, target in TARGETS.items():
         if key in summ:
             lines.append(
@@ -354,6 +376,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="refinement rounds after round 0")
     ap.add_argument("--cues", nargs="*", default=[], choices=["grabcut", "proposal", "box"], help="ablations")
     ap.add_argument("--fills", nargs="*", default=[], choices=["predicted"], help="refinement variants")
+    ap.add_argument("--fill-rounds", type=int, help="refinement rounds of the fill variants (default: --rounds)")
     ap.add_argument("--ablation-seeds", nargs="*", type=int, help="seeds of the ablations (default: the first)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "boxes_tags")
     ap.add_argument("--results", type=Path, default=RESULTS)
@@ -378,8 +401,9 @@ def main() -> None:
     ablated = args.seeds[:1] if args.ablation_seeds is None else args.ablation_seeds
     # every seed's main rows first, then the ablations, each step's results committed as it ends
     steps = [(s, "both", "box") for s in args.seeds] + [(s, "both", f) for f in args.fills for s in args.seeds]
+    fill_rounds = args.rounds if args.fill_rounds is None else args.fill_rounds
     for seed, cue, fill in steps + [(s, c, "box") for s in ablated for c in args.cues]:
-        rows += run_seed(seed, args.rounds, cue, args.overrides, args.work, fill)
+        rows += run_seed(seed, args.rounds if fill == "box" else fill_rounds, cue, args.overrides, args.work, fill)
         args.results.mkdir(parents=True, exist_ok=True)
         summ = summary(rows)
         write_json(args.results / "runs.json", {"overrides": args.overrides, "runs": rows}, indent=2)

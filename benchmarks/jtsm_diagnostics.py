@@ -14,12 +14,17 @@
    images of a tags manifest, for each pooling variant (``--variants`` source+level:moi|roi, the source ``fpn`` or
    ``body`` (the backbone before the FPN), level "0" at stride 4 or "1" at stride 8); the CorLoc of S^MIL's and
    each refinement head's picks on those same images (the mining's task), and an oracle's.
+5. ``grabcut``: does the GrabCut re-estimation (Sec. 3.4) improve the mined masks? For a trained run's top segment
+   of each tagged class (averaged refinement heads) on the first ``--images`` training images, the IoU with the
+   best true segment of the class before and after GrabCut, the CorLoc of both, and the area after over before,
+   for things and for stuff.
 
 Usage::
 
     python benchmarks/jtsm_diagnostics.py proposals --images 60
     python benchmarks/jtsm_diagnostics.py run --run runs/diag_mine --images 150
     python benchmarks/jtsm_diagnostics.py heads --run runs/diag_mine --lrs 0.01 0.001
+    python benchmarks/jtsm_diagnostics.py grabcut --run runs/tags_only/tags_1fdf3a4f/runs/<run> --images 150
     python benchmarks/jtsm_diagnostics.py frozen --ckpts A/model_final.pth --manifest M --gt G --images 200 \\
         --steps 1000 --variants fpn1:moi body1:moi
 
@@ -193,6 +198,45 @@ def run_picks(run: Path, images: int) -> dict:
     return res
 
 
+@torch.no_grad()
+def grabcut_effect(run: Path, images: int) -> dict:
+    from cqbnet.weak.grabcut import grabcut_from_segment
+
+    model, ds, gt = _load(run)
+    model.eval()
+    branch, records, cats = model.jtsm, {r.image_id: r for r in gt.records}, list(ds.categories)
+    rows: dict[str, list[tuple[float, float, float]]] = {"things": [], "stuff": []}
+    for index, lab in enumerate(ds.manifest.images[:images]):
+        image, t = to_tensors(*ds[index])
+        segments = branch.proposals(t, image)
+        scores = branch.image_outputs(TrainingBatch([image], *model._shared_features([image]), [t]), 0, segments)
+        scores = scores.scores()
+        img = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+        rec = records[lab.image_id]
+        ids = gt.read_ids(rec, validate=False)
+        for c in torch.nonzero(t["tags"] > 0).squeeze(1).tolist():
+            r = int(scores[:, c].argmax())
+            before = segments.mask(r).numpy()
+            after = grabcut_from_segment(img, before, segments.boxes[r].numpy())
+            both = np.stack([before, after])
+            iou = best_iou_by_class(both, ids, [s for s in rec.segments if s.category_id == cats[c]]).get(cats[c])
+            iou = np.zeros(2) if iou is None else iou
+            kind = "things" if ds.categories[cats[c]].isthing else "stuff"
+            rows[kind].append((float(iou[0]), float(iou[1]), after.sum() / max(before.sum(), 1)))
+    out: dict = {"run": str(run), "images": images}
+    for kind, v in rows.items():
+        a = np.array(v).reshape(-1, 3)
+        out[kind] = {
+            "pairs": len(a),
+            "iou_before": round(100 * float(a[:, 0].mean()), 1),
+            "iou_after": round(100 * float(a[:, 1].mean()), 1),
+            "corloc_before": round(100 * float((a[:, 0] >= 0.5).mean()), 1),
+            "corloc_after": round(100 * float((a[:, 1] >= 0.5).mean()), 1),
+            "median_area_after_over_before": round(float(np.median(a[:, 2])), 2),
+        }
+    return out
+
+
 def heads_fit(run: Path, lrs: list[float], steps: int = 300) -> dict:
     model, ds, _ = _load(run)
     model.eval()
@@ -301,7 +345,7 @@ def frozen_fit(
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["proposals", "run", "heads", "frozen"])
+    ap.add_argument("what", choices=["proposals", "run", "heads", "frozen", "grabcut"])
     ap.add_argument("--ckpts", nargs="+", type=Path)
     ap.add_argument("--manifest", type=Path)
     ap.add_argument("--gt", type=Path)
@@ -316,6 +360,8 @@ def main() -> None:
         res = proposals(args.images)
     elif args.what == "run":
         res = run_picks(args.run, args.images)
+    elif args.what == "grabcut":
+        res = grabcut_effect(args.run, args.images)
     elif args.what == "heads":
         res = heads_fit(args.run, args.lrs)
     else:
