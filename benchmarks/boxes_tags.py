@@ -347,7 +347,7 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
     lines.append("")
     paired = [(f"{a} minus full", d) for a, d in summ.get("minus_full", {}).items()]
     paired += [(f"{a} minus {d['before']}", d) for a, d in summ.get("round_gain", {}).items()]
-    paired += [(f"{a} minus both_round{a.rsplit('round', 1)[1]}", d) for a, d in summ.get("fill_gain", {}).items()]
+    paired += [(f"{a} minus both_round{round_of(a)}", d) for a, d in summ.get("fill_gain", {}).items()]
     for name, d in paired:
         parts = []
         for m, label in (("pq", "PQ"), ("pq_th", "PQ_th"), ("pq_st", "PQ_st")):

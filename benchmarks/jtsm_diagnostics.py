@@ -51,7 +51,16 @@ from cqbnet.data.transforms import to_tensors
 from cqbnet.engine.data import dataset_paths
 from cqbnet.engine.trainer import load_model
 from cqbnet.modeling.supervision import TrainingBatch
-from cqbnet.weak.jtsm import POOL, MiningHeads, MiningOutput, mask_iou, mining_loss, moi_pool, pool_rois, proposal_cache
+from cqbnet.weak.jtsm import (
+    POOL,
+    MiningHeads,
+    MiningOutput,
+    Segments,
+    mining_loss,
+    moi_pool,
+    pool_rois,
+    proposal_cache,
+)
 from cqbnet.weak.segment_proposals import segment_proposals
 
 
@@ -247,8 +256,7 @@ def heads_fit(run: Path, lrs: list[float], steps: int = 300) -> dict:
             image, t = to_tensors(*ds[index])
             segments = branch.proposals(t, image)
             branch.image_outputs(TrainingBatch([image], *model._shared_features([image]), [t]), 0, segments)
-            area = torch.bincount(segments.superpixels.flatten().long(), minlength=segments.members.shape[1])
-            data.append((got["x"], t["tags"], mask_iou(segments.members, area.float())))
+            data.append((got["x"], t["tags"], segments.iou()))
     hook.remove()
     channels, classes = data[0][0].shape[1], len(ds.categories)
     out: dict = {"run": str(run), "steps": steps}
@@ -300,13 +308,12 @@ def frozen_fit(
     for index in range(images):
         image, t = to_tensors(*ds[index])
         p = proposal_cache((image.permute(1, 2, 0) * 255).round().byte().numpy(), cache / f"{t['image_id']}.npz")
-        sp, members = torch.from_numpy(p["superpixels"]).long(), torch.from_numpy(p["members"])
-        area = torch.bincount(sp.flatten(), minlength=members.shape[1]).float()
-        masks = members[:, sp]
+        segments = Segments(*(torch.from_numpy(p[k]) for k in ("superpixels", "members", "boxes")))
+        masks = segments.masks()
         rec = records[ds.manifest.images[index].image_id]
-        by_id = best_iou_by_class(masks.numpy().astype(bool), gt.read_ids(rec, validate=False), rec.segments)
+        by_id = best_iou_by_class(masks.numpy(), gt.read_ids(rec, validate=False), rec.segments)
         truth = {cats.index(c): best for c, best in by_id.items()}  # keyed by tag index
-        base.append((image, t["tags"], mask_iou(members, area), masks, torch.from_numpy(p["boxes"]), truth))
+        base.append((image, t["tags"], segments.iou(), masks, segments.boxes, truth))
     thing = [ds.categories[c].isthing for c in cats]
     out: dict = {"images": images, "steps": steps, "lr": lr}
     for ckpt in ckpts:

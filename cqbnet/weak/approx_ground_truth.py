@@ -354,6 +354,12 @@ LOW_COVERAGE = 0.5  # a box labelled with its class on less than this share is f
 FILL_RULES = ("box", "predicted")  # what rule 5 fills: the released code's whole box, or the predicted pixels only
 
 
+def check_fill(fill: str) -> None:
+    """A one-line InputError for a fill rule that is not one of :data:`FILL_RULES`."""
+    if fill not in FILL_RULES:
+        raise InputError(f"unknown fill rule {fill!r}; choose {' or '.join(FILL_RULES)}")
+
+
 def clean_prediction(
     pred: np.ndarray,
     score: np.ndarray,
@@ -377,8 +383,7 @@ def clean_prediction(
        released code's rule; ``fill="predicted"`` fills only the pixels whose prediction (``pred``, at any
        confidence) is the box's class, so that a box the object covers sparsely is not filled with its background.
     """
-    if fill not in FILL_RULES:
-        raise InputError(f"unknown fill rule {fill!r}; choose {' or '.join(FILL_RULES)}")
+    check_fill(fill)
     out = pred.copy()
     out[score < CONFIDENCE] = IGNORE
     if tags is not None:
@@ -453,8 +458,7 @@ def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: i
 
     from cqbnet.data.dataset import read_image_of
 
-    if fill not in FILL_RULES:
-        raise InputError(f"unknown fill rule {fill!r}; choose {' or '.join(FILL_RULES)}")
+    check_fill(fill)  # before any image is refined
     cats = manifest.categories
     order = list(cats)  # semantic index -> category id
     things = {c for c, k in cats.items() if k.isthing}

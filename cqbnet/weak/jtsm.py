@@ -123,6 +123,11 @@ class Segments(NamedTuple):
         """(R, H, W) bool: every segment (for small images; :meth:`cells` and :meth:`mask` avoid it)."""
         return self.members.bool()[:, self.superpixels.long()]
 
+    def iou(self) -> Tensor:
+        """(R, R) mask IoU of the segments, by superpixel areas (:func:`mask_iou`)."""
+        area = torch.bincount(self.superpixels.flatten().long(), minlength=self.members.shape[1])
+        return mask_iou(self.members, area.float())
+
     def cells(self, size: tuple[int, int], stride: int) -> Tensor:
         """(R, h, w) bool: :func:`cell_max` of every segment, from the superpixels' cells without any mask: a
         segment touches a cell when one of its superpixels does."""
@@ -370,9 +375,7 @@ class JTSM(nn.Module):
             t = targets[i]
             segments = self.proposals(t, batch.images[i])
             out = self.image_outputs(batch, i, segments)
-            area = torch.bincount(segments.superpixels.flatten().long(), minlength=segments.members.shape[1])
-            iou = mask_iou(segments.members, area.float())
-            total = total + mining_loss(out, t["tags"], iou)
+            total = total + mining_loss(out, t["tags"], segments.iou())
             ramp = ramp_weight(batch.iteration, self.warmup)
             if self.pseudo_labels and ramp > image_share(t["image_id"]):
                 scores = out.detach().scores()
