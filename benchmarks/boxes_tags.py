@@ -13,9 +13,14 @@ Per seed, every step resumable (a finished step's output is kept, an interrupted
 Ablations (round 0 only, one run each): ``--cues grabcut proposal box`` (``box``: every box pixel its class, no
 ignore). Variant: ``--fills predicted``, the refinement rounds again from the same round 0 and network with rule 5
 filling only the predicted pixels of a sparsely covered box (arms ``fill-predicted_round<r>``, every main seed).
+Variant: ``--box-background``, the recipe again from a round 0 that marks the box background for the mask head,
+refined with the first of ``--fills`` (arms ``box-background_round0``, ``box-background_fill-predicted_round<r>``),
+each paired against the same arm without it. Every trained network's thing segments are also measured against
+the truth on val (``thing_fit``: do they spill over their objects?).
 Usage::
 
-    python benchmarks/boxes_tags.py --seeds 0 1 --rounds 1 [--cues grabcut proposal box] [--fills predicted] [--commit]
+    python benchmarks/boxes_tags.py --seeds 0 1 --rounds 1 [--cues grabcut proposal box] [--fills predicted] \
+        [--box-background] [--commit]
     python benchmarks/boxes_tags.py --probe runs/boxes_tags/s0/classifier/model_final.pth   # one classifier's CAMs
 
 Results: ``benchmarks/results/boxes_tags/runs.json``, ``summary.json`` and ``benchmarks/boxes_tags.md``.
@@ -195,10 +200,17 @@ def added_things(first: Path, later: Path, gt) -> dict[str, float]:
 
 
 def run_seed(
-    seed: int, rounds: int, cue: str, overrides: list[str], work: Path, fill: str = "box"
+    seed: int,
+    rounds: int,
+    cue: str,
+    overrides: list[str],
+    work: Path,
+    fill: str = "box",
+    box_background: bool = False,
 ) -> list[dict[str, Any]]:
     """One seed's rows: with ``cue`` ``both`` (paper 001) full supervision, the recipe's rounds and the classifier's
-    probe; with another cue, that ablation's round 0; with another ``fill`` rule, its refinement rounds only."""
+    probe; with another cue, that ablation's round 0; with another ``fill`` rule, its refinement rounds only; with
+    ``box_background``, its own round 0 and refinement rounds."""
     recipe = shared_data_config(load_config(RECIPE, overrides), work)
     recipe["train"]["seed"] = seed
     recipe["model"]["weak"] = {**recipe["model"].get("weak", {}), **{m: False for m in MODULES}}
@@ -209,16 +221,24 @@ def run_seed(
     manifest = base / "labels" / "manifest.json"
     if not manifest.is_file():
         simulate(gt, parse_ratio("B+I=1"), base / "labels", seed=seed)
-    headline = cue == "both" and fill == "box"
+    headline = cue == "both" and fill == "box" and not box_background
     rows = [{"seed": seed, "arm": "full", **evaluated(copy.deepcopy(recipe), base / "full")}] if headline else []
-    steps = run_boxes_tags(recipe, cam_cfg, manifest, base, rounds if cue == "both" else 0, cue, "cpu", gt, fill)
+    steps = run_boxes_tags(
+        recipe, cam_cfg, manifest, base, rounds if cue == "both" else 0, cue, "cpu", gt, fill, box_background
+    )
     for entry in steps:
-        if fill != "box" and entry["round"] == 0:
+        if fill != "box" and entry["round"] == 0 and not box_background:
             continue  # round 0 is the main arm's
         cfg = copy.deepcopy(recipe)
         cfg["data"]["manifest"], cfg["data"]["approximate"] = str(manifest), str(entry["labels"])
-        name = f"{cue if fill == 'box' else 'fill-' + fill}_round{entry['round']}"
+        name = f"{cue if fill == 'box' or entry['round'] == 0 else 'fill-' + fill}_round{entry['round']}"
+        if box_background:
+            name = "box-background_" + name.removeprefix("both_")
         row = {"seed": seed, "arm": name, "labels": entry["score"], **evaluated(cfg, entry["run"])}
+        fit = Path(entry["run"]) / "thing_fit.json"
+        if not fit.is_file():
+            write_json(fit, thing_fit(entry["checkpoint"], load_split(recipe["data"], "val", work)), indent=2)
+        row["thing_fit"] = read_json(fit)
         if entry["round"] > 0:
             cached = Path(entry["labels"]) / "added_things.json"
             if not cached.is_file():
@@ -268,6 +288,14 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         gain = paired_gain(by, arm, f"both_round{round_of(arm)}")
         if gain is not None:
             out["fill_gain"][arm] = gain
+    # the box background against the same arm without it
+    out["background_gain"] = {}
+    for arm in (a for a in by if a.startswith("box-background_")):
+        without = arm.removeprefix("box-background_")
+        gain = paired_gain(by, arm, without if without in by else f"both_{without}")
+        if gain is not None:
+            out["background_gain"][arm] = {**gain, "without": without if without in by else f"both_{without}"}
+    for arm in (a for a in by if a.startswith(("fill-", "box-background_"))):
         if full_pq > 0:
             out.setdefault("variant_fraction_of_full", {})[arm] = {
                 "fraction_of_full": mean[arm]["pq"] / full_pq,
@@ -277,7 +305,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["round_gain"] = {}
     for arm in sorted((a for a in by if "_round" in a and round_of(a) > 0), key=round_of):
         family, r = arm.rsplit("_round", 1)[0], round_of(arm)
-        prev = f"{family}_round{r - 1}" if f"{family}_round{r - 1}" in by else f"both_round{r - 1}"
+        # the same family's round before, else its variant's (box-background), else the main arm's
+        prev = next(f"{f}_round{r - 1}" for f in (family, family.split("_")[0], "both") if f"{f}_round{r - 1}" in by)
         gain = paired_gain(by, arm, prev)
         if gain is not None:
             out["round_gain"][arm] = {**gain, "before": prev}
@@ -326,6 +355,22 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
             lines.append(
                 f"| {seed} | {arm} | {a['added_share']:.1f}% | {a['added_precision']:.1f} | {a['kept_precision']:.1f} |"
             )
+    fits = [(r["seed"], r["arm"], r["thing_fit"]) for r in rows if "thing_fit" in r]
+    if fits:
+        lines += [
+            "",
+            "How the networks' thing segments fit the objects (`thing_fit`, first 100 val scenes): each true thing's "
+            "best predicted segment of its class, where their IoU exceeds 0.5; pixel precision and recall over those, "
+            "and the mean area predicted / true (above 1: the masks spill over the objects).",
+            "",
+            "| seed | arm | matched | precision | recall | area ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        for seed, arm, f in sorted(fits, key=lambda x: (x[0], x[1])):
+            lines.append(
+                f"| {seed} | {arm} | {f['matched_share']:.1f}% | {f['precision']:.1f} | {f['recall']:.1f} | "
+                f"{f['area_ratio']:.2f} |"
+            )
     probes = [(r["seed"], r["classifier"]) for r in rows if "classifier" in r]
     if probes:
         lines += [
@@ -348,6 +393,7 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
     paired = [(f"{a} minus full", d) for a, d in summ.get("minus_full", {}).items()]
     paired += [(f"{a} minus {d['before']}", d) for a, d in summ.get("round_gain", {}).items()]
     paired += [(f"{a} minus both_round{round_of(a)}", d) for a, d in summ.get("fill_gain", {}).items()]
+    paired += [(f"{a} minus {d['without']}", d) for a, d in summ.get("background_gain", {}).items()]
     for name, d in paired:
         parts = []
         for m, label in (("pq", "PQ"), ("pq_th", "PQ_th"), ("pq_st", "PQ_st")):
@@ -377,6 +423,8 @@ def main() -> None:
     ap.add_argument("--cues", nargs="*", default=[], choices=["grabcut", "proposal", "box"], help="ablations")
     ap.add_argument("--fills", nargs="*", default=[], choices=["predicted"], help="refinement variants")
     ap.add_argument("--fill-rounds", type=int, help="refinement rounds of the fill variants (default: --rounds)")
+    ap.add_argument("--box-background", action="store_true", help="the box-background variant, every main seed")
+    ap.add_argument("--background-rounds", type=int, help="its refinement rounds (default: those of its fill)")
     ap.add_argument("--ablation-seeds", nargs="*", type=int, help="seeds of the ablations (default: the first)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "boxes_tags")
     ap.add_argument("--results", type=Path, default=RESULTS)
@@ -400,10 +448,16 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     ablated = args.seeds[:1] if args.ablation_seeds is None else args.ablation_seeds
     # every seed's main rows first, then the ablations, each step's results committed as it ends
-    steps = [(s, "both", "box") for s in args.seeds] + [(s, "both", f) for f in args.fills for s in args.seeds]
     fill_rounds = args.rounds if args.fill_rounds is None else args.fill_rounds
-    for seed, cue, fill in steps + [(s, c, "box") for s in ablated for c in args.cues]:
-        rows += run_seed(seed, args.rounds if fill == "box" else fill_rounds, cue, args.overrides, args.work, fill)
+    steps = [(s, "both", "box", False, args.rounds) for s in args.seeds]
+    steps += [(s, "both", f, False, fill_rounds) for f in args.fills for s in args.seeds]
+    if args.box_background:
+        fill = (args.fills or ["box"])[0]
+        rounds = args.background_rounds if args.background_rounds is not None else steps[-1][-1]
+        steps += [(s, "both", fill, True, rounds) for s in args.seeds]
+    steps += [(s, c, "box", False, 0) for s in ablated for c in args.cues]
+    for seed, cue, fill, background, rounds in steps:
+        rows += run_seed(seed, rounds, cue, args.overrides, args.work, fill, background)
         args.results.mkdir(parents=True, exist_ok=True)
         summ = summary(rows)
         write_json(args.results / "runs.json", {"overrides": args.overrides, "runs": rows}, indent=2)

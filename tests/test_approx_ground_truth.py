@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from cqbnet.errors import InputError
-from cqbnet.weak.approx_ground_truth import IGNORE, approximate_panoptic, best_proposal, stuff_cues, thing_cues
+from cqbnet.weak.approx_ground_truth import (
+    BACKGROUND,
+    IGNORE,
+    approximate_panoptic,
+    best_proposal,
+    stuff_cues,
+    thing_cues,
+)
 from cqbnet.weak.grabcut import grabcut_foreground
 from cqbnet.weak.segment_proposals import segment_proposals
 
@@ -52,7 +59,7 @@ def test_grabcut_and_the_best_proposal_each_find_a_drawn_object():
 def test_thing_cues_label_only_where_the_cues_agree_and_ignore_the_rest_of_the_box():
     img, disc, square = _scene()
     boxes = np.array([[8, 18, 32, 42.0], [39, 7, 59, 27]])
-    masks, labels, ignore = thing_cues(img, boxes, np.array([1, 2]))
+    masks, labels, ignore, background = thing_cues(img, boxes, np.array([1, 2]))
     assert labels.tolist() == [1, 2]
     assert (masks[0] & disc).sum() / masks[0].sum() > 0.95 and (masks[1] & square).sum() / masks[1].sum() > 0.95
     box0 = np.zeros_like(disc)
@@ -60,9 +67,14 @@ def test_thing_cues_label_only_where_the_cues_agree_and_ignore_the_rest_of_the_b
     assert not (masks[0] & ~box0).any()  # nothing outside its box
     assert np.array_equal(ignore & box0, box0 & ~masks.any(0))  # the rest of the box is ignore
     assert not ignore[~(box0 | (np.mgrid[:64, :64][0] < 27))].any()  # nothing outside the boxes is ignore
-    # the no-ignore ablation labels every box pixel
-    full, _, ig = thing_cues(img, boxes, np.array([1, 2]), cue="box")
-    assert full[0].sum() == 24 * 24 and not ig.any()
+    # the box background: ignore pixels both cues call background, nearly all of the box around the disc
+    assert not (background & ~ignore).any() and (background & disc).sum() <= 0.02 * background.sum()
+    assert (background & box0).sum() > 0.5 * (box0 & ~disc).sum()
+    # one cue alone: its background is all the ignore of a lone box; the no-ignore ablation labels every box pixel
+    _, _, ig, bg = thing_cues(img, boxes[:1], np.array([1]), cue="grabcut")
+    assert bg.any() and np.array_equal(bg, ig)
+    full, _, ig, bg = thing_cues(img, boxes, np.array([1, 2]), cue="box")
+    assert full[0].sum() == 24 * 24 and not ig.any() and not bg.any()
     with pytest.raises(InputError, match="unknown thing cue"):
         thing_cues(img, boxes, np.array([1, 2]), cue="mcg")
 
@@ -70,12 +82,20 @@ def test_thing_cues_label_only_where_the_cues_agree_and_ignore_the_rest_of_the_b
 def test_same_class_overlaps_are_ignore_and_crowd_boxes_give_no_instance():
     img, disc, _ = _scene()
     boxes = np.array([[8, 18, 32, 42.0], [8, 18, 32, 42.0]])  # two boxes of one class on one object
-    masks, _, ignore = thing_cues(img, boxes, np.array([1, 1]), cue="box")
-    assert not masks.any() and ignore[18:42, 8:32].all()
-    masks, _, ignore = thing_cues(img, boxes, np.array([1, 2]), cue="box")  # two classes: no rule applies
+    masks, _, ignore, background = thing_cues(img, boxes, np.array([1, 1]), cue="box")
+    assert not masks.any() and ignore[18:42, 8:32].all() and not background.any()  # an overlap is no background
+    masks, _, ignore, _ = thing_cues(img, boxes, np.array([1, 2]), cue="box")  # two classes: no rule applies
     assert masks.all(axis=0)[18:42, 8:32].all()
-    masks, labels, ignore = thing_cues(img, boxes[:1], np.array([1]), np.array([True]))
+    masks, labels, ignore, background = thing_cues(img, boxes[:1], np.array([1]), np.array([True]))
     assert len(masks) == 0 and len(labels) == 0 and ignore[disc].mean() > 0.9
+    assert not background.any()  # a crowd box's pixels are nobody's background
+    # a pixel one box's cues call background and another's call foreground is no background
+    two = np.array([[8, 18, 32, 42.0], [8, 18, 36, 42]])
+    _, _, _, alone = thing_cues(img, two[:1], np.array([1]))
+    masks, _, _, both = thing_cues(img, two, np.array([1, 2]))
+    box1 = np.zeros_like(disc)
+    box1[18:42, 8:32] = True
+    assert not (both & masks.any(0)).any() and not (both & ~alone & box1).any()  # a second box only takes away
 
 
 def test_stuff_cues_threshold_each_map_at_half_its_maximum_and_the_smaller_region_wins():
@@ -144,6 +164,7 @@ def test_round_zero_writes_labels_the_dataset_and_the_network_learn_from(tmp_pat
     from cqbnet.data.mixed_dataset import MixedLabelDataset
     from cqbnet.data.transforms import to_tensors
     from cqbnet.modeling.build import build_panoptic_net
+    from cqbnet.modeling.targets import detection_target
     from helpers import TINY, tiny_model_config
 
     labels = tmp_path / "labels"
@@ -195,6 +216,26 @@ def test_round_zero_writes_labels_the_dataset_and_the_network_learn_from(tmp_pat
     assert main([*argv, "--data", str(synth), "--device", "cpu"]) == 0
     assert "labelled_share" in capsys.readouterr().out
     assert len(json.loads((tmp_path / "r1" / "labels.json").read_text())["images"]) == len(weak)
+    # the box background: ignore for every class as before, the mask head's negative, kept by a refinement round
+    argv = ["labels", "approximate", "--manifest", str(labels / "manifest.json"), "--out", str(tmp_path / "r0b")]
+    argv += ["--checkpoint", str(tmp_path / "run" / "model_final.pth"), "--data", str(synth), "--device", "cpu"]
+    assert main([*argv, "--box-background"]) == 0
+    assert "box_background_share" in capsys.readouterr().out
+    marked = MixedLabelDataset(labels / "manifest.json", approximate=tmp_path / "r0b")
+    i = next(i for i in index if marked[i][1]["box_background"].any())
+    (_, t), (_, t0) = marked[i], ds[i]
+    bg = t["box_background"]
+    assert not t0["box_background"].any() and (t["ignore"] == t0["ignore"]).all() and (t["masks"] == t0["masks"]).all()
+    assert (t["panoptic"][bg] == 0).all() and (t["semantic"][bg] == ds.ignore_index).all()
+    det = detection_target(to_tensors(*marked[i])[1], model.labels)
+    assert torch.equal(det["ignore"], torch.from_numpy(t["ignore"] & ~bg))
+    rows = json.loads((tmp_path / "r0b" / "labels.json").read_text())["images"][str(marked.manifest.images[i].image_id)]
+    assert [c for _, c, j in rows["segments"] if j == BACKGROUND] == [-1]  # one segment, no class
+    argv = ["labels", "refine", "--manifest", str(labels / "manifest.json"), "--cues", str(tmp_path / "r0b")]
+    argv += ["--checkpoint", str(tmp_path / "run1" / "model_final.pth"), "--out", str(tmp_path / "r1b")]
+    assert main([*argv, "--device", "cpu"]) == 0
+    kept = json.loads((tmp_path / "r1b" / "labels.json").read_text())["images"]
+    assert any(j == BACKGROUND for im in kept.values() for _, _, j in im["segments"])
 
 
 def test_the_dense_crf_cleans_a_noisy_unary_along_the_image_colours():
@@ -308,6 +349,13 @@ def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_p
     assert (tmp_path / "bt" / "round1_fill-predicted" / "labels.json").is_file()
     assert (tmp_path / "bt" / "train1_fill-predicted" / "model_final.pth").is_file()
     assert (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns == stamp
+    # marking the box background starts again from a round 0 of its own, and the classifier is reused
+    classifier = (tmp_path / "bt" / "classifier" / "model_final.pth").stat().st_mtime_ns
+    rounds = argv.index("--rounds") + 1
+    assert main([*argv[:rounds], "0", *argv[rounds + 1 :], "--box-background"]) == 0
+    assert (tmp_path / "bt" / "classifier" / "model_final.pth").stat().st_mtime_ns == classifier
+    assert (tmp_path / "bt" / "round0_box-background" / "score.json").is_file()
+    assert (tmp_path / "bt" / "train0_box-background" / "model_final.pth").is_file()
 
 
 def test_the_classifier_learns_from_the_tags_alone_of_every_image_that_has_them(tmp_path, synth):

@@ -66,6 +66,12 @@ def test_transforms_keep_targets_aligned(dataset):
     for m, b in zip(r["masks"], r["boxes"]):
         ys, xs = torch.where(m)
         assert b.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+    # approximate labels' pixel maps (paper 001) follow the image too
+    t["ignore"] = torch.rand(t["semantic"].shape) > 0.5
+    t["box_background"] = t["ignore"] & (torch.rand(t["semantic"].shape) > 0.5)
+    for k in ("ignore", "box_background"):
+        assert torch.equal(hflip(img, t)[1][k], t[k].flip(-1)), k
+        assert torch.equal(resize(img, t, 2.0)[1][k], t[k].repeat_interleave(2, 0).repeat_interleave(2, 1)), k
 
 
 def test_training_step_and_losses(dataset):

@@ -35,6 +35,14 @@ def _add_fill_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_box_background_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--box-background",
+        action="store_true",
+        help="the box pixels every cue calls background teach the mask head its box's background (class: ignore)",
+    )
+
+
 def _add_device_and_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
@@ -327,7 +335,10 @@ def cmd_boxes_tags(args) -> int:
     cam_cfg = load_config(args.cam_config or args.config, args.overrides)
     gt = _load_gt(args) if (args.data is not None or args.gt_json is not None) else None
     device = _device(args.device)
-    for entry in run_boxes_tags(cfg, cam_cfg, args.manifest, args.out, args.rounds, args.cue, device, gt, args.fill):
+    steps = run_boxes_tags(
+        cfg, cam_cfg, args.manifest, args.out, args.rounds, args.cue, device, gt, args.fill, args.box_background
+    )
+    for entry in steps:
         score = entry.get("score")
         text = (
             ""
@@ -423,7 +434,8 @@ def cmd_approximate(args) -> int:
     model = device = None
     if args.checkpoint is not None:
         model, _, device = _load_model_args(args)
-    return _write_and_score(args, manifest, round_zero(manifest, model, device or "cpu", args.cue), "round 0")
+    entries = round_zero(manifest, model, device or "cpu", args.cue, box_background=args.box_background)
+    return _write_and_score(args, manifest, entries, "round 0")
 
 
 def _write_and_score(args, manifest, entries, source: str) -> int:
@@ -591,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a network with Cls2Pixel trained on the tags (boxes-tags' classifier/): its CAMs give stuff",
     )
     ap.add_argument("--cue", default="both", choices=["both", "grabcut", "proposal", "box"], help="things' cue")
+    _add_box_background_arg(ap)
     _add_gt_args(ap)
     _add_device_and_overwrite(ap)
     ap.set_defaults(func=cmd_approximate)
@@ -676,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--rounds", type=_at_least(0), default=1, help="refinement rounds after round 0")
     bt.add_argument("--cue", default="both", choices=["both", "grabcut", "proposal", "box"], help="things' cue")
     _add_fill_arg(bt)
+    _add_box_background_arg(bt)
     _add_gt_args(bt)
     bt.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     bt.set_defaults(func=cmd_boxes_tags)

@@ -31,7 +31,8 @@ def to_tensors(image: np.ndarray, target: Target) -> tuple[Tensor, Target]:
     return img, out
 
 
-MAPS = ("masks", "semantic", "panoptic", "stuff_semantic", "ignore")  # per-pixel targets, last two dims (H, W)
+# per-pixel targets, last two dims (H, W)
+MAPS = ("masks", "semantic", "panoptic", "stuff_semantic", "ignore", "box_background")
 BOXES = ("boxes", "box_boxes")  # xyxy, exclusive right/bottom edge
 
 
@@ -67,8 +68,9 @@ def resize(image: Tensor, target: Target, scale: float) -> tuple[Tensor, Target]
     for k in ("semantic", "panoptic", "stuff_semantic"):
         if k in t:
             t[k] = F.interpolate(target[k][None, None].float(), size=size, mode="nearest")[0, 0].long()
-    if "ignore" in t:
-        t["ignore"] = F.interpolate(target["ignore"][None, None].float(), size=size, mode="nearest")[0, 0].bool()
+    for k in ("ignore", "box_background"):
+        if k in t:
+            t[k] = F.interpolate(target[k][None, None].float(), size=size, mode="nearest")[0, 0].bool()
     if "boxes" in t:
         # approximate labels (with ignore) keep their annotated boxes: their masks are only the confident part
         scaled = target["boxes"] * torch.tensor([size[1] / w, size[0] / h] * 2)

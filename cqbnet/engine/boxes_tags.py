@@ -7,8 +7,9 @@ localise the tagged stuff;
 ``round0/`` the approximate labels (:func:`~cqbnet.weak.approx_ground_truth.round_zero`); ``train0/`` the network
 trained on them; then for each refinement round r, ``round<r>/`` the labels refined from ``train<r-1>``
 (:func:`~cqbnet.weak.approx_ground_truth.refine_round`) and ``train<r>/`` the network trained on them
-(``round<r>_fill-predicted/`` and ``train<r>_fill-predicted/`` with the predicted-pixels fill rule). A step whose
-output is complete is not run again; an interrupted training resumes from its checkpoint.
+(``round<r>_fill-predicted/`` and ``train<r>_fill-predicted/`` with the predicted-pixels fill rule; every folder
+of a run that marks the box background for the mask head ends in ``_box-background``, from ``round0`` on). A step
+whose output is complete is not run again; an interrupted training resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -76,30 +77,34 @@ def run_boxes_tags(
     device: str = "cpu",
     gt=None,
     fill: str = "box",
+    box_background: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or finish) the recipe; one entry per round: its labels' folder, the network trained on them and, when
     the ground truth ``gt`` is given, the labels' score (``score.json`` in the labels' folder). ``fill`` is the
     refinement's low-coverage rule (:func:`~cqbnet.weak.approx_ground_truth.clean_prediction`); round 0 and its
-    network are shared by every fill rule."""
+    network are shared by every fill rule. ``box_background``: round 0 marks the box background for the mask head
+    (:func:`~cqbnet.weak.approx_ground_truth.round_zero`) and every later round keeps it."""
     from cqbnet.engine.trainer import load_model
     from cqbnet.io import read_json, write_json
 
     out = Path(out)
     labels_of = load_manifest(manifest)
     dev = torch.device(device)
-    r0 = out / ("round0" if cue == "both" else f"round0_{cue}")
+    base = ("" if cue == "both" else f"_{cue}") + ("_box-background" if box_background else "")
+    r0 = out / f"round0{base}"
     if not (r0 / "labels.json").is_file():
         view = out / "classifier" / "tags_only.json"
         if not view.is_file():
             view.parent.mkdir(parents=True, exist_ok=True)
             tags_only(labels_of, view)
         model, _ = load_model(trained(classifier_config(cam_cfg, view), out / "classifier", device), dev)
-        write_round(r0, round_zero(labels_of, model, dev, cue), f"round 0, cue {cue}")
+        entries = round_zero(labels_of, model, dev, cue, box_background=box_background)
+        write_round(r0, entries, f"round 0, cue {cue}" + (", box background" if box_background else ""))
     done, labels = [], r0
     variant = "" if fill == "box" else f"_fill-{fill}"
     for r in range(rounds + 1):
         if r > 0:
-            nxt = out / f"round{r}{variant}"
+            nxt = out / f"round{r}{base}{variant}"
             if not (nxt / "labels.json").is_file():
                 model, _ = load_model(done[-1]["checkpoint"], dev)
                 refined = refine_round(model, labels_of, ApproximateRound.load(r0), dev, fill=fill)
@@ -112,7 +117,7 @@ def run_boxes_tags(
             entry["score"] = read_json(labels / "score.json")
         run_cfg = copy.deepcopy(cfg)
         run_cfg["data"]["manifest"], run_cfg["data"]["approximate"] = str(manifest), str(labels)
-        name = (f"train{r}" + (variant if r > 0 else "")) if cue == "both" else f"train0_{cue}"
+        name = f"train{r}{base}" + (variant if r > 0 else "")
         entry["checkpoint"] = trained(run_cfg, out / name, device)
         entry["run"] = out / name
         done.append(entry)

@@ -25,8 +25,10 @@ def detection_target(t: dict[str, Any], labels: LabelSpace) -> dict[str, Tensor]
     }
     if "masks" in t:
         out["masks"] = t["masks"][sel].to(torch.uint8)
-    if "ignore" in t:  # approximate labels (paper 001): pixels no loss reads
+    if "ignore" in t:  # approximate labels (paper 001): pixels no loss reads, but the mask head the box background
         out["ignore"] = t["ignore"].bool()
+        if "box_background" in t:
+            out["ignore"] = out["ignore"] & ~t["box_background"].bool()
     return out
 
 

@@ -7,6 +7,9 @@ semantic map), and no loss reads it (Eq. 1).
   rectangle (:func:`grabcut_foreground`) and the segment proposal that best fits the box (:func:`best_proposal`);
   a pixel takes the box's class only where both agree, the rest of the box is ignore, each box is one instance,
   and where two same-class instances overlap the overlap is ignore (:func:`thing_cues`).
+* Box background (cqbnet's addition, off by default): the pixels of a box that every cue calls background are no
+  box's instance. They stay ignore for every class (the paper's rule), but the mask head, which predicts one box's
+  instance, may learn them as that box's background (``box_background`` in :func:`round_zero`).
 * Segment proposals: MCG has no Python port; :func:`~cqbnet.weak.segment_proposals.segment_proposals` groups
   Felzenszwalb superpixels hierarchically as selective search does, every region kept as its set of superpixels.
 * Refinement (Sec. 3.4): the network's own predictions through a dense CRF (:mod:`cqbnet.weak.dense_crf`), then
@@ -61,9 +64,10 @@ def thing_cues(
     iscrowd: np.ndarray | None = None,
     proposals: Proposals | None = None,
     cue: str = "both",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Paper 001's things from boxes: (instance masks (M, H, W) bool, each box's class (M,), ignore (H, W) bool:
-    the pixels of a box that are not confidently its instance, and same-class overlaps).
+    the pixels of a box that are not confidently its instance, and same-class overlaps; background (H, W) bool:
+    the ignore pixels that every cue of every box holding them calls background, outside crowd boxes).
 
     ``cue``: ``both`` (the paper: GrabCut and the best proposal must agree), ``grabcut`` or ``proposal`` alone
     (ablations), ``box`` (every box pixel its class, the no-ignore ablation: overlaps still ignore).
@@ -76,6 +80,7 @@ def thing_cues(
         proposals = segment_proposals(image)
     masks = np.zeros((len(boxes), h, w), dtype=bool)
     in_box = np.zeros((len(boxes), h, w), dtype=bool)
+    doubt = np.zeros((h, w), dtype=bool)  # a box pixel some cue gives the box's object
     for k, b in enumerate(boxes):
         x1, y1 = max(0, int(np.floor(b[0]))), max(0, int(np.floor(b[1])))
         x2, y2 = min(w, int(np.ceil(b[2]))), min(h, int(np.ceil(b[3])))
@@ -83,10 +88,14 @@ def thing_cues(
         if cue == "box":
             masks[k] = in_box[k]
             continue
-        fg = grabcut_foreground(image, b) if cue in ("both", "grabcut") else in_box[k]
+        said = []  # (H, W) bool: each cue's foreground
+        if cue in ("both", "grabcut"):
+            said.append(grabcut_foreground(image, b))
         if cue in ("both", "proposal"):
-            fg = fg & best_proposal(proposals, b)
-        masks[k] = fg & in_box[k]
+            said.append(best_proposal(proposals, b))
+        masks[k] = np.logical_and.reduce(said) & in_box[k]
+        doubt |= np.logical_or.reduce(said) & in_box[k]
+    doubt |= masks.any(0) | in_box[iscrowd].any(0)
     ignore = in_box.any(0) & ~masks.any(0)
     for c in np.unique(labels):
         same = masks[labels == c]
@@ -96,7 +105,7 @@ def thing_cues(
     # a crowd box labels nothing as an instance: its confident pixels stay ignore as well
     ignore |= masks[iscrowd].any(0) if iscrowd.any() else False
     keep = ~iscrowd
-    return masks[keep], np.asarray(labels)[keep], ignore
+    return masks[keep], np.asarray(labels)[keep], ignore, ignore & ~doubt
 
 
 def stuff_cues(cams: np.ndarray, classes: list[int], threshold: float = CAM_THRESHOLD) -> np.ndarray:
@@ -137,14 +146,16 @@ def approximate_panoptic(
 # --- a round of approximate labels on disk, and the targets the dataset makes from it ---------------------------
 
 ROUND_FORMAT = "cqbnet.approximate_panoptic"
+STUFF, BACKGROUND = -1, -2  # the box index of a stuff segment, and of the box background (category id -1)
 
 
 def write_round(
     out_dir: Path, entries: Iterable[tuple[int | str, np.ndarray, list[tuple[int, int, int]]]], source: str
 ) -> Path:
     """Write one round of approximate labels: ``out_dir/<image id>.png`` (COCO panoptic ids, 0 = ignore) and
-    ``labels.json`` listing each image's segments as (segment id, category id, box index; -1 for stuff). The folder
-    appears complete or not at all."""
+    ``labels.json`` listing each image's segments as (segment id, category id, box index; :data:`STUFF` for
+    stuff, :data:`BACKGROUND` for the box background, ignore for every class). The folder appears complete or not
+    at all."""
     from cqbnet.io import atomic_directory, write_json
 
     out_dir = Path(out_dir)
@@ -177,10 +188,19 @@ class ApproximateRound:
             raise InputError(f"{path}: not a file of approximate panoptic labels (format {data.get('format')!r})")
         return cls(path.parent, data["images"])
 
+    def background(self, image_id) -> np.ndarray | None:
+        """(H, W) bool: the image's box background (:func:`thing_cues`), None when the round marks none."""
+        entry = self.images[str(image_id)]
+        sids = [sid for sid, _, j in entry["segments"] if j == BACKGROUND]
+        if not sids:
+            return None
+        return np.isin(read_panoptic_png(self.root / entry["file_name"]), sids)
+
     def target(self, lab, contiguous: dict[int, int], categories: dict, ignore_index: int) -> dict[str, Any] | None:
         """The panoptic target of a boxes image from its approximate labels (None when the round lacks it): every
         non-crowd box is an instance with its annotated box and its confident pixels (possibly none), each stuff
-        segment its pixels; ``ignore`` (H, W) marks the pixels no loss reads."""
+        segment its pixels; ``ignore`` (H, W) marks the pixels no class loss reads, and ``box_background`` (H, W)
+        those of them the mask head may take as its box's background (:func:`thing_cues`)."""
         entry = self.images.get(str(lab.image_id))
         if entry is None:
             return None
@@ -191,7 +211,9 @@ class ApproximateRound:
                 f"{lab.width}x{lab.height}"
             )
         of_box = {j: sid for sid, _, j in entry["segments"] if j >= 0}
-        stuff = [(sid, cid) for sid, cid, j in entry["segments"] if j < 0]
+        stuff = [(sid, cid) for sid, cid, j in entry["segments"] if j == STUFF]
+        background = np.isin(ids, [sid for sid, _, j in entry["segments"] if j == BACKGROUND])
+        ids[background] = 0
         boxes = [b for b in (lab.boxes or []) if not b.iscrowd]
         index = [j for j, b in enumerate(lab.boxes or []) if not b.iscrowd]
         n = len(boxes) + len(stuff)
@@ -228,11 +250,12 @@ class ApproximateRound:
             "semantic": semantic,
             "panoptic": ids,
             "ignore": ids == 0,
+            "box_background": background,
         }
 
 
 def with_box_index(segments: list[tuple[int, int, bool]], masks: np.ndarray, boxes: list) -> list[tuple[int, int, int]]:
-    """(segment id, category id, box index; -1 for stuff) rows for :func:`write_round`: the instances of
+    """(segment id, category id, box index; :data:`STUFF` for stuff) rows for :func:`write_round`: the instances of
     :func:`approximate_panoptic` come first, in the order of the non-crowd boxes, those with no pixel left out."""
     box_of = [j for j, b in enumerate(boxes) if not b.iscrowd]
     out, k = [], 0
@@ -243,8 +266,24 @@ def with_box_index(segments: list[tuple[int, int, bool]], masks: np.ndarray, box
             out.append((sid, cid, box_of[k]))
             k += 1
         else:
-            out.append((sid, cid, -1))
+            out.append((sid, cid, STUFF))
     return out
+
+
+def with_background(
+    ids: np.ndarray, rows: list[tuple[int, int, int]], background: np.ndarray | None
+) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """The round's id map and rows with the still unlabelled pixels of ``background`` as one more segment, the box
+    background (category id -1, box index :data:`BACKGROUND`); unchanged when there are none."""
+    if background is None:
+        return ids, rows
+    free = background & (ids == 0)
+    if not free.any():
+        return ids, rows
+    sid = int(ids.max()) + 1
+    ids = ids.copy()
+    ids[free] = sid
+    return ids, [*rows, (sid, -1, BACKGROUND)]
 
 
 def stuff_cams(model, image: np.ndarray, device) -> np.ndarray:
@@ -267,10 +306,18 @@ def stuff_cams(model, image: np.ndarray, device) -> np.ndarray:
         return class_activation_maps(maps)[0].cpu().numpy()
 
 
-def round_zero(manifest, model=None, device="cpu", cue: str = "both", limit: int | None = None):
+def round_zero(
+    manifest,
+    model=None,
+    device="cpu",
+    cue: str = "both",
+    limit: int | None = None,
+    box_background: bool = False,
+):
     """Paper 001's round-0 labels of every boxes image of a manifest: (image id, id map, segments) entries for
     :func:`write_round`. Things from the boxes (:func:`thing_cues`); stuff from the tagged stuff classes' CAMs of
-    ``model`` (a network trained on the manifest with Cls2Pixel on) when the image has tags, else all ignore."""
+    ``model`` (a network trained on the manifest with Cls2Pixel on) when the image has tags, else all ignore. With
+    ``box_background`` the box background is marked for the mask head (:func:`with_background`)."""
     from cqbnet.data.dataset import read_image_of
 
     cats = manifest.categories
@@ -286,7 +333,7 @@ def round_zero(manifest, model=None, device="cpu", cue: str = "both", limit: int
         image = read_image_of(manifest.image_root / lab.file_name, lab.image_id, lab.height, lab.width, "manifest")
         boxes = lab.boxes or []
         xyxy = np.array([[b.bbox[0], b.bbox[1], b.bbox[0] + b.bbox[2], b.bbox[1] + b.bbox[3]] for b in boxes])
-        masks, classes, ignore = thing_cues(
+        masks, classes, ignore, background = thing_cues(
             image,
             xyxy.reshape(-1, 4),
             np.array([b.category_id for b in boxes], dtype=np.int64),
@@ -300,7 +347,8 @@ def round_zero(manifest, model=None, device="cpu", cue: str = "both", limit: int
         else:
             stuff = np.full(image.shape[:2], IGNORE, dtype=np.int64)
         ids, segs = approximate_panoptic(masks, classes, ignore, stuff, set(tagged))
-        yield lab.image_id, ids, with_box_index(segs, masks, boxes)
+        rows = with_box_index(segs, masks, boxes)
+        yield lab.image_id, *with_background(ids, rows, background if box_background else None)
 
 
 def score_round(labels: ApproximateRound, manifest, gt) -> dict[str, float]:
@@ -315,7 +363,7 @@ def score_round(labels: ApproximateRound, manifest, gt) -> dict[str, float]:
     right = {True: 0, False: 0}
     said = {True: 0, False: 0}
     there = {True: 0, False: 0}
-    labelled = total = 0
+    labelled = total = background = 0
     for lab in manifest.images:
         entry = labels.images.get(str(lab.image_id))
         if entry is None:
@@ -324,7 +372,11 @@ def score_round(labels: ApproximateRound, manifest, gt) -> dict[str, float]:
         gt_ids = gt.read_ids(rec, validate=False)
         gt_cls = paint_classes(gt_ids, [(seg.id, seg.category_id) for seg in rec.segments], 0)
         ids = read_panoptic_png(labels.root / entry["file_name"]).astype(np.int64)
-        cls = paint_classes(ids, [(sid, cid) for sid, cid, _ in entry["segments"]], 0)
+        rows = [(sid, cid) for sid, cid, j in entry["segments"] if j != BACKGROUND]
+        aside = np.isin(ids, [sid for sid, _, j in entry["segments"] if j == BACKGROUND])
+        background += int(aside.sum())
+        ids[aside] = 0  # the box background is ignore for every class
+        cls = paint_classes(ids, rows, 0)
         for thing in (True, False):
             kind = np.isin(gt_cls, [c for c, k in cats.items() if k.isthing == thing])
             mine = np.isin(cls, [c for c, k in cats.items() if k.isthing == thing])
@@ -333,13 +385,12 @@ def score_round(labels: ApproximateRound, manifest, gt) -> dict[str, float]:
             there[thing] += int(kind.sum())
         labelled += int((ids > 0).sum())
         total += ids.size
-        segments = [
-            {"id": sid, "category_id": cid, "area": int((ids == sid).sum()), "iscrowd": 0}
-            for sid, cid, _ in entry["segments"]
-        ]
+        segments = [{"id": sid, "category_id": cid, "area": int((ids == sid).sum()), "iscrowd": 0} for sid, cid in rows]
         metric.update(gt_ids, rec.segments, ids, [s for s in segments if s["area"] > 0], lab.image_id)
     r = metric.compute()
     out = {"images": r.num_images, "labelled_share": 100 * labelled / max(total, 1)}
+    if background:
+        out["box_background_share"] = 100 * background / max(total, 1)
     for thing, name in ((True, "th"), (False, "st")):
         out[f"precision_{name}"] = 100 * right[thing] / max(said[thing], 1)
         out[f"coverage_{name}"] = 100 * right[thing] / max(there[thing], 1)
@@ -437,7 +488,7 @@ def class_map(labels: ApproximateRound, image_id) -> np.ndarray:
     """A round's labels of one image as a map of category ids (:data:`IGNORE` where unlabelled)."""
     entry = labels.images[str(image_id)]
     ids = read_panoptic_png(labels.root / entry["file_name"]).astype(np.int64)
-    return paint_classes(ids, [(sid, cid) for sid, cid, _ in entry["segments"]], IGNORE)
+    return paint_classes(ids, [(sid, cid) for sid, cid, j in entry["segments"] if j != BACKGROUND], IGNORE)
 
 
 def paint_classes(ids: np.ndarray, segments: list[tuple[int, int]], fill: int) -> np.ndarray:
@@ -452,7 +503,7 @@ def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: i
     """Round t+1 of paper 001's labels (Sec. 3.4): for every boxes image, the trained network's semantic
     probabilities refined by :func:`dense_crf`, cleaned against round 0's cues and the boxes
     (:func:`clean_prediction` with rule 5's ``fill``), then instances box by box (:func:`instances_from_boxes`);
-    entries for :func:`write_round`."""
+    round 0's box background, where the round leaves it unlabelled, is kept; entries for :func:`write_round`."""
     import torch
     import torch.nn.functional as F
 
@@ -494,6 +545,7 @@ def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: i
             masks, mclasses, ignore = instances_from_boxes(cleaned, xyxy, classes, crowd, things)
             present = {int(c) for c in np.unique(cleaned)} & stuff_ids
             ids, segs = approximate_panoptic(masks, mclasses, ignore, cleaned, present)
-            yield lab.image_id, ids, with_box_index(segs, masks, boxes)
+            rows = with_box_index(segs, masks, boxes)
+            yield lab.image_id, *with_background(ids, rows, cues.background(lab.image_id))
     finally:
         model.train(was)
