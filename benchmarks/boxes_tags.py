@@ -174,6 +174,62 @@ def thing_fit(checkpoint: Path, val, images: int = 100) -> dict[str, float]:
     }
 
 
+def spill_source(checkpoint: Path, val, images: int = 100) -> dict[str, float]:
+    """Where a network's thing segments spill (first ``images`` val scenes; the segments ``thing_fit`` matches):
+    over the spilled pixels (predicted the thing, truly not) and, beside them, the thing's own pixels, the share
+    where the semantic head's argmax is the thing's class (V of paper 004's potential) and where the mask of the
+    segment's detection (the same-class detection whose mask > 0.5 fits the segment best) exceeds 0.5 (M)."""
+    from cqbnet.modeling.panoptic_head import paste_masks
+
+    model, _ = load_model(checkpoint, torch.device("cpu"))
+    model.eval()
+    cats = val.categories
+    order = list(cats)
+    count = {k: 0 for k in ("spill", "spill_sem", "spill_mask", "inside", "inside_sem", "inside_mask")}
+    for i in range(min(images, len(val))):
+        img = val.load_image(i)
+        h, w = img.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255.0)
+        with torch.no_grad():
+            found = model.detect([x])
+            out = model.panoptic_stage(found)[0]
+            sem = torch.nn.functional.interpolate(found.sem_logits, scale_factor=4, mode="bilinear")[0, :, :h, :w]
+            sem_cls = np.asarray(order)[sem[: len(order)].argmax(0).numpy()]
+            det = found.dets[0]
+            masks = paste_masks(det["mask_probs"], det["boxes"], h, w, 1.0).numpy() > 0.5  # (D, H, W)
+            det_cls = np.asarray(order)[model.panoptic_head._thing_semantic[det["labels"] - 1].numpy()]
+        rec = val.set.records[i]
+        gt = val.set.read_ids(rec, validate=False)
+        for seg in rec.segments:
+            if not cats[seg.category_id].isthing or seg.iscrowd:
+                continue
+            g = gt == seg.id
+            best, pick = 0.0, None
+            for p in out.segments:
+                if p["category_id"] == seg.category_id:
+                    m = out.ids == p["id"]
+                    iou = int((m & g).sum()) / int((m | g).sum())
+                    best, pick = (iou, m) if iou > best else (best, pick)
+            if best <= 0.5:
+                continue
+            fits = [
+                int((mk & pick).sum()) / int((mk | pick).sum()) if c == seg.category_id else -1.0
+                for mk, c in zip(masks, det_cls)
+            ]
+            mask = masks[int(np.argmax(fits))] if fits and max(fits) > 0 else np.zeros_like(pick)
+            for name, where in (("spill", pick & ~g), ("inside", pick & g)):
+                count[name] += int(where.sum())
+                count[f"{name}_sem"] += int((where & (sem_cls == seg.category_id)).sum())
+                count[f"{name}_mask"] += int((where & mask).sum())
+    return {
+        "spill_pixels": count["spill"],
+        "spill_semantic_thing": 100 * count["spill_sem"] / max(count["spill"], 1),
+        "spill_mask_on": 100 * count["spill_mask"] / max(count["spill"], 1),
+        "inside_semantic_thing": 100 * count["inside_sem"] / max(count["inside"], 1),
+        "inside_mask_on": 100 * count["inside_mask"] / max(count["inside"], 1),
+    }
+
+
 def added_things(first: Path, later: Path, gt) -> dict[str, float]:
     """The thing pixels a refinement round labels that round 0 did not (the released code's low-coverage fill is
     the only rule that adds any): their number, their share of the round's thing pixels and their precision
@@ -432,8 +488,15 @@ def main() -> None:
     ap.add_argument("--commit", action="store_true")
     ap.add_argument("--probe", type=Path, help="only probe this checkpoint's CAM classifier (seed 0's manifest)")
     ap.add_argument("--fit", nargs="+", type=Path, help="only print thing_fit of these checkpoints on val")
+    ap.add_argument("--spill", nargs="+", type=Path, help="only print spill_source of these checkpoints on val")
     ap.add_argument("overrides", nargs="*", help="config overrides for every network, e.g. solver.max_iter=320")
     args = ap.parse_args()
+    if args.spill:
+        data = shared_data_config(load_config(RECIPE), args.work)["data"]
+        val = load_split(data, "val", args.work)
+        for checkpoint in args.spill:
+            print(checkpoint, {k: round(v, 1) for k, v in spill_source(checkpoint, val).items()})
+        return
     if args.fit:
         data = shared_data_config(load_config(RECIPE), args.work)["data"]
         val = load_split(data, "val", args.work)

@@ -33,6 +33,11 @@ def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8), disc, square
 
 
+def box_holds(box: np.ndarray, y: int, x: int) -> bool:
+    """Whether pixel (y, x) is one the xyxy box touches."""
+    return np.floor(box[0]) <= x < np.ceil(box[2]) and np.floor(box[1]) <= y < np.ceil(box[3])
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
@@ -227,6 +232,15 @@ def test_round_zero_writes_labels_the_dataset_and_the_network_learn_from(tmp_pat
     bg = t["box_background"]
     assert not t0["box_background"].any() and (t["ignore"] == t0["ignore"]).all() and (t["masks"] == t0["masks"]).all()
     assert (t["panoptic"][bg] == 0).all() and (t["semantic"][bg] == ds.ignore_index).all()
+    # the semantic head learns that a box-background pixel is not its box's class
+    assert (t0["semantic_not"] == ds.ignore_index).all() and (t["semantic_not"][~bg] == ds.ignore_index).all()
+    things = t["is_thing"]
+    assert np.isin(t["semantic_not"][bg], t["labels"][things]).all()
+    for y, x in zip(*np.nonzero(bg)):
+        holders = [k for k in np.nonzero(things)[0] if box_holds(t["boxes"][k], y, x)]
+        assert t["semantic_not"][y, x] in t["labels"][holders]
+    with_bg, without = to_tensors(*marked[i]), to_tensors(*ds[i])
+    assert model([with_bg[0]], [with_bg[1]])["loss_semantic"] != model([without[0]], [without[1]])["loss_semantic"]
     det = detection_target(to_tensors(*marked[i])[1], model.labels)
     assert torch.equal(det["ignore"], torch.from_numpy(t["ignore"] & ~bg))
     rows = json.loads((tmp_path / "r0b" / "labels.json").read_text())["images"][str(marked.manifest.images[i].image_id)]

@@ -69,7 +69,8 @@ def test_transforms_keep_targets_aligned(dataset):
     # approximate labels' pixel maps (paper 001) follow the image too
     t["ignore"] = torch.rand(t["semantic"].shape) > 0.5
     t["box_background"] = t["ignore"] & (torch.rand(t["semantic"].shape) > 0.5)
-    for k in ("ignore", "box_background"):
+    t["semantic_not"] = torch.where(t["box_background"], 1, 255)
+    for k in ("ignore", "box_background", "semantic_not"):
         assert torch.equal(hflip(img, t)[1][k], t[k].flip(-1)), k
         assert torch.equal(resize(img, t, 2.0)[1][k], t[k].repeat_interleave(2, 0).repeat_interleave(2, 1)), k
 

@@ -415,3 +415,35 @@ def test_semantic_loss_weighs_images_not_pixels():
     torch.testing.assert_close(head.loss(logits, target), (per_image[0] + per_image[1]) / 2)
     target[1] = 255  # an image without labels does not count
     torch.testing.assert_close(head.loss(logits, target), per_image[0])
+
+
+def test_a_class_known_not_to_be_costs_minus_log_of_its_complement():
+    """The box background of paper 001's approximate labels: a pixel known not to be class c costs
+    -log(1 - p_c), counted among the image's labelled pixels; nothing changes without such pixels."""
+    import torch.nn.functional as F
+
+    from cqbnet.modeling.semantic_head import SemanticHead, complement_nll
+
+    torch.manual_seed(0)
+    head = SemanticHead(8, 4, channels=8)
+    logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+    target = torch.randint(0, 4, (2, 32, 32))
+    target[:, :16] = 255
+    nothing = torch.full_like(target, 255)
+    torch.testing.assert_close(head.loss(logits, target, nothing), head.loss(logits, target))
+    not_class = nothing.clone()
+    not_class[0, 3, 4], not_class[1, 10, 10] = 2, 0
+    up = F.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
+    p = up.softmax(1)
+    nll = complement_nll(up, not_class, 255)
+    torch.testing.assert_close(nll[0, 3, 4], -torch.log(1 - p[0, 2, 3, 4]))
+    torch.testing.assert_close(nll[1, 10, 10], -torch.log(1 - p[1, 0, 10, 10]))
+    assert (nll[not_class == 255] == 0).all()
+    ce = F.cross_entropy(up, target, ignore_index=255, reduction="none")
+    want = [(ce[i].sum() + nll[i].sum()) / ((target[i] != 255).sum() + 1) for i in range(2)]
+    torch.testing.assert_close(head.loss(logits, target, not_class), (want[0] + want[1]) / 2)
+    # the loss pushes the excluded class down at that pixel; a logit of -inf elsewhere stays finite
+    g = torch.autograd.grad(complement_nll(logits, torch.full((2, 8, 8), 1), 255).sum(), logits)[0]
+    assert (g[:, 1] > 0).all() and torch.isfinite(
+        complement_nll(torch.tensor([[[[50.0]], [[-50.0]]]]), torch.tensor([[[0]]]), 255)
+    ).all()

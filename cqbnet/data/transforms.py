@@ -32,7 +32,7 @@ def to_tensors(image: np.ndarray, target: Target) -> tuple[Tensor, Target]:
 
 
 # per-pixel targets, last two dims (H, W)
-MAPS = ("masks", "semantic", "panoptic", "stuff_semantic", "ignore", "box_background")
+MAPS = ("masks", "semantic", "panoptic", "stuff_semantic", "ignore", "box_background", "semantic_not")
 BOXES = ("boxes", "box_boxes")  # xyxy, exclusive right/bottom edge
 
 
@@ -65,7 +65,7 @@ def resize(image: Tensor, target: Target, scale: float) -> tuple[Tensor, Target]
     t = dict(target)
     if "masks" in t:
         t["masks"] = F.interpolate(target["masks"][None].float(), size=size, mode="nearest")[0].bool()
-    for k in ("semantic", "panoptic", "stuff_semantic"):
+    for k in ("semantic", "panoptic", "stuff_semantic", "semantic_not"):
         if k in t:
             t[k] = F.interpolate(target[k][None, None].float(), size=size, mode="nearest")[0, 0].long()
     for k in ("ignore", "box_background"):

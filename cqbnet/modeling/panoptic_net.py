@@ -214,7 +214,14 @@ class PanopticNet(nn.Module):
             for t, k, s in zip(batch.targets, batch.kinds, batch.image_list.image_sizes)
         ]
         semantic = pad_semantic(maps, batch.padded, batch.sem_logits.device, ignore)
-        losses["loss_semantic"] = self.semantic_loss_weight * self.semantic_head.loss(batch.sem_logits, semantic)
+        nots = [t.get("semantic_not") for t in batch.targets]  # approximate labels' box background (paper 001)
+        not_class = (
+            pad_semantic(nots, batch.padded, batch.sem_logits.device, ignore)
+            if any(n is not None for n in nots)
+            else None
+        )
+        sem_loss = self.semantic_head.loss(batch.sem_logits, semantic, not_class)
+        losses["loss_semantic"] = self.semantic_loss_weight * sem_loss
         losses["loss_panoptic"] = batch.sem_logits.sum() * 0.0  # its place among the losses; computed last
         if self.cls2box is not None:
             losses["loss_cls2box"] = self.cls2box.loss(batch, self.rpn, self.roi_heads)

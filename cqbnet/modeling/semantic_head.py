@@ -47,6 +47,16 @@ class FPNDecoder(nn.Module):
         return out
 
 
+def complement_nll(logits: Tensor, not_class: Tensor, ignore_index: int) -> Tensor:
+    """(N, H, W) -log(1 - softmax(logits)[not_class]), computed stably as logsumexp over all classes minus
+    logsumexp over the others; 0 where ``not_class`` is ``ignore_index``. logits (N, K, H, W)."""
+    known = not_class != ignore_index
+    index = torch.where(known, not_class, torch.zeros_like(not_class))[:, None]  # (N, 1, H, W)
+    others = logits.scatter(1, index, float("-inf"))
+    out = torch.logsumexp(logits, 1) - torch.logsumexp(others, 1)
+    return torch.where(known, out, torch.zeros_like(out))
+
+
 class SemanticHead(nn.Module):
     """Per-pixel logits over every class (things and stuff) at stride 4."""
 
@@ -60,17 +70,22 @@ class SemanticHead(nn.Module):
         """(N, classes, H/4, W/4) logits."""
         return self.predictor(self.decoder(features))
 
-    def loss(self, logits: Tensor, semantic: Tensor) -> Tensor:
+    def loss(self, logits: Tensor, semantic: Tensor, not_class: Tensor | None = None) -> Tensor:
         """Cross-entropy at input resolution (logits upsampled, as Panoptic FPN does); void ignored.
 
+        ``not_class`` (N, H, W), optional: a class each pixel is known *not* to be (``ignore_index`` where none is
+        known; the box background of paper 001's approximate labels), which costs -log(1 - p_class) there.
         A mean over each image's labelled pixels, then over the images that have any: an image weighs the
         same whether it carries a full map or a few clicked points (the loss normalisation then weighs images).
         """
         up = F.interpolate(logits, size=semantic.shape[-2:], mode="bilinear", align_corners=False)
+        ce = F.cross_entropy(up, semantic, ignore_index=self.ignore_index, reduction="none")  # (N, H, W), 0 on void
         labelled = (semantic != self.ignore_index).flatten(1).sum(1)  # (N,)
+        if not_class is not None:
+            ce = ce + complement_nll(up, not_class, self.ignore_index)
+            labelled = labelled + (not_class != self.ignore_index).flatten(1).sum(1)
         if not bool(labelled.any()):
             return up.sum() * 0.0
-        ce = F.cross_entropy(up, semantic, ignore_index=self.ignore_index, reduction="none")  # (N, H, W), 0 on void
         has = labelled > 0
         return (ce.flatten(1).sum(1)[has] / labelled[has]).mean()
 

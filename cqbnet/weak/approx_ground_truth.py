@@ -40,13 +40,20 @@ IGNORE = 255
 CAM_THRESHOLD = 0.5  # of each map's maximum (paper 001; Grad-CAM's own is 0.15)
 
 
+def box_pixels(box, h: int, w: int) -> tuple[int, int, int, int]:
+    """The pixel rectangle (x1, y1, x2, y2; right and bottom exclusive) of an xyxy box, clipped to an image of
+    height ``h`` and width ``w``: every pixel the box touches."""
+    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    return x1, y1, x2, y2
+
+
 def best_proposal(proposals: Proposals, box: np.ndarray) -> np.ndarray:
     """(H, W) bool: the proposal whose mask has the highest IoU with the box's rectangle."""
     sp = proposals.superpixels
     h, w = sp.shape
     inside = np.zeros((h, w), dtype=bool)
-    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-    x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    x1, y1, x2, y2 = box_pixels(box, h, w)
     inside[y1:y2, x1:x2] = True
     n = proposals.members.shape[1]
     in_box = np.bincount(sp[inside], minlength=n).astype(float)
@@ -82,8 +89,7 @@ def thing_cues(
     in_box = np.zeros((len(boxes), h, w), dtype=bool)
     doubt = np.zeros((h, w), dtype=bool)  # a box pixel some cue gives the box's object
     for k, b in enumerate(boxes):
-        x1, y1 = max(0, int(np.floor(b[0]))), max(0, int(np.floor(b[1])))
-        x2, y2 = min(w, int(np.ceil(b[2]))), min(h, int(np.ceil(b[3])))
+        x1, y1, x2, y2 = box_pixels(b, h, w)
         in_box[k, y1:y2, x1:x2] = True
         if cue == "box":
             masks[k] = in_box[k]
@@ -199,8 +205,10 @@ class ApproximateRound:
     def target(self, lab, contiguous: dict[int, int], categories: dict, ignore_index: int) -> dict[str, Any] | None:
         """The panoptic target of a boxes image from its approximate labels (None when the round lacks it): every
         non-crowd box is an instance with its annotated box and its confident pixels (possibly none), each stuff
-        segment its pixels; ``ignore`` (H, W) marks the pixels no class loss reads, and ``box_background`` (H, W)
-        those of them the mask head may take as its box's background (:func:`thing_cues`)."""
+        segment its pixels; ``ignore`` (H, W) marks the pixels no class loss reads, ``box_background`` (H, W)
+        those of them the mask head may take as its box's background (:func:`thing_cues`), and ``semantic_not``
+        (H, W) the class a box-background pixel is known not to be: its box's (the smallest box's, where boxes of
+        several classes hold it), else ``ignore_index``."""
         entry = self.images.get(str(lab.image_id))
         if entry is None:
             return None
@@ -238,6 +246,12 @@ class ApproximateRound:
         semantic = np.full((h, w), ignore_index, dtype=np.int64)
         for m, c in zip(masks, classes):
             semantic[m] = c
+        not_class = np.full((h, w), ignore_index, dtype=np.int64)
+        if background.any():
+            area = (out_boxes[: len(boxes), 2:] - out_boxes[: len(boxes), :2]).prod(1)
+            for k in np.argsort(-area, kind="stable"):  # large first, smaller boxes paint over
+                x1, y1, x2, y2 = box_pixels(out_boxes[k], h, w)
+                not_class[y1:y2, x1:x2][background[y1:y2, x1:x2]] = classes[k]
         cats = list(categories)
         return {
             "masks": masks,
@@ -251,6 +265,7 @@ class ApproximateRound:
             "panoptic": ids,
             "ignore": ids == 0,
             "box_background": background,
+            "semantic_not": not_class,
         }
 
 
@@ -446,8 +461,7 @@ def clean_prediction(
     inside = {c: np.zeros((h, w), dtype=bool) for c in things}
     rects = []
     for b, c in zip(boxes, box_classes):
-        x1, y1 = max(0, int(np.floor(b[0]))), max(0, int(np.floor(b[1])))
-        x2, y2 = min(w, int(np.ceil(b[2]))), min(h, int(np.ceil(b[3])))
+        x1, y1, x2, y2 = box_pixels(b, h, w)
         inside.setdefault(int(c), np.zeros((h, w), dtype=bool))[y1:y2, x1:x2] = True
         rects.append((x1, y1, x2, y2, int(c)))
     for c, m in inside.items():
@@ -470,8 +484,7 @@ def instances_from_boxes(
     h, w = semantic.shape
     masks = np.zeros((len(boxes), h, w), dtype=bool)
     for k, (b, c) in enumerate(zip(boxes, box_classes)):
-        x1, y1 = max(0, int(np.floor(b[0]))), max(0, int(np.floor(b[1])))
-        x2, y2 = min(w, int(np.ceil(b[2]))), min(h, int(np.ceil(b[3])))
+        x1, y1, x2, y2 = box_pixels(b, h, w)
         masks[k, y1:y2, x1:x2] = semantic[y1:y2, x1:x2] == c
     ignore = (semantic == IGNORE) | np.isin(semantic, list(things)) & ~masks.any(0)
     for c in np.unique(box_classes):
