@@ -494,8 +494,11 @@ def main() -> None:
     if args.spill:
         data = shared_data_config(load_config(RECIPE), args.work)["data"]
         val = load_split(data, "val", args.work)
+        found = {}
         for checkpoint in args.spill:
-            print(checkpoint, {k: round(v, 1) for k, v in spill_source(checkpoint, val).items()})
+            found[str(checkpoint)] = {k: round(v, 1) for k, v in spill_source(checkpoint, val).items()}
+            print(checkpoint, found[str(checkpoint)])
+        write_json(args.results / "spill.json", {"machine": machine_info(), "val_images": 100, "runs": found}, indent=2)
         return
     if args.fit:
         data = shared_data_config(load_config(RECIPE), args.work)["data"]
