@@ -230,6 +230,122 @@ def spill_source(checkpoint: Path, val, images: int = 100) -> dict[str, float]:
     }
 
 
+def cue_errors(first: Path, manifest: Path, gt, images: int = 500, marked: Path | None = None) -> dict[str, Any]:
+    """Where round 0's thing pixels are wrong (first ``images`` training images): the wrong pixels by distance to
+    the nearest true thing pixel (0: on a thing of another class; 5: five or more), and the thing labels'
+    precision, and share of their right pixels kept, after eroding each instance by 1 and 2 pixels. With
+    ``marked`` (a round 0 with the box background), the box background's share of the pixels and, over its
+    pixels in each box holding them, the share that truly is the box's class."""
+    from scipy import ndimage
+
+    from cqbnet.data.panoptic_format import read_panoptic_png
+    from cqbnet.labels.manifest import load_manifest
+    from cqbnet.weak.approx_ground_truth import ApproximateRound, box_pixels
+
+    r0, labels = ApproximateRound.load(first), load_manifest(manifest)
+    records = {r.image_id: r for r in gt.records}
+    things = [c for c, k in gt.categories.items() if k.isthing]
+    by_distance = np.zeros(6, dtype=np.int64)
+    right = wrong = 0
+    eroded = {1: [0, 0], 2: [0, 0]}  # pixels right, pixels kept
+    background = ApproximateRound.load(marked) if marked is not None else None
+    bg_pixels = bg_in_boxes = bg_of_class = total = 0
+    for lab in labels.images[:images]:
+        entry = r0.images[str(lab.image_id)]
+        ids = read_panoptic_png(r0.root / entry["file_name"]).astype(np.int64)
+        truth = truth_classes(gt, records[lab.image_id])
+        distance = ndimage.distance_transform_edt(~np.isin(truth, things))
+        total += truth.size
+        bg = background.background(lab.image_id) if background is not None else None
+        if bg is not None:
+            bg_pixels += int(bg.sum())
+            for b in lab.boxes or []:
+                if not b.iscrowd:
+                    x1, y1, x2, y2 = box_pixels(
+                        (b.bbox[0], b.bbox[1], b.bbox[0] + b.bbox[2], b.bbox[1] + b.bbox[3]), *bg.shape
+                    )
+                    inside = bg[y1:y2, x1:x2]
+                    bg_in_boxes += int(inside.sum())
+                    bg_of_class += int((inside & (truth[y1:y2, x1:x2] == b.category_id)).sum())
+        for sid, cid, box in entry["segments"]:
+            if box < 0:
+                continue
+            m = ids == sid
+            bad = m & (truth != cid)
+            right, wrong = right + int((m & (truth == cid)).sum()), wrong + int(bad.sum())
+            by_distance += np.bincount(np.clip(np.ceil(distance[bad]).astype(int), 0, 5), minlength=6)
+            for k in eroded:
+                kept = ndimage.binary_erosion(m, iterations=k)
+                eroded[k][0] += int((kept & (truth == cid)).sum())
+                eroded[k][1] += int(kept.sum())
+    out = (
+        {}
+        if background is None
+        else {
+            "box_background_share": 100 * bg_pixels / max(total, 1),
+            "box_background_of_box_class": 100 * bg_of_class / max(bg_in_boxes, 1),
+        }
+    )
+    return {
+        **out,
+        "images": min(images, len(labels.images)),
+        "precision_th": 100 * right / max(right + wrong, 1),
+        "wrong_by_distance": (100 * by_distance / max(by_distance.sum(), 1)).round(1).tolist(),
+        "eroded": {
+            k: {"precision_th": 100 * a / max(b, 1), "right_kept": 100 * a / max(right, 1)}
+            for k, (a, b) in eroded.items()
+        },
+    }
+
+
+def cue_veto(checkpoint: Path, first: Path, manifest: Path, gt, images: int = 200) -> dict[str, Any]:
+    """Could a trained network veto round 0's wrong thing pixels? Over the first ``images`` training images, its
+    semantic probabilities refined by the dense CRF, as the refinement makes them; per confidence threshold, the
+    share of the wrong and of the right cue thing pixels it predicts as another class at that confidence, and the
+    precision of the cue thing pixels it would leave."""
+    import torch.nn.functional as F
+
+    from cqbnet.data.dataset import read_image_of
+    from cqbnet.labels.manifest import load_manifest
+    from cqbnet.weak.approx_ground_truth import ApproximateRound, class_map
+    from cqbnet.weak.dense_crf import dense_crf
+
+    r0, labels = ApproximateRound.load(first), load_manifest(manifest)
+    records = {r.image_id: r for r in gt.records}
+    model, _ = load_model(checkpoint, torch.device("cpu"))
+    model.eval()
+    order = list(labels.categories)
+    things = [c for c, k in labels.categories.items() if k.isthing]
+    counts = {t: np.zeros((2, 2), dtype=np.int64) for t in (0.5, 0.9, 0.99)}  # [cue right][vetoed]
+    for lab in labels.images[:images]:
+        image = read_image_of(labels.image_root / lab.file_name, lab.image_id, lab.height, lab.width, "manifest")
+        h, w = image.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+        with torch.no_grad():
+            _, _, _, sem, _ = model._shared_features([x])
+            size = tuple(4 * int(d) for d in sem.shape[-2:])
+            up = F.interpolate(sem, size=size, mode="bilinear", align_corners=False)[0, :, :h, :w]
+            q = dense_crf(up[: len(order)].softmax(0), image).numpy()
+        pred, score = np.asarray(order)[q.argmax(0)], q.max(0)
+        cue = class_map(r0, lab.image_id)
+        is_cue = np.isin(cue, things)
+        right = cue == truth_classes(gt, records[lab.image_id])
+        for t, c in counts.items():
+            veto = is_cue & (pred != cue) & (score >= t)
+            for r in (0, 1):
+                for v in (0, 1):
+                    c[r, v] += int((is_cue & (right == bool(r)) & (veto == bool(v))).sum())
+    out = {"images": min(images, len(labels.images)), "checkpoint": str(checkpoint)}
+    for t, c in counts.items():
+        out[str(t)] = {
+            "wrong_vetoed": 100 * c[0, 1] / max(c[0].sum(), 1),
+            "right_vetoed": 100 * c[1, 1] / max(c[1].sum(), 1),
+            "precision_before": 100 * c[1].sum() / max(c.sum(), 1),
+            "precision_after": 100 * c[1, 0] / max(c[:, 0].sum(), 1),
+        }
+    return out
+
+
 def added_things(first: Path, later: Path, gt) -> dict[str, float]:
     """The thing pixels a refinement round labels that round 0 did not (the released code's low-coverage fill is
     the only rule that adds any): their number, their share of the round's thing pixels and their precision
@@ -479,7 +595,8 @@ def main() -> None:
     ap.add_argument("--cues", nargs="*", default=[], choices=["grabcut", "proposal", "box"], help="ablations")
     ap.add_argument("--fills", nargs="*", default=[], choices=["predicted"], help="refinement variants")
     ap.add_argument("--fill-rounds", type=int, help="refinement rounds of the fill variants (default: --rounds)")
-    ap.add_argument("--box-background", action="store_true", help="the box-background variant, every main seed")
+    ap.add_argument("--box-background", action="store_true", help="the box-background variant")
+    ap.add_argument("--background-seeds", nargs="*", type=int, help="its seeds (default: the main seeds)")
     ap.add_argument("--background-rounds", type=int, help="its refinement rounds (default: those of its fill)")
     ap.add_argument("--ablation-seeds", nargs="*", type=int, help="seeds of the ablations (default: the first)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "boxes_tags")
@@ -489,8 +606,23 @@ def main() -> None:
     ap.add_argument("--probe", type=Path, help="only probe this checkpoint's CAM classifier (seed 0's manifest)")
     ap.add_argument("--fit", nargs="+", type=Path, help="only print thing_fit of these checkpoints on val")
     ap.add_argument("--spill", nargs="+", type=Path, help="only print spill_source of these checkpoints on val")
+    ap.add_argument("--cue-probe", type=Path, help="only probe round 0's thing errors, and this network's veto")
     ap.add_argument("overrides", nargs="*", help="config overrides for every network, e.g. solver.max_iter=320")
     args = ap.parse_args()
+    if args.cue_probe:
+        data = shared_data_config(load_config(RECIPE), args.work)["data"]
+        gt = load_panoptic_json(*dataset_paths(data, "train", args.work))
+        base = args.work / "s0"
+        found = {
+            "machine": machine_info(),
+            "errors": cue_errors(
+                base / "round0", base / "labels" / "manifest.json", gt, marked=base / "round0_box-background"
+            ),
+            "veto": cue_veto(args.cue_probe, base / "round0", base / "labels" / "manifest.json", gt),
+        }
+        print(found)
+        write_json(args.results / "cue_probe.json", found, indent=2)
+        return
     if args.spill:
         data = shared_data_config(load_config(RECIPE), args.work)["data"]
         val = load_split(data, "val", args.work)
@@ -520,7 +652,8 @@ def main() -> None:
     if args.box_background:
         fill = (args.fills or ["box"])[0]
         rounds = args.background_rounds if args.background_rounds is not None else steps[-1][-1]
-        steps += [(s, "both", fill, True, rounds) for s in args.seeds]
+        seeds = args.seeds if args.background_seeds is None else args.background_seeds
+        steps += [(s, "both", fill, True, rounds) for s in seeds]
     steps += [(s, c, "box", False, 0) for s in ablated for c in args.cues]
     for seed, cue, fill, background, rounds in steps:
         rows += run_seed(seed, rounds, cue, args.overrides, args.work, fill, background)

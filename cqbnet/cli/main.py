@@ -39,7 +39,7 @@ def _add_box_background_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--box-background",
         action="store_true",
-        help="the box pixels every cue calls background teach the mask head its box's background (class: ignore)",
+        help="box pixels every cue calls background: the mask head's background, not the box's class (else ignore)",
     )
 
 

@@ -8,8 +8,9 @@ localise the tagged stuff;
 trained on them; then for each refinement round r, ``round<r>/`` the labels refined from ``train<r-1>``
 (:func:`~cqbnet.weak.approx_ground_truth.refine_round`) and ``train<r>/`` the network trained on them
 (``round<r>_fill-predicted/`` and ``train<r>_fill-predicted/`` with the predicted-pixels fill rule; every folder
-of a run that marks the box background for the mask head ends in ``_box-background``, from ``round0`` on). A step
-whose output is complete is not run again; an interrupted training resumes from its checkpoint.
+of a run that marks the box background for the mask and semantic heads ends in ``_box-background``, from
+``round0`` on). A step whose output is complete is not run again; an interrupted training resumes from its
+checkpoint.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ def run_boxes_tags(
     """Run (or finish) the recipe; one entry per round: its labels' folder, the network trained on them and, when
     the ground truth ``gt`` is given, the labels' score (``score.json`` in the labels' folder). ``fill`` is the
     refinement's low-coverage rule (:func:`~cqbnet.weak.approx_ground_truth.clean_prediction`); round 0 and its
-    network are shared by every fill rule. ``box_background``: round 0 marks the box background for the mask head
-    (:func:`~cqbnet.weak.approx_ground_truth.round_zero`) and every later round keeps it."""
+    network are shared by every fill rule. ``box_background``: round 0 marks the box background for the mask and
+    semantic heads (:func:`~cqbnet.weak.approx_ground_truth.round_zero`) and every later round keeps it."""
     from cqbnet.engine.trainer import load_model
     from cqbnet.io import read_json, write_json
 

@@ -9,7 +9,8 @@ semantic map), and no loss reads it (Eq. 1).
   and where two same-class instances overlap the overlap is ignore (:func:`thing_cues`).
 * Box background (cqbnet's addition, off by default): the pixels of a box that every cue calls background are no
   box's instance. They stay ignore for every class (the paper's rule), but the mask head, which predicts one box's
-  instance, may learn them as that box's background (``box_background`` in :func:`round_zero`).
+  instance, learns them as that box's background, and the semantic head that they are not the box's class
+  (``box_background`` in :func:`round_zero`; :meth:`ApproximateRound.target`).
 * Segment proposals: MCG has no Python port; :func:`~cqbnet.weak.segment_proposals.segment_proposals` groups
   Felzenszwalb superpixels hierarchically as selective search does, every region kept as its set of superpixels.
 * Refinement (Sec. 3.4): the network's own predictions through a dense CRF (:mod:`cqbnet.weak.dense_crf`), then
@@ -205,10 +206,10 @@ class ApproximateRound:
     def target(self, lab, contiguous: dict[int, int], categories: dict, ignore_index: int) -> dict[str, Any] | None:
         """The panoptic target of a boxes image from its approximate labels (None when the round lacks it): every
         non-crowd box is an instance with its annotated box and its confident pixels (possibly none), each stuff
-        segment its pixels; ``ignore`` (H, W) marks the pixels no class loss reads, ``box_background`` (H, W)
-        those of them the mask head may take as its box's background (:func:`thing_cues`), and ``semantic_not``
-        (H, W) the class a box-background pixel is known not to be: its box's (the smallest box's, where boxes of
-        several classes hold it), else ``ignore_index``."""
+        segment its pixels; ``ignore`` (H, W) marks the pixels no class loss reads. Where the round marks a box
+        background, ``box_background`` (H, W) holds those of the ignore pixels the mask head takes as its box's
+        background (:func:`thing_cues`), and ``semantic_not`` (H, W) the class each of them is known not to be:
+        its box's (the smallest box's, where boxes of several classes hold it), else ``ignore_index``."""
         entry = self.images.get(str(lab.image_id))
         if entry is None:
             return None
@@ -246,14 +247,8 @@ class ApproximateRound:
         semantic = np.full((h, w), ignore_index, dtype=np.int64)
         for m, c in zip(masks, classes):
             semantic[m] = c
-        not_class = np.full((h, w), ignore_index, dtype=np.int64)
-        if background.any():
-            area = (out_boxes[: len(boxes), 2:] - out_boxes[: len(boxes), :2]).prod(1)
-            for k in np.argsort(-area, kind="stable"):  # large first, smaller boxes paint over
-                x1, y1, x2, y2 = box_pixels(out_boxes[k], h, w)
-                not_class[y1:y2, x1:x2][background[y1:y2, x1:x2]] = classes[k]
         cats = list(categories)
-        return {
+        out = {
             "masks": masks,
             "labels": classes,
             "category_ids": np.array([cats[c] for c in classes], dtype=np.int64),
@@ -264,9 +259,15 @@ class ApproximateRound:
             "semantic": semantic,
             "panoptic": ids,
             "ignore": ids == 0,
-            "box_background": background,
-            "semantic_not": not_class,
         }
+        if background.any():
+            not_class = np.full((h, w), ignore_index, dtype=np.int64)
+            area = (out_boxes[: len(boxes), 2:] - out_boxes[: len(boxes), :2]).prod(1)
+            for k in np.argsort(-area, kind="stable"):  # large first, smaller boxes paint over
+                x1, y1, x2, y2 = box_pixels(out_boxes[k], h, w)
+                not_class[y1:y2, x1:x2][background[y1:y2, x1:x2]] = classes[k]
+            out.update(box_background=background, semantic_not=not_class)
+        return out
 
 
 def with_box_index(segments: list[tuple[int, int, bool]], masks: np.ndarray, boxes: list) -> list[tuple[int, int, int]]:
