@@ -131,6 +131,24 @@ def probe_classifier(checkpoint: Path, manifest: Path, gt, images: int = 200) ->
     }
 
 
+def matched_things(ids: np.ndarray, segments: list[dict], record, truth: np.ndarray, cats):
+    """Each non-crowd true thing of ``record`` (``truth``: its id map) with the predicted segment of its class
+    (``ids``, ``segments``: a panoptic prediction) that overlaps it best, when their IoU exceeds 0.5 (PQ's match):
+    (segment, (H, W) truth mask, (H, W) predicted mask or None)."""
+    for seg in record.segments:
+        if not cats[seg.category_id].isthing or seg.iscrowd:
+            continue
+        g = truth == seg.id
+        best, pick = 0.5, None
+        for p in segments:
+            if p["category_id"] == seg.category_id:
+                m = ids == p["id"]
+                iou = int((m & g).sum()) / int((m | g).sum())
+                if iou > best:
+                    best, pick = iou, m
+        yield seg, g, pick
+
+
 def thing_fit(checkpoint: Path, val, images: int = 100) -> dict[str, float]:
     """How a network's thing segments miss on the first ``images`` val scenes: each true thing's best predicted
     segment of its class, counted when their IoU exceeds 0.5 (PQ's match); over those, the share of the predicted
@@ -146,25 +164,14 @@ def thing_fit(checkpoint: Path, val, images: int = 100) -> dict[str, float]:
     outs = predict_images(model, (val.load_image(i) for i in range(n)), torch.device("cpu"))
     for i, out in enumerate(outs):
         rec = val.set.records[i]
-        gt = val.set.read_ids(rec, validate=False)
-        for seg in rec.segments:
-            if not cats[seg.category_id].isthing or seg.iscrowd:
-                continue
+        truth = val.set.read_ids(rec, validate=False)
+        for _, g, pick in matched_things(out.ids, out.segments, rec, truth, cats):
             total += 1
-            g = gt == seg.id
-            best, fit = 0.0, None
-            for p in out.segments:
-                if p["category_id"] != seg.category_id:
-                    continue
-                m = out.ids == p["id"]
-                both = int((m & g).sum())
-                iou = both / int((m | g).sum())
-                if iou > best:
-                    best, fit = iou, (both, int(m.sum()), int(g.sum()))
-            if best > 0.5:
+            if pick is not None:
                 matched += 1
-                inter, pred_area, true_area = inter + fit[0], pred_area + fit[1], true_area + fit[2]
-                ratios.append(fit[1] / fit[2])
+                inter += int((pick & g).sum())
+                pred_area, true_area = pred_area + int(pick.sum()), true_area + int(g.sum())
+                ratios.append(int(pick.sum()) / int(g.sum()))
     return {
         "things": total,
         "matched_share": 100 * matched / max(total, 1),
@@ -199,18 +206,9 @@ def spill_source(checkpoint: Path, val, images: int = 100) -> dict[str, float]:
             masks = paste_masks(det["mask_probs"], det["boxes"], h, w, 1.0).numpy() > 0.5  # (D, H, W)
             det_cls = np.asarray(order)[model.panoptic_head._thing_semantic[det["labels"] - 1].numpy()]
         rec = val.set.records[i]
-        gt = val.set.read_ids(rec, validate=False)
-        for seg in rec.segments:
-            if not cats[seg.category_id].isthing or seg.iscrowd:
-                continue
-            g = gt == seg.id
-            best, pick = 0.0, None
-            for p in out.segments:
-                if p["category_id"] == seg.category_id:
-                    m = out.ids == p["id"]
-                    iou = int((m & g).sum()) / int((m | g).sum())
-                    best, pick = (iou, m) if iou > best else (best, pick)
-            if best <= 0.5:
+        truth = val.set.read_ids(rec, validate=False)
+        for seg, g, pick in matched_things(out.ids, out.segments, rec, truth, cats):
+            if pick is None:
                 continue
             fits = [
                 int((mk & pick).sum()) / int((mk | pick).sum()) if c == seg.category_id else -1.0
@@ -238,7 +236,6 @@ def cue_errors(first: Path, manifest: Path, gt, images: int = 500, marked: Path 
     pixels in each box holding them, the share that truly is the box's class."""
     from scipy import ndimage
 
-    from cqbnet.data.panoptic_format import read_panoptic_png
     from cqbnet.labels.manifest import load_manifest
     from cqbnet.weak.approx_ground_truth import ApproximateRound, box_pixels
 
@@ -251,13 +248,12 @@ def cue_errors(first: Path, manifest: Path, gt, images: int = 500, marked: Path 
     background = ApproximateRound.load(marked) if marked is not None else None
     bg_pixels = bg_in_boxes = bg_of_class = total = 0
     for lab in labels.images[:images]:
-        entry = r0.images[str(lab.image_id)]
-        ids = read_panoptic_png(r0.root / entry["file_name"]).astype(np.int64)
+        ids, rows, _ = r0.read(lab.image_id)
         truth = truth_classes(gt, records[lab.image_id])
         distance = ndimage.distance_transform_edt(~np.isin(truth, things))
         total += truth.size
-        bg = background.background(lab.image_id) if background is not None else None
-        if bg is not None:
+        if background is not None:
+            _, _, bg = background.read(lab.image_id)
             bg_pixels += int(bg.sum())
             for b in lab.boxes or []:
                 if not b.iscrowd:
@@ -267,7 +263,7 @@ def cue_errors(first: Path, manifest: Path, gt, images: int = 500, marked: Path 
                     inside = bg[y1:y2, x1:x2]
                     bg_in_boxes += int(inside.sum())
                     bg_of_class += int((inside & (truth[y1:y2, x1:x2] == b.category_id)).sum())
-        for sid, cid, box in entry["segments"]:
+        for sid, cid, box in rows:
             if box < 0:
                 continue
             m = ids == sid
@@ -303,12 +299,9 @@ def cue_veto(checkpoint: Path, first: Path, manifest: Path, gt, images: int = 20
     semantic probabilities refined by the dense CRF, as the refinement makes them; per confidence threshold, the
     share of the wrong and of the right cue thing pixels it predicts as another class at that confidence, and the
     precision of the cue thing pixels it would leave."""
-    import torch.nn.functional as F
-
     from cqbnet.data.dataset import read_image_of
     from cqbnet.labels.manifest import load_manifest
-    from cqbnet.weak.approx_ground_truth import ApproximateRound, class_map
-    from cqbnet.weak.dense_crf import dense_crf
+    from cqbnet.weak.approx_ground_truth import ApproximateRound, class_map, refined_probabilities
 
     r0, labels = ApproximateRound.load(first), load_manifest(manifest)
     records = {r.image_id: r for r in gt.records}
@@ -319,13 +312,7 @@ def cue_veto(checkpoint: Path, first: Path, manifest: Path, gt, images: int = 20
     counts = {t: np.zeros((2, 2), dtype=np.int64) for t in (0.5, 0.9, 0.99)}  # [cue right][vetoed]
     for lab in labels.images[:images]:
         image = read_image_of(labels.image_root / lab.file_name, lab.image_id, lab.height, lab.width, "manifest")
-        h, w = image.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
-        with torch.no_grad():
-            _, _, _, sem, _ = model._shared_features([x])
-            size = tuple(4 * int(d) for d in sem.shape[-2:])
-            up = F.interpolate(sem, size=size, mode="bilinear", align_corners=False)[0, :, :h, :w]
-            q = dense_crf(up[: len(order)].softmax(0), image).numpy()
+        q = refined_probabilities(model, image, len(order), torch.device("cpu"))
         pred, score = np.asarray(order)[q.argmax(0)], q.max(0)
         cue = class_map(r0, lab.image_id)
         is_cue = np.isin(cue, things)

@@ -195,13 +195,15 @@ class ApproximateRound:
             raise InputError(f"{path}: not a file of approximate panoptic labels (format {data.get('format')!r})")
         return cls(path.parent, data["images"])
 
-    def background(self, image_id) -> np.ndarray | None:
-        """(H, W) bool: the image's box background (:func:`thing_cues`), None when the round marks none."""
+    def read(self, image_id) -> tuple[np.ndarray, list[tuple[int, int, int]], np.ndarray]:
+        """One image's labels: (H, W) int64 segment ids with the box background set to 0 (ignore for every class),
+        the rows (segment id, category id, box index) of its labelled segments, and its box background (H, W) bool
+        (:func:`thing_cues`; all False when the round marks none)."""
         entry = self.images[str(image_id)]
-        sids = [sid for sid, _, j in entry["segments"] if j == BACKGROUND]
-        if not sids:
-            return None
-        return np.isin(read_panoptic_png(self.root / entry["file_name"]), sids)
+        ids = read_panoptic_png(self.root / entry["file_name"]).astype(np.int64)
+        background = np.isin(ids, [sid for sid, _, j in entry["segments"] if j == BACKGROUND])
+        ids[background] = 0
+        return ids, [(sid, cid, j) for sid, cid, j in entry["segments"] if j != BACKGROUND], background
 
     def target(self, lab, contiguous: dict[int, int], categories: dict, ignore_index: int) -> dict[str, Any] | None:
         """The panoptic target of a boxes image from its approximate labels (None when the round lacks it): every
@@ -213,16 +215,14 @@ class ApproximateRound:
         entry = self.images.get(str(lab.image_id))
         if entry is None:
             return None
-        ids = read_panoptic_png(self.root / entry["file_name"]).astype(np.int64)
+        ids, rows, background = self.read(lab.image_id)
         if ids.shape != (lab.height, lab.width):
             raise InputError(
                 f"{self.root / entry['file_name']}: {ids.shape[1]}x{ids.shape[0]} px, image {lab.image_id} is "
                 f"{lab.width}x{lab.height}"
             )
-        of_box = {j: sid for sid, _, j in entry["segments"] if j >= 0}
-        stuff = [(sid, cid) for sid, cid, j in entry["segments"] if j == STUFF]
-        background = np.isin(ids, [sid for sid, _, j in entry["segments"] if j == BACKGROUND])
-        ids[background] = 0
+        of_box = {j: sid for sid, _, j in rows if j >= 0}
+        stuff = [(sid, cid) for sid, cid, j in rows if j == STUFF]
         boxes = [b for b in (lab.boxes or []) if not b.iscrowd]
         index = [j for j, b in enumerate(lab.boxes or []) if not b.iscrowd]
         n = len(boxes) + len(stuff)
@@ -387,11 +387,9 @@ def score_round(labels: ApproximateRound, manifest, gt) -> dict[str, float]:
         rec = records[lab.image_id]
         gt_ids = gt.read_ids(rec, validate=False)
         gt_cls = paint_classes(gt_ids, [(seg.id, seg.category_id) for seg in rec.segments], 0)
-        ids = read_panoptic_png(labels.root / entry["file_name"]).astype(np.int64)
-        rows = [(sid, cid) for sid, cid, j in entry["segments"] if j != BACKGROUND]
-        aside = np.isin(ids, [sid for sid, _, j in entry["segments"] if j == BACKGROUND])
+        ids, rows, aside = labels.read(lab.image_id)  # the box background is ignore for every class
+        rows = [(sid, cid) for sid, cid, _ in rows]
         background += int(aside.sum())
-        ids[aside] = 0  # the box background is ignore for every class
         cls = paint_classes(ids, rows, 0)
         for thing in (True, False):
             kind = np.isin(gt_cls, [c for c, k in cats.items() if k.isthing == thing])
@@ -500,9 +498,8 @@ def instances_from_boxes(
 
 def class_map(labels: ApproximateRound, image_id) -> np.ndarray:
     """A round's labels of one image as a map of category ids (:data:`IGNORE` where unlabelled)."""
-    entry = labels.images[str(image_id)]
-    ids = read_panoptic_png(labels.root / entry["file_name"]).astype(np.int64)
-    return paint_classes(ids, [(sid, cid) for sid, cid, j in entry["segments"] if j != BACKGROUND], IGNORE)
+    ids, rows, _ = labels.read(image_id)
+    return paint_classes(ids, [(sid, cid) for sid, cid, _ in rows], IGNORE)
 
 
 def paint_classes(ids: np.ndarray, segments: list[tuple[int, int]], fill: int) -> np.ndarray:
@@ -513,14 +510,27 @@ def paint_classes(ids: np.ndarray, segments: list[tuple[int, int]], fill: int) -
     return out
 
 
+def refined_probabilities(model, image: np.ndarray, classes: int, device) -> np.ndarray:
+    """(K, H, W) the network's semantic probabilities of an (H, W, 3) image over its first ``classes`` classes (a
+    background class, if any, left out), at image resolution, refined by :func:`dense_crf` (paper 001, Sec. 3.4)."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = image.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0).to(device)
+    with torch.no_grad():
+        _, _, _, sem_logits, _ = model._shared_features([x])
+        size = tuple(4 * int(d) for d in sem_logits.shape[-2:])  # the semantic logits are at stride 4
+        logits = F.interpolate(sem_logits, size=size, mode="bilinear", align_corners=False)[0, :, :h, :w]
+        probs = logits[:classes].softmax(0).cpu()
+    return dense_crf(probs, image).numpy()
+
+
 def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: int | None = None, fill: str = "box"):
     """Round t+1 of paper 001's labels (Sec. 3.4): for every boxes image, the trained network's semantic
     probabilities refined by :func:`dense_crf`, cleaned against round 0's cues and the boxes
     (:func:`clean_prediction` with rule 5's ``fill``), then instances box by box (:func:`instances_from_boxes`);
     round 0's box background, where the round leaves it unlabelled, is kept; entries for :func:`write_round`."""
-    import torch
-    import torch.nn.functional as F
-
     from cqbnet.data.dataset import read_image_of
 
     check_fill(fill)  # before any image is refined
@@ -539,14 +549,7 @@ def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: i
                 return
             done += 1
             image = read_image_of(manifest.image_root / lab.file_name, lab.image_id, lab.height, lab.width, "manifest")
-            h, w = image.shape[:2]
-            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0).to(device)
-            with torch.no_grad():
-                _, _, _, sem_logits, _ = model._shared_features([x])
-                size = tuple(4 * int(d) for d in sem_logits.shape[-2:])
-                logits = F.interpolate(sem_logits, size=size, mode="bilinear", align_corners=False)[0, :, :h, :w]
-                probs = logits[: len(order)].softmax(0).cpu()  # the classes (a background class, if any, left out)
-            q = dense_crf(probs, image).numpy()
+            q = refined_probabilities(model, image, len(order), device)
             pred = np.asarray(order)[q.argmax(0)]
             boxes = lab.boxes or []
             xyxy = np.array([[b.bbox[0], b.bbox[1], b.bbox[0] + b.bbox[2], b.bbox[1] + b.bbox[3]] for b in boxes])
@@ -554,12 +557,13 @@ def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: i
             classes = np.array([b.category_id for b in boxes], dtype=np.int64)
             crowd = np.array([b.iscrowd for b in boxes], dtype=bool)
             tags = set(lab.tags) | set(classes.tolist()) if lab.tags is not None else None
-            cues_map = class_map(cues, lab.image_id)
+            cue_ids, cue_rows, cue_background = cues.read(lab.image_id)  # round 0, read once
+            cues_map = paint_classes(cue_ids, [(sid, cid) for sid, cid, _ in cue_rows], IGNORE)
             cleaned = clean_prediction(pred, q.max(0), cues_map, xyxy, classes, things, tags, fill)
             masks, mclasses, ignore = instances_from_boxes(cleaned, xyxy, classes, crowd, things)
             present = {int(c) for c in np.unique(cleaned)} & stuff_ids
             ids, segs = approximate_panoptic(masks, mclasses, ignore, cleaned, present)
             rows = with_box_index(segs, masks, boxes)
-            yield lab.image_id, *with_background(ids, rows, cues.background(lab.image_id))
+            yield lab.image_id, *with_background(ids, rows, cue_background)
     finally:
         model.train(was)
