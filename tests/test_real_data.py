@@ -76,14 +76,19 @@ def test_coco_samples_teach_through_papers_003_002_and_001_at_native_sizes(coco_
         ("clicked parts", "PT=1", {"points": True, "points_warmup": 1, "points_clicked_only": True}, "loss_mask"),
         ("tags", "I=1", {"jtsm": True, "jtsm_warmup": 1, "cls2box": False, "cls2pixel": False}, "loss_jtsm"),
         ("boxes and tags", "B+I=1", {}, "loss_mask"),
+        ("boxes, box background", "B+I=1", {}, "loss_mask"),
     ):
         m = simulate(gt, parse_ratio(ratio), tmp_path / name, seed=0, points_per_segment=2)
         approx = None
         if ratio == "B+I=1":
-            approx = write_round(tmp_path / "r0", round_zero(m), "round 0 without CAMs")
+            marked = name == "boxes, box background"
+            entries = round_zero(m, box_background=marked)
+            approx = write_round(tmp_path / name / "r0", entries, "round 0 without CAMs")
         ds = MixedLabelDataset(m.path, approximate=approx)
         items = [to_tensors(*ds[i]) for i in range(len(ds))]
         assert {tuple(x[0].shape[1:]) for x in items} == {(427, 640), (360, 640)}
+        if approx is not None:
+            assert all(("semantic_not" in x[1]) == marked for x in items), name
         torch.manual_seed(0)
         net = build_panoptic_net(ds.categories, **{**model_cfg, "weak": weak}).train()
         net.iteration = 10

@@ -69,13 +69,15 @@ def test_boxes_and_tags_give_approximate_labels_on_the_label_space(space, tmp_pa
     m = simulate(gt, parse_ratio("B+I=1"), tmp_path / "labels", seed=0)
     torch.manual_seed(0)
     cam_net = build_panoptic_net(m.categories, **{**TINY, "weak": {"cls2pixel": True}}).eval()
-    write_round(tmp_path / "r0", round_zero(m, cam_net, limit=4), "round 0")
+    write_round(tmp_path / "r0", round_zero(m, cam_net, limit=4, box_background=True), "round 0")
     ds = MixedLabelDataset(m.path, approximate=tmp_path / "r0")
     items = [to_tensors(*ds[i]) for i in range(3)]
     for _, t in items:
         assert t["pseudo_panoptic"]
         if name == "stuff only":
-            assert not t["is_thing"].any()
+            assert not t["is_thing"].any() and "box_background" not in t  # no box, no box background
+    if name == "things only":  # the box background's class losses also work beside a background class
+        assert any("semantic_not" in t for _, t in items)
     model = build_panoptic_net(ds.categories, **TINY).train()
     losses = model([x[0] for x in items], [x[1] for x in items])
     assert all(torch.isfinite(v) for v in losses.values()), losses
