@@ -19,14 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from commit_results import commit  # benchmarks/commit_results.py
 from machine import machine_info  # benchmarks/machine.py
 from paired_arms import paired_interval  # benchmarks/paired_arms.py
 
+from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.engine.config import load_config
+from cqbnet.engine.inference import write_predictions
+from cqbnet.engine.trainer import load_model
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.sweep.protocol import RunSpec
 from cqbnet.sweep.runner import execute, shared_data_config
+from cqbnet.weak.fdd_points import pseudo_label_items
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +44,9 @@ class Arm:
     branch: str | None = None  # the run's module switch that turns the paper's branch on (when its config has it)
     clicks: int = 1
     sampling: str = "uniform"
+    # offline: the arm (same seed and overrides) whose trained point branch writes the pseudo labels this arm's
+    # network learns from (``data.pseudo``)
+    pseudo_from: str | None = None
 
 
 def solver_overrides(config: Path) -> list[str]:
@@ -51,7 +59,8 @@ def solver_overrides(config: Path) -> list[str]:
 Score = Callable[[str, Path, dict[str, Any], Path], dict[str, float] | None]
 
 
-def run_arm(name: str, arm: Arm, seed: int, overrides: list[str], work: Path, score: Score | None) -> dict[str, Any]:
+def arm_run(name: str, arm: Arm, seed: int, overrides: list[str], work: Path) -> tuple[RunSpec, dict, Path]:
+    """An arm's run: its spec, its config and its folder (the run itself is ``folder / "runs" / spec.key``)."""
     extra = [f"pilot.points_per_segment={arm.clicks}", f"pilot.point_sampling={arm.sampling}"]
     cfg = load_config(arm.config, [*arm.overrides, *overrides, *extra])
     cfg["data"]["labels"] = None  # the runner simulates each run's labels with the run's seed
@@ -61,6 +70,29 @@ def run_arm(name: str, arm: Arm, seed: int, overrides: list[str], work: Path, sc
     # a run folder is reused once finished, and its key names only labels, modules and seed: runs with other
     # overrides get their own folder
     folder = work / (f"{name}_{hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]}" if overrides else name)
+    return spec, cfg, folder
+
+
+def written_pseudo_labels(run: Path) -> Path:
+    """The pseudo labels of a finished point run's training images (``run/pseudo``, written once)."""
+    out = run / "pseudo"
+    if not (out / "panoptic_pred.json").is_file():
+        dataset = MixedLabelDataset(run / "labels" / "manifest.json")
+        model, _ = load_model(run / "model_final.pth", torch.device("cpu"))
+        items = pseudo_label_items(model, dataset, torch.device("cpu"))
+        write_predictions(out, items, dataset.categories, overlays=False, overwrite=True)
+    return out
+
+
+def run_arm(
+    name: str, arms: dict[str, Arm], seed: int, overrides: list[str], work: Path, score: Score | None
+) -> dict[str, Any]:
+    arm = arms[name]
+    spec, cfg, folder = arm_run(name, arm, seed, overrides, work)
+    if arm.pseudo_from is not None:  # offline: the source arm's run first (reused when finished)
+        src_spec, src_cfg, src_folder = arm_run(arm.pseudo_from, arms[arm.pseudo_from], seed, overrides, work)
+        execute(src_spec, src_cfg, src_folder)
+        cfg["data"]["pseudo"] = str(written_pseudo_labels(src_folder / "runs" / src_spec.key))
     res = execute(spec, cfg, folder)
     run = folder / "runs" / spec.key
     if score is not None and "own" not in res:
@@ -187,7 +219,7 @@ def main(
         for name in args.arms:
             if any(r["arm"] == name and r["seed"] == seed and r["overrides"] == mine for r in rows):
                 continue
-            row = run_arm(name, arms[name], seed, mine, args.work, score)
+            row = run_arm(name, arms, seed, mine, args.work, score)
             rows.append(row)
             print(f"{name} seed {seed}: PQ {row['pq']:.1f} (th {row['pq_th']:.1f}, st {row['pq_st']:.1f})", flush=True)
             save()

@@ -299,11 +299,60 @@ def test_a_config_trains_from_points_alone_and_its_pseudo_labels_are_written_and
     pred = json.loads((tmp_path / "pseudo" / "panoptic_pred.json").read_text())
     n = len(json.loads(manifest.read_text())["images"])
     assert len(pred["annotations"]) == n and all(a["segments_info"] for a in pred["annotations"])
-    # a network trained without the branch has no pseudo labels to give: one clear line, exit code 2
+    # offline: a fresh network without the branch learns from the written pseudo labels (every P loss reads them)
     cfg["model"]["weak"] = {"points": False}
+    cfg["data"] = {"root": str(synth), "manifest": str(manifest), "pseudo": str(tmp_path / "pseudo")}
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "--out", str(tmp_path / "offline"), "--quiet", "--device", "cpu"]) == 0
+    rows = [json.loads(r) for r in (tmp_path / "offline" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_mask"] > 0 for r in rows if "loss" in r) and "loss_points_pce" not in rows[0]
+    # a network trained without the branch has no pseudo labels to give: one clear line, exit code 2
+    cfg["data"] = {"root": str(synth), "labels": {"ratio": "PT=1", "points_per_segment": 1, "seed": 3}}
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path), "--out", str(tmp_path / "plain"), "--quiet", "--device", "cpu"]) == 0
     argv[2] = str(tmp_path / "plain" / "model_final.pth")
     argv[-3] = str(tmp_path / "pseudo2")
     assert main(argv) == 2
     assert "no point branch" in capsys.readouterr().err
+
+
+def test_written_pseudo_labels_are_the_point_images_panoptic_targets(tmp_path, points_data):
+    """Offline mode: ``MixedLabelDataset(pseudo=...)`` gives each point image the panoptic target of the pseudo
+    labels a point branch wrote (the same target the branch gives online, crowd flags kept); images the file does
+    not cover keep their clicks alone; a pseudo PNG of another size is one clear error naming it."""
+    import json
+
+    import numpy as np
+
+    from cqbnet.data.panoptic_format import read_panoptic_png, write_panoptic_png
+    from cqbnet.engine.inference import write_predictions
+    from cqbnet.weak.fdd_points import pseudo_label_items
+
+    ds, pt = points_data
+    torch.manual_seed(0)
+    model = build_panoptic_net(ds.categories, **{**TINY, "weak": {"points": True}}).eval()
+    items = list(pseudo_label_items(model, ds, torch.device("cpu")))
+    first = items[0][0]["id"]
+    items[0][2].segments[0]["iscrowd"] = True  # a crowd segment keeps its flag through the file
+    write_predictions(tmp_path / "pseudo", items[:-1], ds.categories, overlays=False)
+    offline = MixedLabelDataset(ds.manifest, pseudo=tmp_path / "pseudo")
+    by_id = {lab.image_id: i for i, lab in enumerate(ds.manifest.images)}
+    for info, _, out in items[:-1]:
+        _, t = offline[by_id[info["id"]]]
+        assert t["kinds"] == {"PT", "P"} and t["pseudo_panoptic"]
+        assert np.array_equal(t["panoptic"], out.ids) and len(t["masks"]) == len(out.segments)
+        for m, sid, c, crowd in zip(t["masks"], t["segment_ids"], t["category_ids"], t["iscrowd"]):
+            seg = next(s for s in out.segments if s["id"] == sid)
+            assert np.array_equal(m, out.ids == sid) and c == seg["category_id"] and crowd == seg["iscrowd"]
+        assert info["id"] != first or t["iscrowd"][t["segment_ids"] == out.segments[0]["id"]].all()
+        assert "point_xy" in t  # the clicks stay
+    _, t = offline[by_id[items[-1][0]["id"]]]  # not in the file: its clicks alone
+    assert t["kinds"] == {"PT"} and "masks" not in t
+    # a pseudo PNG that is not the image's size
+    rec = json.loads((tmp_path / "pseudo" / "panoptic_pred.json").read_text())["annotations"][0]
+    png = tmp_path / "pseudo" / "panoptic_pred" / rec["file_name"]
+    ids = read_panoptic_png(png)
+    write_panoptic_png(png, np.pad(ids, ((0, 2), (0, 0))))
+    bad = MixedLabelDataset(ds.manifest, pseudo=tmp_path / "pseudo" / "panoptic_pred.json")
+    with pytest.raises(InputError, match=rec["file_name"]):
+        bad[by_id[rec["image_id"]]]

@@ -15,6 +15,12 @@ With ``approximate`` (a round of paper 001's approximate labels, :mod:`cqbnet.we
 boxes image it covers also carries a panoptic target made from them (its kinds gain P, ``pseudo_panoptic`` is
 set, ``ignore`` marks the pixels no loss reads); those labels come from the image's own boxes and tags.
 
+With ``pseudo`` (paper 003's pseudo labels of the point images, written by ``cqbnet pseudo-labels``: a COCO
+panoptic JSON and its PNGs), a point image it covers also carries the panoptic target of its pseudo labels, as the
+point branch gives it online (its kinds gain P, ``pseudo_panoptic`` is set, unlabelled pixels are void): a network
+then learns from fixed pseudo labels from its first iteration (the offline mode of
+:mod:`cqbnet.weak.fdd_points`).
+
 Semantic indices follow the order of the manifest's categories, as in
 :class:`~cqbnet.data.dataset.PanopticDataset`. Nothing of the ground truth is read for kinds an image lacks.
 """
@@ -22,12 +28,14 @@ Semantic indices follow the order of the manifest's categories, as in
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cqbnet.data.dataset import IGNORE_INDEX, panoptic_target, read_image_of
-from cqbnet.data.panoptic_format import read_panoptic_png
+from cqbnet.data.panoptic_format import load_panoptic_json, read_panoptic_png
+from cqbnet.errors import InputError
 from cqbnet.labels.manifest import ImageLabels, Manifest, load_manifest
 
 
@@ -39,6 +47,7 @@ class MixedLabelDataset:
         manifest: Manifest | str | os.PathLike,
         ignore_index: int = IGNORE_INDEX,
         approximate: str | os.PathLike | None = None,
+        pseudo: str | os.PathLike | None = None,
     ):
         from cqbnet.weak.approx_ground_truth import ApproximateRound
 
@@ -48,6 +57,11 @@ class MixedLabelDataset:
         self.ignore_index = ignore_index
         # paper 001: approximate panoptic labels made from the boxes (and tags) of the weak images themselves
         self.approximate = None if approximate is None else ApproximateRound.load(approximate)
+        # paper 003: the pseudo labels a trained point branch gave the point images (cqbnet pseudo-labels)
+        if pseudo is not None and Path(pseudo).is_dir():
+            pseudo = Path(pseudo) / "panoptic_pred.json"
+        self.pseudo = None if pseudo is None else load_panoptic_json(pseudo, categories=self.categories)
+        self.pseudo_records = {} if self.pseudo is None else {r.image_id: r for r in self.pseudo.records}
 
     def __len__(self) -> int:
         return len(self.manifest.images)
@@ -87,6 +101,17 @@ class MixedLabelDataset:
                 t.update(approx)
                 t["kinds"] = lab.kinds | {"P"}
                 t["pseudo_panoptic"] = True
+        rec = self.pseudo_records.get(lab.image_id)
+        if rec is not None and "PT" in lab.kinds and "P" not in lab.kinds and rec.segments:
+            ids = self.pseudo.read_ids(rec)  # checked against its JSON: size, ids, areas, categories
+            if ids.shape != (lab.height, lab.width):
+                raise InputError(
+                    f"{self.pseudo.png_path(rec)}: {ids.shape[1]}x{ids.shape[0]} px, image {lab.image_id} is "
+                    f"{lab.width}x{lab.height}"
+                )
+            t.update(panoptic_target(rec, ids, self.categories, self.contiguous, self.ignore_index))
+            t["kinds"] = t["kinds"] | {"P"}
+            t["pseudo_panoptic"] = True
         return t
 
     def _stuff_semantic(self, lab: ImageLabels) -> np.ndarray:

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
         "labels": None,
         # paper 001: a round of approximate labels for the manifest's boxes images (cqbnet labels approximate)
         "approximate": None,
+        # paper 003 offline: the pseudo labels of the manifest's point images (cqbnet pseudo-labels' panoptic_pred.json)
+        "pseudo": None,
         # generate the synthetic scenes into <out>/data when no root is given
         "synthetic": None,  # e.g. {num_train: 2000, num_val: 300, seed: 0, size: 128}
         "train_short_sizes": None,  # random shorter-side resize, e.g. [640, 672, ..., 800]

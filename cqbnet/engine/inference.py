@@ -106,7 +106,9 @@ def check_categories(model_cats: dict[int, Category], data_cats: dict[int, Categ
 
 def to_segment_infos(out: PanopticOutput) -> list[SegmentInfo]:
     return [
-        SegmentInfo(s["id"], s["category_id"], False, s["area"], bbox_of(out.ids == s["id"]), s["score"])
+        SegmentInfo(
+            s["id"], s["category_id"], bool(s.get("iscrowd", False)), s["area"], bbox_of(out.ids == s["id"]), s["score"]
+        )
         for s in out.segments
     ]
 

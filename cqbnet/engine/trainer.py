@@ -229,7 +229,7 @@ def train(
     if dcfg.get("manifest"):
         from cqbnet.data.mixed_dataset import MixedLabelDataset
 
-        train_set = MixedLabelDataset(dcfg["manifest"], approximate=dcfg.get("approximate"))
+        train_set = MixedLabelDataset(dcfg["manifest"], approximate=dcfg.get("approximate"), pseudo=dcfg.get("pseudo"))
     else:
         train_set = load_split(dcfg, "train", out)
     val_set = _validation_split(dcfg, out, tcfg["eval_period"], info.main)

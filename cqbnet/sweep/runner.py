@@ -104,6 +104,7 @@ def run_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
         "seed": cfg["train"].get("seed"),
         "points_per_segment": int(pilot.get("points_per_segment", 1)),
         "point_sampling": str(pilot.get("point_sampling", "uniform")),
+        "pseudo": cfg["data"].get("pseudo"),  # paper 003 offline: the pseudo labels the network learns from
     }
 
 

@@ -338,8 +338,8 @@ def pseudo_label_items(model: nn.Module, dataset, device: torch.device) -> Itera
             p = branch.pseudo_target(target, logits, tuple(image.shape[1:]), 255)
             cats = model.labels.category_of
             segments = [
-                {"id": int(sid), "category_id": cats[int(c)], "area": int(m.sum()), "score": 1.0}
-                for sid, c, m in zip(p["segment_ids"], p["labels"], p["masks"])
+                {"id": int(sid), "category_id": cats[int(c)], "iscrowd": bool(k), "area": int(m.sum()), "score": 1.0}
+                for sid, c, k, m in zip(p["segment_ids"], p["labels"], p["iscrowd"], p["masks"])
             ]
             yield info, img, PanopticOutput(p["panoptic"].cpu().numpy().astype(np.int32), segments)
     finally:
