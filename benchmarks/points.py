@@ -67,17 +67,25 @@ TARGETS = {"P10": 0.88, "P1": 0.72, "P10-clicked": 0.88, "P1-clicked": 0.72, "P1
 
 
 def score_pseudo_labels(arm: str, run: Path, cfg: dict[str, Any], work: Path) -> dict[str, float] | None:
-    """PQ, PQ_th, PQ_st and mIoU (percent) of a run's pseudo labels on its training images."""
-    if not cfg["model"]["weak"].get("points") or arm == "full":
-        return None
-    model, _ = load_model(run / "model_final.pth", torch.device("cpu"))
-    dataset = MixedLabelDataset(run / "labels" / "manifest.json")
+    """PQ, PQ_th, PQ_st and mIoU (percent) of a run's pseudo labels on its training images: those its point
+    branch gives, or for an offline arm those it learnt from (``data.pseudo``)."""
     gt = load_panoptic_json(*dataset_paths(cfg["data"], "train", work))
     records = {r.image_id: r for r in gt.records}
     metric = PanopticQuality(gt.categories)
-    for info, _, out in pseudo_label_items(model, dataset, torch.device("cpu")):
-        rec = records[info["id"]]
-        metric.update(gt.read_ids(rec, validate=False), rec.segments, out.ids, out.segments, info["id"])
+    if cfg["data"].get("pseudo"):
+        written = load_panoptic_json(Path(cfg["data"]["pseudo"]) / "panoptic_pred.json", categories=gt.categories)
+        for pred in written.records:
+            rec = records[pred.image_id]
+            ids = written.read_ids(pred, validate=False)
+            metric.update(gt.read_ids(rec, validate=False), rec.segments, ids, pred.segments, pred.image_id)
+    elif cfg["model"]["weak"].get("points") and arm != "full":
+        model, _ = load_model(run / "model_final.pth", torch.device("cpu"))
+        dataset = MixedLabelDataset(run / "labels" / "manifest.json")
+        for info, _, out in pseudo_label_items(model, dataset, torch.device("cpu")):
+            rec = records[info["id"]]
+            metric.update(gt.read_ids(rec, validate=False), rec.segments, out.ids, out.segments, info["id"])
+    else:
+        return None
     r = metric.compute()
     return {
         "pq": 100 * r.all["pq"],
@@ -94,7 +102,8 @@ HEADER = [
     "",
     "Produced by `python benchmarks/points.py`; every row one run (the results folder's `runs.json`). PQ in "
     "percent on the 300 val scenes with the config's inference mode; *pseudo* columns score the point branch's "
-    "pseudo labels on the training images against the hidden ground truth.",
+    "pseudo labels on the training images against the hidden ground truth (for the offline arms: the labels they "
+    "learnt from, written by the clicked-only run of their seed).",
 ]
 COLUMNS = [("pq", "pseudo PQ"), ("pq_th", "pseudo PQ_th"), ("pq_st", "pseudo PQ_st"), ("miou", "pseudo mIoU")]
 

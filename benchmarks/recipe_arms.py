@@ -89,11 +89,14 @@ def run_arm(
 ) -> dict[str, Any]:
     arm = arms[name]
     spec, cfg, folder = arm_run(name, arm, seed, overrides, work)
+    source = None
     if arm.pseudo_from is not None:  # offline: the source arm's run first (reused when finished)
         src_spec, src_cfg, src_folder = arm_run(arm.pseudo_from, arms[arm.pseudo_from], seed, overrides, work)
-        execute(src_spec, src_cfg, src_folder)
+        source = execute(src_spec, src_cfg, src_folder)
         cfg["data"]["pseudo"] = str(written_pseudo_labels(src_folder / "runs" / src_spec.key))
     res = execute(spec, cfg, folder)
+    if source is not None:  # the very run whose pseudo labels it learnt from, for the paired difference
+        res["source"] = {k: source[k] for k in ("pq", "pq_th", "pq_st", "sq_th")}
     run = folder / "runs" / spec.key
     if score is not None and "own" not in res:
         t = time.time()
@@ -104,20 +107,30 @@ def run_arm(
     return {"arm": name, "seed": seed, "overrides": overrides, **res}
 
 
+def paired_minus(rows: list[dict], base: list[dict]) -> dict[str, Any] | None:
+    """Runs minus base runs of the same seeds in PQ, PQ_th and PQ_st: mean and 95% Student-t interval over the
+    seeds both have (null bounds with one seed); None without a shared seed."""
+    of_seed = {r["seed"]: r for r in base}
+    pairs = [(r, of_seed[r["seed"]]) for r in rows if r["seed"] in of_seed]
+    if not pairs:
+        return None
+    diff = {
+        m: [v if np.isfinite(v) else None for v in paired_interval([a[m] - b[m] for a, b in pairs])]
+        for m in ("pq", "pq_th", "pq_st")
+    }
+    return {**diff, "seeds": sorted(a["seed"] for a, _ in pairs)}
+
+
+def interval_text(d: dict[str, Any]) -> str:
+    """``PQ +1.2 [-0.3, +2.7]`` of a :func:`paired_minus` result (one seed: no interval)."""
+    lo, hi = d["pq"][1:]
+    return f"PQ {d['pq'][0]:+.1f}" + (f" [{lo:+.1f}, {hi:+.1f}]" if lo is not None else " (one seed: no interval)")
+
+
 def versus_full(by: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
-    """Each arm's paired difference from full supervision (same seeds) in PQ, PQ_th and PQ_st: mean and 95%
-    Student-t interval over the seeds both have (nan bounds with one seed)."""
-    full = {r["seed"]: r for r in by.get("full", [])}
-    out = {}
-    for arm, rs in by.items():
-        pairs = [(r, full[r["seed"]]) for r in rs if arm != "full" and r["seed"] in full]
-        if pairs:
-            diff = {
-                m: [v if np.isfinite(v) else None for v in paired_interval([a[m] - b[m] for a, b in pairs])]
-                for m in ("pq", "pq_th", "pq_st")
-            }  # one seed: the interval's bounds are null
-            out[arm] = {**diff, "seeds": sorted(a["seed"] for a, _ in pairs)}
-    return out
+    """Each arm's paired difference from full supervision (:func:`paired_minus`)."""
+    out = {arm: paired_minus(rs, by.get("full", [])) for arm, rs in by.items() if arm != "full"}
+    return {arm: d for arm, d in out.items() if d is not None}
 
 
 def fraction_key(arm: str) -> str:
@@ -125,15 +138,24 @@ def fraction_key(arm: str) -> str:
     return f"{arm.lower().replace('-', '_')}_fraction_of_full"
 
 
-def fractions(rows: list[dict[str, Any]], targets: dict[str, float]) -> dict[str, Any]:
-    """Mean PQ per arm, each target arm's PQ over full supervision's (means over seeds) and every arm's paired
-    difference from full supervision."""
+def fractions(
+    rows: list[dict[str, Any]], targets: dict[str, float], sources: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Mean PQ per arm, each target arm's PQ over full supervision's (means over seeds), every arm's paired
+    difference from full supervision, and each offline arm's from the arm whose pseudo labels it learns from
+    (``sources``: arm -> source arm)."""
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["arm"], []).append(r)
     mean = {a: float(np.mean([r["pq"] for r in rs])) for a, rs in by.items()}
     out: dict[str, Any] = {"machine": machine_info(), "mean_pq": mean, "seeds": {a: len(rs) for a, rs in by.items()}}
     out["minus_full"] = versus_full(by)
+    minus = {  # against the source run each row records, else the source arm's row of its seed
+        a: paired_minus(by[a], [{"seed": r["seed"], **r["source"]} for r in by[a] if "source" in r] or by.get(src, []))
+        for a, src in (sources or {}).items()
+        if a in by
+    }
+    out["minus_source"] = {a: {**d, "source": sources[a]} for a, d in minus.items() if d is not None}
     own = {a: [r["own"] for r in rs if r.get("own")] for a, rs in by.items()}
     out["own_mean"] = {a: {k: float(np.mean([o[k] for o in v])) for k in v[0]} for a, v in own.items() if v}
     for arm, target in targets.items():
@@ -190,7 +212,7 @@ def main(
     def save() -> None:
         write_json(saved, {"runs": rows}, indent=2)
         these = [r for r in rows if r["overrides"] == mine]
-        summ = fractions(these, targets)
+        summ = fractions(these, targets, {a: arm.pseudo_from for a, arm in arms.items() if arm.pseudo_from})
         if headline is not None and fraction_key(headline) in summ:
             summ["fraction_of_full"] = summ[fraction_key(headline)]
             summ.update({k: v for k, v in summ["own_mean"].get(headline, {}).items() if k != "seconds"})
@@ -207,9 +229,12 @@ def main(
                     f"{summ['seeds'].get(arm)}): {'met' if f >= target else 'MISSED'}."
                 )
         for arm, d in summ["minus_full"].items():
-            lo, hi = d["pq"][1:]
-            ci = f" [{lo:+.1f}, {hi:+.1f}]" if lo is not None else " (one seed: no interval)"
-            lines.append(f"- {arm} minus full, paired over seeds {d['seeds']}: PQ {d['pq'][0]:+.1f}{ci}.")
+            lines.append(f"- {arm} minus full, paired over seeds {d['seeds']}: {interval_text(d)}.")
+        for arm, d in summ["minus_source"].items():
+            lines.append(
+                f"- {arm} minus {d['source']} (the run whose pseudo labels it learns from), paired over seeds "
+                f"{d['seeds']}: {interval_text(d)}, PQ_th {d['pq_th'][0]:+.1f}."
+            )
         with atomic_path(args.report) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
         if args.commit:
