@@ -26,16 +26,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-from recipe_arms import ROOT, Arm, main, solver_overrides  # benchmarks/recipe_arms.py
+from recipe_arms import ROOT, Arm, main, solver_overrides, written_pseudo_labels  # benchmarks/recipe_arms.py
 
-from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.data import dataset_paths
-from cqbnet.engine.trainer import load_model
 from cqbnet.evaluation.panoptic_quality import PanopticQuality
 from cqbnet.sweep.protocol import POINTS
-from cqbnet.weak.fdd_points import pseudo_label_items
 
 FULL = ROOT / "configs" / "synthetic_full.yaml"
 POINTS_CONFIG = ROOT / "configs" / "synthetic_points.yaml"
@@ -73,19 +69,16 @@ def score_pseudo_labels(arm: str, run: Path, cfg: dict[str, Any], work: Path) ->
     records = {r.image_id: r for r in gt.records}
     metric = PanopticQuality(gt.categories)
     if cfg["data"].get("pseudo"):
-        written = load_panoptic_json(Path(cfg["data"]["pseudo"]) / "panoptic_pred.json", categories=gt.categories)
-        for pred in written.records:
-            rec = records[pred.image_id]
-            ids = written.read_ids(pred, validate=False)
-            metric.update(gt.read_ids(rec, validate=False), rec.segments, ids, pred.segments, pred.image_id)
+        pseudo = Path(cfg["data"]["pseudo"])
     elif cfg["model"]["weak"].get("points") and arm != "full":
-        model, _ = load_model(run / "model_final.pth", torch.device("cpu"))
-        dataset = MixedLabelDataset(run / "labels" / "manifest.json")
-        for info, _, out in pseudo_label_items(model, dataset, torch.device("cpu")):
-            rec = records[info["id"]]
-            metric.update(gt.read_ids(rec, validate=False), rec.segments, out.ids, out.segments, info["id"])
+        pseudo = written_pseudo_labels(run)  # written once: an offline arm of its seed learns from them
     else:
         return None
+    written = load_panoptic_json(pseudo / "panoptic_pred.json", categories=gt.categories)
+    for pred in written.records:
+        rec = records[pred.image_id]
+        ids = written.read_ids(pred, validate=False)
+        metric.update(gt.read_ids(rec, validate=False), rec.segments, ids, pred.segments, pred.image_id)
     r = metric.compute()
     return {
         "pq": 100 * r.all["pq"],

@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 
 from cqbnet.data.dataset import IGNORE_INDEX, panoptic_target, read_image_of
-from cqbnet.data.panoptic_format import load_panoptic_json, read_panoptic_png
-from cqbnet.errors import InputError
+from cqbnet.data.panoptic_format import check_size, load_panoptic_json, read_panoptic_png
 from cqbnet.labels.manifest import ImageLabels, Manifest, load_manifest
 
 
@@ -104,11 +103,7 @@ class MixedLabelDataset:
         rec = self.pseudo_records.get(lab.image_id)
         if rec is not None and "PT" in lab.kinds and "P" not in lab.kinds and rec.segments:
             ids = self.pseudo.read_ids(rec)  # checked against its JSON: size, ids, areas, categories
-            if ids.shape != (lab.height, lab.width):
-                raise InputError(
-                    f"{self.pseudo.png_path(rec)}: {ids.shape[1]}x{ids.shape[0]} px, image {lab.image_id} is "
-                    f"{lab.width}x{lab.height}"
-                )
+            check_size(ids, lab, self.pseudo.png_path(rec))  # and against the manifest's image
             t.update(panoptic_target(rec, ids, self.categories, self.contiguous, self.ignore_index))
             t["kinds"] = t["kinds"] | {"P"}
             t["pseudo_panoptic"] = True
