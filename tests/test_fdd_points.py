@@ -4,6 +4,7 @@ panoptic labels, and point images teaching the whole network through them."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -208,6 +209,25 @@ def test_point_images_teach_the_whole_network_through_their_pseudo_labels(points
     assert model.points.mask_embed[0].weight.grad is None or model.points.mask_embed[0].weight.grad.abs().sum() == 0
 
 
+def test_the_pseudo_labels_ramp_in_over_images_from_their_start():
+    """Image i learns from its pseudo labels from iteration pseudo_start + warmup * u_i on: none before the start,
+    a share that grows linearly with the iteration during the ramp, all after it; the switch turns them off."""
+    ids = list(range(400))
+    shares = sorted(image_share(i) for i in ids)
+    for start in (0, 300):
+        branch = FDDPoints(8, 8, 3, [0], warmup=200, pseudo_start=start)
+
+        def share(it: int, branch: FDDPoints = branch) -> float:
+            return sum(branch.ramped_in({"image_id": i}, it) for i in ids) / len(ids)
+
+        assert share(start) == 0 and share(start + 200) == 1 and share(10**6) == 1
+        assert start == 0 or share(start - 1) == 0 and share(0) == 0
+        assert share(start + 100) == sum(u < 0.5 for u in shares) / len(ids)  # half-way: the images with u_i < 1/2
+        assert share(start + 50) < share(start + 100) < share(start + 150)
+    branch = FDDPoints(8, 8, 3, [0], warmup=200, pseudo_labels=False)
+    assert not any(branch.ramped_in({"image_id": i}, 10**6) for i in ids)
+
+
 def test_panoptic_images_are_left_to_their_own_labels(points_data):
     ds, pt = points_data
     full = [i for i in range(len(ds)) if i not in pt][:2]
@@ -319,7 +339,8 @@ def test_a_config_trains_from_points_alone_and_its_pseudo_labels_are_written_and
 def test_written_pseudo_labels_are_the_point_images_panoptic_targets(tmp_path, points_data):
     """Offline mode: ``MixedLabelDataset(pseudo=...)`` gives each point image the panoptic target of the pseudo
     labels a point branch wrote (the same target the branch gives online, crowd flags kept); images the file does
-    not cover keep their clicks alone; a pseudo PNG of another size is one clear error naming it."""
+    not cover keep their clicks alone; a pseudo PNG of another size, or a file with images the manifest does not
+    have, is one clear error naming it."""
     import json
 
     import numpy as np
@@ -356,3 +377,7 @@ def test_written_pseudo_labels_are_the_point_images_panoptic_targets(tmp_path, p
     bad = MixedLabelDataset(ds.manifest, pseudo=tmp_path / "pseudo" / "panoptic_pred.json")
     with pytest.raises(InputError, match=rec["file_name"]):
         bad[by_id[rec["image_id"]]]
+    # pseudo labels written for another manifest: an error when the dataset is made, not clicks silently alone
+    other = replace(ds.manifest, images=[lab for lab in ds.manifest.images if lab.image_id != first])
+    with pytest.raises(InputError, match=rf"panoptic_pred\.json: pseudo labels for 1 image.*image id {first}\b"):
+        MixedLabelDataset(other, pseudo=tmp_path / "pseudo")

@@ -35,6 +35,7 @@ import numpy as np
 
 from cqbnet.data.dataset import IGNORE_INDEX, panoptic_target, read_image_of
 from cqbnet.data.panoptic_format import check_size, load_panoptic_json, read_panoptic_png
+from cqbnet.errors import InputError
 from cqbnet.labels.manifest import ImageLabels, Manifest, load_manifest
 
 
@@ -61,6 +62,12 @@ class MixedLabelDataset:
             pseudo = Path(pseudo) / "panoptic_pred.json"
         self.pseudo = None if pseudo is None else load_panoptic_json(pseudo, categories=self.categories)
         self.pseudo_records = {} if self.pseudo is None else {r.image_id: r for r in self.pseudo.records}
+        unknown = sorted(set(self.pseudo_records) - {lab.image_id for lab in self.manifest.images}, key=str)
+        if unknown:  # pseudo labels written for another manifest would silently teach nothing
+            raise InputError(
+                f"{pseudo}: pseudo labels for {len(unknown)} image(s) the manifest does not have "
+                f"(first: image id {unknown[0]}); write them from this manifest (cqbnet pseudo-labels --manifest)"
+            )
 
     def __len__(self) -> int:
         return len(self.manifest.images)

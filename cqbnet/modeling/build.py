@@ -67,6 +67,7 @@ class WeakConfig:
     # "semantic" (the semantic head's features, trained by a class-level loss)
     points_pixels: str = "fpn"
     points_clicked_only: bool = False  # a thing's pseudo mask keeps only its parts that hold a click
+    points_pseudo_start: int = 0  # iteration from which the point images begin switching to their pseudo labels
     jtsm: bool = False  # paper 002 (JTSM): tags alone teach things and stuff, mined over segment proposals
     jtsm_refinements: int = 4  # OICR refinement heads (paper 002: 4)
     jtsm_hidden: int = 256  # width of the mining branch's two FC layers
@@ -236,6 +237,7 @@ def build_panoptic_net(
             w.points_pseudo_labels,
             pixels=w.points_pixels,
             clicked_only=w.points_clicked_only,
+            pseudo_start=w.points_pseudo_start,
         )
     jtsm = None
     if w.jtsm:

@@ -22,10 +22,12 @@ paper 004's panoptic head, relation reasoning). The branch runs in training only
   1 for one click per segment, 0.1 for ten).
 * Pseudo labels (Eq. 2): M^pse = argmax over segments of the last layer's map at image resolution; each segment
   keeps its clicks' class. They enter the network's losses image by image as training goes on: image i from
-  iteration ``warmup * u_i`` with u_i in [0, 1) fixed per image id, so the share of point images taught by their
-  pseudo labels grows linearly to 1 over ``warmup`` iterations (paper 003 ramps L_CE and L_pan in linearly;
-  torchvision's losses take no per-image weight, so the ramp is over images). With ``clicked_only`` (beyond the
-  paper) a thing keeps only the connected parts of its map that hold one of its clicks; the rest is unlabelled.
+  iteration ``pseudo_start + warmup * u_i`` with u_i in [0, 1) fixed per image id, so the share of point images
+  taught by their pseudo labels grows linearly to 1 over ``warmup`` iterations (paper 003 ramps L_CE and L_pan in
+  linearly from the start; torchvision's losses take no per-image weight, so the ramp is over images). A later
+  ``pseudo_start`` (beyond the paper) lets the branch's labels mature before the network learns from them. With
+  ``clicked_only`` (beyond the paper) a thing keeps only the connected parts of its map that hold one of its clicks;
+  the rest is unlabelled.
 
 The colour affinity is computed on the image average pooled to the masks' stride (4), where it fires
 (``benchmarks/scenes.md``): ``A_ij = 1`` where exp(-||lab_i - lab_j|| / 2) > 0.3, 8 neighbours at dilation 2.
@@ -181,6 +183,7 @@ class FDDPoints(nn.Module):
         dilation: int = 2,
         pixels: str = "fpn",
         clicked_only: bool = False,
+        pseudo_start: int = 0,
     ):
         super().__init__()
         self.proj = nn.Sequential(
@@ -194,7 +197,7 @@ class FDDPoints(nn.Module):
         self.thing_semantic = set(thing_semantic)
         self.expand, self.lambda_sem, self.warmup, self.dilation = expand, lambda_sem, warmup, dilation
         self.colour, self.self_train, self.auxiliary, self.pseudo_labels = colour, self_train, auxiliary, pseudo_labels
-        self.pixel_source, self.clicked_only = pixels, clicked_only
+        self.pixel_source, self.clicked_only, self.pseudo_start = pixels, clicked_only, pseudo_start
 
     # --- the branches -------------------------------------------------------------------------------------------
 
@@ -283,8 +286,10 @@ class FDDPoints(nn.Module):
         return pseudo_panoptic_target(masks[keep], cls[keep], crowd[keep], self.thing_semantic, ignore)
 
     def ramped_in(self, t: dict[str, Any], iteration: int) -> bool:
-        """Whether this image learns from its pseudo labels at ``iteration`` (the linear ramp over images)."""
-        return self.pseudo_labels and ramp_weight(iteration, self.warmup) > image_share(t["image_id"])
+        """Whether this image learns from its pseudo labels at ``iteration`` (the linear ramp over images, from
+        ``pseudo_start`` on)."""
+        ramp = ramp_weight(iteration - self.pseudo_start, self.warmup) if iteration >= self.pseudo_start else 0.0
+        return self.pseudo_labels and ramp > image_share(t["image_id"])
 
     def loss(self, batch: TrainingBatch, ignore: int) -> tuple[dict[str, Tensor], TrainingBatch]:
         """The terms of L_pse + lambda_sem L_sem over the batch's point images (means; ``loss_points_<term>`` for
