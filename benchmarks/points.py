@@ -13,7 +13,9 @@ the realistic preset:
   ``P1-offline`` / ``P10-offline``, a fresh network (no point branch) trained at the same schedule on the final
   pseudo labels of the clicked-only run of the same seed (written once into that run's ``pseudo/``);
   ``P1-late`` / ``P10-late``, the clicked-only run with the network's switch to the pseudo labels starting at
-  iteration 250 (``model.weak.points_pseudo_start``), online at the same schedule.
+  iteration 250 (``model.weak.points_pseudo_start``), online at the same schedule; ``P1-offline-crf`` /
+  ``P10-offline-crf``, offline from those pseudo labels refined by the dense CRF (``cqbnet pseudo-labels --crf``;
+  written once into the source run's ``pseudo_crf/``).
 
 Each arm with the point branch also scores its pseudo labels on the training images against the hidden ground
 truth (PQ and mIoU of the labels themselves). Usage::
@@ -58,6 +60,13 @@ ARMS = {
     # clicked-only arm of the same seed from its first iteration, at the same schedule
     "P1-offline": Arm(POINTS_CONFIG, "PT", [P1[0], CLICKED, OFF], POINTS, pseudo_from="P1-clicked"),
     "P10-offline": Arm(POINTS_CONFIG, "PT", [P10[0], CLICKED, OFF], POINTS, clicks=10, pseudo_from="P10-clicked"),
+    # and from those labels refined by the dense CRF (paper 001's, run once on each image: cqbnet pseudo-labels --crf)
+    "P1-offline-crf": Arm(
+        POINTS_CONFIG, "PT", [P1[0], CLICKED, OFF], POINTS, pseudo_from="P1-clicked", pseudo_crf=True
+    ),
+    "P10-offline-crf": Arm(
+        POINTS_CONFIG, "PT", [P10[0], CLICKED, OFF], POINTS, clicks=10, pseudo_from="P10-clicked", pseudo_crf=True
+    ),
     "P1-border": Arm(POINTS_CONFIG, "PT", P1, POINTS, sampling="border"),
     # online at the same schedule, the network's switch to the pseudo labels starting a quarter in (iterations
     # 250-750 instead of 0-500), while the branch alone learns from the clicks first
@@ -66,7 +75,7 @@ ARMS = {
 }
 # fraction of full supervision's PQ (issue 19; paper 003: 84-91%, 69-75%), for paper 003's rule and the recipe's
 TARGETS = {"P10": 0.88, "P1": 0.72}
-TARGETS |= {f"{p}-{v}": TARGETS[p] for p in ("P10", "P1") for v in ("clicked", "offline", "late")}
+TARGETS |= {f"{p}-{v}": TARGETS[p] for p in ("P10", "P1") for v in ("clicked", "offline", "offline-crf", "late")}
 
 
 def score_pseudo_labels(arm: str, run: Path, cfg: dict[str, Any], work: Path) -> dict[str, float] | None:

@@ -47,6 +47,7 @@ class Arm:
     # offline: the arm (same seed and overrides) whose trained point branch writes the pseudo labels this arm's
     # network learns from (``data.pseudo``)
     pseudo_from: str | None = None
+    pseudo_crf: bool = False  # those pseudo labels refined by the dense CRF (``cqbnet pseudo-labels --crf``)
 
 
 def solver_overrides(config: Path) -> list[str]:
@@ -73,13 +74,14 @@ def arm_run(name: str, arm: Arm, seed: int, overrides: list[str], work: Path) ->
     return spec, cfg, folder
 
 
-def written_pseudo_labels(run: Path) -> Path:
-    """The pseudo labels of a finished point run's training images (``run/pseudo``, written once)."""
-    out = run / "pseudo"
+def written_pseudo_labels(run: Path, crf: bool = False) -> Path:
+    """The pseudo labels of a finished point run's training images (``run/pseudo``, or ``run/pseudo_crf`` refined
+    by the dense CRF; written once)."""
+    out = run / ("pseudo_crf" if crf else "pseudo")
     if not (out / "panoptic_pred.json").is_file():
         dataset = MixedLabelDataset(run / "labels" / "manifest.json")
         model, _ = load_model(run / "model_final.pth", torch.device("cpu"))
-        items = pseudo_label_items(model, dataset, torch.device("cpu"))
+        items = pseudo_label_items(model, dataset, torch.device("cpu"), crf=crf)
         write_predictions(out, items, dataset.categories, overlays=False, overwrite=True)
     return out
 
@@ -93,7 +95,7 @@ def run_arm(
     if arm.pseudo_from is not None:  # offline: the source arm's run first (reused when finished)
         src_spec, src_cfg, src_folder = arm_run(arm.pseudo_from, arms[arm.pseudo_from], seed, overrides, work)
         source = execute(src_spec, src_cfg, src_folder)
-        cfg["data"]["pseudo"] = str(written_pseudo_labels(src_folder / "runs" / src_spec.key))
+        cfg["data"]["pseudo"] = str(written_pseudo_labels(src_folder / "runs" / src_spec.key, arm.pseudo_crf))
     res = execute(spec, cfg, folder)
     if source is not None:  # the very run whose pseudo labels it learnt from, for the paired difference
         res["source"] = {k: source[k] for k in ("pq", "pq_th", "pq_st", "sq_th")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -128,6 +129,23 @@ def test_evaluator_checks_prediction_segments_in_its_workers(tmp_path, workers, 
     with pytest.raises(InputError) as e:
         evaluate_panoptic_files(gt_json, pred_json, pan, pred_pan, workers=workers)
     assert message in str(e.value) and "pred" in str(e.value) and "image 4" in str(e.value)
+
+
+def test_an_evaluation_worker_that_dies_loses_no_result():
+    """A forked worker that ends without sending (killed, crashed) is reported; its blocks are computed in the main
+    process, so the results are complete and in order."""
+    from cqbnet.evaluation.panoptic_quality import _ordered_map
+
+    parent = os.getpid()
+
+    def square(t: int) -> int:
+        if os.getpid() != parent:
+            os._exit(3)  # each worker dies at its first task, holding a block it took
+        return t * t
+
+    with pytest.warns(RuntimeWarning, match="exit code 3"):
+        out = list(_ordered_map(square, range(60), 3, ()))
+    assert out == [t * t for t in range(60)]
 
 
 def test_size_mismatch_named(tmp_path):

@@ -483,7 +483,7 @@ def cmd_pseudo_labels(args) -> int:
     records = {r.image_id: r for r in gt.records} if gt is not None else {}
 
     def items():
-        for info, img, out in pseudo_label_items(model, dataset, device):
+        for info, img, out in pseudo_label_items(model, dataset, device, crf=args.crf):
             if metric is not None:
                 rec = records.get(info["id"])
                 if rec is None:
@@ -734,6 +734,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gt_args(ps)
     ps.add_argument("--out", type=Path, required=True)
     ps.add_argument("--per-class", action="store_true", help="one row per class in the score table")
+    ps.add_argument(
+        "--crf", action="store_true", help="refine each image's maps with the dense CRF first (beyond paper 003)"
+    )
     ps.add_argument("--no-overlays", action="store_true")
     _add_device_and_overwrite(ps)
     ps.set_defaults(func=cmd_pseudo_labels)

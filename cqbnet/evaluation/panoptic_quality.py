@@ -682,18 +682,31 @@ def _take_blocks(fn) -> dict[int, list]:
     return out
 
 
+def _worker_main(fn, conn) -> None:
+    """A forked worker: take blocks until none is left, then send ("ok", {block: results}) or ("error", exc)."""
+    try:
+        result = ("ok", _take_blocks(fn))
+    except BaseException as e:  # raised again in the parent, as the serial path raises it
+        result = ("error", e)
+    conn.send(result)
+    conn.close()
+
+
 def _ordered_map(fn, tasks, workers: int | None, state: tuple) -> Iterable:
     """Map ``fn`` over ``tasks`` and give the results in task order, with ``workers - 1`` forked workers helping.
 
     The tasks are cut into blocks; this process and the workers take the next untaken block from one
     shared counter until none is left, so a process that runs slower (this one also unpickles the
-    workers' results) simply takes fewer blocks. Each worker sends its results once, at the end. The
-    workers inherit ``state`` and the blocks through fork, so no task is pickled.
+    workers' results) simply takes fewer blocks. Each worker sends its results once, at the end, through
+    its own pipe. The workers inherit ``state`` and the blocks through fork, so no task is pickled. The
+    parent starts no helper threads (a pool's threads beside torch's are what fork deadlocks on), and a
+    worker that dies before sending loses nothing: the blocks no process returned are computed here.
     """
     global _worker_state, _shared_blocks
     tasks = list(tasks)
     workers = min(workers or os.cpu_count() or 1, len(tasks))
     _worker_state = state
+    procs: list = []
     try:
         if workers <= 1 or "fork" not in mp.get_all_start_methods():
             yield from map(fn, tasks)
@@ -702,13 +715,39 @@ def _ordered_map(fn, tasks, workers: int | None, state: tuple) -> Iterable:
         size = max(1, len(tasks) // (workers * 16))
         blocks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
         _shared_blocks = (blocks, ctx.Value("l", 0))
-        with ctx.Pool(workers - 1) as pool:
-            pending = [pool.apply_async(_take_blocks, (fn,)) for _ in range(workers - 1)]
-            done = _take_blocks(fn)
-            for r in pending:
-                done.update(r.get())
+        for _ in range(workers - 1):
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker_main, args=(fn, send), daemon=True)
+            proc.start()
+            send.close()  # the worker holds the only write end: its exit without a message is EOF here
+            procs.append((proc, recv))
+        done = _take_blocks(fn)
+        for proc, recv in procs:
+            try:
+                status, value = recv.recv()
+            except EOFError:
+                proc.join()
+                warnings.warn(
+                    f"an evaluation worker ended (exit code {proc.exitcode}) without its results; "
+                    "its images are scored in the main process",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            if status == "error":
+                raise value
+            done.update(value)
+        for proc, recv in procs:  # each has sent its results: it is ending
+            recv.close()
+            proc.join()
+        procs = []
         for b in range(len(blocks)):
-            yield from done[b]
+            yield from done[b] if b in done else map(fn, blocks[b])
     finally:
+        for proc, recv in procs:
+            recv.close()
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
         _worker_state = None
         _shared_blocks = None

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from cqbnet.errors import InputError
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
 from cqbnet.modeling.targets import pseudo_panoptic_target, with_pseudo_panoptic
+from cqbnet.weak.dense_crf import dense_crf
 from cqbnet.weak.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
 from cqbnet.weak.warmup import image_share, ramp_weight
 
@@ -266,12 +267,21 @@ class FDDPoints(nn.Module):
 
     # --- the pseudo labels --------------------------------------------------------------------------------------
 
-    def pseudo_target(self, t: dict[str, Any], logits: Tensor, size: tuple[int, int], ignore: int) -> dict:
+    def pseudo_target(
+        self, t: dict[str, Any], logits: Tensor, size: tuple[int, int], ignore: int, crf_image: Tensor | None = None
+    ) -> dict:
         """Eq. 2 at image resolution as a panoptic target (masks, labels, boxes, semantic, panoptic ...) for the
-        network's P losses; segments keep their clicks' class, crowd where a click says so."""
+        network's P losses; segments keep their clicks' class, crowd where a click says so. With ``crf_image``
+        (3, H, W) in [0, 1] (beyond paper 003) the segments' softmax is first refined by the dense CRF of paper
+        001's refinement (:func:`cqbnet.weak.dense_crf.dense_crf`), which moves the stride-4 maps' borders onto
+        the image's colour edges."""
         h, w = size
         up = F.interpolate(logits[None].detach(), scale_factor=MASK_STRIDE, mode="bilinear", align_corners=False)
-        m = up[0, :, :h, :w].argmax(0)  # (H, W) segment index
+        up = up[0, :, :h, :w]  # (K, H, W)
+        if crf_image is not None:
+            rgb = (crf_image[:, :h, :w].permute(1, 2, 0) * 255).round().byte().cpu().numpy()  # (H, W, 3)
+            up = dense_crf(up.softmax(0).cpu(), rgb).to(up.device)
+        m = up.argmax(0)  # (H, W) segment index
         ids, seg_of_click = torch.unique(t["point_segments"], return_inverse=True)
         cls = torch.zeros(len(ids), dtype=torch.int64, device=m.device).scatter(0, seg_of_click, t["point_labels"])
         crowd = torch.zeros(len(ids), dtype=torch.int64, device=m.device)
@@ -313,11 +323,14 @@ class FDDPoints(nn.Module):
 
 
 @torch.no_grad()
-def pseudo_label_items(model: nn.Module, dataset, device: torch.device) -> Iterator[tuple[dict, np.ndarray, Any]]:
+def pseudo_label_items(
+    model: nn.Module, dataset, device: torch.device, crf: bool = False
+) -> Iterator[tuple[dict, np.ndarray, Any]]:
     """(COCO image info, image, :class:`~cqbnet.modeling.panoptic_head.PanopticOutput`) of the pseudo panoptic
     labels that a trained network's point branch gives each point image of a mixed-label dataset, at image
     resolution and without augmentation; for inspection, scoring against the hidden ground truth, or training
-    offline from them (write them with :func:`cqbnet.engine.inference.write_predictions`)."""
+    offline from them (write them with :func:`cqbnet.engine.inference.write_predictions`). With ``crf`` each
+    image's maps are refined by the dense CRF first (:meth:`FDDPoints.pseudo_target`)."""
     from cqbnet.data.transforms import to_tensors
     from cqbnet.modeling.panoptic_head import PanopticOutput
 
@@ -340,7 +353,7 @@ def pseudo_label_items(model: nn.Module, dataset, device: torch.device) -> Itera
             if logits is None:
                 yield info, img, PanopticOutput(np.zeros(image.shape[1:], dtype=np.int32), [])
                 continue
-            p = branch.pseudo_target(target, logits, tuple(image.shape[1:]), 255)
+            p = branch.pseudo_target(target, logits, tuple(image.shape[1:]), 255, image if crf else None)
             cats = model.labels.category_of
             segments = [
                 {"id": int(sid), "category_id": cats[int(c)], "iscrowd": bool(k), "area": int(m.sum()), "score": 1.0}
