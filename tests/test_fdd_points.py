@@ -159,6 +159,22 @@ def test_pseudo_target_turns_the_argmax_into_panoptic_segments():
     assert (p["semantic"][p["masks"][2]] == 2).all()
 
 
+def test_the_crf_moves_a_pseudo_border_onto_the_colour_edge():
+    """With the image given, the segments' maps are refined by the dense CRF before the argmax: a border the
+    stride-4 maps put two pixels inside the background moves onto the object's colour edge."""
+    module = FDDPoints(8, 8, 3, thing_semantic=[0, 1])
+    image = torch.full((3, 32, 32), 0.8)
+    image[:, :, :10] = 0.2  # a dark object in columns 0-9 on a light background
+    logits = torch.zeros((2, 8, 8))  # the maps say columns 0-11 (three stride-4 cells)
+    logits[0, :, :3] = 1.0
+    logits[1, :, 3:] = 1.0
+    t = {"point_segments": torch.tensor([1, 2]), "point_labels": torch.tensor([0, 2])}
+    plain = module.pseudo_target(t, logits, (32, 32), 255)
+    refined = module.pseudo_target(t, logits, (32, 32), 255, image)
+    assert (plain["masks"][0].sum(1) == 12).all()
+    assert (refined["masks"][0].sum(1) == 10).all() and refined["masks"][0][:, :10].all()
+
+
 @pytest.fixture()
 def points_data(tmp_path, synth):
     gt = load_panoptic_json(synth / "panoptic_train.json", synth / "panoptic" / "train", synth / "images" / "train")
@@ -319,6 +335,11 @@ def test_a_config_trains_from_points_alone_and_its_pseudo_labels_are_written_and
     pred = json.loads((tmp_path / "pseudo" / "panoptic_pred.json").read_text())
     n = len(json.loads(manifest.read_text())["images"])
     assert len(pred["annotations"]) == n and all(a["segments_info"] for a in pred["annotations"])
+    # --crf: the same images and segments, maps refined by the dense CRF
+    assert main([*argv[:-3], str(tmp_path / "pseudo_crf"), *argv[-2:], "--crf"]) == 0
+    assert "Things" in capsys.readouterr().out
+    refined = json.loads((tmp_path / "pseudo_crf" / "panoptic_pred.json").read_text())
+    assert [a["image_id"] for a in refined["annotations"]] == [a["image_id"] for a in pred["annotations"]]
     # offline: a fresh network without the branch learns from the written pseudo labels (every P loss reads them)
     cfg["model"]["weak"] = {"points": False}
     cfg["data"] = {"root": str(synth), "manifest": str(manifest), "pseudo": str(tmp_path / "pseudo")}

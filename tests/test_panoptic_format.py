@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -131,21 +132,25 @@ def test_evaluator_checks_prediction_segments_in_its_workers(tmp_path, workers, 
     assert message in str(e.value) and "pred" in str(e.value) and "image 4" in str(e.value)
 
 
-def test_an_evaluation_worker_that_dies_loses_no_result():
+def test_an_evaluation_worker_that_dies_loses_no_result(tmp_path):
     """A forked worker that ends without sending (killed, crashed) is reported; its blocks are computed in the main
     process, so the results are complete and in order."""
     from cqbnet.evaluation.panoptic_quality import _ordered_map
 
-    parent = os.getpid()
+    parent, died = os.getpid(), tmp_path / "died"
 
     def square(t: int) -> int:
         if os.getpid() != parent:
-            os._exit(3)  # each worker dies at its first task, holding a block it took
+            died.touch()
+            os._exit(3)  # a worker dies at its first task, holding the block it took
+        deadline = time.time() + 60
+        while not died.exists() and time.time() < deadline:  # the main process waits for that, so it happens
+            time.sleep(0.01)
         return t * t
 
     with pytest.warns(RuntimeWarning, match="exit code 3"):
-        out = list(_ordered_map(square, range(60), 3, ()))
-    assert out == [t * t for t in range(60)]
+        out = list(_ordered_map(square, range(60), 2, ()))
+    assert died.exists() and out == [t * t for t in range(60)]
 
 
 def test_size_mismatch_named(tmp_path):

@@ -699,8 +699,8 @@ def _ordered_map(fn, tasks, workers: int | None, state: tuple) -> Iterable:
     shared counter until none is left, so a process that runs slower (this one also unpickles the
     workers' results) simply takes fewer blocks. Each worker sends its results once, at the end, through
     its own pipe. The workers inherit ``state`` and the blocks through fork, so no task is pickled. The
-    parent starts no helper threads (a pool's threads beside torch's are what fork deadlocks on), and a
-    worker that dies before sending loses nothing: the blocks no process returned are computed here.
+    parent starts no helper threads (a pool starts three), and a worker that dies before sending loses
+    nothing: the blocks no process returned are computed here, with a warning.
     """
     global _worker_state, _shared_blocks
     tasks = list(tasks)
