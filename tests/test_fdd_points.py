@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -163,8 +164,8 @@ def test_the_crf_moves_a_pseudo_border_onto_the_colour_edge():
     """With the image given, the segments' maps are refined by the dense CRF before the argmax: a border the
     stride-4 maps put two pixels inside the background moves onto the object's colour edge."""
     module = FDDPoints(8, 8, 3, thing_semantic=[0, 1])
-    image = torch.full((3, 32, 32), 0.8)
-    image[:, :, :10] = 0.2  # a dark object in columns 0-9 on a light background
+    image = np.full((32, 32, 3), 204, dtype=np.uint8)
+    image[:, :10] = 51  # a dark object in columns 0-9 on a light background
     logits = torch.zeros((2, 8, 8))  # the maps say columns 0-11 (three stride-4 cells)
     logits[0, :, :3] = 1.0
     logits[1, :, 3:] = 1.0
@@ -363,8 +364,6 @@ def test_written_pseudo_labels_are_the_point_images_panoptic_targets(tmp_path, p
     not cover keep their clicks alone; a pseudo PNG of another size, or a file with images the manifest does not
     have, is one clear error naming it."""
     import json
-
-    import numpy as np
 
     from cqbnet.data.panoptic_format import read_panoptic_png, write_panoptic_png
     from cqbnet.engine.inference import write_predictions

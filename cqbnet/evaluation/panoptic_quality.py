@@ -737,10 +737,6 @@ def _ordered_map(fn, tasks, workers: int | None, state: tuple) -> Iterable:
             if status == "error":
                 raise value
             done.update(value)
-        for proc, recv in procs:  # each has sent its results: it is ending
-            recv.close()
-            proc.join()
-        procs = []
         for b in range(len(blocks)):
             yield from done[b] if b in done else map(fn, blocks[b])
     finally:

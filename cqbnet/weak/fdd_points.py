@@ -268,19 +268,18 @@ class FDDPoints(nn.Module):
     # --- the pseudo labels --------------------------------------------------------------------------------------
 
     def pseudo_target(
-        self, t: dict[str, Any], logits: Tensor, size: tuple[int, int], ignore: int, crf_image: Tensor | None = None
+        self, t: dict[str, Any], logits: Tensor, size: tuple[int, int], ignore: int, crf_image: np.ndarray | None = None
     ) -> dict:
         """Eq. 2 at image resolution as a panoptic target (masks, labels, boxes, semantic, panoptic ...) for the
         network's P losses; segments keep their clicks' class, crowd where a click says so. With ``crf_image``
-        (3, H, W) in [0, 1] (beyond paper 003) the segments' softmax is first refined by the dense CRF of paper
+        (H, W, 3) uint8 (beyond paper 003) the segments' softmax is first refined by the dense CRF of paper
         001's refinement (:func:`cqbnet.weak.dense_crf.dense_crf`), which moves the stride-4 maps' borders onto
         the image's colour edges."""
         h, w = size
         up = F.interpolate(logits[None].detach(), scale_factor=MASK_STRIDE, mode="bilinear", align_corners=False)
         up = up[0, :, :h, :w]  # (K, H, W)
         if crf_image is not None:
-            rgb = (crf_image[:, :h, :w].permute(1, 2, 0) * 255).round().byte().cpu().numpy()  # (H, W, 3)
-            up = dense_crf(up.softmax(0).cpu(), rgb).to(up.device)
+            up = dense_crf(up.softmax(0).cpu(), crf_image[:h, :w]).to(up.device)
         m = up.argmax(0)  # (H, W) segment index
         ids, seg_of_click = torch.unique(t["point_segments"], return_inverse=True)
         cls = torch.zeros(len(ids), dtype=torch.int64, device=m.device).scatter(0, seg_of_click, t["point_labels"])
@@ -353,7 +352,7 @@ def pseudo_label_items(
             if logits is None:
                 yield info, img, PanopticOutput(np.zeros(image.shape[1:], dtype=np.int32), [])
                 continue
-            p = branch.pseudo_target(target, logits, tuple(image.shape[1:]), 255, image if crf else None)
+            p = branch.pseudo_target(target, logits, tuple(image.shape[1:]), 255, img if crf else None)
             cats = model.labels.category_of
             segments = [
                 {"id": int(sid), "category_id": cats[int(c)], "iscrowd": bool(k), "area": int(m.sum()), "score": 1.0}
