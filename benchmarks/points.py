@@ -4,8 +4,9 @@ Every arm trains the CPU recipe's network at one schedule with paired seeds (``b
 the realistic preset:
 
 * ``full``: full panoptic labels (``configs/synthetic_full.yaml``, with the point recipe's solver);
-* ``P1`` / ``P10``: every training image clicked once / ten times per segment, paper 003's branches on
-  (``configs/synthetic_points.yaml``; lambda_sem 1 for P1 and 0.1 for P10, as the paper sets them);
+* ``P1-paper`` / ``P10-paper``: every training image clicked once / ten times per segment, paper 003's branches
+  on and its online rule (``configs/synthetic_points.yaml``; lambda_sem 1 for P1 and 0.1 for P10, as the paper
+  sets them);
 * ablations of paper 003's mechanism: no colour prior, lambda_sem = 0, no pseudo labels (the network learns from
   the clicks themselves: the semantic head at the clicked pixels, as cqbnet did before paper 003), and clicks at
   the segments' centres or borders instead of uniformly;
@@ -15,12 +16,13 @@ the realistic preset:
   ``P1-late`` / ``P10-late``, the clicked-only run with the network's switch to the pseudo labels starting at
   iteration 250 (``model.weak.points_pseudo_start``), online at the same schedule; ``P1-offline-crf`` /
   ``P10-offline-crf``, offline from those pseudo labels refined by the dense CRF (``cqbnet pseudo-labels --crf``;
-  written once into the source run's ``pseudo_crf/``).
+  written once into the source run's ``pseudo_crf/``). These last are the toolkit's recipe for clicks (README):
+  summary.json's ``p10_fraction_of_full`` and ``p1_fraction_of_full`` are theirs.
 
 Each arm with the point branch also scores its pseudo labels on the training images against the hidden ground
 truth (PQ and mIoU of the labels themselves). Usage::
 
-    python benchmarks/points.py --arms full P1 P10 --seeds 0 1 [--commit] [overrides, e.g. solver.max_iter=320]
+    python benchmarks/points.py [overrides, e.g. solver.max_iter=320] --arms full P10-offline-crf --seeds 0 1 [--commit]
 
 Results: ``benchmarks/results/points/runs.json``, ``summary.json`` and ``benchmarks/points.md``.
 """
@@ -46,8 +48,8 @@ P1, P10 = ["model.weak.points_lambda_sem=1.0", PAPER], ["model.weak.points_lambd
 SOLVER = solver_overrides(POINTS_CONFIG)
 ARMS = {
     "full": Arm(FULL, "P", SOLVER),
-    "P1": Arm(POINTS_CONFIG, "PT", P1, POINTS),
-    "P10": Arm(POINTS_CONFIG, "PT", P10, POINTS, clicks=10),
+    "P1-paper": Arm(POINTS_CONFIG, "PT", P1, POINTS),
+    "P10-paper": Arm(POINTS_CONFIG, "PT", P10, POINTS, clicks=10),
     "P1-no-colour": Arm(POINTS_CONFIG, "PT", [*P1, "model.weak.points_colour=false"], POINTS),
     "P10-no-colour": Arm(POINTS_CONFIG, "PT", [*P10, "model.weak.points_colour=false"], POINTS, clicks=10),
     "P1-lambda0": Arm(POINTS_CONFIG, "PT", ["model.weak.points_lambda_sem=0.0", PAPER], POINTS),
@@ -74,8 +76,10 @@ ARMS = {
     "P10-late": Arm(POINTS_CONFIG, "PT", [P10[0], CLICKED, LATE], POINTS, clicks=10),
 }
 # fraction of full supervision's PQ (issue 19; paper 003: 84-91%, 69-75%), for paper 003's rule and the recipe's
-TARGETS = {"P10": 0.88, "P1": 0.72}
-TARGETS |= {f"{p}-{v}": TARGETS[p] for p in ("P10", "P1") for v in ("clicked", "offline", "offline-crf", "late")}
+TARGET = {"P10": 0.88, "P1": 0.72}
+VARIANTS = ("paper", "clicked", "offline", "offline-crf", "late")
+TARGETS = {f"{p}-{v}": t for p, t in TARGET.items() for v in VARIANTS}
+RECIPE = {p.lower(): f"{p}-offline-crf" for p in TARGET}  # summary.json's p10_fraction_of_full, p1_...
 
 
 def score_pseudo_labels(arm: str, run: Path, cfg: dict[str, Any], work: Path) -> dict[str, float] | None:
@@ -112,7 +116,9 @@ HEADER = [
     "Produced by `python benchmarks/points.py`; every row one run (the results folder's `runs.json`). PQ in "
     "percent on the 300 val scenes with the config's inference mode; *pseudo* columns score the point branch's "
     "pseudo labels on the training images against the hidden ground truth (for the offline arms: the labels they "
-    "learnt from, written by the clicked-only run of their seed).",
+    "learnt from, written by the clicked-only run of their seed). The recipe's arms (`*-offline-crf`) train twice "
+    "(the branch's run, then the offline run): full supervision at the same total of 2000 iterations is in "
+    "`benchmarks/points_full2000.md`.",
 ]
 COLUMNS = [("pq", "pseudo PQ"), ("pq_th", "pseudo PQ_th"), ("pq_st", "pseudo PQ_st"), ("miou", "pseudo mIoU")]
 
@@ -120,11 +126,12 @@ if __name__ == "__main__":
     here = Path(__file__).parent
     main(
         ARMS,
-        ["full", "P1", "P10"],
+        ["full", "P1-paper", "P10-paper", "P1-offline-crf", "P10-offline-crf"],
         score_pseudo_labels,
         TARGETS,
         here / "results" / "points",
         here / "points.md",
         HEADER,
         COLUMNS,
+        recipe=RECIPE,
     )

@@ -193,10 +193,13 @@ def main(
     header: list[str],
     own_columns: list[tuple[str, str]],
     headline: str | None = None,
+    recipe: dict[str, str] | None = None,
 ) -> None:
     """Run the asked arms and seeds (each once), and after each run rewrite runs.json, summary.json and the report.
     ``headline`` names the arm whose PQ over full supervision's and whose own measures (means over seeds) the
-    summary also gives at its top level (``fraction_of_full``, ``corloc``, ...)."""
+    summary also gives at its top level (``fraction_of_full``, ``corloc``, ...). ``recipe`` maps a key prefix to
+    the arm that is the toolkit's recipe for it (e.g. ``{"p10": "P10-offline-crf"}``): the summary gives that arm's
+    fraction and target as ``p10_fraction_of_full`` and ``p10_target`` and names it in ``recipe``."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--arms", nargs="+", default=default_arms, choices=list(arms))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -218,6 +221,11 @@ def main(
         if headline is not None and fraction_key(headline) in summ:
             summ["fraction_of_full"] = summ[fraction_key(headline)]
             summ.update({k: v for k, v in summ["own_mean"].get(headline, {}).items() if k != "seconds"})
+        for prefix, arm in (recipe or {}).items():
+            if fraction_key(arm) in summ:
+                summ["recipe"] = {**summ.get("recipe", {}), prefix: arm}
+                summ[f"{prefix}_fraction_of_full"] = summ[fraction_key(arm)]
+                summ[f"{prefix}_target"] = targets[arm]
         write_json(args.results / "summary.json", summ, indent=2)
         given = f"`{' '.join(mine)}`" if mine else "none"
         lines = [*header, f"Machine: `{summ['machine']}`. Overrides of every arm: {given}.", ""]
@@ -230,6 +238,8 @@ def main(
                     f"- {arm}: {100 * f:.1f}% of full supervision's PQ (target {100 * target:.0f}%; seeds "
                     f"{summ['seeds'].get(arm)}): {'met' if f >= target else 'MISSED'}."
                 )
+        for prefix, arm in summ.get("recipe", {}).items():
+            lines.append(f"- `{prefix}_fraction_of_full` in summary.json is the toolkit's recipe: arm {arm}.")
         for arm, d in summ["minus_full"].items():
             lines.append(f"- {arm} minus full, paired over seeds {d['seeds']}: {interval_text(d)}.")
         for arm, d in summ["minus_source"].items():
