@@ -57,6 +57,7 @@ REPORT = Path(__file__).parent / "boxes_tags.md"
 RECIPE = ROOT / "configs" / "synthetic_full.yaml"
 CAM_CONFIG = ROOT / "configs" / "synthetic_pilot.yaml"
 TARGETS = {"fraction_of_full": 0.88, "stuff_fraction_of_full": 0.83}  # issue 20 (paper 001: 85.6%, 83.0%)
+DEFAULT_FILL = "predicted"  # the refinement's fill rule of ``cqbnet boxes-tags`` and of the summary's headline
 
 
 def evaluated(cfg: dict[str, Any], out: Path) -> dict[str, float]:
@@ -432,14 +433,17 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         by.setdefault(r["arm"], []).append(r)
     mean = {a: {k: float(np.mean([r[k] for r in rs])) for k in ("pq", "pq_th", "pq_st")} for a, rs in by.items()}
     out: dict[str, Any] = {"machine": machine_info(), "mean": mean}
-    refined = sorted((a for a in mean if a.startswith("both_round")), key=round_of)
     full_pq = mean.get("full", {}).get("pq", 0.0)
-    if full_pq > 0 and refined:
-        last = refined[-1]
-        out["refined_arm"] = last
-        out["fraction_of_full"] = mean[last]["pq"] / full_pq
-        out["stuff_fraction_of_full"] = mean[last]["pq_st"] / max(mean["full"]["pq_st"], 1e-9)
-        out["targets"] = TARGETS
+    # the headline is the recipe's refined network (the last round of ``cqbnet boxes-tags``' default fill rule,
+    # sharing round 0 with the released rule's family); the released rule's last round beside it
+    for family, prefix in ((f"fill-{DEFAULT_FILL}_round", ""), ("both_round", "released_rule_")):
+        refined = sorted((a for a in mean if a.startswith(family)), key=round_of)
+        if full_pq > 0 and refined:
+            last = refined[-1]
+            out[f"{prefix}refined_arm"] = last
+            out[f"{prefix}fraction_of_full"] = mean[last]["pq"] / full_pq
+            out[f"{prefix}stuff_fraction_of_full"] = mean[last]["pq_st"] / max(mean["full"]["pq_st"], 1e-9)
+            out["targets"] = TARGETS
     out["minus_full"] = versus_full(by)
     # a fill variant against the released rule's round, paired over the seeds both have
     out["fill_gain"] = {}
@@ -566,12 +570,14 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
             f"{100 * fractions['stuff_fraction_of_full']:.1f}% of its PQ_st (targets "
             f"{100 * TARGETS['fraction_of_full']:.0f}% and {100 * TARGETS['stuff_fraction_of_full']:.0f}%)."
         )
-    for key, target in TARGETS.items():
-        if key in summ:
-            lines.append(
-                f"- {key} ({summ['refined_arm']}): {100 * summ[key]:.1f}% (target {100 * target:.0f}%): "
-                f"{'met' if summ[key] >= target else 'MISSED'}."
-            )
+    for prefix in ("released_rule_", ""):
+        for key, target in TARGETS.items():
+            if prefix + key in summ:
+                f = summ[prefix + key]
+                lines.append(
+                    f"- {prefix + key} ({summ[prefix + 'refined_arm']}): {100 * f:.1f}% (target {100 * target:.0f}%): "
+                    f"{'met' if f >= target else 'MISSED'}."
+                )
     return "\n".join(lines) + "\n"
 
 

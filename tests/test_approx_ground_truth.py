@@ -345,8 +345,8 @@ def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_p
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "round 0:" in out and "round 1:" in out and "coverage th" in out
-    for step in ("classifier", "round0", "train0", "round1", "train1"):
-        assert (tmp_path / "bt" / step).is_dir(), step
+    for step in ("classifier", "round0", "train0", "round1_fill-predicted", "train1_fill-predicted"):
+        assert (tmp_path / "bt" / step).is_dir(), step  # the predicted-pixels fill rule is the default
     # the CAMs come from a classifier of the tags alone (paper 001, Eq. 6): no box reaches it, no other loss
     view = json.loads((tmp_path / "bt" / "classifier" / "tags_only.json").read_text())
     assert {k for im in view["images"] for k in im["kinds"]} == {"I"} and not view["boxes"]
@@ -354,16 +354,16 @@ def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_p
     rows = [json.loads(r) for r in (tmp_path / "bt" / "classifier" / "metrics.jsonl").read_text().splitlines()]
     assert rows and all(r["loss_cls2pixel"] > 0 for r in rows)
     assert all(v == 0 for r in rows for k, v in r.items() if k.startswith("loss_") and k != "loss_cls2pixel")
-    stamp = (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns
+    stamp = (tmp_path / "bt" / "train1_fill-predicted" / "model_final.pth").stat().st_mtime_ns
     assert main(argv) == 0  # a finished recipe is not run again
-    assert (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns == stamp
-    # the other fill rule refines from the same round 0 and network into folders of its own
+    assert (tmp_path / "bt" / "train1_fill-predicted" / "model_final.pth").stat().st_mtime_ns == stamp
+    # the released code's fill rule refines from the same round 0 and network into folders of its own
     first = (tmp_path / "bt" / "train0" / "model_final.pth").stat().st_mtime_ns
-    assert main(argv + ["--fill", "predicted"]) == 0
+    assert main(argv + ["--fill", "box"]) == 0
     assert (tmp_path / "bt" / "train0" / "model_final.pth").stat().st_mtime_ns == first
-    assert (tmp_path / "bt" / "round1_fill-predicted" / "labels.json").is_file()
-    assert (tmp_path / "bt" / "train1_fill-predicted" / "model_final.pth").is_file()
-    assert (tmp_path / "bt" / "train1" / "model_final.pth").stat().st_mtime_ns == stamp
+    assert (tmp_path / "bt" / "round1" / "labels.json").is_file()
+    assert (tmp_path / "bt" / "train1" / "model_final.pth").is_file()
+    assert (tmp_path / "bt" / "train1_fill-predicted" / "model_final.pth").stat().st_mtime_ns == stamp
     # marking the box background starts again from a round 0 of its own, and the classifier is reused
     classifier = (tmp_path / "bt" / "classifier" / "model_final.pth").stat().st_mtime_ns
     rounds = argv.index("--rounds") + 1

@@ -29,9 +29,10 @@ def _add_gt_args(p: argparse.ArgumentParser, required_json: bool = False) -> Non
 def _add_fill_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fill",
-        default="box",
+        default="predicted",
         choices=["box", "predicted"],
-        help="refinement's low-coverage rule: fill the box (paper 001's released code) or its predicted pixels only",
+        help="refinement's low-coverage rule: fill only the box's predicted pixels (default) or the whole box (paper "
+        "001's released code)",
     )
 
 

@@ -5,9 +5,10 @@ Into ``out``: ``classifier/`` paper 001's multi-label classifier (Sec. 3.3, Eq. 
 semantic features, global average pooling and a linear layer, trained on the images' tags alone), whose CAMs
 localise the tagged stuff;
 ``round0/`` the approximate labels (:func:`~cqbnet.weak.approx_ground_truth.round_zero`); ``train0/`` the network
-trained on them; then for each refinement round r, ``round<r>/`` the labels refined from ``train<r-1>``
-(:func:`~cqbnet.weak.approx_ground_truth.refine_round`) and ``train<r>/`` the network trained on them
-(``round<r>_fill-predicted/`` and ``train<r>_fill-predicted/`` with the predicted-pixels fill rule; every folder
+trained on them; then for each refinement round r, ``round<r>_fill-predicted/`` the labels refined from the
+last network (:func:`~cqbnet.weak.approx_ground_truth.refine_round`, the default fill rule) and
+``train<r>_fill-predicted/`` the network trained on them (``round<r>/`` and ``train<r>/`` with the released code's
+whole-box rule, ``fill="box"``; every folder
 of a run that marks the box background for the mask and semantic heads ends in ``_box-background``, from
 ``round0`` on). A step whose output is complete is not run again; an interrupted training resumes from its
 checkpoint.
@@ -77,7 +78,7 @@ def run_boxes_tags(
     cue: str = "both",
     device: str = "cpu",
     gt=None,
-    fill: str = "box",
+    fill: str = "predicted",
     box_background: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or finish) the recipe; one entry per round: its labels' folder, the network trained on them and, when

@@ -526,7 +526,9 @@ def refined_probabilities(model, image: np.ndarray, classes: int, device) -> np.
     return dense_crf(probs, image).numpy()
 
 
-def refine_round(model, manifest, cues: ApproximateRound, device="cpu", limit: int | None = None, fill: str = "box"):
+def refine_round(
+    model, manifest, cues: ApproximateRound, device="cpu", limit: int | None = None, fill: str = "predicted"
+):
     """Round t+1 of paper 001's labels (Sec. 3.4): for every boxes image, the trained network's semantic
     probabilities refined by :func:`dense_crf`, cleaned against round 0's cues and the boxes
     (:func:`clean_prediction` with rule 5's ``fill``), then instances box by box (:func:`instances_from_boxes`);
