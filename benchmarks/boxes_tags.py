@@ -21,6 +21,9 @@ Usage::
 
     python benchmarks/boxes_tags.py --seeds 0 1 --rounds 1 [--cues grabcut proposal box] [--fills predicted] \
         [--box-background] [--commit]
+    # the committed results (the fill variant is the recipe's default and the summary's headline):
+    python benchmarks/boxes_tags.py --seeds 0 1 --rounds 1 --fills predicted --fill-rounds 5 --box-background \
+        --background-seeds 0 --background-rounds 1 --cues grabcut proposal box
     python benchmarks/boxes_tags.py --probe runs/boxes_tags/s0/classifier/model_final.pth   # one classifier's CAMs
 
 Results: ``benchmarks/results/boxes_tags/runs.json``, ``summary.json`` and ``benchmarks/boxes_tags.md``.
