@@ -223,7 +223,7 @@ def main(
             summ.update({k: v for k, v in summ["own_mean"].get(headline, {}).items() if k != "seconds"})
         for prefix, arm in (recipe or {}).items():
             if fraction_key(arm) in summ:
-                summ["recipe"] = {**summ.get("recipe", {}), prefix: arm}
+                summ.setdefault("recipe", {})[prefix] = arm
                 summ[f"{prefix}_fraction_of_full"] = summ[fraction_key(arm)]
                 summ[f"{prefix}_target"] = targets[arm]
         write_json(args.results / "summary.json", summ, indent=2)

@@ -323,6 +323,23 @@ def test_the_predicted_fill_rule_fills_only_what_the_network_gives_the_box_class
         clean_prediction(pred, score, cues, box, np.array([1]), things, fill="all")
 
 
+def test_the_command_line_offers_the_fill_rules_and_default_of_the_refinement():
+    """``--fill`` of ``labels refine`` and ``boxes-tags`` is written out in the CLI (no torch at start-up): its
+    choices and default are those of the refinement itself."""
+    from cqbnet.cli.main import build_parser
+    from cqbnet.weak.approx_ground_truth import DEFAULT_FILL, FILL_RULES
+
+    parser = build_parser()
+    refine = ["labels", "refine", "--manifest", "m", "--cues", "c", "--checkpoint", "k", "--out", "o"]
+    recipe = ["boxes-tags", "c.yaml", "--manifest", "m", "--out", "o"]
+    for argv in (refine, recipe):
+        assert parser.parse_args(argv).fill == DEFAULT_FILL
+        for rule in FILL_RULES:
+            assert parser.parse_args([*argv, "--fill", rule]).fill == rule
+        with pytest.raises(SystemExit):
+            parser.parse_args([*argv, "--fill", "everything"])
+
+
 def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_path, synth, capsys):
     import json
 

@@ -27,6 +27,8 @@ def _add_gt_args(p: argparse.ArgumentParser, required_json: bool = False) -> Non
 
 
 def _add_fill_arg(p: argparse.ArgumentParser) -> None:
+    # the rules and default of cqbnet.weak.approx_ground_truth (FILL_RULES, DEFAULT_FILL), written out so that
+    # building the parser imports no torch; a test holds them equal
     p.add_argument(
         "--fill",
         default="predicted",

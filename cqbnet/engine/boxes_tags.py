@@ -24,7 +24,14 @@ from typing import Any
 import torch
 
 from cqbnet.labels.manifest import load_manifest
-from cqbnet.weak.approx_ground_truth import ApproximateRound, refine_round, round_zero, score_round, write_round
+from cqbnet.weak.approx_ground_truth import (
+    DEFAULT_FILL,
+    ApproximateRound,
+    refine_round,
+    round_zero,
+    score_round,
+    write_round,
+)
 
 
 def trained(cfg: dict[str, Any], out: Path, device: str = "cpu") -> Path:
@@ -78,7 +85,7 @@ def run_boxes_tags(
     cue: str = "both",
     device: str = "cpu",
     gt=None,
-    fill: str = "predicted",
+    fill: str = DEFAULT_FILL,
     box_background: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or finish) the recipe; one entry per round: its labels' folder, the network trained on them and, when
