@@ -56,13 +56,13 @@ def paired_interval(diffs: list[float], level: float = 0.95) -> tuple[float, flo
     return mean, mean - half, mean + half
 
 
-def report(name: str, cfg_path: Path, arms: list[str], rows: list[dict[str, Any]]) -> str:
+def report(name: str, cfg_path: Path, arms: list[str], rows: list[dict[str, Any]], split: str = "val") -> str:
     """Markdown: every run, each arm's means, and each arm minus the first, paired by seed."""
     lines = [
         f"# Paired arms: {name}",
         "",
         f"Produced by `python benchmarks/paired_arms.py --name {name}` from `{cfg_path.name}`; runs in "
-        f"`results/{name}.json`. Argmax inference on the whole val split, PQ in percent; class accuracy from "
+        f"`results/{name}.json`. Argmax inference on the whole {split} split, PQ in percent; class accuracy from "
         "`benchmarks/detector_diagnostics.py` (first 300 val scenes).",
         f"Machine: `{json.dumps(machine_info())}`.",
         "",
@@ -107,30 +107,41 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--work", type=Path, default=None, help="runs and data (default runs/<name>, not committed)")
     ap.add_argument("--commit", action="store_true", help="commit the JSON and report after every run")
+    ap.add_argument("--split", choices=("val", "test"), default="val", help="val to choose, test to report")
     args = ap.parse_args()
     arms = [parse_arm(a) for a in args.arm]
     work = args.work or ROOT / "runs" / args.name
     results = Path(__file__).parent / "results" / f"{args.name}.json"
     md = Path(__file__).parent / f"{args.name}.md"
-    rows = read_json(results)["runs"] if results.is_file() else []
+    saved = read_json(results) if results.is_file() else {}
+    if saved and saved.get("split", "val") != args.split:
+        raise SystemExit(f"{results}: holds runs on {saved.get('split', 'val')}; give another --name for {args.split}")
+    rows = saved.get("runs", [])
     names = [a for a, _ in arms]
 
     def save() -> None:
-        write_json(results, {"machine": machine_info(), "config": args.config.name, "runs": rows}, indent=2)
+        write_json(
+            results,
+            {"machine": machine_info(), "config": args.config.name, "split": args.split, "runs": rows},
+            indent=2,
+        )
         with atomic_path(md) as tmp:
-            Path(tmp).write_text(report(args.name, args.config, names, rows))
+            Path(tmp).write_text(report(args.name, args.config, names, rows, args.split))
 
     for seed in args.seeds:
         for arm, overrides in arms:
             if any(r["arm"] == arm and r["seed"] == seed and r["overrides"] == overrides for r in rows):
                 continue
-            cfg = load_config(args.config, [*overrides, f"train.seed={seed}", "train.eval_period=0"])
+            cfg = load_config(
+                args.config, [*overrides, f"train.seed={seed}", "train.eval_period=0", "train.test_at_end=false"]
+            )
             cfg.pop("pilot", None)
             cfg = shared_data_config(cfg, work)
             run = work / f"{arm}_s{seed}"
             t = time.time()
             train(cfg, run, device="cpu", resume=True, progress=False)
-            final = final_pq(run)["argmax"]
+            final_modes = final_pq(run, args.split)
+            final = final_modes["argmax"]
             diag = diagnose(run / "model_final.pth", Path(cfg["data"]["root"]), images=300)
             rows.append(
                 {
@@ -139,8 +150,10 @@ def main() -> None:
                     "seed": seed,
                     **{m: 100 * final[m] for m in METRICS},
                     "class_accuracy": diag["class_accuracy"],
+                    "heuristic": {m: 100 * final_modes["heuristic"][m] for m in METRICS},
                     "seconds": time.time() - t,
                     "iterations": cfg["solver"]["max_iter"],
+                    "base_lr": cfg["solver"]["base_lr"],
                 }
             )
             print(f"{arm} seed {seed}: PQ {rows[-1]['pq']:.1f} PQ_th {rows[-1]['pq_th']:.1f}", flush=True)

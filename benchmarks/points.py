@@ -114,7 +114,8 @@ HEADER = [
     "# Paper 003 (FDD): panoptic segmentation from clicked points, on the synthetic scenes",
     "",
     "Produced by `python benchmarks/points.py`; every row one run (the results folder's `runs.json`). PQ in "
-    "percent on the 300 val scenes with the config's inference mode; *pseudo* columns score the point branch's "
+    "percent on the scenes' split named below (val for choices, test for the reported numbers) with the config's "
+    "inference mode; *pseudo* columns score the point branch's "
     "pseudo labels on the training images against the hidden ground truth (for the offline arms: the labels they "
     "learnt from, written by the clicked-only run of their seed). The recipe's arms (`*-offline-crf`) train twice "
     "(the branch's run, then the offline run): full supervision at the same total of 2000 iterations is in "

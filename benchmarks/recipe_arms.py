@@ -87,16 +87,22 @@ def written_pseudo_labels(run: Path, crf: bool = False) -> Path:
 
 
 def run_arm(
-    name: str, arms: dict[str, Arm], seed: int, overrides: list[str], work: Path, score: Score | None
+    name: str,
+    arms: dict[str, Arm],
+    seed: int,
+    overrides: list[str],
+    work: Path,
+    score: Score | None,
+    split: str = "test",
 ) -> dict[str, Any]:
     arm = arms[name]
     spec, cfg, folder = arm_run(name, arm, seed, overrides, work)
     source = None
     if arm.pseudo_from is not None:  # offline: the source arm's run first (reused when finished)
         src_spec, src_cfg, src_folder = arm_run(arm.pseudo_from, arms[arm.pseudo_from], seed, overrides, work)
-        source = execute(src_spec, src_cfg, src_folder)
+        source = execute(src_spec, src_cfg, src_folder, split=split)
         cfg["data"]["pseudo"] = str(written_pseudo_labels(src_folder / "runs" / src_spec.key, arm.pseudo_crf))
-    res = execute(spec, cfg, folder)
+    res = execute(spec, cfg, folder, split=split)
     if source is not None:  # the very run whose pseudo labels it learnt from, for the paired difference
         res["source"] = {k: source[k] for k in ("pq", "pq_th", "pq_st", "sq_th")}
     run = folder / "runs" / spec.key
@@ -106,7 +112,7 @@ def run_arm(
         if own is not None:
             res["own"] = {**own, "seconds": time.time() - t}
             write_json(run / "result.json", res, indent=2)
-    return {"arm": name, "seed": seed, "overrides": overrides, **res}
+    return {"arm": name, "seed": seed, "overrides": overrides, **res, "split": split}
 
 
 def paired_minus(rows: list[dict], base: list[dict]) -> dict[str, Any] | None:
@@ -207,6 +213,9 @@ def main(
     ap.add_argument("--results", type=Path, default=results, help="folder of runs.json and summary.json")
     ap.add_argument("--report", type=Path, default=report_path)
     ap.add_argument("--commit", action="store_true")
+    ap.add_argument(
+        "--split", choices=("val", "test"), default="test", help="val to choose between variants, test to report"
+    )
     ap.add_argument("overrides", nargs="*", help="config overrides for every arm, e.g. solver.max_iter=320")
     args = ap.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
@@ -216,8 +225,9 @@ def main(
 
     def save() -> None:
         write_json(saved, {"runs": rows}, indent=2)
-        these = [r for r in rows if r["overrides"] == mine]
+        these = [r for r in rows if r["overrides"] == mine and r.get("split", "val") == args.split]
         summ = fractions(these, targets, {a: arm.pseudo_from for a, arm in arms.items() if arm.pseudo_from})
+        summ["split"] = args.split
         if headline is not None and fraction_key(headline) in summ:
             summ["fraction_of_full"] = summ[fraction_key(headline)]
             summ.update({k: v for k, v in summ["own_mean"].get(headline, {}).items() if k != "seconds"})
@@ -228,7 +238,11 @@ def main(
                 summ[f"{prefix}_target"] = targets[arm]
         write_json(args.results / "summary.json", summ, indent=2)
         given = f"`{' '.join(mine)}`" if mine else "none"
-        lines = [*header, f"Machine: `{summ['machine']}`. Overrides of every arm: {given}.", ""]
+        lines = [
+            *header,
+            f"Split: **{args.split}**. Machine: `{summ['machine']}`. Overrides of every arm: {given}.",
+            "",
+        ]
         lines += [*table(these, own_columns), ""]
         for arm, target in targets.items():
             key = fraction_key(arm)
@@ -254,9 +268,15 @@ def main(
 
     for seed in args.seeds:
         for name in args.arms:
-            if any(r["arm"] == name and r["seed"] == seed and r["overrides"] == mine for r in rows):
+            if any(
+                r["arm"] == name
+                and r["seed"] == seed
+                and r["overrides"] == mine
+                and r.get("split", "val") == args.split
+                for r in rows
+            ):
                 continue
-            row = run_arm(name, arms, seed, mine, args.work, score)
+            row = run_arm(name, arms, seed, mine, args.work, score, args.split)
             rows.append(row)
             print(f"{name} seed {seed}: PQ {row['pq']:.1f} (th {row['pq_th']:.1f}, st {row['pq_st']:.1f})", flush=True)
             save()

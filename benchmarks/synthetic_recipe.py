@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results" / "synthetic_recipe.json"
 
 
-def final_pq(run: Path) -> dict[str, dict]:
-    """PQ of a run's final checkpoint on its whole val split, argmax and heuristic, with each evaluation's time."""
+def final_pq(run: Path, split: str = "val") -> dict[str, dict]:
+    """PQ of a run's final checkpoint on its whole ``split``, argmax and heuristic, with each evaluation's time."""
     model, cfg_used = load_model(run / "model_final.pth", torch.device("cpu"))
     data = run / "data" if cfg_used["data"].get("root") is None else Path(cfg_used["data"]["root"])
-    val = PanopticDataset(*split_paths(data, "val"))
+    val = PanopticDataset(*split_paths(data, split))
     final = {}
     for mode in ("argmax", "heuristic"):
         t = time.time()

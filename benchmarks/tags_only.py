@@ -59,8 +59,9 @@ def score_mining(arm: str, run: Path, cfg: dict[str, Any], work: Path) -> dict[s
 HEADER = [
     "# Paper 002 (JTSM): panoptic segmentation from image tags alone, on the synthetic scenes",
     "",
-    "Produced by `python benchmarks/tags_only.py`; every row one run (`results/tags_only/runs.json`). PQ in percent on "
-    "the 300 val scenes with the config's inference mode; CorLoc of the mined segments on the training images.",
+    "Produced by `python benchmarks/tags_only.py`; every row one run (`results/tags_only/runs.json`). PQ in percent "
+    "on the scenes' split named below (val for choices, test for the reported numbers) with the config's inference "
+    "mode; CorLoc of the mined segments on the training images.",
 ]
 COLUMNS = [("corloc", "CorLoc"), ("corloc_th", "CorLoc th"), ("corloc_st", "CorLoc st")]
 

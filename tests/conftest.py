@@ -29,7 +29,7 @@ def coco_sample() -> Path:
 
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory) -> Path:
-    """A small synthetic dataset (40 train / 12 val, 64 px)."""
+    """A small synthetic dataset (40 train / 12 val / 6 test, 64 px)."""
     out = tmp_path_factory.mktemp("synth") / "data"
-    generate(out, 40, 12, seed=3, cfg=SceneConfig(size=64, min_size=6, max_size=30))
+    generate(out, 40, 12, seed=3, cfg=SceneConfig(size=64, min_size=6, max_size=30), num_test=6)
     return out

@@ -237,6 +237,10 @@ def test_cli_train_predict_evaluate(tmp_path, synth, capsys):
     )
     assert code == 0, err
     assert "PQ" in out
+    # the finished network is reported on the held-out test split (6 scenes), in the config's mode
+    test = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert (test["split"], test["mode"], test["images"]) == ("test", "argmax", 6)
+    assert "test split: PQ" in out
     ck = tmp_path / "run" / "model_final.pth"
     code, out, err = run(
         capsys,

@@ -61,7 +61,7 @@ if __name__ == "__main__":  # regenerate the pinned numbers
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        generate(tmp / "synth", 40, 12, seed=3, cfg=SceneConfig(size=64, min_size=6, max_size=30))
+        generate(tmp / "synth", 40, 12, seed=3, cfg=SceneConfig(size=64, min_size=6, max_size=30), num_test=4)
         (tmp / "work").mkdir()
         PINNED.write_text(json.dumps(fixed_batch_losses(tmp / "work", tmp / "synth"), indent=2) + "\n")
         print(f"wrote {PINNED}")

@@ -122,6 +122,7 @@ def test_pilot_through_ray_writes_a_table_the_planner_fits_and_skips_finished_ru
     ]
     assert rows[1]["run"] == rows[4]["run"]  # full supervision trained once, reported twice
     assert len(list((root / "runs").iterdir())) == 4
+    assert not list(root.glob("runs/*/test_metrics.json"))  # a pilot chooses on val and never looks at test
     assert all(0 <= float(r["pq"]) <= 100 and float(r["rho_B"]) == (0.5 if r["study"] == "B" else 0) for r in rows)
     # study P below 1: the other images are tagged, but with the tag modules off they teach nothing
     study_p = root / "runs" / rows[0]["run"]
@@ -188,3 +189,19 @@ def test_a_run_folder_keeps_its_recipe_and_refuses_another(tmp_path):
     # a finished folder from before the record is trusted as it is, and not given a recipe it may not have had
     (out / RECIPE).unlink()
     assert finished([spec], tmp_path, other) == {spec.key: {"pq": 1.0}} and not (out / RECIPE).exists()
+
+
+def test_a_finished_run_is_reported_on_test_without_training_again(synth, tmp_path):
+    from cqbnet.sweep.protocol import RunSpec
+    from cqbnet.sweep.runner import execute, json_roundtrip
+
+    cfg = _pilot_config(synth)
+    spec = RunSpec((("P", 1.0),), (), 0)
+    val = execute(spec, cfg, tmp_path)
+    weights = (tmp_path / "runs" / spec.key / "model_final.pth").stat().st_mtime_ns
+    test = execute(spec, cfg, tmp_path, split="test")
+    assert (val["split"], val["images"], test["split"], test["images"]) == ("val", 4, "test", 6)
+    assert test["resumed_from"] == test["iterations"] == 2  # evaluated, not trained
+    assert (tmp_path / "runs" / spec.key / "model_final.pth").stat().st_mtime_ns == weights
+    assert (tmp_path / "runs" / spec.key / "image_counts_test.npz").is_file()
+    assert execute(spec, cfg, tmp_path, split="test") == json_roundtrip(test)  # read back, not evaluated again

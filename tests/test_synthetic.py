@@ -11,7 +11,16 @@ import pytest
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.panoptic_format import load_panoptic_json, read_panoptic_png
 from cqbnet.data.scene_probes import colour_only_accuracy, lab_edge_statistics
-from cqbnet.data.synthetic import STUFF_TEXTURES, THING_SHAPES, SceneConfig, generate, make_scene, scene_rng
+from cqbnet.data.synthetic import (
+    STUFF_TEXTURES,
+    THING_SHAPES,
+    SceneConfig,
+    add_test_split,
+    generate,
+    make_scene,
+    scene_rng,
+    split_paths,
+)
 from cqbnet.errors import InputError
 
 
@@ -32,6 +41,43 @@ def test_deterministic_by_seed(tmp_path, preset):
     c = generate(tmp_path / "c", 6, 2, seed=6, cfg=cfg)
     assert _digest(a) == _digest(b)
     assert _digest(a) != _digest(c)
+
+
+def _split_digest(folder, split):
+    h = hashlib.sha256((folder / f"panoptic_{split}.json").read_bytes())
+    for sub in ("images", "panoptic"):
+        for p in sorted((folder / sub / split).glob("*.png")):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_test_split_is_held_out_deterministic_and_leaves_train_and_val_unchanged(tmp_path):
+    cfg = SceneConfig(size=48, min_size=6, max_size=24)
+    without = generate(tmp_path / "old", 6, 3, seed=5, cfg=cfg, num_test=0)
+    a = generate(tmp_path / "a", 6, 3, seed=5, cfg=cfg, num_test=4)
+    b = generate(tmp_path / "b", 6, 3, seed=5, cfg=cfg, num_test=4)
+    c = generate(tmp_path / "c", 6, 3, seed=6, cfg=cfg, num_test=4)
+    for split in ("train", "val"):  # adding the test split changes nothing else
+        assert _split_digest(a, split) == _split_digest(without, split)
+    assert _split_digest(a, "test") == _split_digest(b, "test") != _split_digest(c, "test")
+    gt = {
+        s: load_panoptic_json(a / f"panoptic_{s}.json", a / "panoptic" / s, a / "images" / s) for s in ("val", "test")
+    }
+    assert len(gt["test"].records) == 4
+    assert not {r.image_id for r in gt["test"].records} & {r.image_id for r in gt["val"].records}
+    val_pixels = {np.asarray(PanopticDataset(*split_paths(a, "val")).load_image(i)).tobytes() for i in range(3)}
+    test_set = PanopticDataset(*split_paths(a, "test"))
+    assert not {np.asarray(test_set.load_image(i)).tobytes() for i in range(4)} & val_pixels  # other scenes
+
+
+def test_a_test_split_added_to_an_older_folder_is_the_one_generate_writes(tmp_path):
+    cfg = SceneConfig(size=48, min_size=6, max_size=24)
+    old = generate(tmp_path / "old", 6, 3, seed=5, cfg=cfg, num_test=0)
+    assert not (old / "panoptic_test.json").exists()
+    add_test_split(old, 4)
+    new = generate(tmp_path / "new", 6, 3, seed=5, cfg=cfg, num_test=4)
+    assert _split_digest(old, "test") == _split_digest(new, "test")
 
 
 def test_image_does_not_depend_on_split_size():

@@ -3,7 +3,7 @@
 Make the scenes, plan which labels to buy for a budget, simulate that plan,
 print what it costs, draw the labels it buys and the Pareto front, then train
 CQB-Net on that mix of labels (each image teaching what its labels can teach,
-all four weak-supervision modules on), evaluate it on the validation split with
+all four weak-supervision modules on), evaluate it on the held-out test split with
 both inference modes, draw its predictions and write a report that puts the PQ
 beside the cost.
 
@@ -156,8 +156,8 @@ def run_demo(
     """
     out = start_output_dir(out, overwrite=overwrite)
     t0 = time.time()
-    print(f"[1/7] synthetic scenes: {num_train} train / {num_val} val -> {out / 'data'}")
-    data = generate(out / "data", num_train, num_val, seed=seed)
+    print(f"[1/7] synthetic scenes: {num_train} train / {num_val} val / {num_val} test -> {out / 'data'}")
+    data = generate(out / "data", num_train, num_val, seed=seed, num_test=num_val)
     cats = synthetic_categories()
     print(
         f"      {len(cats)} classes: things "
@@ -221,11 +221,12 @@ def run_demo(
         cfg = demo_config(data, train_iters, manifest.path)
         run = out / "run"
         train(cfg, run, device=device, resume=False, progress=True)
-        print(f"[7/7] evaluate on {num_val} validation images and draw predictions")
+        print(f"[7/7] evaluate on {num_val} held-out test images and draw predictions")
         model, _ = load_model(run / "model_final.pth", torch.device(device))
-        val = PanopticDataset(*split_paths(data, "val"))
+        val = PanopticDataset(*split_paths(data, "test"))
         results = {m: evaluate_model(model, val, torch.device(device), m) for m in INFERENCE_MODES}
-        metrics["val_images"] = len(val)
+        metrics["split"] = "test"
+        metrics["test_images"] = len(val)
         metrics["modes"] = {m: metrics_json(r, val.categories) for m, r in results.items()}
         pq_text = results["argmax"].table()
         print(pq_text)
@@ -256,7 +257,7 @@ def run_demo(
     write_json(out / "metrics.json", metrics, indent=2)
     html_report(metrics, table, written, out / "report.html", seed)
     report = out / "report.md"
-    network = f"## CQB-Net after {train_iters} iterations (validation split)\n\n```\n{pq_text}\n```\n\n"
+    network = f"## CQB-Net after {train_iters} iterations (held-out test split)\n\n```\n{pq_text}\n```\n\n"
     with atomic_path(report) as tmp:
         tmp.write_text(
             "# cqbnet demo\n\n"
@@ -330,7 +331,7 @@ def html_report(metrics: dict[str, Any], cost_text: str, pictures: list[Path], p
     page.preformatted(cost_text)
     if metrics["modes"]:
         modes = list(metrics["modes"])
-        page.heading(f"Panoptic quality on {metrics['val_images']} validation images (%)")
+        page.heading(f"Panoptic quality on {metrics['test_images']} held-out test images (%)")
         page.table([""] + [f"{k} ({mode})" for mode in modes for k in ("PQ", "SQ", "RQ")], quality_rows(metrics, modes))
         page.heading("Per class")
         page.table(
@@ -339,7 +340,7 @@ def html_report(metrics: dict[str, Any], cost_text: str, pictures: list[Path], p
         )
     captions = {
         "pareto.png": "Pareto front of the planner's quality model, the recommended plan marked",
-        "predictions.png": "Ground truth and prediction (argmax inference), validation images",
+        "predictions.png": "Ground truth and prediction (argmax inference), held-out test images",
         "label_kinds.png": "The five label kinds drawn on training images",
     }
     page.heading("Pictures")

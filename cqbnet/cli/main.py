@@ -89,9 +89,12 @@ def cmd_synth(args) -> int:
         max_size=args.max_size,
         preset=args.preset,
     )
-    out = generate(args.out, args.num_train, args.num_val, args.seed, cfg, overwrite=args.overwrite)
+    out = generate(args.out, args.num_train, args.num_val, args.seed, cfg, args.overwrite, args.num_test)
     size = f"{args.size}x{args.size}"
-    print(f"wrote {args.num_train} train and {args.num_val} val {args.preset} scenes ({size}) to {out}")
+    print(
+        f"wrote {args.num_train} train, {args.num_val} val and {args.num_test} test {args.preset} scenes ({size}) "
+        f"to {out}"
+    )
     return 0
 
 
@@ -562,10 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
-    s = data.add_parser("synth", help="write the synthetic panoptic scenes (COCO panoptic train/val)")
+    s = data.add_parser("synth", help="write the synthetic panoptic scenes (COCO panoptic train/val/test)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--num-train", type=_at_least(0), default=2000)
-    s.add_argument("--num-val", type=_at_least(0), default=300)
+    s.add_argument("--num-val", type=_at_least(0), default=300, help="scenes to tune on")
+    s.add_argument("--num-test", type=_at_least(0), default=300, help="held-out scenes to report on")
     s.add_argument("--seed", type=_at_least(0), default=0)
     s.add_argument("--size", type=_at_least(16), default=128)
     s.add_argument("--max-instances", type=_at_least(0), default=10)

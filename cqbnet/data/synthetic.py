@@ -37,7 +37,7 @@ from __future__ import annotations
 import colorsys
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from cqbnet.data.panoptic_format import (
     write_panoptic_png,
 )
 from cqbnet.errors import InputError
-from cqbnet.io import atomic_directory, write_json
+from cqbnet.io import atomic_directory, read_json, write_json
 
 THING_SHAPES = ("disk", "square", "triangle", "ring", "cross", "star")
 STUFF_TEXTURES = ("grass", "brick", "water", "gravel", "weave")
@@ -533,6 +533,9 @@ def write_split(out: Path, split: str, num: int, seed: int, cfg: SceneConfig, st
     return doc
 
 
+SPLIT_START_IDS = {"train": 1, "val": 1_000_001, "test": 2_000_001}  # image ids never collide across splits
+
+
 def generate(
     out: str | os.PathLike,
     num_train: int = 2000,
@@ -540,18 +543,37 @@ def generate(
     seed: int = 0,
     cfg: SceneConfig | None = None,
     overwrite: bool = False,
+    num_test: int = 300,
 ) -> Path:
-    """Write train and val splits under ``out`` (built aside, moved into place when complete).
+    """Write train, val and test splits under ``out`` (built aside, moved into place when complete).
 
     Layout: ``images/{split}/*.png``, ``panoptic/{split}/*.png`` and
-    ``panoptic_{split}.json`` (COCO panoptic, categories included).
+    ``panoptic_{split}.json`` (COCO panoptic, categories included). Each split draws from its own random
+    streams (:func:`scene_rng`), so adding the test split leaves train and val identical for the same seed.
+    Choices are made on val; test is for the numbers reported after them.
     """
     cfg = cfg or SceneConfig()
     cfg.validate()
-    if num_train < 0 or num_val < 0:
+    if num_train < 0 or num_val < 0 or num_test < 0:
         raise InputError("image counts must be >= 0")
     out = Path(out)
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        write_split(tmp, "train", num_train, seed, cfg, start_id=1)
-        write_split(tmp, "val", num_val, seed, cfg, start_id=1_000_001)
+        for split, num in (("train", num_train), ("val", num_val), ("test", num_test)):
+            if split != "test" or num > 0:  # no test split at all rather than an empty one
+                write_split(tmp, split, num, seed, cfg, start_id=SPLIT_START_IDS[split])
     return out
+
+
+def add_test_split(root: str | os.PathLike, num_test: int = 300) -> Path:
+    """Write the test split into a folder :func:`generate` wrote before test splits existed, with the seed and
+    scene settings its val split records (so it is the split :func:`generate` would write today). Its JSON is
+    written last: an interrupted call leaves no ``panoptic_test.json`` and is simply repeated."""
+    root = Path(root)
+    info = read_json(root / "panoptic_val.json", "val split").get("info", {})
+    if "seed" not in info or not isinstance(info.get("config"), dict):
+        raise InputError(f"{root}: not written by 'cqbnet data synth' (no seed and scene config in its val JSON)")
+    known = {f.name for f in fields(SceneConfig)}
+    cfg = SceneConfig(**{k: v for k, v in info["config"].items() if k in known})
+    cfg.validate()
+    write_split(root, "test", num_test, int(info["seed"]), cfg, start_id=SPLIT_START_IDS["test"])
+    return root

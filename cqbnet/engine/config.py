@@ -27,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
         "val_json": None,
         "val_png": None,
         "val_images": None,
+        # the held-out split the final numbers are reported on (choices are made on val)
+        "test_json": None,
+        "test_png": None,
+        "test_images": None,
         "categories": None,
         # a mixed-label manifest (cqbnet labels simulate) to train from instead of the full train split
         "manifest": None,
@@ -38,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
         # paper 003 offline: the pseudo labels of the manifest's point images (cqbnet pseudo-labels' panoptic_pred.json)
         "pseudo": None,
         # generate the synthetic scenes into <out>/data when no root is given
-        "synthetic": None,  # e.g. {num_train: 2000, num_val: 300, seed: 0, size: 128}
+        "synthetic": None,  # e.g. {num_train: 2000, num_val: 300, num_test: 300, seed: 0, size: 128}
         "train_short_sizes": None,  # random shorter-side resize, e.g. [640, 672, ..., 800]
         "test_short_size": None,
         "max_size": None,
@@ -95,6 +99,7 @@ DEFAULTS: dict[str, Any] = {
         "eval_images": None,  # None: the whole val split
         "log_period": 20,
         "test_mode": "argmax",
+        "test_at_end": True,  # the finished network on the test split (if named): <out>/test_metrics.json
     },
     # `cqbnet pilot`: paper 000's Table 2 protocol (cqbnet.sweep.protocol); ignored by `cqbnet train`
     "pilot": {

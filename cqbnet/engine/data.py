@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cqbnet.data.dataset import PanopticDataset
-from cqbnet.data.synthetic import SceneConfig, generate, split_paths
+from cqbnet.data.synthetic import SceneConfig, add_test_split, generate, split_paths
 from cqbnet.data.transforms import to_tensors, train_augment
 from cqbnet.errors import InputError
 
@@ -45,7 +45,7 @@ def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
     if syn is None or data.get("root") is not None:
         return
     target = out_dir / "data"
-    known = {"num_train", "num_val", "seed", "size", "preset", "max_instances", "min_size", "max_size"}
+    known = {"num_train", "num_val", "num_test", "seed", "size", "preset", "max_instances", "min_size", "max_size"}
     if set(syn) - known:
         raise InputError(f"config: unknown key data.synthetic.{sorted(set(syn) - known)[0]}")
     preset = str(syn.get("preset", "realistic"))
@@ -58,6 +58,9 @@ def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
                 f"{target}: holds {have} scenes but the config asks for data.synthetic.preset={preset}; "
                 "use another output folder or delete that one"
             )
+        num_test = int(syn.get("num_test", 300))
+        if num_test > 0 and not (target / "panoptic_test.json").is_file():  # written before test splits existed
+            add_test_split(target, num_test)
         return
     generate(
         target,
@@ -69,6 +72,7 @@ def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
             preset=preset,
             **{k: syn[k] for k in ("max_instances", "min_size", "max_size") if k in syn},
         ),
+        num_test=int(syn.get("num_test", 300)),
     )
 
 

@@ -34,7 +34,7 @@ from cqbnet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from cqbnet.engine.data import StreamDataset, dataset_paths, ensure_synthetic, load_split, make_loader, move_to
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.errors import InputError
-from cqbnet.io import atomic_path
+from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.modeling.build import build_panoptic_net
 from cqbnet.modeling.panoptic_net import PanopticNet
 
@@ -129,19 +129,42 @@ def load_weights(model: PanopticNet, state: dict[str, Any], path: str | os.PathL
         raise InputError(f"{path}: weights missing from the checkpoint: {', '.join(missing[:4])}")
 
 
+def _split_if_named(dcfg: dict[str, Any], split: str, out: Path) -> tuple[Path | None, Any]:
+    """(its JSON path, the split) when the config names ``split`` and its JSON exists, else (the path or None, None)."""
+    try:
+        j, _, _ = dataset_paths(dcfg, split, out)
+    except InputError:
+        return None, None
+    if not Path(j).is_file():
+        return j, None
+    return j, load_split(dcfg, split, out)
+
+
 def _validation_split(dcfg: dict[str, Any], out: Path, eval_period: int, main: bool):
     """The validation split, or None when the config names none (with a warning if evaluation was asked for).
     A named split that cannot be read is an error: training on without the evaluation asked for would hide it."""
-    try:
-        j, _, _ = dataset_paths(dcfg, "val", out)
-    except InputError:
-        j = None
-    if j is None or not Path(j).is_file():
-        if eval_period and main:
-            where = "no validation split in the config" if j is None else f"{j}: not found"
-            print(f"cqbnet: warning: {where}; training without evaluation (train.eval_period={eval_period})")
+    j, split = _split_if_named(dcfg, "val", out)
+    if split is None and eval_period and main:
+        where = "no validation split in the config" if j is None else f"{j}: not found"
+        print(f"cqbnet: warning: {where}; training without evaluation (train.eval_period={eval_period})")
+    return split
+
+
+TEST_METRICS = "test_metrics.json"
+
+
+def report_test(model: PanopticNet, cfg: dict[str, Any], out: Path, dev: torch.device) -> dict[str, Any] | None:
+    """The finished network on the held-out test split (``data.test_*`` or the scenes' ``test``), in the config's
+    inference mode, written to ``out/test_metrics.json``: the number to report, after every choice was made on
+    val. None when the config names no test split."""
+    dcfg, tcfg = cfg["data"], cfg["train"]
+    _, test = _split_if_named(dcfg, "test", out)
+    if test is None:
         return None
-    return load_split(dcfg, "val", out)
+    r = evaluate_model(model, test, dev, tcfg["test_mode"], None, dcfg["test_short_size"], dcfg["max_size"])
+    row = {"split": "test", "mode": tcfg["test_mode"], **r.summary()}
+    write_json(out / TEST_METRICS, row, indent=2)
+    return row
 
 
 class _Metrics:
@@ -372,5 +395,16 @@ def train(
         save_checkpoint(
             out / "model_final.pth", model=core.state_dict(), config=cfg, categories=categories, iteration=max_iter
         )
+    test = None
+    if info.main and tcfg["test_at_end"]:
+        test = read_json(out / TEST_METRICS) if (out / TEST_METRICS).is_file() and start == max_iter else None
+        if test is None:
+            model.eval()
+            test = report_test(core, cfg, out, dev)
+            if test is not None:
+                bar.write(
+                    f"test split: PQ {100 * test['pq']:.1f} (things {100 * test['pq_th']:.1f}, "
+                    f"stuff {100 * test['pq_st']:.1f}), {tcfg['test_mode']} inference"
+                )
     dist_utils.shutdown(info)
-    return {"out": str(out), "iterations": max_iter, "resumed_from": start, "last_eval": last_eval}
+    return {"out": str(out), "iterations": max_iter, "resumed_from": start, "last_eval": last_eval, "test": test}

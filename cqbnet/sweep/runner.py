@@ -28,7 +28,7 @@ from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.kinds import parse_kind_set
 from cqbnet.sweep.protocol import MODULES, POINTS, RunSpec
 
-RESULT = "result.json"
+RESULT = "result.json"  # the run on val (what sweeps and pilots choose by); on test: result_test.json
 RECIPE = "recipe.json"  # what decides a run's network: its model, solver and point simulation (see check_recipe)
 IMAGE_COUNTS = "image_counts.npz"  # per val image and class: IoU sum, TP, FP, FN, for each inference mode
 
@@ -91,6 +91,7 @@ def run_config(cfg: dict[str, Any], spec: RunSpec, manifest: Path) -> dict[str, 
     switches = {m: m in spec.modules for m in (*MODULES, POINTS)}
     cfg["model"]["weak"] = {**(cfg["model"].get("weak") or {}), **switches}
     cfg["train"]["seed"] = spec.seed
+    cfg["train"]["test_at_end"] = False  # execute() evaluates the split it is asked for
     return cfg
 
 
@@ -140,17 +141,26 @@ def check_recipe(out: Path, cfg: dict[str, Any]) -> None:
         write_json(path, recipe, indent=2)
 
 
-def execute(spec: RunSpec, cfg: dict[str, Any], root: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
-    """One run from start to finish (or from wherever it stopped): labels, training, evaluation on val. The run
-    folder's recorded recipe must match ``cfg``'s (:func:`check_recipe`)."""
+def result_name(split: str) -> str:
+    """A run's result file for ``split``: ``result.json`` on val, ``result_<split>.json`` otherwise."""
+    return RESULT if split == "val" else f"result_{split}.json"
+
+
+def execute(
+    spec: RunSpec, cfg: dict[str, Any], root: str | os.PathLike, device: str = "cpu", split: str = "val"
+) -> dict[str, Any]:
+    """One run from start to finish (or from wherever it stopped): labels, training, evaluation on ``split`` (val
+    for choosing, test for reporting; a finished network is evaluated on another split without training again).
+    The run folder's recorded recipe must match ``cfg``'s (:func:`check_recipe`)."""
     from cqbnet.engine.inference import evaluate_model
     from cqbnet.engine.trainer import load_model, train
     from cqbnet.modeling.panoptic_net import INFERENCE_MODES
 
     out = Path(root) / "runs" / spec.key
     check_recipe(out, run_config(cfg, spec, out / "labels" / "manifest.json"))
-    if (out / RESULT).is_file():
-        return read_json(out / RESULT)
+    name = result_name(split)
+    if (out / name).is_file():
+        return read_json(out / name)
     t0 = time.time()
     pilot = cfg.get("pilot", {})
     manifest = prepare_labels(
@@ -161,37 +171,44 @@ def execute(spec: RunSpec, cfg: dict[str, Any], root: str | os.PathLike, device:
     t_train = time.time()
     model, _ = load_model(out / "model_final.pth", torch.device(device))
     dcfg, tcfg = run_cfg["data"], run_cfg["train"]
-    val = load_split(dcfg, "val", out)
+    images = load_split(dcfg, split, out)
     primary = tcfg["test_mode"]
     modes, counts = {}, {}
     for mode in (primary, *(m for m in INFERENCE_MODES if m != primary)):
         r = evaluate_model(
             model,
-            val,
+            images,
             torch.device(device),
             mode,
-            tcfg["eval_images"],
+            tcfg["eval_images"] if split == "val" else None,
             dcfg["test_short_size"],
             dcfg["max_size"],
             keep_images=True,
         )
         modes[mode] = {k: (100 * v if k != "images" else v) for k, v in r.summary().items()}
         counts[mode] = r.image_counts
-    write_image_counts(out / IMAGE_COUNTS, val.categories, counts)
+    write_image_counts(
+        out / (IMAGE_COUNTS if split == "val" else f"image_counts_{split}.npz"), images.categories, counts
+    )
+    seconds_train = t_train - t0
+    if info["resumed_from"] == info["iterations"]:  # trained before: its training time is the val result's
+        seconds_train = read_json(out / RESULT).get("seconds_train") if (out / RESULT).is_file() else None
     result = {
         "key": spec.key,
         "spec": asdict(spec),
+        "split": split,
         **modes[primary],
         "test_mode": primary,
         "modes": modes,
         "iterations": info["iterations"],
         "resumed_from": info["resumed_from"],
-        "seconds_train": t_train - t0,
+        "seconds_train": seconds_train,
+        "seconds_eval": time.time() - t_train,
         "seconds": time.time() - t0,
         "device": device,
         "threads": torch.get_num_threads(),
     }
-    write_json(out / RESULT, result, indent=2)
+    write_json(out / name, result, indent=2)
     return result
 
 
