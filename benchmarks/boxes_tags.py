@@ -40,7 +40,6 @@ import numpy as np
 import torch
 from commit_results import commit  # benchmarks/commit_results.py
 from machine import machine_info  # benchmarks/machine.py
-from paired_arms import paired_interval  # benchmarks/paired_arms.py
 from recipe_arms import versus_full  # benchmarks/recipe_arms.py
 
 from cqbnet.data.panoptic_format import load_panoptic_json
@@ -49,6 +48,7 @@ from cqbnet.engine.config import load_config
 from cqbnet.engine.data import dataset_paths, load_split
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.engine.trainer import load_model
+from cqbnet.evaluation.statistics import paired_rows, ratio_of_means
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.sweep.protocol import MODULES
@@ -63,15 +63,15 @@ CAM_CONFIG = ROOT / "configs" / "synthetic_pilot.yaml"
 TARGETS = {"fraction_of_full": 0.88, "stuff_fraction_of_full": 0.83}  # issue 20 (paper 001: 85.6%, 83.0%)
 
 
-def evaluated(cfg: dict[str, Any], out: Path) -> dict[str, float]:
-    """PQ (percent) on val of a trained run, argmax inference; cached in ``out/val.json``."""
-    if (out / "val.json").is_file():
-        return read_json(out / "val.json")
+def evaluated(cfg: dict[str, Any], out: Path, split: str = "val") -> dict[str, float]:
+    """PQ (percent) on ``split`` of a trained run, argmax inference; cached in ``out/<split>.json``."""
+    if (out / f"{split}.json").is_file():
+        return read_json(out / f"{split}.json")
     model, _ = load_model(trained(cfg, out), torch.device("cpu"))
-    val = load_split(cfg["data"], "val", out)
-    r = evaluate_model(model, val, torch.device("cpu"), "argmax")
+    images = load_split(cfg["data"], split, out)
+    r = evaluate_model(model, images, torch.device("cpu"), "argmax")
     res = {k: (100 * v if k != "images" else v) for k, v in r.summary().items()}
-    write_json(out / "val.json", res, indent=2)
+    write_json(out / f"{split}.json", res, indent=2)
     return res
 
 
@@ -370,10 +370,11 @@ def run_seed(
     work: Path,
     fill: str = "box",
     box_background: bool = False,
+    split: str = "val",
 ) -> list[dict[str, Any]]:
-    """One seed's rows: with ``cue`` ``both`` (paper 001) full supervision, the recipe's rounds and the classifier's
-    probe; with another cue, that ablation's round 0; with another ``fill`` rule, its refinement rounds only; with
-    ``box_background``, its own round 0 and refinement rounds."""
+    """One seed's rows, evaluated on ``split``: with ``cue`` ``both`` (paper 001) full supervision, the recipe's
+    rounds and the classifier's probe; with another cue, that ablation's round 0; with another ``fill`` rule, its
+    refinement rounds only; with ``box_background``, its own round 0 and refinement rounds."""
     recipe = shared_data_config(load_config(RECIPE, overrides), work)
     recipe["train"]["seed"] = seed
     recipe["model"]["weak"] = {**recipe["model"].get("weak", {}), **{m: False for m in MODULES}}
@@ -385,7 +386,8 @@ def run_seed(
     if not manifest.is_file():
         simulate(gt, parse_ratio("B+I=1"), base / "labels", seed=seed)
     headline = cue == "both" and fill == "box" and not box_background
-    rows = [{"seed": seed, "arm": "full", **evaluated(copy.deepcopy(recipe), base / "full")}] if headline else []
+    full = {"seed": seed, "arm": "full", "split": split, **evaluated(copy.deepcopy(recipe), base / "full", split)}
+    rows = [full] if headline else []
     steps = run_boxes_tags(
         recipe, cam_cfg, manifest, base, rounds if cue == "both" else 0, cue, "cpu", gt, fill, box_background
     )
@@ -397,7 +399,13 @@ def run_seed(
         name = f"{cue if fill == 'box' or entry['round'] == 0 else 'fill-' + fill}_round{entry['round']}"
         if box_background:
             name = "box-background_" + name.removeprefix("both_")
-        row = {"seed": seed, "arm": name, "labels": entry["score"], **evaluated(cfg, entry["run"])}
+        row = {
+            "seed": seed,
+            "arm": name,
+            "split": split,
+            "labels": entry["score"],
+            **evaluated(cfg, entry["run"], split),
+        }
         fit = Path(entry["run"]) / "thing_fit.json"
         if not fit.is_file():
             write_json(fit, thing_fit(entry["checkpoint"], load_split(recipe["data"], "val", work)), indent=2)
@@ -416,30 +424,62 @@ def run_seed(
     return rows
 
 
-def paired_gain(by: dict[str, list[dict]], arm: str, base: str) -> dict[str, Any] | None:
-    """``arm`` minus ``base`` in PQ, PQ_th and PQ_st, paired over the seeds both have (mean and 95% t interval)."""
-    before = {r["seed"]: r for r in by.get(base, [])}
-    pairs = [(r, before[r["seed"]]) for r in by[arm] if r["seed"] in before]
-    if not pairs:
-        return None
-    gain = {m: list(paired_interval([a[m] - b[m] for a, b in pairs])) for m in ("pq", "pq_th", "pq_st")}
-    return {**gain, "seeds": sorted(a["seed"] for a, _ in pairs)}
-
-
 def round_of(arm: str) -> int:
     return int(arm.rsplit("round", 1)[1])
 
 
-def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def compute_of(arm: str, overrides: list[str]) -> dict[str, int]:
+    """The networks an arm trains and their total iterations: full supervision one recipe network; a round r the
+    tag classifier and r + 1 recipe networks (round 0's, then one per refinement round, each trained afresh)."""
+    net = int(load_config(RECIPE, overrides)["solver"]["max_iter"])
+    cam = int(load_config(CAM_CONFIG, overrides)["solver"]["max_iter"])
+    if arm == "full":
+        return {"networks": 1, "iterations": net}
+    r = round_of(arm)
+    return {"networks": r + 2, "iterations": cam + (r + 1) * net}
+
+
+def methods(by: dict[str, list[dict]], overrides: list[str]) -> dict[str, dict[str, Any]]:
+    """One entry per arm: seeds, mean PQ, compute, and PQ over full supervision's with a paired delta-method t
+    interval over seeds (full trained for the same total iterations has not been measured here: null)."""
+    full = {r["seed"]: r["pq"] for r in by.get("full", [])}
+    out = {}
+    for arm, rs in by.items():
+        if arm != "full" and "_round" not in arm:
+            continue
+        pq = {r["seed"]: r["pq"] for r in rs}
+        e = ratio_of_means(pq, full) if set(pq) & set(full) else None
+        out[arm] = {
+            "seeds": sorted(pq),
+            "pq": float(np.mean(list(pq.values()))),
+            **compute_of(arm, overrides),
+            "fraction_of_full": None if e is None else e.estimate,
+            "fraction_of_full_interval": None if e is None or e.interval is None else list(e.interval),
+            "fraction_of_full_same_iterations": None,
+        }
+    return out
+
+
+def summary(rows: list[dict[str, Any]], overrides: list[str] | None = None) -> dict[str, Any]:
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["arm"], []).append(r)
     mean = {a: {k: float(np.mean([r[k] for r in rs])) for k in ("pq", "pq_th", "pq_st")} for a, rs in by.items()}
     out: dict[str, Any] = {"machine": machine_info(), "mean": mean}
     full_pq = mean.get("full", {}).get("pq", 0.0)
-    # the headline is the recipe's refined network (the last round of ``cqbnet boxes-tags``' default fill rule,
-    # sharing round 0 with the released rule's family); the released rule's last round beside it
-    for family, prefix in ((f"fill-{DEFAULT_FILL}_round", ""), ("both_round", "released_rule_")):
+    # each method keeps its key: the plain keys are paper 001's released rule (what they were first asked for), the
+    # ``predicted_fill_`` ones the toolkit's predicted-pixels fill; ``recipe`` names the family `cqbnet boxes-tags`
+    # runs by default (DEFAULT_FILL)
+    out["split"] = "val" if not rows else rows[0].get("split", "val")
+    out["recipe"] = {
+        "fill": DEFAULT_FILL,
+        "keys": "released_rule_" if DEFAULT_FILL == "box" else f"{DEFAULT_FILL}_fill_",
+    }
+    for family, prefix in (
+        ("both_round", ""),
+        ("both_round", "released_rule_"),
+        ("fill-predicted_round", "predicted_fill_"),
+    ):
         refined = sorted((a for a in mean if a.startswith(family)), key=round_of)
         if full_pq > 0 and refined:
             last = refined[-1]
@@ -448,17 +488,19 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             out[f"{prefix}stuff_fraction_of_full"] = mean[last]["pq_st"] / max(mean["full"]["pq_st"], 1e-9)
             out["targets"] = TARGETS
     out["minus_full"] = versus_full(by)
+    out["methods"] = methods(by, overrides or [])
+    out["compute"] = {a: {k: m[k] for k in ("networks", "iterations")} for a, m in out["methods"].items()}
     # a fill variant against the released rule's round, paired over the seeds both have
     out["fill_gain"] = {}
     for arm in (a for a in by if a.startswith("fill-")):
-        gain = paired_gain(by, arm, f"both_round{round_of(arm)}")
+        gain = paired_rows(by[arm], by.get(f"both_round{round_of(arm)}", []))
         if gain is not None:
             out["fill_gain"][arm] = gain
     # the box background against the same arm without it
     out["background_gain"] = {}
     for arm in (a for a in by if a.startswith("box-background_")):
         without = arm.removeprefix("box-background_")
-        gain = paired_gain(by, arm, without if without in by else f"both_{without}")
+        gain = paired_rows(by[arm], by.get(without if without in by else f"both_{without}", []))
         if gain is not None:
             out["background_gain"][arm] = {**gain, "without": without if without in by else f"both_{without}"}
     for arm in (a for a in by if a.startswith(("fill-", "box-background_"))):
@@ -473,7 +515,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         family, r = arm.rsplit("_round", 1)[0], round_of(arm)
         # the same family's round before, else its variant's (box-background), else the main arm's
         prev = next(f"{f}_round{r - 1}" for f in (family, family.split("_")[0], "both") if f"{f}_round{r - 1}" in by)
-        gain = paired_gain(by, arm, prev)
+        gain = paired_rows(by[arm], by.get(prev, []))
         if gain is not None:
             out["round_gain"][arm] = {**gain, "before": prev}
     return out
@@ -573,7 +615,7 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
             f"{100 * fractions['stuff_fraction_of_full']:.1f}% of its PQ_st (targets "
             f"{100 * TARGETS['fraction_of_full']:.0f}% and {100 * TARGETS['stuff_fraction_of_full']:.0f}%)."
         )
-    for prefix in ("released_rule_", ""):
+    for prefix in ("", "predicted_fill_"):
         for key, target in TARGETS.items():
             if prefix + key in summ:
                 f = summ[prefix + key]
@@ -603,8 +645,19 @@ def main() -> None:
     ap.add_argument("--fit", nargs="+", type=Path, help="only print thing_fit of these checkpoints on val")
     ap.add_argument("--spill", nargs="+", type=Path, help="only print spill_source of these checkpoints on val")
     ap.add_argument("--cue-probe", type=Path, help="only probe round 0's thing errors, and this network's veto")
+    ap.add_argument("--report-only", action="store_true", help="rewrite summary and report from runs.json")
+    ap.add_argument("--split", choices=("val", "test"), default="test", help="val to choose, test to report")
     ap.add_argument("overrides", nargs="*", help="config overrides for every network, e.g. solver.max_iter=320")
     args = ap.parse_args()
+    saved = read_json(args.results / "runs.json")["runs"] if (args.results / "runs.json").is_file() else []
+    others = [r for r in saved if r.get("split", "val") != args.split]  # kept: the other split's results
+    if args.report_only:
+        rows = [r for r in saved if r.get("split", "val") == args.split]
+        summ = summary(rows, args.overrides)
+        write_json(args.results / "summary.json", summ, indent=2)
+        with atomic_path(args.report) as tmp:
+            tmp.write_text(report(rows, summ))
+        return
     if args.cue_probe:
         data = shared_data_config(load_config(RECIPE), args.work)["data"]
         gt = load_panoptic_json(*dataset_paths(data, "train", args.work))
@@ -652,10 +705,10 @@ def main() -> None:
         steps += [(s, "both", fill, True, rounds) for s in seeds]
     steps += [(s, c, "box", False, 0) for s in ablated for c in args.cues]
     for seed, cue, fill, background, rounds in steps:
-        rows += run_seed(seed, rounds, cue, args.overrides, args.work, fill, background)
+        rows += run_seed(seed, rounds, cue, args.overrides, args.work, fill, background, args.split)
         args.results.mkdir(parents=True, exist_ok=True)
-        summ = summary(rows)
-        write_json(args.results / "runs.json", {"overrides": args.overrides, "runs": rows}, indent=2)
+        summ = summary(rows, args.overrides)
+        write_json(args.results / "runs.json", {"overrides": args.overrides, "runs": others + rows}, indent=2)
         write_json(args.results / "summary.json", summ, indent=2)
         with atomic_path(args.report) as tmp:
             tmp.write_text(report(rows, summ))

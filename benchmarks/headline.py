@@ -40,6 +40,8 @@ from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import dataset_paths
 from cqbnet.evaluation.bootstrap import Interval, difference_to_groups, paired_difference
+from cqbnet.evaluation.statistics import difference_to_group, t_interval
+from cqbnet.evaluation.statistics import paired_difference as paired_difference_t
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.costs import CostModel
 from cqbnet.labels.simulate import dataset_stats
@@ -281,10 +283,11 @@ def _cell_runs(pilot: list[dict[str, str]], study: str, arm: str, rho: float) ->
     }
 
 
-def paired_interval(
+def images_only_interval(
     treated: dict[int, str], control: dict[int, str], region: str, mode: str, seed: int = 0
 ) -> Interval | None:
-    """Bootstrap interval (seeds and images) of treated - control over the seeds both have, by run key."""
+    """Bootstrap interval over the val images only (seeds as measured) of treated - control over the seeds both
+    have, by run key: the secondary interval, beside the t interval over seeds."""
     seeds = sorted(set(treated) & set(control))
     t = [run_counts(treated[s], mode) for s in seeds]
     c = [run_counts(control[s], mode) for s in seeds]
@@ -292,15 +295,23 @@ def paired_interval(
         return None
     isthing = t[0][0]
     return paired_difference(
-        np.stack([x[1] for x in t]), np.stack([x[1] for x in c]), isthing, region, REPLICATES, LEVEL, seed
+        np.stack([x[1] for x in t]),
+        np.stack([x[1] for x in c]),
+        isthing,
+        region,
+        REPLICATES,
+        LEVEL,
+        seed,
+        resample_seeds=False,
     )
 
 
 def table2_section(pilot: list[dict[str, str]], rhos: list[float], mode: str) -> tuple[str, list[str], dict[str, Any]]:
     """Table 2 with each cell's paired module - baseline difference and its 95% interval; verdicts; summary."""
     lines = [
-        "| module | rho_P | baseline | module | upper bound | module - baseline [95% interval] | seeds |",
-        "|---|---|---|---|---|---|---|",
+        "| module | rho_P | baseline | module | upper bound | module - baseline [95% t over seeds] | "
+        "[images only] | seeds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     verdicts, summary = [], {}
     for name, study, region, upper in MODULE_ROWS:
@@ -313,24 +324,29 @@ def table2_section(pilot: list[dict[str, str]], rhos: list[float], mode: str) ->
             }
             vals = {a: [float(r[f"pq_{region}"]) for r in rows.values()] for a, rows in arms.items()}
             keys = {a: {s_: r["run"] for s_, r in rows.items()} for a, rows in arms.items()}
-            iv = paired_interval(keys["module"], keys["baseline"], region, mode, seed=i)
-            above += bool(iv is not None and iv.low > 0)
+            per_seed = {a: {s_: float(r[f"pq_{region}"]) for s_, r in rows.items()} for a, rows in arms.items()}
+            shared = set(per_seed["module"]) & set(per_seed["baseline"])
+            iv = paired_difference_t(per_seed["module"], per_seed["baseline"]) if shared else None
+            images = images_only_interval(keys["module"], keys["baseline"], region, mode, seed=i)
+            above += bool(iv is not None and iv.excludes(0.0) and iv.estimate > 0)
             cells.append(
                 {
                     "rho_P": rho,
                     **{f"{a}_mean": (float(np.mean(v)) if v else None) for a, v in vals.items()},
-                    "module_minus_baseline": None if iv is None else iv.to_json(),
+                    "module_minus_baseline_t": None if iv is None else iv.to_json(),
+                    "module_minus_baseline_images_only": None if images is None else images.to_json(),
                 }
             )
             arms_text = " | ".join(_stat(vals[a]) for a in ("baseline", "module", "upper"))
             lines.append(
-                f"| {name} | {rho:g} | {arms_text} | {'pending' if iv is None else iv} | "
-                f"{0 if iv is None else iv.seeds} |"
+                f"| {name} | {rho:g} | {arms_text} | {'pending' if iv is None else iv.text()} | "
+                f"{'-' if images is None else f'[{images.low:+.1f}, {images.high:+.1f}]'} | "
+                f"{0 if iv is None else iv.n} |"
             )
-        done = [c for c in cells if c["module_minus_baseline"] is not None]
-        summary[name] = {"region": f"pq_{region}", "ratios_above_zero": above, "cells": cells}
+        done = [c for c in cells if c["module_minus_baseline_t"] is not None]
+        summary[name] = {"region": f"pq_{region}", "ratios_above_zero_t": above, "cells": cells}
         if done:
-            full = len(done) == len(rhos) and min(c["module_minus_baseline"]["seeds"] for c in done) >= 3
+            full = len(done) == len(rhos) and min(c["module_minus_baseline_t"]["n"] for c in done) >= 3
             verdicts.append(
                 f"- {name}: interval above 0 at {above} of {len(done)} ratios measured"
                 + (f" (target: 2 of 3; {'met' if above >= 2 else 'MISSED'})." if full else " (incomplete).")
@@ -427,16 +443,37 @@ def fig1_section(
         pairs.append((np.stack([x[1] for x in t]), np.stack([np.stack([x[1] for x in g]) for g in c])))
         budgets.append(b)
     if len(pairs) == len(BUDGETS):
-        mean, each = difference_to_groups(pairs, isthing, "all", REPLICATES, LEVEL, seed=0)
-        summary["planned_minus_random_pq"] = mean.estimate
-        summary["planned_minus_random_interval"] = [mean.low, mean.high]
-        summary["planned_minus_random_per_budget"] = {f"{b:g}": e.to_json() for b, e in zip(budgets, each)}
-        ok = mean.estimate >= 1 and mean.low > 0
+        # primary: Student's t over the units (budget, random plan, seed); images only: the bootstrap beside
+        pq_of = {name: {s: float(r["pq"]) for s, r in rows.items() if s in seeds} for name, rows in by_plan.items()}
+        each_t = [
+            difference_to_group(
+                pq_of[f"planned-{b:g}"],
+                [pq_of[p["name"]] for p in plans["plans"] if p["kind"] == "random" and p["budget"] == b],
+            )
+            for b in budgets
+        ]
+        units = [  # one per random plan: its paired difference from its budget's planned plan, mean over seeds
+            float(np.mean([pq_of[f"planned-{b:g}"][s] - pq_of[p["name"]][s] for s in seeds]))
+            for b in budgets
+            for p in plans["plans"]
+            if p["kind"] == "random" and p["budget"] == b
+        ]
+        mean = t_interval(units, LEVEL, "t over random plans (each averaged over paired seeds)", seeds)
+        _, images = difference_to_groups(pairs, isthing, "all", REPLICATES, LEVEL, seed=0, resample_seeds=False)
+        summary["planned_minus_random_t"] = mean.to_json()
+        summary["planned_minus_random_per_budget_t"] = {f"{b:g}": e.to_json() for b, e in zip(budgets, each_t)}
+        summary["planned_minus_random_per_budget_images_only"] = {
+            f"{b:g}": e.to_json() for b, e in zip(budgets, images)
+        }
+        ok = mean.estimate >= 1 and mean.excludes(0.0) and mean.estimate > 0
         verdicts.append(
-            f"- Planned minus random at matched cost (the mean of {RANDOM_PLANS} random plans per budget), mean over "
-            f"the {len(pairs)} budgets: {mean} PQ (target: >= +1 with the interval above 0; "
-            f"{'met' if ok else 'MISSED'}); per budget: "
-            + ", ".join(f"{b:g}: {e}" for b, e in zip(budgets, each))
+            f"- Planned minus random at matched cost, over the {len(units)} random plans ({RANDOM_PLANS} per budget, "
+            f"each paired with its budget's planned plan and averaged over seeds {seeds}): {mean.text()} PQ, 95% t "
+            f"interval (target: >= +1 with the interval above 0; {'met' if ok else 'MISSED'}); per budget (t over its "
+            "random plans, then images only): "
+            + ", ".join(
+                f"{b:g}: {e.text()} / [{im.low:+.1f}, {im.high:+.1f}]" for b, e, im in zip(budgets, each_t, images)
+            )
             + "."
         )
     return "\n".join(lines), verdicts, summary
@@ -571,7 +608,8 @@ def write_report(cfg: dict[str, Any]) -> None:
         "seeds": list(cfg["pilot"]["seeds"]),
         "iterations": cfg["solver"]["max_iter"],
         "runs_finished": len(secs),
-        "interval": f"{int(100 * LEVEL)}% percentile bootstrap, {REPLICATES} replicates over seeds and val images",
+        "interval": f"{int(100 * LEVEL)}% Student-t over seeds (cqbnet.evaluation.statistics); beside it, "
+        f"'images only': a percentile bootstrap of {REPLICATES} replicates over the val images, seeds as measured",
         "full_supervision": full_means,
         **{k: v for k, v in fig1.items() if k != "full_pq"},
         "modules": modules,
@@ -594,7 +632,7 @@ run uses the same schedule ({cfg["solver"]["max_iter"]} iterations of batch {cfg
 {cfg["data"]["synthetic"].get("preset", "realistic")} preset) and seeds {cfg["pilot"]["seeds"]} (the plans: the first
 {PLAN_SEEDS}); each is evaluated on {n_val} val scenes in both inference modes and the tables use the **{mode}**
 one (the config says why). Values are mean ± sd over seeds, PQ in percent. Intervals: {summary["interval"]}
-(one replicate draws the seeds and, independently, the val images, the same images for every run it compares).
+(a replicate of the images-only bootstrap draws the val images once for every run it compares).
 Machine: `{json.dumps(machine)}`. Runs finished so far: {len(secs)} distinct runs; wall time per run (labels,
 training and evaluation in both modes) median {np.median(secs) / 60 if secs else 0:.1f} min, shortest
 {min(secs) / 60 if secs else 0:.1f}, longest {max(secs) / 60 if secs else 0:.1f}.

@@ -26,11 +26,11 @@ import numpy as np
 from commit_results import commit  # benchmarks/commit_results.py
 from detector_diagnostics import diagnose  # benchmarks/detector_diagnostics.py
 from machine import machine_info  # benchmarks/machine.py
-from scipy import stats
 from synthetic_recipe import final_pq  # benchmarks/synthetic_recipe.py
 
 from cqbnet.engine.config import load_config
 from cqbnet.engine.trainer import train
+from cqbnet.evaluation.statistics import paired_difference
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.sweep.runner import shared_data_config
 
@@ -43,17 +43,15 @@ def parse_arm(text: str) -> tuple[str, list[str]]:
     name, _, rest = text.partition("=")
     if not name:
         raise SystemExit(f"--arm {text!r}: give NAME=OVERRIDES")
-    return name, [o for o in rest.split(",") if o]
-
-
-def paired_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of paired differences and its two-sided ``level`` Student-t interval (nan bounds for one pair)."""
-    d = np.asarray(diffs, dtype=float)
-    mean = float(d.mean())
-    if len(d) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
-    return mean, mean - half, mean + half
+    parts, depth, cur = [], 0, ""
+    for ch in rest:  # commas inside [...] or {...} belong to a value (solver.steps=[1500,1840])
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return name, [o for o in [*parts, cur] if o]
 
 
 def report(name: str, cfg_path: Path, arms: list[str], rows: list[dict[str, Any]], split: str = "val") -> str:
@@ -91,8 +89,8 @@ def report(name: str, cfg_path: Path, arms: list[str], rows: list[dict[str, Any]
             continue
         parts = []
         for m in METRICS:
-            mean, lo, hi = paired_interval([by_arm[a][s][m] - by_arm[base][s][m] for s in seeds])
-            parts.append(f"{m} {mean:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+            d = paired_difference({s: by_arm[a][s][m] for s in seeds}, {s: by_arm[base][s][m] for s in seeds})
+            parts.append(f"{m} {d.text()}")
         lines.append(f"- {a} minus {base}, paired over seeds {seeds} (95% t interval): " + "; ".join(parts) + ".")
     return "\n".join(lines) + "\n"
 

@@ -79,7 +79,8 @@ ARMS = {
 TARGET = {"P10": 0.88, "P1": 0.72}
 VARIANTS = ("paper", "clicked", "offline", "offline-crf", "late")
 TARGETS = {f"{p}-{v}": t for p, t in TARGET.items() for v in VARIANTS}
-RECIPE = {p.lower(): f"{p}-offline-crf" for p in TARGET}  # summary.json's p10_fraction_of_full, p1_...
+RECIPE = {p.lower(): f"{p}-offline-crf" for p in TARGET}  # summary.json's p10_recipe_fraction_of_full, p1_...
+PAPER = {p.lower(): f"{p}-paper" for p in TARGET}  # summary.json's p10_fraction_of_full, p1_...: paper 003's rule
 
 
 def score_pseudo_labels(arm: str, run: Path, cfg: dict[str, Any], work: Path) -> dict[str, float] | None:
@@ -135,4 +136,5 @@ if __name__ == "__main__":
         HEADER,
         COLUMNS,
         recipe=RECIPE,
+        paper=PAPER,
     )

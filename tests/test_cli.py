@@ -155,7 +155,7 @@ def test_failed_simulation_leaves_nothing(tmp_path, capsys, synth):
     code, _, err = run(capsys, "labels", "simulate", "--data", d, "--ratio", "B=1", "--out", tmp_path / "m")
     assert code == 2 and "in the PNG but not in the JSON" in err and f"image {victim['image_id']}" in err
     assert not (tmp_path / "m").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cqbnet-tmp.")]
 
 
 @pytest.mark.parametrize(
@@ -206,14 +206,17 @@ def test_outputs_replace_only_what_cqbnet_wrote(tmp_path, capsys):
     args[3] = tmp_path / "mine"
     code, _, err = run(capsys, *args)
     assert code == 2 and "--overwrite" in err and (tmp_path / "mine" / "notes.txt").is_file()
-    assert run(capsys, *args, "--overwrite")[0] == 0
-    assert not (tmp_path / "mine" / "notes.txt").exists() and (tmp_path / "mine" / "panoptic_val.json").is_file()
-    (tmp_path / ".data.abc123").mkdir()  # what a killed run left beside its output
+    assert run(capsys, *args, "--overwrite")[0] == 0  # replaces what cqbnet writes, keeps the user's files
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    assert (tmp_path / "mine" / "panoptic_val.json").is_file()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f".cqbnet-tmp.{dead.stdout.strip()}.data.abc123").mkdir()  # what a killed run left beside its output
+    (tmp_path / ".data.bak").mkdir()  # a user's folder that merely looks like a temporary
     assert (
         run(capsys, "data", "synth", "--out", d, "--num-train", 2, "--num-val", 1, "--size", 64, "--max-size", 30)[0]
         == 0
     )
-    assert not (tmp_path / ".data.abc123").exists()
+    assert not list(tmp_path.glob(".cqbnet-tmp.*")) and (tmp_path / ".data.bak").is_dir()
 
 
 def test_truncated_jpeg_is_named(tmp_path):

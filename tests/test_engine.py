@@ -371,11 +371,33 @@ def test_checkpoints_from_before_the_weak_modules_load_and_bad_ones_are_named(tm
         ("pilot.seeds=abc", "pilot.seeds must be a list"),
         ("pilot.seeds=[0,x]", "pilot.seeds must be an integer, got 'x'"),
         ("solver.amp=3", "solver.amp must be a boolean"),
+        # the newer modules' and label settings (the probes' finding 7): typed and ranged before any work
+        ("model.weak.points=abc", "model.weak.points must be true or false, got 'abc'"),
+        ("model.weak.points_heads=5", "points_dim (64) must be divisible by model.weak.points_heads (5)"),
+        ("model.weak.points_dim=-4", "model.weak.points_dim must be an integer of at least 1, got -4"),
+        ("model.weak.points_layers=0", "model.weak.points_layers must be an integer of at least 1, got 0"),
+        ("model.weak.jtsm_warmup=abc", "model.weak.jtsm_warmup must be an integer of at least 0, got 'abc'"),
+        ("model.weak.points_lambda_sem=-1", "model.weak.points_lambda_sem must be a number >= 0"),
+        ("model.weak.cls2box_mode=both", "model.weak.cls2box_mode must be one of paper, pseudo"),
+        ("model.weak.jtsm_lr_scale=0", "model.weak.jtsm_lr_scale must be above 0"),
+        ("model.weak.pointz=true", "unknown key model.weak.pointz"),
+        ("data.labels={ratio: PT=1, seed: abc}", "data.labels.seed must be an integer, got 'abc'"),
+        ("data.labels={seed: 0}", "data.labels must be a mapping with a ratio"),
+        ("data.labels={ratio: PT=2}", "data.labels.ratio"),
+        ("data.labels={ratio: PT=1, point_sampling: corner}", "data.labels.point_sampling must be one of"),
+        ("data.approximate=5", "data.approximate must be a path, got 5"),
+        ("data.approximate=r0", "data.approximate labels a manifest's images; it needs data.manifest"),
     ],
 )
 def test_config_values_are_checked_when_read(tmp_path, synth, override, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(tiny_config(tmp_path, synth), [override])
+
+
+def test_labels_beside_a_manifest_are_refused_not_ignored(tmp_path, synth):
+    with pytest.raises(InputError, match="data.labels .* or data.manifest .*, not both"):
+        load_config(tiny_config(tmp_path, synth), ["data.labels={ratio: P=1}", "data.manifest=m.json"])
+    load_config(ROOT / "configs" / "synthetic_points.yaml", ["data.labels=null", "data.manifest=m.json"])
 
 
 def test_devices_and_counts_on_the_command_line_are_checked(tmp_path, synth, capsys):
@@ -407,16 +429,18 @@ def test_interrupted_and_changed_runs_resume_or_say_why(tmp_path, synth, capsys)
     assert run(capsys, "train", cfg, "--out", out, "--quiet", "--device", "cpu", "solver.max_iter=1")[0] == 0
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"iter": 2, "lo')  # killed mid-line
-    (out / "checkpoints" / ".last.pth.dead0001.pth").write_bytes(b"half a checkpoint")
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = out / "checkpoints" / f".cqbnet-tmp.{ended.stdout.strip()}.last.pth.dead0001.pth"
+    left.write_bytes(b"half a checkpoint")
     code, _, err = run(capsys, "train", cfg, "--out", out, "--quiet", "--device", "cpu")
     assert code == 0, err
     iters = [json.loads(line)["iter"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert iters == [1, 2]
-    assert not (out / "checkpoints" / ".last.pth.dead0001.pth").exists()
+    assert not left.exists()
     code, _, err = run(
         capsys, "train", cfg, "--out", out, "--quiet", "--device", "cpu", "model.fpn_channels=8", "solver.max_iter=3"
     )
-    assert code == 2 and "made with another model config" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "made with another config (model.fpn_channels" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_validation_split_that_cannot_be_read_stops_training(tmp_path, synth, capsys):

@@ -73,10 +73,10 @@ def test_affinity_is_differentiable_and_residual():
     q = torch.randn(8, 4, 4, requires_grad=True)
     psi = torch.rand(3, 4, 4, requires_grad=True)
     head(q, psi).sum().backward()
-    assert q.grad is not None and psi.grad is not None
+    assert float(q.grad.abs().sum()) > 0 and float(psi.grad.abs().sum()) > 0
     coarse = torch.randn(8, 2, 2, requires_grad=True)  # Q at half Psi's resolution
     head(coarse, psi).sum().backward()
-    assert coarse.grad is not None
+    assert float(coarse.grad.abs().sum()) > 0
     for m in (head.phi0[0], head.phi1[0]):
         torch.nn.init.zeros_(m.weight)
         torch.nn.init.zeros_(m.bias)
@@ -174,7 +174,7 @@ def test_potential_gradients_reach_scores_and_masks(variant):
         sem, torch.tensor([[0.0, 0.0, 4.0, 4.0]]), torch.tensor([0]), scores, torch.tensor([2]), 1.0, masks, variant
     )
     psi.sum().backward()
-    assert scores.grad is not None and masks.grad is not None and sem.grad is not None
+    assert all(float(t.grad.abs().sum()) > 0 for t in (scores, masks, sem))
 
 
 def _full_upsample_argmax(logits, stride, size):

@@ -329,3 +329,22 @@ def test_ground_truth_defects_are_counted_as_panopticapi_counts_them(tmp_path):
     write_json(pred_json, {"annotations": records, "categories": [c.to_json() for c in cats.values()]})
     with pytest.raises(InputError, match="image 1.*segment 5.*no pixel"):
         evaluate_panoptic_files(*args, workers=1, strict=True)
+
+
+def test_a_json_area_too_small_for_its_pixels_is_refused_not_scored_above_100_percent():
+    """Finding 6 of the probes: GT areas far below their pixel counts gave PQ 1795.7 with a warning."""
+    from cqbnet.data.panoptic_format import Category
+    from cqbnet.errors import InputError
+
+    cats = {1: Category(1, "person", True), 2: Category(2, "grass", False)}
+    ids = np.full((20, 40), 9, np.uint32)
+    ids[2:10, 2:12] = 3
+    pred_segs = [SegmentInfo(3, 1), SegmentInfo(9, 2)]
+    small = [SegmentInfo(3, 1, False, 5), SegmentInfo(9, 2, False, int((ids == 9).sum()))]
+    with pytest.raises(InputError, match="image 7: segment 3: JSON area 5 but 80 pixels.*would exceed 1"):
+        PanopticQuality(cats).update(ids, small, ids, pred_segs, image_id=7)
+    large = [SegmentInfo(3, 1, False, 500), small[1]]  # too large only lowers the IoU: panopticapi's count, warned
+    with pytest.warns(UserWarning):
+        pq = PanopticQuality(cats)
+        pq.update(ids, large, ids, pred_segs, image_id=7)
+    assert pq.compute().per_class[1]["tp"] == 0

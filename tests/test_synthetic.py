@@ -27,7 +27,7 @@ from cqbnet.errors import InputError
 def _digest(folder):
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
-        if p.is_file():
+        if p.is_file() and p.name != ".cqbnet-output":  # the output record holds the files' times
             h.update(p.name.encode())
             h.update(p.read_bytes())
     return h.hexdigest()

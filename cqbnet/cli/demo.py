@@ -32,7 +32,7 @@ from cqbnet.engine.inference import evaluate_model, predict_images, to_segment_i
 from cqbnet.engine.trainer import load_model, train
 from cqbnet.errors import InputError
 from cqbnet.evaluation.panoptic_quality import PQResult
-from cqbnet.io import atomic_path, start_output_dir, write_image, write_json
+from cqbnet.io import atomic_path, finish_output_dir, start_output_dir, write_image, write_json
 from cqbnet.labels.costs import CostModel, cost_table
 from cqbnet.labels.simulate import dataset_stats, format_ratio, manifest_cost, parse_ratio, simulate
 from cqbnet.modeling.panoptic_net import INFERENCE_MODES
@@ -270,6 +270,7 @@ def run_demo(
             + "## Pictures\n\n"
             + "".join(f"- `{p.relative_to(out)}`\n" for p in written)
         )
+    finish_output_dir(out)  # everything in it now is cqbnet's, but what the user had put there
     print(f"done in {time.time() - t0:.1f} s; report: {report} (and {out / 'report.html'}, one self-contained page)")
     return {"manifest": manifest.path, "pictures": written, "report": report, "html": out / "report.html"}
 

@@ -155,9 +155,11 @@ def cmd_cost(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from cqbnet.io import check_writable
     from cqbnet.labels.manifest import load_manifest
     from cqbnet.visualization.labels import write_manifest_pictures
 
+    check_writable(args.out, folder=True)
     m = load_manifest(args.manifest)
     paths = write_manifest_pictures(m, args.out, num=args.num, seed=args.seed)
     for p in paths:
@@ -222,6 +224,8 @@ def cmd_plan(args) -> int:
     from cqbnet.visualization.pareto_plot import plot_plan
 
     check_writable(args.out, folder=True)
+    for name in ("plan.json", "pareto.png"):  # a folder in the way of a file it writes
+        check_writable(args.out / name)
     costs = _costs(args)
     gt = None
     if args.data or args.gt_json:
@@ -315,13 +319,34 @@ def _device(name: str | None) -> str:
     return name
 
 
+def _after_failed_training(out: Path, new: bool, hint: bool = True) -> None:
+    """A failed training leaves nothing that looks like a result: a folder it created is removed unless it holds
+    a checkpoint to resume from (and then, after an interruption or a failure of the run itself, the user is told
+    so; a refused input has its own one-line error)."""
+    import shutil
+
+    ckpt = out / "checkpoints" / "last.pth"
+    if ckpt.is_file():
+        if hint:
+            print(f"cqbnet: the run can resume from {ckpt}: run the same command again", file=sys.stderr)
+    elif new and out.is_dir():
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def cmd_train(args) -> int:
     from cqbnet.engine.config import load_config
     from cqbnet.engine.trainer import train
+    from cqbnet.io import check_writable
 
     cfg = load_config(args.config, args.overrides)
-    out = args.out or Path("runs") / Path(args.config).stem
-    summary = train(cfg, out, device=_device(args.device), resume=not args.no_resume, progress=not args.quiet)
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    check_writable(out, folder=True)
+    new = not out.exists()
+    try:
+        summary = train(cfg, out, device=_device(args.device), resume=not args.no_resume, progress=not args.quiet)
+    except BaseException as e:
+        _after_failed_training(out, new, hint=not isinstance(e, InputError))
+        raise
     ev = summary["last_eval"]
     if ev:
         print(
@@ -332,15 +357,26 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _recipe_of(cfg: dict) -> dict:
+    """What decides a network: its model, solver and seed (paths, logging and evaluation left out)."""
+    return {"model": cfg["model"], "solver": cfg["solver"], "seed": cfg["train"]["seed"]}
+
+
 def cmd_boxes_tags(args) -> int:
     """Paper 001's whole recipe (cqbnet.engine.boxes_tags): CAM network, round 0, training, refinement rounds."""
     from cqbnet.engine.boxes_tags import run_boxes_tags
     from cqbnet.engine.config import load_config
+    from cqbnet.io import file_digest, start_job_dir
 
     cfg = load_config(args.config, args.overrides)
     cam_cfg = load_config(args.cam_config or args.config, args.overrides)
     gt = _load_gt(args) if (args.data is not None or args.gt_json is not None) else None
     device = _device(args.device)
+    if not args.manifest.is_file():
+        raise InputError(f"{args.manifest}: manifest not found")
+    # rounds, cue, fill and box background name their own folders inside: a rerun may add rounds or variants
+    made_from = {"manifest": file_digest(args.manifest), "network": _recipe_of(cfg), "cam_network": _recipe_of(cam_cfg)}
+    start_job_dir(args.out, _inputs(args), made_from)
     steps = run_boxes_tags(
         cfg, cam_cfg, args.manifest, args.out, args.rounds, args.cue, device, gt, args.fill, args.box_background
     )
@@ -387,7 +423,7 @@ def cmd_predict(args) -> int:
     from cqbnet.engine.inference import image_items, predict_images, write_predictions
     from cqbnet.io import check_output_dir
 
-    inputs = [args.images, args.data, getattr(args, "image_dir", None), getattr(args, "png_dir", None)]
+    inputs = [args.checkpoint, args.images, args.data, getattr(args, "image_dir", None), getattr(args, "png_dir", None)]
     check_output_dir(args.out, inputs, args.overwrite)  # before any work
     model, cfg, device = _load_model_args(args)
     if args.images is not None:
@@ -429,14 +465,50 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _inputs(args) -> list[Path]:
+    """Every input path a command was given (its output may never hold one of them)."""
+    names = (
+        "checkpoint",
+        "manifest",
+        "cues",
+        "data",
+        "gt_json",
+        "png_dir",
+        "image_dir",
+        "images",
+        "config",
+        "cam_config",
+    )
+    return [getattr(args, n) for n in names if getattr(args, n, None) is not None]
+
+
+def _boxes_manifest(args):
+    """The manifest of ``labels approximate`` / ``refine``, checked before any work: it has boxes images, and the
+    ground truth to score against (when given) has every one of them."""
+    from cqbnet.labels.manifest import load_manifest
+
+    manifest = load_manifest(args.manifest)
+    boxed = [lab.image_id for lab in manifest.images if "B" in lab.kinds]
+    if not boxed:
+        raise InputError(f"{args.manifest}: no image carries boxes (B); there is nothing to approximate")
+    if args.data is not None or args.gt_json is not None:
+        have = {r.image_id for r in _load_gt(args).records}
+        missing = [i for i in boxed if i not in have]
+        if missing:
+            raise InputError(
+                f"{args.manifest}: image {missing[0]} (and {len(missing) - 1} more) is not in the ground truth given "
+                "to score against"
+            )
+    return manifest
+
+
 def cmd_approximate(args) -> int:
     """Round 0 of paper 001's approximate labels; scored against the ground truth when it is given."""
     from cqbnet.io import check_output_dir
-    from cqbnet.labels.manifest import load_manifest
     from cqbnet.weak.approx_ground_truth import round_zero
 
-    check_output_dir(args.out, [args.manifest, args.data], args.overwrite)
-    manifest = load_manifest(args.manifest)
+    check_output_dir(args.out, _inputs(args), args.overwrite)
+    manifest = _boxes_manifest(args)
     model = device = None
     if args.checkpoint is not None:
         model, _, device = _load_model_args(args)
@@ -448,7 +520,9 @@ def _write_and_score(args, manifest, entries, source: str) -> int:
     """Write a round of approximate labels to ``args.out``; score it when the ground truth is given."""
     from cqbnet.weak.approx_ground_truth import ApproximateRound, score_round, write_round
 
-    path = write_round(args.out, entries, f"{source}, cue {getattr(args, 'cue', 'both')}")
+    path = write_round(
+        args.out, entries, f"{source}, cue {getattr(args, 'cue', 'both')}", _inputs(args), args.overwrite
+    )
     print(f"wrote {path}")
     if args.data is not None or args.gt_json is not None:
         score = score_round(ApproximateRound.load(path), manifest, _load_gt(args))
@@ -459,12 +533,12 @@ def _write_and_score(args, manifest, entries, source: str) -> int:
 def cmd_refine(args) -> int:
     """A refinement round of paper 001's approximate labels; scored against the ground truth when it is given."""
     from cqbnet.io import check_output_dir
-    from cqbnet.labels.manifest import load_manifest
     from cqbnet.weak.approx_ground_truth import ApproximateRound, refine_round
 
-    check_output_dir(args.out, [args.manifest, args.cues, args.data], args.overwrite)
-    manifest = load_manifest(args.manifest)
+    check_output_dir(args.out, _inputs(args), args.overwrite)
+    manifest = _boxes_manifest(args)
     cues = ApproximateRound.load(args.cues)
+    cues.check_against(manifest)
     model, _, device = _load_model_args(args)
     return _write_and_score(
         args, manifest, refine_round(model, manifest, cues, device, fill=args.fill), f"refined from {args.checkpoint}"
@@ -480,7 +554,7 @@ def cmd_pseudo_labels(args) -> int:
     from cqbnet.io import check_output_dir
     from cqbnet.weak.fdd_points import pseudo_label_items
 
-    inputs = [args.manifest, args.data, getattr(args, "png_dir", None)]
+    inputs = _inputs(args)
     check_output_dir(args.out, inputs, args.overwrite)
     model, _, device = _load_model_args(args)
     dataset = MixedLabelDataset(args.manifest)
@@ -813,6 +887,10 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except json.JSONDecodeError as e:  # pragma: no cover - readers turn these into InputError
         print(f"cqbnet: error: malformed JSON: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file system that refuses a write the checks could not foresee (/proc, a full disk)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"cqbnet: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
 
 

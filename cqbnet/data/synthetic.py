@@ -53,7 +53,7 @@ from cqbnet.data.panoptic_format import (
     write_panoptic_png,
 )
 from cqbnet.errors import InputError
-from cqbnet.io import atomic_directory, read_json, write_json
+from cqbnet.io import OUTPUT_MARK, add_to_record, atomic_directory, read_json, write_json
 
 THING_SHAPES = ("disk", "square", "triangle", "ring", "cross", "star")
 STUFF_TEXTURES = ("grass", "brick", "water", "gravel", "weave")
@@ -576,4 +576,6 @@ def add_test_split(root: str | os.PathLike, num_test: int = 300) -> Path:
     cfg = SceneConfig(**{k: v for k, v in info["config"].items() if k in known})
     cfg.validate()
     write_split(root, "test", num_test, int(info["seed"]), cfg, start_id=SPLIT_START_IDS["test"])
+    if (root / OUTPUT_MARK).is_file():  # cqbnet's own files, not the user's
+        add_to_record(root, [Path("images/test"), Path("panoptic/test"), Path("panoptic_test.json")])
     return root

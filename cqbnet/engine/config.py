@@ -126,6 +126,9 @@ def _merge(base: dict[str, Any], update: dict[str, Any], path: str, source: str)
                 raise InputError(f"{source}: {key} must be a mapping")
             base[k] = None if v is None else {**(base[k] or {}), **v}
         elif isinstance(base[k], dict):
+            if v is None and path:  # a setting a config filled with a mapping, unset again (data.labels=null)
+                base[k] = None
+                continue
             if not isinstance(v, dict):
                 raise InputError(f"{source}: {key} must be a mapping")
             _merge(base[k], v, key + ".", source)
@@ -220,13 +223,56 @@ def _check_value(key: str, value: Any, default: Any, source: str) -> None:
                 raise InputError(f"{source}: {key} must be {bound}, got {v!r}")
 
 
+LABEL_OPTIONS = {"ratio": str, "points_per_segment": int, "point_sampling": str, "seed": int}
+
+
+def _check_data(data: dict[str, Any], source: str) -> None:
+    """``data.labels`` (a label mix to simulate), ``data.approximate`` and ``data.pseudo`` (paths) typed, and the
+    combinations that cannot mean what they say refused."""
+    from cqbnet.labels.kinds import POINT_SAMPLING
+    from cqbnet.labels.simulate import parse_ratio
+
+    labels = data.get("labels")
+    if labels is not None:
+        if not isinstance(labels, dict) or "ratio" not in labels:
+            raise InputError(f"{source}: data.labels must be a mapping with a ratio, e.g. {{ratio: 'PT=1', seed: 0}}")
+        for key, value in labels.items():
+            want = LABEL_OPTIONS.get(key)
+            if want is None:
+                raise InputError(f"{source}: unknown key data.labels.{key}; known: {', '.join(LABEL_OPTIONS)}")
+            if isinstance(value, bool) or not isinstance(value, want):
+                kind = "an integer" if want is int else "a string"
+                raise InputError(f"{source}: data.labels.{key} must be {kind}, got {value!r}")
+        if labels.get("points_per_segment", 1) < 1 or labels.get("seed", 0) < 0:
+            raise InputError(f"{source}: data.labels.points_per_segment must be >= 1 and data.labels.seed >= 0")
+        if labels.get("point_sampling", "uniform") not in POINT_SAMPLING:
+            raise InputError(f"{source}: data.labels.point_sampling must be one of {', '.join(POINT_SAMPLING)}")
+        try:
+            parse_ratio(labels["ratio"])
+        except InputError as e:
+            raise InputError(f"{source}: data.labels.ratio: {e}") from None
+        if data.get("manifest") is not None:
+            raise InputError(f"{source}: give data.labels (a mix to simulate) or data.manifest (labels made), not both")
+    for key in ("manifest", "approximate", "pseudo"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise InputError(f"{source}: data.{key} must be a path, got {data[key]!r}")
+    for key in ("approximate", "pseudo"):
+        if data.get(key) is not None and data.get("manifest") is None and labels is None:
+            raise InputError(f"{source}: data.{key} labels a manifest's images; it needs data.manifest or data.labels")
+
+
 def check_config(cfg: dict[str, Any], source: str = "config") -> None:
-    """Every setting of known type has that type and its minimum (see ``MINIMUM``)."""
+    """Every setting of known type has that type and its minimum (see ``MINIMUM``); ``model.weak`` and the data
+    section's label settings are checked by their own rules."""
+    from cqbnet.modeling.build import check_weak
+
     for section, values in cfg.items():
         for key, value in values.items():
             default = DEFAULTS[section][key]
             if not isinstance(default, dict):
                 _check_value(f"{section}.{key}", value, default, source)
+    check_weak(cfg["model"].get("weak"), source)
+    _check_data(cfg["data"], source)
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -31,10 +31,11 @@ from tqdm import tqdm
 from cqbnet.data.panoptic_format import Category
 from cqbnet.engine import distributed as dist_utils
 from cqbnet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from cqbnet.engine.config import LABEL_OPTIONS
 from cqbnet.engine.data import StreamDataset, dataset_paths, ensure_synthetic, load_split, make_loader, move_to
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.errors import InputError
-from cqbnet.io import atomic_path, read_json, write_json
+from cqbnet.io import atomic_path, differences, read_json, write_json
 from cqbnet.modeling.build import build_panoptic_net
 from cqbnet.modeling.panoptic_net import PanopticNet
 
@@ -150,6 +151,37 @@ def _validation_split(dcfg: dict[str, Any], out: Path, eval_period: int, main: b
     return split
 
 
+RESUME_FREE = {
+    "data": {"workers"},
+    "solver": {"max_iter"},  # a finished or stopped run may be trained on for longer
+    "train": {"checkpoint_period", "eval_period", "eval_images", "log_period", "test_mode", "test_at_end"},
+}
+
+
+def check_resumed_config(cfg: dict[str, Any], out: Path) -> None:
+    """A resumed run continues the run it was: its data, model, solver and seed must be the ones its
+    ``config.yaml`` records (else a one-line error names what changed; a changed label mix, say, would otherwise
+    train on the old labels while the final checkpoint records the new config). Logging, checkpoint and evaluation
+    periods, the loader's workers and the number of iterations (to train on for longer) may change."""
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+
+    def decisive(c: dict[str, Any]) -> dict[str, Any]:
+        return {
+            sec: {k: v for k, v in (c.get(sec) or {}).items() if k not in RESUME_FREE.get(sec, set())}
+            for sec in ("data", "model", "solver", "train")
+        }
+
+    diff = differences(decisive(saved), decisive(json.loads(json.dumps(cfg))))
+    if diff:
+        raise InputError(
+            f"{out}: this run was made with another config ({'; '.join(diff[:2])}); resume with the config it was made "
+            f"with ({saved_path}), or train into another --out"
+        )
+
+
 TEST_METRICS = "test_metrics.json"
 
 
@@ -195,9 +227,6 @@ class _Metrics:
             f.write(json.dumps(row) + "\n")
 
 
-LABEL_OPTIONS = {"ratio", "points_per_segment", "point_sampling", "seed"}
-
-
 def simulate_labels(dcfg: dict[str, Any], out: Path) -> Path:
     """``data.labels``: the config's label mix simulated once from the train split into ``out/labels`` (kept on
     resume); the manifest's path."""
@@ -205,7 +234,7 @@ def simulate_labels(dcfg: dict[str, Any], out: Path) -> Path:
     from cqbnet.labels.simulate import parse_ratio, simulate
 
     spec = dict(dcfg["labels"])
-    unknown = set(spec) - LABEL_OPTIONS
+    unknown = set(spec) - set(LABEL_OPTIONS)
     if unknown or "ratio" not in spec:
         raise InputError(
             f"config: data.labels needs a ratio and takes only {', '.join(sorted(LABEL_OPTIONS))}"
@@ -277,6 +306,7 @@ def train(
     ckpt_path = out / "checkpoints" / "last.pth"
     start = 0
     if resume and ckpt_path.is_file():
+        check_resumed_config(cfg, out)
         ck = load_checkpoint(ckpt_path)
         try:
             model.load_state_dict(ck["model"])

@@ -7,6 +7,11 @@ before averaging over classes), so the bootstrap resamples the per-image counts 
 ``PanopticQuality(keep_images=True)`` and recomputes PQ from their weighted sums. One replicate draws the seeds
 with replacement and, independently, the images with replacement; the same images are used for every run of the
 replicate, so the comparison stays paired. The interval is the percentile interval of the replicates.
+
+With a handful of seeds a percentile interval over seeds spans about the range of what was observed, not a 95%
+interval: effects over seeds are estimated with :mod:`cqbnet.evaluation.statistics` (Student's t, the seed as the
+unit). Here, ``resample_seeds=False`` keeps the seeds (and groups) as measured and draws only the images: the
+"images only" interval, which says how much the choice of evaluation images alone moves a difference.
 """
 
 from __future__ import annotations
@@ -83,8 +88,10 @@ def paired_difference(
     replicates: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    resample_seeds: bool = True,
 ) -> Interval:
-    """Mean over seeds of PQ(treated) - PQ(control), with its two-level bootstrap interval.
+    """Mean over seeds of PQ(treated) - PQ(control), with its two-level bootstrap interval (images only when
+    ``resample_seeds`` is False).
 
     ``treated`` and ``control``: (S, N, C, 4) per-image counts of S paired runs (run s of both arms has seed s)
     on the same N images. With one seed only the images are resampled.
@@ -97,6 +104,8 @@ def paired_difference(
     w = image_weights(n, replicates, rng)
     diff = resampled_pq(treated, w, isthing, region) - resampled_pq(control, w, isthing, region)  # (B, S)
     pick = rng.integers(s, size=(replicates, s))
+    if not resample_seeds:
+        pick[:] = np.arange(s)
     pick[0] = np.arange(s)
     boot = np.take_along_axis(diff, pick, axis=1).mean(axis=1)
     lo, hi = percentile_interval(boot, level)
@@ -110,12 +119,14 @@ def difference_to_groups(
     replicates: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    resample_seeds: bool = True,
 ) -> tuple[Interval, list[Interval]]:
     """One treatment against a group of alternatives, in several settings, with bootstrap intervals.
 
     ``pairs[j] = (treated, controls)``: setting j's treated runs (S, N, C, 4) and G alternative runs per seed
     (G, S, N, C, 4), every run of seed s with seed s, all on the same N images (e.g. the planned plan of one budget
-    against G random plans of the same cost). Setting j's difference is the mean over seeds of PQ(treated) minus
+    against G random plans of the same cost). With ``resample_seeds`` False only the images are drawn. Setting
+    j's difference is the mean over seeds of PQ(treated) minus
     the mean over alternatives and seeds of PQ(alternative). A replicate draws the images once for every setting,
     the seeds (the same for treated and alternatives) and, per setting, the alternatives. Returns the mean
     difference over settings and each setting's own.
@@ -129,6 +140,8 @@ def difference_to_groups(
     rng = np.random.default_rng(seed)
     w = image_weights(n, replicates, rng)
     seeds = rng.integers(s, size=(replicates, s))
+    if not resample_seeds:  # images only: the seeds and the alternatives as measured
+        seeds[:] = np.arange(s)
     seeds[0] = np.arange(s)
     per_setting = []
     for treated, controls in pairs:
@@ -137,6 +150,8 @@ def difference_to_groups(
         t = resampled_pq(np.asarray(treated, dtype=np.float64), w, isthing, region)  # (B, S)
         c = resampled_pq(controls.reshape(g * s, *controls.shape[2:]), w, isthing, region).reshape(-1, g, s)
         groups = rng.integers(g, size=(replicates, g))
+        if not resample_seeds:
+            groups[:] = np.arange(g)
         groups[0] = np.arange(g)
         c = np.take_along_axis(c, groups[:, :, None], axis=1)  # (B, G, S) alternatives drawn
         c = np.take_along_axis(c, np.broadcast_to(seeds[:, None, :], c.shape), axis=2).mean(axis=(1, 2))

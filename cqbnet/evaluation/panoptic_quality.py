@@ -356,6 +356,13 @@ def image_stats(
     # Matching: same category, GT not crowd, IoU > 0.5 (unique by construction).
     same = (g_cat[:, None] == p_cat[None, :]) & ~g_crowd[:, None] & (inter > 0)
     union = union_area[:, None] + p_area[None, :] - inter - void_pred[None, :]
+    impossible = same & (inter > union)  # a JSON area too small for the pixels: an IoU above 1, a PQ above 100%
+    if impossible.any():
+        k = int(np.argwhere(impossible)[0][0])
+        raise InputError(
+            f"{where(gt_path, image_id, int(g_id[k]))}JSON area {int(g_json_area[k])} but {int(g_area[k])} pixels in "
+            "the PNG: the IoU taken with the JSON's area would exceed 1; correct or drop the JSON area"
+        )
     iou = np.where(same, inter / np.maximum(union, 1), 0.0)
     gi, pi = np.nonzero(iou > 0.5)  # row-major: GT id order, as the reference's sorted keys
 

@@ -21,6 +21,7 @@ from cqbnet.modeling.panoptic_net import PanopticNet
 from cqbnet.modeling.rpn import build_rpn
 from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE, SemanticHead
 from cqbnet.weak.box2mask import Box2Mask
+from cqbnet.weak.cls2box import MODES as CLS2BOX_MODES
 from cqbnet.weak.cls2box import Cls2Box
 from cqbnet.weak.cls2pixel import Cls2Pixel
 from cqbnet.weak.fdd_points import PIXEL_SOURCES, FDDPoints
@@ -80,6 +81,56 @@ class WeakConfig:
     # what the segments are pooled from at stride 8: "backbone" (the body's own features, as paper 002 pools VGG's
     # conv5) or "fpn" (the FPN level, whose top-down context blurs small things; benchmarks/jtsm_diagnostics.md)
     jtsm_features: str = "backbone"
+
+
+# smallest value of WeakConfig's numeric settings (0 unless named here) and the choices of its string settings
+WEAK_MINIMUM = {
+    "box2mask_rois": 1,
+    "cls2box_proposals": 1,
+    "relation_width": 1,
+    "relation_layers": 1,
+    "relation_rois": 1,
+    "points_dim": 1,
+    "points_layers": 1,
+    "points_heads": 1,
+    "points_expand": 1,
+    "jtsm_hidden": 1,
+}
+WEAK_CHOICES = {"cls2box_mode": CLS2BOX_MODES, "points_pixels": PIXEL_SOURCES, "jtsm_features": ("backbone", "fpn")}
+
+
+def check_weak(values: dict[str, Any] | None, source: str = "config") -> WeakConfig:
+    """``model.weak`` checked key by key before any work: known keys only, each of its default's type (a switch a
+    boolean, a count an integer at least its minimum, a weight a number >= 0, a choice one of its values), and
+    the decoder's width divisible by its heads. A one-line :class:`InputError` names the key and the value."""
+    values = dict(values or {})
+    _check_keys(values, {f.name for f in fields(WeakConfig)}, "model.weak")
+    defaults = WeakConfig()
+    for key, value in values.items():
+        want, name = getattr(defaults, key), f"{source}: model.weak.{key}"
+        if isinstance(want, bool):
+            if not isinstance(value, bool):
+                raise InputError(f"{name} must be true or false, got {value!r}")
+        elif isinstance(want, int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < WEAK_MINIMUM.get(key, 0):
+                raise InputError(f"{name} must be an integer of at least {WEAK_MINIMUM.get(key, 0)}, got {value!r}")
+        elif isinstance(want, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise InputError(f"{name} must be a number >= 0, got {value!r}")
+        elif key in WEAK_CHOICES:
+            if value not in WEAK_CHOICES[key]:
+                raise InputError(f"{name} must be one of {', '.join(WEAK_CHOICES[key])}, got {value!r}")
+        elif value is not None and not isinstance(value, str):  # a path (jtsm_cache)
+            raise InputError(f"{name} must be a path, got {value!r}")
+    weak = WeakConfig(**values)
+    if weak.points_dim % weak.points_heads:
+        raise InputError(
+            f"{source}: model.weak.points_dim ({weak.points_dim}) must be divisible by model.weak.points_heads "
+            f"({weak.points_heads})"
+        )
+    if weak.jtsm_lr_scale <= 0:
+        raise InputError(f"{source}: model.weak.jtsm_lr_scale must be above 0, got {weak.jtsm_lr_scale!r}")
+    return weak
 
 
 # settings that were renamed: old key -> what replaced it
@@ -142,9 +193,7 @@ def build_panoptic_net(
     pan = _panoptic_settings(panoptic)
     use_affinity = pan.pop("use_affinity", True)
     affinity_norm = pan.pop("affinity_norm", "mass")
-    w = dict(weak or {})
-    _check_keys(w, {f.name for f in fields(WeakConfig)}, "model.weak")
-    w = WeakConfig(**w)
+    w = check_weak(weak)
     body = build_backbone(
         backbone,
         weights,

@@ -24,7 +24,7 @@ import torch
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.data import dataset_paths, ensure_synthetic, load_split
 from cqbnet.errors import InputError
-from cqbnet.io import atomic_path, read_json, write_json
+from cqbnet.io import atomic_path, differences, read_json, write_json
 from cqbnet.labels.kinds import parse_kind_set
 from cqbnet.sweep.protocol import MODULES, POINTS, RunSpec
 
@@ -109,13 +109,6 @@ def run_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys where two nested dicts differ, e.g. ``['solver.base_lr: 0.02 -> 0.01']``."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted({*a, *b}, key=str) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
-
-
 def json_roundtrip(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists), for comparing with a recorded one."""
     return json.loads(json.dumps(value))
@@ -130,7 +123,7 @@ def check_recipe(out: Path, cfg: dict[str, Any]) -> None:
     recipe = run_recipe(cfg)
     path = out / RECIPE
     if path.is_file():
-        diff = _differences(read_json(path), json_roundtrip(recipe))
+        diff = differences(read_json(path), json_roundtrip(recipe))
         if diff:
             shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
             raise InputError(

@@ -157,16 +157,20 @@ STUFF, BACKGROUND = -1, -2  # the box index of a stuff segment, and of the box b
 
 
 def write_round(
-    out_dir: Path, entries: Iterable[tuple[int | str, np.ndarray, list[tuple[int, int, int]]]], source: str
+    out_dir: Path,
+    entries: Iterable[tuple[int | str, np.ndarray, list[tuple[int, int, int]]]],
+    source: str,
+    inputs=(),
+    overwrite: bool = False,
 ) -> Path:
     """Write one round of approximate labels: ``out_dir/<image id>.png`` (COCO panoptic ids, 0 = ignore) and
     ``labels.json`` listing each image's segments as (segment id, category id, box index; :data:`STUFF` for
     stuff, :data:`BACKGROUND` for the box background, ignore for every class). The folder appears complete or not
-    at all."""
+    at all, under cqbnet's output policy (:func:`cqbnet.io.atomic_directory`)."""
     from cqbnet.io import atomic_directory, write_json
 
     out_dir = Path(out_dir)
-    with atomic_directory(out_dir, (), overwrite=True) as tmp:
+    with atomic_directory(out_dir, inputs, overwrite) as tmp:
         images = {}
         for image_id, ids, segments in entries:
             name = f"{image_id}.png"
@@ -194,6 +198,22 @@ class ApproximateRound:
         if data.get("format") != ROUND_FORMAT:
             raise InputError(f"{path}: not a file of approximate panoptic labels (format {data.get('format')!r})")
         return cls(path.parent, data["images"])
+
+    def check_against(self, manifest) -> None:
+        """Before any work: the round labels images of ``manifest`` (not another's) and each of its label maps has
+        its image's size; else a one-line :class:`InputError` naming the file and image."""
+        boxed = [lab for lab in manifest.images if "B" in lab.kinds]
+        covered = [lab for lab in boxed if str(lab.image_id) in self.images]
+        if not covered:
+            raise InputError(
+                f"{self.root / 'labels.json'}: labels none of the {len(boxed)} boxes images of {manifest.path}; "
+                "were they made for another manifest?"
+            )
+        for lab in covered:
+            path = self.root / self.images[str(lab.image_id)]["file_name"]
+            shape = read_panoptic_png(path).shape[:2]
+            if shape != (lab.height, lab.width):
+                raise InputError(f"{path}: {shape[1]}x{shape[0]} px, image {lab.image_id} is {lab.width}x{lab.height}")
 
     def read(self, image_id) -> tuple[np.ndarray, list[tuple[int, int, int]], np.ndarray]:
         """One image's labels: (H, W) int64 segment ids with the box background set to 0 (ignore for every class),
@@ -384,7 +404,9 @@ def score_round(labels: ApproximateRound, manifest, gt) -> dict[str, float]:
         entry = labels.images.get(str(lab.image_id))
         if entry is None:
             continue
-        rec = records[lab.image_id]
+        rec = records.get(lab.image_id)
+        if rec is None:
+            raise InputError(f"image {lab.image_id} of {manifest.path} is not in the ground truth given")
         gt_ids = gt.read_ids(rec, validate=False)
         gt_cls = paint_classes(gt_ids, [(seg.id, seg.category_id) for seg in rec.segments], 0)
         ids, rows, aside = labels.read(lab.image_id)  # the box background is ignore for every class

@@ -1,0 +1,194 @@
+"""The README's status table, written from the committed results (never typed).
+
+Each row is one method: the labels it needs, their cost relative to full panoptic labels (paper 000's relative
+costs on the realistic scenes' measured statistics, ``results/scene_stats.json``), the compute it trains (networks
+and total iterations), the split and seeds it was measured on, its PQ, and its PQ over full supervision's with a
+paired t interval over seeds (:func:`cqbnet.evaluation.statistics.ratio_of_means`), against full at the same
+schedule and, where measured, against full trained for the same total iterations.
+
+Usage: ``python benchmarks/status.py`` prints the table; ``--write`` puts it into README.md between the status
+markers; ``tests/test_status.py`` fails when the README's table differs from what this script writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cqbnet.engine.config import load_config
+from cqbnet.evaluation.statistics import ratio_of_means
+from cqbnet.labels.costs import CostModel
+from cqbnet.labels.simulate import parse_ratio
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- status-table: written by benchmarks/status.py -->", "<!-- /status-table -->"
+
+
+@dataclass
+class Method:
+    name: str
+    doc: str  # the docs page
+    labels: str  # a ratio of `cqbnet labels simulate`
+    points_per_segment: int
+    results: str  # a runs.json under benchmarks/results
+    arm: str
+    full_arm: str  # full supervision at the same schedule, in the same runs.json
+    networks: int
+    iterations: int
+    same_iterations: str | None = None  # runs.json of full supervision at `iterations`, when measured
+    split: str = "val"
+
+
+def _iterations(config: str) -> int:
+    return int(load_config(ROOT / "configs" / config)["solver"]["max_iter"])
+
+
+def methods() -> list[Method]:
+    """The methods of the table, with their compute read from the configs they train with."""
+    net, cam = _iterations("synthetic_full.yaml"), _iterations("synthetic_pilot.yaml")
+    rows = [
+        Method("Full supervision (CPU recipe)", "paper_004_network.md", "P=1", 1, "boxes_tags/runs.json", "full",
+               "full", 1, net),
+        Method("Boxes + tags, paper 001's released rule, round 1", "paper_001_boxes_tags.md", "B+I=1", 1,
+               "boxes_tags/runs.json", "both_round1", "full", 3, cam + 2 * net),
+        Method("Boxes + tags, predicted-pixels fill, round 5", "paper_001_boxes_tags.md", "B+I=1", 1,
+               "boxes_tags/runs.json", "fill-predicted_round5", "full", 7, cam + 6 * net),
+        Method("Tags alone, paper 002 (JTSM)", "paper_002_tags.md", "I=1", 1, "tags_only/runs.json", "tags", "full",
+               1, net),
+        Method("1 click per segment, paper 003's online rule", "paper_003_points.md", "PT=1", 1, "points/runs.json",
+               "P1-paper", "full", 1, net),
+        Method("1 click per segment, offline from CRF-refined pseudo labels", "paper_003_points.md", "PT=1", 1,
+               "points/runs.json", "P1-offline-crf", "full", 2, 2 * net, "points_full2000/runs.json"),
+        Method("10 clicks per segment, paper 003's online rule", "paper_003_points.md", "PT=1", 10,
+               "points/runs.json", "P10-paper", "full", 1, net),
+        Method("10 clicks per segment, offline from CRF-refined pseudo labels", "paper_003_points.md", "PT=1", 10,
+               "points/runs.json", "P10-offline-crf", "full", 2, 2 * net, "points_full2000/runs.json"),
+    ]  # fmt: skip
+    return rows
+
+
+def runs(path: str, split: str) -> list[dict[str, Any]]:
+    """The rows of a committed runs.json on ``split`` (rows from before the test split existed are val)."""
+    data = json.loads((RESULTS / path).read_text())
+    return [r for r in data["runs"] if r.get("split", "val") == split]
+
+
+def by_seed(rows: list[dict[str, Any]], arm: str) -> dict[int, float]:
+    return {int(r["seed"]): float(r["pq"]) for r in rows if r["arm"] == arm}
+
+
+def label_cost(ratio: str, points_per_segment: int) -> float:
+    stats = json.loads((RESULTS / "scene_stats.json").read_text())
+    costs = CostModel(
+        stats={
+            "boxes_per_image": stats["boxes_per_image"],
+            "segments_per_image": stats["segments_per_image"],
+            "points_per_segment": points_per_segment,
+        }
+    )
+    return costs.ratio_cost(parse_ratio(ratio))
+
+
+def _fraction(pq: Mapping[int, float], full: Mapping[int, float]) -> str:
+    if not set(pq) & set(full):
+        return "-"
+    e = ratio_of_means(pq, full)
+    if e.interval is None:
+        return f"{100 * e.estimate:.1f}% (1 seed)"
+    return f"{100 * e.estimate:.1f}% [{100 * e.low:.1f}, {100 * e.high:.1f}]"
+
+
+def row(m: Method) -> str:
+    rs = runs(m.results, m.split)
+    pq, full = by_seed(rs, m.arm), by_seed(rs, m.full_arm)
+    same = "-"
+    if m.same_iterations is not None:
+        same = _fraction(pq, by_seed(runs(m.same_iterations, m.split), "full"))
+    elif m.arm == m.full_arm:
+        same = "reference"
+    seeds = ", ".join(str(s) for s in sorted(pq))
+    of_full = "reference" if m.arm == m.full_arm else _fraction(pq, full)
+    return (
+        f"| [{m.name}](docs/{m.doc}) | `{m.labels}`{f' x{m.points_per_segment}' if m.points_per_segment > 1 else ''} "
+        f"| {label_cost(m.labels, m.points_per_segment):.4f} | {m.networks} / {m.iterations} | {m.split} | {seeds} | "
+        f"{np.mean(list(pq.values())):.1f} | {of_full} | {same} |"
+    )
+
+
+def headline_row() -> str:
+    s = json.loads((RESULTS / "headline_v5" / "summary.json").read_text())
+    d = s["planned_minus_random_t"]
+    lo, hi = d["interval"]
+    return (
+        f"Headline v5 (paper 000's planner, val, {s['iterations']} iterations, heuristic merge): the best planned "
+        f"mix within cost 0.45 reaches {100 * s['best_planned_fraction_of_full']:.1f}% of full supervision's PQ; "
+        f"planned minus cost-matched random plans {d['estimate']:+.1f} PQ [{lo:+.1f}, {hi:+.1f}] (t over "
+        f"{d['n']} random plans) (`benchmarks/results/headline_v5/summary.json`)."
+    )
+
+
+def test_split_row() -> str | None:
+    """Full supervision measured on the held-out test split (`paired_arms.py --name full_test --split test`)."""
+    path = RESULTS / "full_test.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    rows = [r for r in data["runs"] if r["arm"] == "full1000"]
+    if not rows:
+        return None
+    pq = [r["pq"] for r in rows]
+    ci = ""
+    if len(pq) > 1:
+        from cqbnet.evaluation.statistics import t_interval
+
+        e = t_interval(pq)
+        ci = f" (95% t interval of the mean [{e.low:.1f}, {e.high:.1f}])"
+    return (
+        f"Full supervision on the **test** split (the CPU recipe, {rows[0]['iterations']} iterations, argmax): PQ "
+        f"{np.mean(pq):.1f} over seeds {sorted(r['seed'] for r in rows)}{ci} (`benchmarks/results/full_test.json`)."
+    )
+
+
+def table() -> str:
+    lines = [
+        BEGIN,
+        "| method | labels | label cost | networks / iterations | split | seeds | PQ | of full [95% t] | "
+        "of full, same iterations |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(row(m) for m in methods()),
+        "",
+        "- " + headline_row(),
+    ]
+    test = test_split_row()
+    if test is not None:
+        lines.append("- " + test)
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def replaced(readme: str, new: str) -> str:
+    """``readme`` with the text between the status markers replaced by ``new``."""
+    start, end = readme.index(BEGIN), readme.index(END) + len(END)
+    return readme[:start] + new + readme[end:]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--write", action="store_true", help="write the table into README.md")
+    args = ap.parse_args()
+    text = table()
+    if args.write:
+        README.write_text(replaced(README.read_text(), text))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
