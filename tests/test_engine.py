@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -482,3 +484,50 @@ def test_predict_keeps_inputs_and_every_prediction(tmp_path, synth, capsys):
     names = sorted(a["file_name"] for a in written["annotations"])
     assert len(names) == 2 and len(set(names)) == 2
     assert all((out / "panoptic_pred" / n).is_file() for n in names)
+
+
+def _wrong_value(default):
+    """A value of another type than ``default``'s (for a path: a number)."""
+    if isinstance(default, bool) or isinstance(default, (int, float)) or isinstance(default, list):
+        return "abc"
+    return 5
+
+
+def test_every_config_key_has_a_type_and_every_number_a_range(tmp_path, synth):
+    """A walk over every setting of every section: a value of the wrong type is refused in one line naming the
+    key, and so is a number below its minimum."""
+    from cqbnet.engine.config import DEFAULTS, FREE_FORM, MINIMUM, NONE_DEFAULT_TYPES, PATHS
+    from cqbnet.modeling.build import WeakConfig
+
+    path = tiny_config(tmp_path, synth)
+    keys = [
+        (f"{sec}.{k}", NONE_DEFAULT_TYPES.get(f"{sec}.{k}", v))
+        for sec, values in DEFAULTS.items()
+        for k, v in values.items()
+        if k not in FREE_FORM and k not in ("labels",)
+    ]
+    keys += [(f"model.weak.{f.name}", getattr(WeakConfig(), f.name)) for f in dataclasses.fields(WeakConfig)]
+    paths = PATHS | {"model.weak.jtsm_cache"}  # check_weak takes a None-default weak setting as a path
+    untyped = [k for k, v in keys if v is None and k not in paths]
+    assert not untyped, f"settings without a type: {untyped}"
+    for key, default in keys:
+        value = _wrong_value(default)
+        with pytest.raises(InputError, match=re.escape(key)):
+            load_config(path, [f"{key}={value}"])
+    for key, low in MINIMUM.items():
+        with pytest.raises(InputError, match=re.escape(key)):
+            load_config(
+                path,
+                [f"{key}={[low - 1] if isinstance(DEFAULTS[key.split('.')[0]][key.split('.')[1]], list) else low - 1}"],
+            )
+
+
+def test_scenes_made_from_other_settings_are_never_reused(tmp_path):
+    from cqbnet.engine.data import ensure_synthetic
+
+    syn = {"num_train": 3, "num_val": 2, "num_test": 1, "seed": 0, "size": 48, "max_size": 24}
+    ensure_synthetic({"synthetic": syn, "root": None}, tmp_path)
+    ensure_synthetic({"synthetic": syn, "root": None}, tmp_path)  # the same: reused
+    for key, value in (("seed", 1), ("num_train", 4), ("size", 64)):
+        with pytest.raises(InputError, match=f"data.synthetic.{key}="):
+            ensure_synthetic({"synthetic": {**syn, key: value}, "root": None}, tmp_path)

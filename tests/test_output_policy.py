@@ -25,11 +25,29 @@ from cqbnet.io import (
 )
 from helpers import tiny_model_config
 
+TINY_SYNTH = ["--num-train", 2, "--num-val", 1, "--num-test", 1, "--size", 48, "--max-size", 24]
+
 
 def run(capsys, *argv):
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def one_step_config(tmp_path: Path, synth: Path) -> Path:
+    """A config of the tiny network that trains one step on ``synth``, evaluating nothing."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"root": str(synth)},
+                "model": tiny_model_config(),
+                "solver": {"max_iter": 1, "batch_size": 2, "steps": []},
+                "train": {"eval_period": 0, "test_at_end": False},
+            }
+        )
+    )
+    return cfg
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -65,22 +83,7 @@ def test_a_checkpoint_inside_the_output_is_an_input_with_or_without_overwrite(tm
 def test_a_users_file_in_a_folder_cqbnet_wrote_is_never_deleted(tmp_path, capsys):
     """Finding 2: a my_notes.txt inside a generated dataset or a demo folder was deleted without --overwrite."""
     d = tmp_path / "data"
-    synth = [
-        "data",
-        "synth",
-        "--out",
-        d,
-        "--num-train",
-        2,
-        "--num-val",
-        1,
-        "--num-test",
-        1,
-        "--size",
-        48,
-        "--max-size",
-        24,
-    ]
+    synth = ["data", "synth", "--out", d, *TINY_SYNTH]
     assert run(capsys, *synth)[0] == 0
     assert run(capsys, *synth)[0] == 0  # only cqbnet's files there: replaced
     (d / "my_notes.txt").write_text("mine")
@@ -244,22 +247,16 @@ def test_approximate_and_refine_check_their_inputs_before_any_work(tmp_path, cap
     )
     with pytest.raises(InputError, match="labels none of the"):
         ApproximateRound.load(foreign).check_against(load_manifest(boxes / "manifest.json"))
+    from cqbnet.data.mixed_dataset import MixedLabelDataset
+
+    with pytest.raises(InputError, match="approximate labels for 0 of the .* made for another manifest"):
+        MixedLabelDataset(boxes / "manifest.json", approximate=foreign)
 
 
 def test_odd_outputs_get_one_line_and_failed_trainings_leave_nothing(tmp_path, capsys, synth):
     """Finding 9 and the rule that a failed run leaves nothing that looks like a result."""
     (tmp_path / "file").write_text("x")
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "data": {"root": str(synth)},
-                "model": tiny_model_config(),
-                "solver": {"max_iter": 1, "batch_size": 2, "steps": []},
-                "train": {"eval_period": 0, "test_at_end": False},
-            }
-        )
-    )
+    cfg = one_step_config(tmp_path, synth)
     code, _, err = run(capsys, "train", cfg, "--out", tmp_path / "file", "--quiet", "--device", "cpu")
     assert code == 2 and "not a folder" in err and (tmp_path / "file").read_text() == "x"
     code, _, err = run(capsys, "labels", "show", "--manifest", tmp_path / "m.json", "--out", tmp_path / "file")
@@ -289,3 +286,45 @@ def test_odd_outputs_get_one_line_and_failed_trainings_leave_nothing(tmp_path, c
             "/proc/m.json",
         )
         assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+def test_no_command_that_writes_deletes_a_file_it_did_not_write(tmp_path, capsys, synth):
+    """Every command with an output, run into a folder that holds a user's file, with and without --overwrite:
+    the file is never deleted or changed (some commands refuse, some add their files beside it)."""
+    labels = tmp_path / "labels"
+    assert run(capsys, "labels", "simulate", "--data", synth, "--ratio", "P=0.5,B+I=0.5", "--out", labels)[0] == 0
+    cfg = one_step_config(tmp_path, synth)
+    assert run(capsys, "train", cfg, "--out", tmp_path / "net", "--quiet", "--device", "cpu")[0] == 0
+    ck = tmp_path / "net" / "model_final.pth"
+    commands = {
+        "data synth": ["data", "synth", *TINY_SYNTH],
+        "labels simulate": ["labels", "simulate", "--data", synth, "--ratio", "P=1"],
+        "labels show": ["labels", "show", "--manifest", labels / "manifest.json", "--num", 2],
+        "labels approximate": ["labels", "approximate", "--manifest", labels / "manifest.json", "--cue", "box"],
+        "plan": ["plan", "--preset", "paper-coco", "--samples", 200],
+        "predict": [
+            "predict",
+            "--checkpoint",
+            ck,
+            "--data",
+            synth,
+            "--split",
+            "val",
+            "--no-overlays",
+            "--device",
+            "cpu",
+        ],
+        "train": ["train", cfg, "--quiet", "--device", "cpu"],
+        "demo": ["demo", "--num-train", 12, "--num-val", 2, "--train-iters", 0, "--ratio", "P=1", "--device", "cpu"],
+    }
+    overwrite = {"data synth", "labels simulate", "labels approximate", "predict", "demo"}
+    for name, argv in commands.items():
+        for extra in [[], ["--overwrite"]] if name in overwrite else [[]]:
+            out = tmp_path / f"out_{name.replace(' ', '_')}{len(extra)}"
+            out.mkdir()
+            (out / "mine.txt").write_text("years of work")
+            code, _, err = run(capsys, *argv, "--out", out, *extra)
+            assert code in (0, 2), (name, extra, err)
+            assert (out / "mine.txt").read_text() == "years of work", (name, extra)
+            if code == 2:
+                assert len(err.strip().splitlines()) == 1 and "did not write" in err, (name, err)

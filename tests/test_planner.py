@@ -498,6 +498,22 @@ def test_demo_plans_from_the_committed_pilot():
     assert "P" in model.kinds and len(model.kinds) > 1 and named == {}
 
 
+def test_the_packaged_pilot_is_headline_v5s_and_ships_in_the_wheel():
+    """The demo plans from package data (so an installed wheel plans as the source tree does): the packaged table is
+    the committed headline v5 pilot byte for byte, and the package's build config ships it."""
+    from pathlib import Path
+
+    import tomllib
+
+    from cqbnet.cli.demo import PACKAGED_PILOT
+
+    root = Path(__file__).resolve().parents[1]
+    assert PACKAGED_PILOT.read_bytes() == (root / "benchmarks/results/headline_v5/pilot.csv").read_bytes()
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    rel = PACKAGED_PILOT.relative_to(root / "cqbnet" / "planner")
+    assert any(rel.match(pattern) for pattern in data["cqbnet.planner"])
+
+
 def test_a_pilot_is_complete_only_with_every_cell_of_the_protocol(tmp_path):
     from cqbnet.cli.demo import PILOT_CONFIG, pilot_is_complete
     from cqbnet.engine.config import load_config

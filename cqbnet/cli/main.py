@@ -46,9 +46,12 @@ def _add_box_background_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+OVERWRITE_HELP = "replace what cqbnet wrote in an existing --out (files it did not write are kept)"
+
+
 def _add_device_and_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
 def _gt_paths(args) -> tuple[Path, Path | None, Path | None]:
@@ -556,8 +559,10 @@ def cmd_pseudo_labels(args) -> int:
 
     inputs = _inputs(args)
     check_output_dir(args.out, inputs, args.overwrite)
-    model, _, device = _load_model_args(args)
     dataset = MixedLabelDataset(args.manifest)
+    if not any("PT" in lab.kinds and "P" not in lab.kinds for lab in dataset.manifest.images):
+        raise InputError(f"{args.manifest}: no image carries clicked points (PT) alone; there is nothing to label")
+    model, _, device = _load_model_args(args)
     gt = _load_gt(args) if (args.data is not None or args.gt_json is not None) else None
     metric = PanopticQuality(dataset.categories) if gt is not None else None
     records = {r.image_id: r for r in gt.records} if gt is not None else {}
@@ -635,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ratio", help="a labelling plan to use instead of planning, e.g. P=0.29,I=0.355,B=0.29,S=0.065")
     d.add_argument("--train-iters", type=_at_least(0), default=400, help="training iterations (0: skip training)")
     d.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    d.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+    d.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     d.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
@@ -655,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="realistic",
         help="realistic: class-typical colours, objects mostly stand out (default); camouflage: shape is the only cue",
     )
-    s.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+    s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     s.set_defaults(func=cmd_synth)
 
     labels = sub.add_parser("labels", help="label simulation and costs").add_subparsers(
@@ -670,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--points-per-segment", type=_at_least(1), default=1)
     sim.add_argument("--point-sampling", default="uniform", choices=["uniform", "center", "border"])
     sim.add_argument("--costs", type=Path, help="YAML of relative costs or seconds")
-    sim.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+    sim.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     sim.set_defaults(func=cmd_simulate)
 
     ap = labels.add_parser(
@@ -803,7 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", type=Path, required=True)
     pr.add_argument("--no-overlays", action="store_true")
     pr.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out that cqbnet did not write")
+    pr.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     pr.set_defaults(func=cmd_predict)
 
     ps = sub.add_parser(

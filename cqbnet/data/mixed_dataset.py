@@ -28,6 +28,7 @@ Semantic indices follow the order of the manifest's categories, as in
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,15 @@ class MixedLabelDataset:
         self.ignore_index = ignore_index
         # paper 001: approximate panoptic labels made from the boxes (and tags) of the weak images themselves
         self.approximate = None if approximate is None else ApproximateRound.load(approximate)
+        if self.approximate is not None:
+            _all_covered(approximate, self.manifest, "B", set(self.approximate.images), "approximate labels")
         # paper 003: the pseudo labels a trained point branch gave the point images (cqbnet pseudo-labels)
         if pseudo is not None and Path(pseudo).is_dir():
             pseudo = Path(pseudo) / "panoptic_pred.json"
         self.pseudo = None if pseudo is None else load_panoptic_json(pseudo, categories=self.categories)
         self.pseudo_records = {} if self.pseudo is None else {r.image_id: r for r in self.pseudo.records}
+        if self.pseudo is not None:
+            _all_covered(pseudo, self.manifest, "PT", {str(i) for i in self.pseudo_records}, "pseudo labels")
         unknown = sorted(set(self.pseudo_records) - {lab.image_id for lab in self.manifest.images}, key=str)
         if unknown:  # pseudo labels written for another manifest would silently teach nothing
             raise InputError(
@@ -128,3 +133,19 @@ class MixedLabelDataset:
             raise IndexError(index)
         index %= len(self)
         return self.load_image(index), self.load_target(index)
+
+
+def _all_covered(source, manifest, kind: str, covered: set[str], what: str) -> None:
+    """Labels made for the manifest's ``kind`` images (a round, pseudo labels): covering none of them is an error
+    (made for another manifest: the images would silently keep their weak labels alone); covering only some is
+    said in a one-line warning naming the first image left out (those images keep their weak labels alone)."""
+    needed = [lab.image_id for lab in manifest.images if kind in lab.kinds and "P" not in lab.kinds]
+    missing = [i for i in needed if str(i) not in covered]
+    text = (
+        f"{source}: {what} for {len(needed) - len(missing)} of the {len(needed)} {kind} images of {manifest.path} "
+        f"(first left out: image {missing[0] if missing else None})"
+    )
+    if needed and len(missing) == len(needed):
+        raise InputError(f"{text}; were they made for another manifest?")
+    if missing:
+        warnings.warn(f"{text}; those images keep their {kind} labels alone", stacklevel=3)

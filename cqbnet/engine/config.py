@@ -172,8 +172,67 @@ MINIMUM = {
     "pilot.seeds": 0,
     "pilot.rho_P": 0,
     "pilot.points_per_segment": 1,
+    "model.trainable_layers": 0,
+    "model.fpn_channels": 1,
+    "model.anchor_sizes": 1,
+    "model.aspect_ratios": 0,
+    "model.rpn_pre_nms_train": 1,
+    "model.rpn_post_nms_train": 1,
+    "model.rpn_pre_nms_test": 1,
+    "model.rpn_post_nms_test": 1,
+    "model.rpn_batch_size": 1,
+    "model.roi_batch_size": 1,
+    "model.box_representation": 1,
+    "model.roi_canonical_scale": 1,
+    "model.detections_per_img": 1,
+    "model.mask_channels": 1,
+    "model.semantic_channels": 1,
+    "model.affinity_channels": 1,
+    "model.semantic_loss_weight": 0,
+    "model.mask_train_stage": -1,
 }
-POSITIVE = {"solver.base_lr", "solver.gamma"}  # of those, the ones that must lie above their minimum
+POSITIVE = {
+    "solver.base_lr",
+    "solver.gamma",
+    "model.aspect_ratios",
+}  # of those, the ones that must lie above their minimum
+
+# the type of each setting whose default is None (the others have their default's type)
+PATHS = {
+    f"data.{k}"
+    for k in (
+        *(f"{s}_{p}" for s in ("train", "val", "test") for p in ("json", "png", "images")),
+        "root",
+        "categories",
+        "manifest",
+        "approximate",
+        "pseudo",
+    )
+} | {"model.weights"}
+NONE_DEFAULT_TYPES: dict[str, Any] = {
+    "data.train_short_sizes": [1],
+    "data.test_short_size": 1,
+    "data.max_size": 1,
+    "solver.clip_grad_norm": 1.0,
+    "train.eval_images": 1,
+    "model.fpn_norm": "gn",
+}
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of the settings that name a choice."""
+    from cqbnet.modeling.backbone import BACKBONES, NORMS
+    from cqbnet.modeling.panoptic_net import INFERENCE_MODES
+    from cqbnet.modeling.supervision import LOSS_NORMALIZATIONS
+
+    return {
+        "model.backbone": BACKBONES,
+        "model.norm": NORMS,
+        "model.fpn_norm": ("gn",),
+        "model.loss_normalization": tuple(LOSS_NORMALIZATIONS),
+        "train.test_mode": INFERENCE_MODES,
+        "pilot.point_sampling": ("uniform", "center", "border"),
+    }
 
 
 def _kind(value: Any) -> str:
@@ -195,6 +254,15 @@ def _check_value(key: str, value: Any, default: Any, source: str) -> None:
     numbers = (int, float)
     if value is None or key.split(".")[-1] in FREE_FORM:
         return
+    if key in PATHS:
+        if not isinstance(value, str):
+            raise InputError(f"{source}: {key} must be a path, got {value!r}")
+        return
+    if default is None:
+        default = NONE_DEFAULT_TYPES.get(key)
+    choices = _choices().get(key)
+    if choices is not None and value not in choices:
+        raise InputError(f"{source}: {key} must be one of {', '.join(choices)}, got {value!r}")
     items = value if isinstance(value, list) else [value]
     want = default
     if isinstance(default, list):
@@ -223,6 +291,16 @@ def _check_value(key: str, value: Any, default: Any, source: str) -> None:
                 raise InputError(f"{source}: {key} must be {bound}, got {v!r}")
 
 
+SYNTHETIC_MINIMUM = {
+    "num_train": 1,
+    "num_val": 0,
+    "num_test": 0,
+    "seed": 0,
+    "size": 16,
+    "max_instances": 0,
+    "min_size": 1,
+    "max_size": 1,
+}
 LABEL_OPTIONS = {"ratio": str, "points_per_segment": int, "point_sampling": str, "seed": int}
 
 
@@ -253,6 +331,25 @@ def _check_data(data: dict[str, Any], source: str) -> None:
             raise InputError(f"{source}: data.labels.ratio: {e}") from None
         if data.get("manifest") is not None:
             raise InputError(f"{source}: give data.labels (a mix to simulate) or data.manifest (labels made), not both")
+    syn = data.get("synthetic")
+    if syn is not None:
+        from cqbnet.data.synthetic import PRESETS
+
+        for key, value in syn.items():
+            low = SYNTHETIC_MINIMUM.get(key)
+            if key == "preset":
+                if value not in PRESETS:
+                    raise InputError(
+                        f"{source}: data.synthetic.preset must be one of {', '.join(PRESETS)}, got {value!r}"
+                    )
+            elif low is None:
+                raise InputError(
+                    f"{source}: unknown key data.synthetic.{key}; known: preset, {', '.join(SYNTHETIC_MINIMUM)}"
+                )
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+                raise InputError(f"{source}: data.synthetic.{key} must be a number of at least {low}, got {value!r}")
+            elif key not in ("min_size", "max_size") and not isinstance(value, int):
+                raise InputError(f"{source}: data.synthetic.{key} must be an integer, got {value!r}")
     for key in ("manifest", "approximate", "pseudo"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise InputError(f"{source}: data.{key} must be a path, got {data[key]!r}")

@@ -51,13 +51,27 @@ def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
     preset = str(syn.get("preset", "realistic"))
     existing = target / "panoptic_val.json"
     if existing.is_file():
-        info = json.loads(existing.read_text()).get("info", {}).get("config", {})
+        val = json.loads(existing.read_text())
+        info = val.get("info", {}).get("config", {})
         have = info.get("preset", "camouflage")  # scenes written before presets existed are camouflage scenes
         if have != preset:
             raise InputError(
                 f"{target}: holds {have} scenes but the config asks for data.synthetic.preset={preset}; "
                 "use another output folder or delete that one"
             )
+        # the scenes were made from these settings: others would need other scenes, never these reused silently
+        made = {
+            "seed": val.get("info", {}).get("seed"),
+            "num_val": len(val.get("images", [])),
+            "num_train": len(json.loads((target / "panoptic_train.json").read_text()).get("images", [])),
+            **{k: info.get(k) for k in ("size", "max_instances", "min_size", "max_size")},
+        }
+        for key, was in made.items():
+            if key in syn and was is not None and syn[key] != was:
+                raise InputError(
+                    f"{target}: holds scenes made with data.synthetic.{key}={was}, the config asks for {syn[key]}; "
+                    "use another output folder or delete that one"
+                )
         num_test = int(syn.get("num_test", 300))
         if num_test > 0 and not (target / "panoptic_test.json").is_file():  # written before test splits existed
             add_test_split(target, num_test)
