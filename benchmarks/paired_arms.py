@@ -29,10 +29,10 @@ from machine import machine_info  # benchmarks/machine.py
 from synthetic_recipe import final_pq  # benchmarks/synthetic_recipe.py
 
 from cqbnet.engine.config import load_config
+from cqbnet.engine.data import shared_data_config
 from cqbnet.engine.trainer import train
 from cqbnet.evaluation.statistics import paired_difference
 from cqbnet.io import atomic_path, read_json, write_json
-from cqbnet.sweep.runner import shared_data_config
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("pq", "pq_th", "pq_st")

@@ -25,12 +25,13 @@ from machine import machine_info  # benchmarks/machine.py
 
 from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.engine.config import load_config
+from cqbnet.engine.data import shared_data_config
 from cqbnet.engine.inference import write_predictions
 from cqbnet.engine.trainer import load_model
 from cqbnet.evaluation.statistics import paired_rows, ratio_of_means
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.sweep.protocol import RunSpec
-from cqbnet.sweep.runner import execute, shared_data_config
+from cqbnet.sweep.runner import execute
 from cqbnet.weak.fdd_points import pseudo_label_items
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +122,13 @@ def interval_text(d: dict[str, Any]) -> str:
     return f"PQ {d['pq'][0]:+.1f}" + (f" [{lo:+.1f}, {hi:+.1f}]" if lo is not None else " (one seed: no interval)")
 
 
+def ratio_text(value: float | None, interval: list[float] | None) -> str:
+    """``81.2% [74.0, 88.4]`` (``-`` when not measured)."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}%" + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else "")
+
+
 def versus_full(by: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
     """Each arm's paired difference from full supervision (:func:`cqbnet.evaluation.statistics.paired_rows`)."""
     out = {arm: paired_rows(rs, by.get("full", [])) for arm, rs in by.items() if arm != "full"}
@@ -133,11 +141,14 @@ def fraction_key(arm: str) -> str:
 
 
 def fractions(
-    rows: list[dict[str, Any]], targets: dict[str, float], sources: dict[str, str] | None = None
+    rows: list[dict[str, Any]],
+    targets: dict[str, float],
+    sources: dict[str, str] | None = None,
+    reference: dict[int, list[dict]] | None = None,
 ) -> dict[str, Any]:
-    """Mean PQ per arm, each target arm's PQ over full supervision's (means over seeds), every arm's paired
-    difference from full supervision, and each offline arm's from the arm whose pseudo labels it learns from
-    (``sources``: arm -> source arm)."""
+    """Mean PQ per arm, each arm's method entry (:func:`methods`: compute and fractions of full supervision), each
+    target arm's fraction (its entry's ``fraction_of_full``), every arm's paired difference from full supervision,
+    and each offline arm's from the arm whose pseudo labels it learns from (``sources``: arm -> source arm)."""
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["arm"], []).append(r)
@@ -152,40 +163,87 @@ def fractions(
     out["minus_source"] = {a: {**d, "source": sources[a]} for a, d in minus.items() if d is not None}
     own = {a: [r["own"] for r in rs if r.get("own")] for a, rs in by.items()}
     out["own_mean"] = {a: {k: float(np.mean([o[k] for o in v])) for k in v[0]} for a, v in own.items() if v}
+    out["methods"] = methods(by, sources or {}, reference)
     for arm, target in targets.items():
-        if arm in mean and mean.get("full", 0) > 0:
-            out[fraction_key(arm)] = mean[arm] / mean["full"]
+        f = out["methods"].get(arm, {}).get("fraction_of_full")
+        if f is not None:
+            out[fraction_key(arm)] = f
             out[fraction_key(arm).replace("fraction_of_full", "target")] = target
-    out["methods"] = methods(by, sources or {})
     out["compute"] = {a: {k: m[k] for k in ("iterations", "networks", "minutes")} for a, m in out["methods"].items()}
     return out
 
 
-def methods(by: dict[str, list[dict]], sources: dict[str, str]) -> dict[str, dict[str, Any]]:
+def mode_pq(row: dict[str, Any], mode: str) -> float | None:
+    """A run's PQ in an inference mode: a recipe arm's ``modes``, or a paired-arms row's argmax ``pq`` and
+    ``heuristic``."""
+    if "modes" in row:
+        return row["modes"].get(mode, {}).get("pq")
+    return row["pq"] if mode == "argmax" else row.get("heuristic", {}).get("pq")
+
+
+def reference_rows(path: Path) -> dict[int, list[dict]]:
+    """Full supervision at the full recipe's own schedule and learning rate, by iterations, from a paired-arms
+    result (``benchmarks/results/full_test.json``: arms ``full1000``, ``full2000``)."""
+    out: dict[int, list[dict]] = {}
+    for r in read_json(path)["runs"]:
+        if r["arm"].startswith("full") and r["arm"][4:].isdigit():
+            out.setdefault(int(r["arm"][4:]), []).append(r)
+    return out
+
+
+def _ratio(pq: dict[int, float], ref: dict[int, float] | None) -> tuple[float | None, list[float] | None]:
+    if not ref or not set(pq) & set(ref):
+        return None, None
+    e = ratio_of_means(pq, ref)
+    return e.estimate, None if e.interval is None else list(e.interval)
+
+
+def methods(
+    by: dict[str, list[dict]], sources: dict[str, str], reference: dict[int, list[dict]] | None = None
+) -> dict[str, dict[str, Any]]:
     """One entry per arm: its seeds, mean PQ, compute (every network it trains: an offline arm also trains the run
     whose pseudo labels it learns from) and its PQ over full supervision's with a paired delta-method t interval
-    over seeds (:func:`cqbnet.evaluation.statistics.ratio_of_means`), against full at the arms' schedule and
-    against full trained for the same total iterations (an arm ``full<iterations>``, when measured; else null)."""
-    full = {r["seed"]: r["pq"] for r in by.get("full", [])}
-    fulls = {int(a[4:]): {r["seed"]: r["pq"] for r in rs} for a, rs in by.items() if a[4:].isdigit()}
+    over seeds (:func:`cqbnet.evaluation.statistics.ratio_of_means`), in the arm's own inference mode (``mode``)
+    and, under ``modes``, in each mode against full supervision in the same mode.
+
+    Full supervision is ``reference`` when given (iterations -> rows: the full recipe at its own learning rate;
+    ``fraction_of_full`` against 1000 iterations, ``fraction_of_full_same_iterations`` against as many iterations
+    as the arm's networks train together, null when not measured), and the arm's own ``full`` run at the same
+    schedule and overrides gives ``fraction_of_full_same_schedule``; without a reference the arms ``full`` and
+    ``full<iterations>`` of the benchmark are the reference."""
+    own_full = {1000: by["full"]} if "full" in by else {}
+    own_full.update({int(a[4:]): rs for a, rs in by.items() if a[4:].isdigit()})
+    ref = reference if reference else own_full
     out = {}
     for arm, rs in by.items():
         src = {r["seed"]: r for r in by.get(sources.get(arm, ""), [])}
         its = [r["iterations"] + (src[r["seed"]]["iterations"] if r["seed"] in src else 0) for r in rs]
         secs = [r["seconds"] + (src[r["seed"]]["seconds"] if r["seed"] in src else 0) for r in rs]
-        pq = {r["seed"]: r["pq"] for r in rs}
+        total = int(max(its))
         entry: dict[str, Any] = {
-            "seeds": sorted(pq),
-            "pq": float(np.mean(list(pq.values()))),
+            "seeds": sorted(r["seed"] for r in rs),
+            "pq": float(np.mean([r["pq"] for r in rs])),
+            "mode": rs[0].get("test_mode", "argmax"),
             "networks": 1 + (arm in sources),
-            "iterations": int(max(its)),
+            "iterations": total,
             "minutes": float(np.mean(secs)) / 60,
+            "modes": {},
         }
-        for key, ref in (("fraction_of_full", full), ("fraction_of_full_same_iterations", fulls.get(int(max(its))))):
-            shared = set(pq) & set(ref or {})
-            e = ratio_of_means(pq, ref) if shared else None
-            entry[key] = None if e is None else e.estimate
-            entry[f"{key}_interval"] = None if e is None or e.interval is None else list(e.interval)
+        for mode in ("argmax", "heuristic"):
+            pq = {r["seed"]: mode_pq(r, mode) for r in rs}
+            if any(v is None for v in pq.values()):
+                continue
+            m: dict[str, Any] = {"pq": float(np.mean(list(pq.values())))}
+            pairs = [("fraction_of_full", ref.get(1000)), ("fraction_of_full_same_iterations", ref.get(total))]
+            if reference:
+                pairs.append(("fraction_of_full_same_schedule", by.get("full")))
+            for key, rows in pairs:
+                refs = {r["seed"]: mode_pq(r, mode) for r in rows or []}
+                m[key], m[f"{key}_interval"] = _ratio(pq, {k: v for k, v in refs.items() if v is not None})
+            entry["modes"][mode] = m
+        mine = entry["modes"].get(entry["mode"], {})
+        for key in ("fraction_of_full", "fraction_of_full_same_iterations"):
+            entry[key], entry[f"{key}_interval"] = mine.get(key), mine.get(f"{key}_interval")
         out[arm] = entry
     return out
 
@@ -236,6 +294,12 @@ def main(
         "--split", choices=("val", "test"), default="test", help="val to choose between variants, test to report"
     )
     ap.add_argument("--report-only", action="store_true", help="rewrite the summary and report; train nothing")
+    ap.add_argument(
+        "--reference",
+        type=Path,
+        help="full supervision at its own recipe (a paired-arms result, e.g. results/full_test.json): the reference of "
+        "every fraction of full (the benchmark's own full arm then gives fraction_of_full_same_schedule)",
+    )
     ap.add_argument("overrides", nargs="*", help="config overrides for every arm, e.g. solver.max_iter=320")
     args = ap.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
@@ -246,8 +310,11 @@ def main(
     def save() -> None:
         write_json(saved, {"runs": rows}, indent=2)
         these = [r for r in rows if r["overrides"] == mine and r.get("split", "val") == args.split]
-        summ = fractions(these, targets, {a: arm.pseudo_from for a, arm in arms.items() if arm.pseudo_from})
+        sources = {a: arm.pseudo_from for a, arm in arms.items() if arm.pseudo_from}
+        summ = fractions(these, targets, sources, reference_rows(args.reference) if args.reference else None)
         summ["split"] = args.split
+        if args.reference:
+            summ["reference"] = {"file": str(args.reference.resolve().relative_to(ROOT)), "iterations": [1000, 2000]}
         if headline is not None and fraction_key(headline) in summ:
             summ["fraction_of_full"] = summ[fraction_key(headline)]
             summ.update({k: v for k, v in summ["own_mean"].get(headline, {}).items() if k != "seconds"})
@@ -272,35 +339,44 @@ def main(
             key = fraction_key(arm)
             if key in summ:
                 f = summ[key]
+                ci = summ["methods"][arm].get("fraction_of_full_interval")
+                verdict = "met" if f >= target else "MISSED"
+                if ci and ci[0] < target <= f:
+                    verdict += " at the estimate; the interval reaches below the target"
                 lines.append(
-                    f"- {arm}: {100 * f:.1f}% of full supervision's PQ (target {100 * target:.0f}%; seeds "
-                    f"{summ['seeds'].get(arm)}): {'met' if f >= target else 'MISSED'}."
+                    f"- {arm}: {ratio_text(f, ci)} of full supervision's PQ in its inference mode (target "
+                    f"{100 * target:.0f}%; seeds {summ['seeds'].get(arm)}): {verdict}."
                 )
         for prefix, arm in summ.get("recipe", {}).items():
             lines.append(f"- `{prefix}_recipe_fraction_of_full` in summary.json is the toolkit's recipe: arm {arm}.")
         for prefix, arm in (paper or {}).items():
             lines.append(f"- `{prefix}_fraction_of_full` in summary.json is the paper's method: arm {arm}.")
+        ref = summ.get("reference")
         lines += [
             "",
-            "| arm | seeds | networks | iterations | minutes | PQ | of full [95% t] | of full, same iterations |",
-        ]
-        lines.append("|---|---|---|---|---|---|---|---|")
-        for arm, m in summ["methods"].items():
-            ratio = [
-                "-"
-                if m[k] is None
-                else f"{100 * m[k]:.1f}%"
-                + (
-                    f" [{100 * m[k + '_interval'][0]:.1f}, {100 * m[k + '_interval'][1]:.1f}]"
-                    if m[k + "_interval"]
-                    else ""
-                )
-                for k in ("fraction_of_full", "fraction_of_full_same_iterations")
-            ]
-            lines.append(
-                f"| {arm} | {m['seeds']} | {m['networks']} | {m['iterations']} | {m['minutes']:.1f} | {m['pq']:.1f} | "
-                f"{ratio[0]} | {ratio[1]} |"
+            "Fractions of full supervision: "
+            + (
+                f"against the full recipe at its own learning rate (`{ref['file']}`), 1000 iterations and as many as "
+                "the arm's networks together; *same schedule*: against this benchmark's own full arm"
+                if ref
+                else "against this benchmark's full arm (and `full<iterations>` arms for the same iterations)"
             )
+            + "; each in the same inference mode, a paired delta-method 95% t interval over seeds.",
+            "",
+            "| arm | seeds | networks | iterations | minutes | mode | PQ | of full [95% t] | of full, same iterations "
+            "| same schedule |",
+        ]
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for arm, m in summ["methods"].items():
+            for mode, mm in m["modes"].items():
+                keys = ("fraction_of_full", "fraction_of_full_same_iterations", "fraction_of_full_same_schedule")
+                lines.append(
+                    f"| {arm} | {m['seeds']} | {m['networks']} | {m['iterations']} | {m['minutes']:.1f} | {mode}"
+                    + ("" if mode != m["mode"] else " (its own)")
+                    + f" | {mm['pq']:.1f} | "
+                    + " | ".join(ratio_text(mm.get(k), mm.get(f"{k}_interval")) for k in keys)
+                    + " |"
+                )
         for arm, d in summ["minus_full"].items():
             lines.append(f"- {arm} minus full, paired over seeds {d['seeds']}: {interval_text(d)}.")
         for arm, d in summ["minus_source"].items():

@@ -40,11 +40,13 @@ class Method:
     points_per_segment: int
     results: str  # a runs.json under benchmarks/results
     arm: str
-    full_arm: str  # full supervision at the same schedule, in the same runs.json
+    full_arm: str  # full supervision at the same schedule, in the same runs.json (or in `full_results`)
     networks: int
     iterations: int
-    same_iterations: str | None = None  # runs.json of full supervision at `iterations`, when measured
+    same_iterations: tuple[str, str] | None = None  # (runs file, arm) of full supervision at `iterations`
     split: str = "val"
+    mode: str = "argmax"  # the inference mode of the method's PQ and of full supervision's it is divided by
+    full_results: str | None = None  # the full supervision's runs file, when not `results`
 
 
 def _iterations(config: str) -> int:
@@ -54,6 +56,7 @@ def _iterations(config: str) -> int:
 def methods() -> list[Method]:
     """The methods of the table, with their compute read from the configs they train with."""
     net, cam = _iterations("synthetic_full.yaml"), _iterations("synthetic_pilot.yaml")
+    tags_test = _has("tags_only/runs.json", "tags", "test", 3)
     rows = [
         Method("Full supervision (CPU recipe)", "paper_004_network.md", "P=1", 1, "boxes_tags/runs.json", "full",
                "full", 1, net),
@@ -61,28 +64,48 @@ def methods() -> list[Method]:
                "boxes_tags/runs.json", "both_round1", "full", 3, cam + 2 * net),
         Method("Boxes + tags, predicted-pixels fill, round 5", "paper_001_boxes_tags.md", "B+I=1", 1,
                "boxes_tags/runs.json", "fill-predicted_round5", "full", 7, cam + 6 * net),
+        Method("Tags alone, paper 002 (JTSM)", "paper_002_tags.md", "I=1", 1, "tags_only/runs.json", "tags",
+               "full1000", 1, net, ("full_test.json", "full1000"), "test", "heuristic", "full_test.json")
+        if tags_test else
         Method("Tags alone, paper 002 (JTSM)", "paper_002_tags.md", "I=1", 1, "tags_only/runs.json", "tags", "full",
-               1, net),
+               1, net, mode="heuristic"),
         Method("1 click per segment, paper 003's online rule", "paper_003_points.md", "PT=1", 1, "points/runs.json",
                "P1-paper", "full", 1, net),
         Method("1 click per segment, offline from CRF-refined pseudo labels", "paper_003_points.md", "PT=1", 1,
-               "points/runs.json", "P1-offline-crf", "full", 2, 2 * net, "points_full2000/runs.json"),
+               "points/runs.json", "P1-offline-crf", "full", 2, 2 * net, ("points_full2000/runs.json", "full")),
         Method("10 clicks per segment, paper 003's online rule", "paper_003_points.md", "PT=1", 10,
                "points/runs.json", "P10-paper", "full", 1, net),
         Method("10 clicks per segment, offline from CRF-refined pseudo labels", "paper_003_points.md", "PT=1", 10,
-               "points/runs.json", "P10-offline-crf", "full", 2, 2 * net, "points_full2000/runs.json"),
+               "points/runs.json", "P10-offline-crf", "full", 2, 2 * net, ("points_full2000/runs.json", "full")),
     ]  # fmt: skip
     return rows
 
 
 def runs(path: str, split: str) -> list[dict[str, Any]]:
-    """The rows of a committed runs.json on ``split`` (rows from before the test split existed are val)."""
+    """The rows of a committed runs file on ``split`` (rows from before the test split existed are val; a
+    paired-arms file names its split once)."""
     data = json.loads((RESULTS / path).read_text())
-    return [r for r in data["runs"] if r.get("split", "val") == split]
+    return [r for r in data["runs"] if r.get("split", data.get("split", "val")) == split]
 
 
-def by_seed(rows: list[dict[str, Any]], arm: str) -> dict[int, float]:
-    return {int(r["seed"]): float(r["pq"]) for r in rows if r["arm"] == arm}
+def _has(path: str, arm: str, split: str, seeds: int) -> bool:
+    """Whether ``arm`` has at least ``seeds`` seeds on ``split``."""
+    return len({r["seed"] for r in runs(path, split) if r["arm"] == arm}) >= seeds
+
+
+def mode_pq(row: dict[str, Any], mode: str) -> float:
+    """A run's PQ in an inference mode (a recipe arm's ``modes``; a paired-arms row's argmax ``pq`` and
+    ``heuristic``; else its own mode's ``pq``)."""
+    if "modes" in row and mode in row["modes"]:
+        return float(row["modes"][mode]["pq"])
+    if mode == "heuristic" and "heuristic" in row:
+        return float(row["heuristic"]["pq"])
+    return float(row["pq"])
+
+
+def by_seed(rows: list[dict[str, Any]], arm: str, mode: str | None = None) -> dict[int, float]:
+    """Seed -> PQ of ``arm`` (in ``mode``; None: the PQ each run reports in its config's mode)."""
+    return {int(r["seed"]): float(r["pq"]) if mode is None else mode_pq(r, mode) for r in rows if r["arm"] == arm}
 
 
 def label_cost(ratio: str, points_per_segment: int) -> float:
@@ -108,18 +131,22 @@ def _fraction(pq: Mapping[int, float], full: Mapping[int, float]) -> str:
 
 def row(m: Method) -> str:
     rs = runs(m.results, m.split)
-    pq, full = by_seed(rs, m.arm), by_seed(rs, m.full_arm)
+    # val rows before the test split divided each method's own mode by full supervision's argmax (kept as measured)
+    mode = m.mode if m.split == "test" else None
+    pq = by_seed(rs, m.arm, mode)
+    full = by_seed(runs(m.full_results or m.results, m.split), m.full_arm, mode)
     same = "-"
     if m.same_iterations is not None:
-        same = _fraction(pq, by_seed(runs(m.same_iterations, m.split), "full"))
+        same = _fraction(pq, by_seed(runs(m.same_iterations[0], m.split), m.same_iterations[1], mode))
     elif m.arm == m.full_arm:
         same = "reference"
     seeds = ", ".join(str(s) for s in sorted(pq))
     of_full = "reference" if m.arm == m.full_arm else _fraction(pq, full)
+    inference = m.mode if m.split == "test" else ("heuristic / argmax" if m.mode == "heuristic" else m.mode)
     return (
         f"| [{m.name}](docs/{m.doc}) | `{m.labels}`{f' x{m.points_per_segment}' if m.points_per_segment > 1 else ''} "
         f"| {label_cost(m.labels, m.points_per_segment):.4f} | {m.networks} / {m.iterations} | {m.split} | {seeds} | "
-        f"{np.mean(list(pq.values())):.1f} | {of_full} | {same} |"
+        f"{inference} | {np.mean(list(pq.values())):.1f} | {of_full} | {same} |"
     )
 
 
@@ -164,9 +191,9 @@ def test_split_row() -> str | None:
 def table() -> str:
     lines = [
         BEGIN,
-        "| method | labels | label cost | networks / iterations | split | seeds | PQ | of full [95% t] | "
+        "| method | labels | label cost | networks / iterations | split | seeds | inference | PQ | of full [95% t] | "
         "of full, same iterations |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *(row(m) for m in methods()),
         "",
         "- " + headline_row(),

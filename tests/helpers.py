@@ -145,3 +145,27 @@ def restrict_label_space(src: Path, dst: Path, isthing: bool) -> Path:
         (dst / f"panoptic_{split}.json").write_text(json.dumps(raw))
     (dst / "images").symlink_to(src / "images")
     return dst
+
+
+def kill_after_checkpoint(proc, ckpt: Path, at: int = 2, timeout: float = 300) -> int | None:
+    """SIGKILL ``proc`` once its checkpoint ``ckpt`` holds iteration ``at`` or later; the iteration it was killed
+    at (None when the process ended first)."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    killed_at, deadline = None, time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.is_file():
+            try:
+                killed_at = torch.load(ckpt, weights_only=False)["iteration"]
+            except Exception:  # being replaced right now
+                killed_at = None
+            if killed_at is not None and killed_at >= at:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    proc.wait()
+    return killed_at

@@ -340,6 +340,7 @@ def test_the_command_line_offers_the_fill_rules_and_default_of_the_refinement():
             parser.parse_args([*argv, "--fill", "everything"])
 
 
+@pytest.mark.slow  # its stages are cqbnet fit's, whose end-to-end test runs by default
 def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_path, synth, capsys):
     import json
 

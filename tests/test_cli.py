@@ -44,12 +44,13 @@ def test_demo_small(tmp_path, capsys):
     assert code == 0, err
     assert "cost relative to full panoptic labels" in out
     assert "PQ" in out and (tmp_path / "d" / "pictures" / "predictions.png").is_file()
-    assert (tmp_path / "d" / "run" / "model_final.pth").is_file()
+    assert (tmp_path / "d" / "run" / "final" / "model_final.pth").is_file()  # trained by cqbnet fit
+    assert json.loads((tmp_path / "d" / "run" / "fit.json").read_text())["stages"][-1]["stage"] == "final"
     assert (tmp_path / "d" / "pictures" / "label_kinds.png").stat().st_size > 10_000
     assert (tmp_path / "d" / "pictures" / "manifest_labels.png").is_file()
     assert (tmp_path / "d" / "labels" / "manifest.json").is_file()
     # CQB-Net trained on the simulated mix of labels, and the report puts its PQ beside the cost
-    assert "labels/manifest.json" in (tmp_path / "d" / "run" / "config.yaml").read_text()
+    assert "labels/manifest.json" in (tmp_path / "d" / "run" / "final" / "config.yaml").read_text()
     assert "of full panoptic labelling gave **PQ" in (tmp_path / "d" / "report.md").read_text()
     # a second demo into the same folder leaves nothing of the first that could look current
     again = ["demo", "--out", tmp_path / "d", "--num-train", 24, "--num-val", 6, "--train-iters", 0, "--ratio", "P=1"]

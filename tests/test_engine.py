@@ -6,10 +6,8 @@ import dataclasses
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from cqbnet.engine.config import load_config
 from cqbnet.engine.data import StreamDataset, batch_positions
 from cqbnet.engine.trainer import TrainingDiverged, lr_factor, train
 from cqbnet.errors import InputError
-from helpers import tiny_model_config
+from helpers import kill_after_checkpoint, tiny_model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,20 +138,7 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path, synth):
     base = [sys.executable, "-m", "cqbnet.cli.main", "train", str(cfg), "--quiet", "--device", "cpu"]
     subprocess.run([*base, "--out", str(tmp_path / "a")], check=True, capture_output=True)
     proc = subprocess.Popen([*base, "--out", str(tmp_path / "b")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = tmp_path / "b" / "checkpoints" / "last.pth"
-    killed_at = None
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.is_file():
-            try:
-                killed_at = torch.load(ckpt, weights_only=False)["iteration"]
-            except Exception:  # being replaced right now
-                killed_at = None
-            if killed_at is not None and killed_at >= 2:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-        time.sleep(0.02)
-    proc.wait()
+    killed_at = kill_after_checkpoint(proc, tmp_path / "b" / "checkpoints" / "last.pth")
     assert killed_at is not None and killed_at < 6, "the run ended before it could be killed"
     assert not (tmp_path / "b" / "model_final.pth").exists()
     r = subprocess.run([*base, "--out", str(tmp_path / "b")], capture_output=True, text=True)

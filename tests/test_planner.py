@@ -514,6 +514,42 @@ def test_the_packaged_pilot_is_headline_v5s_and_ships_in_the_wheel():
     assert any(rel.match(pattern) for pattern in data["cqbnet.planner"])
 
 
+def test_every_file_the_demo_reads_ships_in_the_package():
+    """The demo's recipe, pilot config and pilot table lie inside the package and match its package-data globs, and
+    the top-level configs/ is the package's own folder (one copy of every config)."""
+    from pathlib import Path
+
+    import tomllib
+
+    from cqbnet.cli.demo import PACKAGED_PILOT, PILOT_CONFIG, RECIPE
+
+    root = Path(__file__).resolve().parents[1]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for path in (RECIPE, PILOT_CONFIG, PACKAGED_PILOT):
+        assert path.is_file(), path
+        package = max((p for p in data if (root / p.replace(".", "/")) in path.parents), key=len)
+        rel = path.relative_to(root / package.replace(".", "/"))
+        assert any(rel.match(pattern) for pattern in data[package]), (path, data[package])
+    assert (root / "configs").resolve() == (root / "cqbnet" / "configs").resolve()
+
+
+@pytest.mark.slow
+def test_a_built_wheel_holds_the_demos_files(tmp_path):
+    """The wheel itself (built offline from the source tree) holds the configs and the pilot table."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(root)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("cqbnet-*.whl"))).namelist()
+    for want in ("cqbnet/configs/synthetic_full.yaml", "cqbnet/configs/synthetic_pilot.yaml"):
+        assert want in names
+    assert "cqbnet/planner/pilots/headline_v5_realistic.csv" in names
+
+
 def test_a_pilot_is_complete_only_with_every_cell_of_the_protocol(tmp_path):
     from cqbnet.cli.demo import PILOT_CONFIG, pilot_is_complete
     from cqbnet.engine.config import load_config

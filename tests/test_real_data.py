@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from cqbnet.cli.main import main
@@ -51,7 +52,26 @@ def test_coco_samples_train_predict_and_evaluate_at_native_sizes(coco_sample, tm
     assert metrics["num_images"] == 2 and 0.0 <= metrics["All"]["pq"] <= 1.0
 
 
-def test_coco_samples_teach_through_papers_003_002_and_001_at_native_sizes(coco_sample, tmp_path):
+# (name, labels, model.weak, a loss the case must give); the variants of the paper methods run with -m slow
+TEACHING_CASES = [
+    ("points", "PT=1", {"points": True, "points_warmup": 1}, "loss_points_pce"),
+    pytest.param(
+        "clicked parts",
+        "PT=1",
+        {"points": True, "points_warmup": 1, "points_clicked_only": True},
+        "loss_mask",
+        marks=pytest.mark.slow,
+    ),
+    ("tags", "I=1", {"jtsm": True, "jtsm_warmup": 1, "cls2box": False, "cls2pixel": False}, "loss_jtsm"),
+    ("boxes and tags", "B+I=1", {}, "loss_mask"),
+    pytest.param("boxes, box background", "B+I=1", {}, "loss_mask", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("name,ratio,weak,loss", TEACHING_CASES)
+def test_coco_samples_teach_through_papers_003_002_and_001_at_native_sizes(
+    coco_sample, tmp_path, name, ratio, weak, loss
+):
     """Clicks (paper 003), tags alone (paper 002) and boxes with approximate labels (paper 001) on the two real
     COCO images, 133 categories, at their own sizes in one batch: every branch gives a finite, positive loss."""
     import torch
@@ -71,27 +91,20 @@ def test_coco_samples_teach_through_papers_003_002_and_001_at_native_sizes(coco_
     )
     model_cfg = tiny_model_config()
     model_cfg["anchor_sizes"] = [32, 64, 128, 256, 512]
-    for name, ratio, weak, loss in (
-        ("points", "PT=1", {"points": True, "points_warmup": 1}, "loss_points_pce"),
-        ("clicked parts", "PT=1", {"points": True, "points_warmup": 1, "points_clicked_only": True}, "loss_mask"),
-        ("tags", "I=1", {"jtsm": True, "jtsm_warmup": 1, "cls2box": False, "cls2pixel": False}, "loss_jtsm"),
-        ("boxes and tags", "B+I=1", {}, "loss_mask"),
-        ("boxes, box background", "B+I=1", {}, "loss_mask"),
-    ):
-        m = simulate(gt, parse_ratio(ratio), tmp_path / name, seed=0, points_per_segment=2)
-        approx = None
-        if ratio == "B+I=1":
-            marked = name == "boxes, box background"
-            entries = round_zero(m, box_background=marked)
-            approx = write_round(tmp_path / name / "r0", entries, "round 0 without CAMs")
-        ds = MixedLabelDataset(m.path, approximate=approx)
-        items = [to_tensors(*ds[i]) for i in range(len(ds))]
-        assert {tuple(x[0].shape[1:]) for x in items} == {(427, 640), (360, 640)}
-        if approx is not None:
-            assert all(("semantic_not" in x[1]) == marked for x in items), name
-        torch.manual_seed(0)
-        net = build_panoptic_net(ds.categories, **{**model_cfg, "weak": weak}).train()
-        net.iteration = 10
-        losses = net([x[0] for x in items], [x[1] for x in items])
-        assert all(torch.isfinite(v) for v in losses.values()), name
-        assert losses[loss] > 0 and losses["loss_semantic"] > 0 and losses["loss_objectness"] > 0, name
+    m = simulate(gt, parse_ratio(ratio), tmp_path / name, seed=0, points_per_segment=2)
+    approx = None
+    if ratio == "B+I=1":
+        marked = name == "boxes, box background"
+        entries = round_zero(m, box_background=marked)
+        approx = write_round(tmp_path / name / "r0", entries, "round 0 without CAMs")
+    ds = MixedLabelDataset(m.path, approximate=approx)
+    items = [to_tensors(*ds[i]) for i in range(len(ds))]
+    assert {tuple(x[0].shape[1:]) for x in items} == {(427, 640), (360, 640)}
+    if approx is not None:
+        assert all(("semantic_not" in x[1]) == marked for x in items), name
+    torch.manual_seed(0)
+    net = build_panoptic_net(ds.categories, **{**model_cfg, "weak": weak}).train()
+    net.iteration = 10
+    losses = net([x[0] for x in items], [x[1] for x in items])
+    assert all(torch.isfinite(v) for v in losses.values()), name
+    assert losses[loss] > 0 and losses["loss_semantic"] > 0 and losses["loss_objectness"] > 0, name

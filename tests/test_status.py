@@ -33,3 +33,30 @@ def test_the_status_rows_read_the_numbers_they_claim(tmp_path):
     ratio = sum(p10.values()) / sum(full[s] for s in p10)
     assert f"{100 * ratio:.1f}%" in line and "| 2 / 2000 |" in line and "| 0.1736 |" in line
     assert status.runs("points/runs.json", "test") == []  # no test rows yet: nothing is reported as test
+
+
+def test_recipe_fractions_divide_by_full_supervision_in_the_same_inference_mode():
+    """A recipe benchmark's fractions of full (benchmarks/recipe_arms.py): against the reference full supervision
+    of the same seeds, each inference mode against the same mode, the arm's own mode at the top level."""
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import recipe_arms
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rows = [
+        {"arm": "tags", "seed": s, "pq": h, "iterations": 1000, "seconds": 60.0, "test_mode": "heuristic",
+         "modes": {"heuristic": {"pq": h}, "argmax": {"pq": a}}}
+        for s, h, a in ((0, 40.0, 35.0), (1, 44.0, 37.0), (2, 42.0, 36.0))
+    ]  # fmt: skip
+    ref = {1000: [{"arm": "full1000", "seed": s, "pq": a, "heuristic": {"pq": h}}
+                  for s, a, h in ((0, 75.0, 78.0), (1, 76.0, 79.0), (2, 77.0, 80.0), (3, 90.0, 90.0))]}  # fmt: skip
+    m = recipe_arms.methods({"tags": rows}, {}, ref)["tags"]
+    assert m["mode"] == "heuristic" and m["seeds"] == [0, 1, 2]
+    assert m["fraction_of_full"] == pytest.approx(126 / 237)  # seed 3 has no tags run: left out
+    assert m["modes"]["argmax"]["fraction_of_full"] == pytest.approx(108 / 228)
+    assert m["fraction_of_full_same_iterations"] == m["fraction_of_full"]  # one network of 1000 iterations
+    lo, hi = m["fraction_of_full_interval"]
+    assert lo < m["fraction_of_full"] < hi
+    assert m["modes"]["heuristic"]["fraction_of_full_same_schedule"] is None  # no full arm of its own here

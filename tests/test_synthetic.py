@@ -18,6 +18,7 @@ from cqbnet.data.synthetic import (
     add_test_split,
     generate,
     make_scene,
+    scene_config,
     scene_rng,
     split_paths,
 )
@@ -33,7 +34,7 @@ def _digest(folder):
     return h.hexdigest()
 
 
-@pytest.mark.parametrize("preset", ["realistic", "camouflage"])
+@pytest.mark.parametrize("preset", ["realistic", "camouflage", "dense"])
 def test_deterministic_by_seed(tmp_path, preset):
     cfg = SceneConfig(size=48, min_size=6, max_size=24, preset=preset)
     a = generate(tmp_path / "a", 6, 2, seed=5, cfg=cfg)
@@ -176,3 +177,34 @@ def test_written_split_is_valid_coco_panoptic(synth):
     assert img.shape == (64, 64, 3) and t["semantic"].shape == (64, 64)
     assert [r.image_id for r in s.records] == list(range(1_000_001, 1_000_013))  # val ids never clash with train
     assert read_panoptic_png(s.png_path(s.records[0])).dtype == np.uint32
+
+
+def test_the_dense_preset_is_crowded_small_and_touching():
+    """Dense scenes (a stand-in for cells or aerial tiles): 256 px, about 20-80 visible things of 4-20 px (x1.25
+    for the shapes' aspect), most of them touching another thing, 1-3 stuff classes; colour hints at the class
+    less than on the realistic preset; an explicit setting wins over the preset's."""
+    cfg = scene_config("dense")
+    assert (cfg.size, cfg.min_instances, cfg.max_instances, cfg.min_size, cfg.max_size) == (256, 20, 80, 4.0, 20.0)
+    assert scene_config("dense", size=128, max_size=None).size == 128 and scene_config("realistic") == SceneConfig()
+    counts, extents, touching, things_total, stuff = [], [], 0, 0, []
+    for i in range(8):
+        sc = make_scene(scene_rng(2, "dense", i), cfg)
+        assert sc.image.shape == (256, 256, 3)
+        things = [x for x in sc.segments if x.category_id <= len(THING_SHAPES) and not x.iscrowd]
+        counts.append(len(things))
+        stuff.append(sum(x.category_id > len(THING_SHAPES) for x in sc.segments))
+        thing_ids = np.isin(sc.ids, [x.id for x in things])
+        for x in things:
+            extents.append(max(x.bbox[2], x.bbox[3]))
+            m = sc.ids == x.id
+            grown = m.copy()
+            grown[1:] |= m[:-1]
+            grown[:-1] |= m[1:]
+            grown[:, 1:] |= m[:, :-1]
+            grown[:, :-1] |= m[:, 1:]
+            touching += bool((grown & ~m & thing_ids).any())
+            things_total += 1
+    assert 15 <= min(counts) and max(counts) <= 80 and np.mean(counts) >= 30
+    assert max(extents) <= 26 and np.median(extents) <= 14
+    assert touching / things_total >= 0.4
+    assert 1 <= min(stuff) and max(stuff) <= 3

@@ -29,9 +29,11 @@ from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.synthetic import generate, split_paths, synthetic_categories
 from cqbnet.engine.config import load_config
 from cqbnet.engine.inference import evaluate_model, predict_images, to_segment_infos
-from cqbnet.engine.trainer import load_model, train
+from cqbnet.engine.trainer import load_model
 from cqbnet.errors import InputError
 from cqbnet.evaluation.panoptic_quality import PQResult
+from cqbnet.fit.prepare import default_workers
+from cqbnet.fit.run import FINAL, run_fit
 from cqbnet.io import atomic_path, finish_output_dir, start_output_dir, write_image, write_json
 from cqbnet.labels.costs import CostModel, cost_table
 from cqbnet.labels.simulate import dataset_stats, format_ratio, manifest_cost, parse_ratio, simulate
@@ -48,8 +50,9 @@ from cqbnet.visualization.labels import label_kinds_figure, write_manifest_pictu
 from cqbnet.visualization.pareto_plot import plot_plan
 
 SOURCE = Path(__file__).resolve().parents[2]
-RECIPE = SOURCE / "configs" / "synthetic_full.yaml"
-PILOT_CONFIG = SOURCE / "configs" / "synthetic_pilot.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # package data (configs/ in the source tree links here)
+RECIPE = CONFIGS / "synthetic_full.yaml"
+PILOT_CONFIG = CONFIGS / "synthetic_pilot.yaml"
 # (table, the scenes it was measured on, whether it must hold every cell of the pilot config's protocol)
 # headline v5's pilot ships with the package (a copy of benchmarks/results/headline_v5/pilot.csv, held equal by a
 # test), so an installed wheel plans as the source tree does
@@ -69,7 +72,7 @@ def demo_config(data: Path, iterations: int, manifest: Path | None = None) -> di
     otherwise the demo trains a ResNet-18 from scratch and says so.
     """
     if not RECIPE.is_file():
-        raise InputError(f"{RECIPE}: the recipe is missing (install cqbnet from its source tree: pip install -e .)")
+        raise InputError(f"{RECIPE}: the recipe is missing; reinstall cqbnet (pip install cqbnet, or pip install -e .)")
     warm = max(1, min(100, iterations // 10))
     overrides = [
         f"data.root={data}",
@@ -83,6 +86,8 @@ def demo_config(data: Path, iterations: int, manifest: Path | None = None) -> di
         f"model.weak.box2mask_warmup={max(1, iterations // 2)}",
         f"model.weak.cls2pixel_warmup={max(1, iterations // 2)}",
         f"model.weak.cls2box_warmup={max(1, iterations // 2)}",
+        "fit.rounds=0",  # paper 001's refinement rounds train one more network each: the demo trains one
+        f"fit.classifier_iter={max(1, iterations * 8 // 25)}",  # paper 001's tag classifier: the recipe's share
     ]
     if manifest is not None:
         overrides.append(f"data.manifest={manifest}")
@@ -219,14 +224,15 @@ def run_demo(
     }
     if train_iters > 0:
         print(
-            f"[6/7] train CQB-Net on this mix of labels for {train_iters} iterations "
-            "(configs/synthetic_full.yaml, shortened; Cls2Box, Box2Mask, Cls2Pixel and relation reasoning on)"
+            f"[6/7] cqbnet fit: CQB-Net on this mix of labels, {train_iters} iterations per network "
+            "(configs/synthetic_full.yaml, shortened; each image learnt with its kinds' default label method)"
         )
         cfg = demo_config(data, train_iters, manifest.path)
         run = out / "run"
-        train(cfg, run, device=device, resume=False, progress=True)
+        fitted = run_fit(cfg, manifest.path, run, device, default_workers(), cache=None, progress=True)
+        metrics["fit"] = {k: fitted[k] for k in ("methods", "stages", "networks", "iterations")}
         print(f"[7/7] evaluate on {num_val} held-out test images and draw predictions")
-        model, _ = load_model(run / "model_final.pth", torch.device(device))
+        model, _ = load_model(run / FINAL / "model_final.pth", torch.device(device))
         val = PanopticDataset(*split_paths(data, "test"))
         results = {m: evaluate_model(model, val, torch.device(device), m) for m in INFERENCE_MODES}
         metrics["split"] = "test"

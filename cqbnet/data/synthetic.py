@@ -1,7 +1,7 @@
 """Synthetic panoptic scenes: the embedded default dataset.
 
 Two presets share one geometry (the same shapes, layouts, occlusion, crowds and
-void) and differ in how things and stuff look:
+void) and differ in how things and stuff look; a third changes the geometry:
 
 * ``realistic`` (the default) has the appearance statistics of photographs:
   each thing class has a typical colour family (two hue modes, the second shared
@@ -15,8 +15,14 @@ void) and differ in how things and stuff look:
   triangle, ring, cross, star) and every instance draws its two colours and its
   texture (solid, stripes, checker, dots) from one palette shared by all
   classes; stuff differs by texture only, in palette colours too.
+* ``dense`` stands in for crowded real data (cells under a microscope, cars and
+  roofs from the air): 256 px scenes of 20-80 small things (4-20 px) that touch
+  and overlap often, over 1-3 stuff classes, in colours that hint at the class
+  far less than the realistic preset's (each instance takes its class's own hue
+  only a third of the time), under stronger blur and noise. A development stand-in
+  for crowded data, not a target to tune to (:data:`PRESET_DEFAULTS`).
 
-Common to both:
+Common to all:
 
 * Stuff (5 classes: grass, brick, water, gravel, weave) as irregular regions,
   the argmax of smooth random fields, never just straight bands.
@@ -59,7 +65,7 @@ THING_SHAPES = ("disk", "square", "triangle", "ring", "cross", "star")
 STUFF_TEXTURES = ("grass", "brick", "water", "gravel", "weave")
 THING_TEXTURES = ("solid", "stripes", "checker", "dots")
 
-PRESETS = ("realistic", "camouflage")
+PRESETS = ("realistic", "camouflage", "dense")
 
 # The camouflage preset's one palette for every class (RGB): colour is never a class cue there.
 PALETTE = np.array(
@@ -100,7 +106,8 @@ class SceneConfig:
     """The generator's knobs (all documented in the README)."""
 
     size: int = 128  # image side in pixels
-    max_instances: int = 10  # instances per image are drawn uniformly from 0..max_instances
+    max_instances: int = 10  # instances per image are drawn uniformly from min_instances..max_instances
+    min_instances: int = 0
     min_size: float = 10.0  # smallest thing extent in pixels
     max_size: float = 56.0  # largest thing extent in pixels
     touch_prob: float = 0.3  # chance that an instance is placed against one of its own class
@@ -111,8 +118,9 @@ class SceneConfig:
     min_stuff_area: int = 24  # stuff segments below this become void
     stuff_per_image: tuple[int, int] = (2, 4)  # how many stuff classes an image shows
     noise: float = 6.0  # std of pixel noise (0-255 scale)
-    preset: str = "realistic"  # "realistic" (class-typical appearance) or "camouflage" (shape is the only cue)
-    camouflage_prob: float = 0.1  # realistic preset: share of instances that wear the surrounding stuff's look
+    blur: float = 0.5  # sigma in pixels of the final Gaussian blur
+    preset: str = "realistic"  # "realistic" (class-typical appearance), "camouflage" (shape is the only cue), "dense"
+    camouflage_prob: float = 0.1  # realistic and dense presets: share of instances that wear the surrounding stuff
 
     def validate(self) -> None:
         if self.preset not in PRESETS:
@@ -125,11 +133,44 @@ class SceneConfig:
             raise InputError(f"need 0 < min_size <= max_size, got {self.min_size}, {self.max_size}")
         if self.max_size > self.size:
             raise InputError(f"max_size {self.max_size:g} is larger than the {self.size} px image")
-        if self.max_instances < 0:
-            raise InputError("max_instances must be >= 0")
+        if not 0 <= self.min_instances <= self.max_instances:
+            raise InputError(
+                f"need 0 <= min_instances <= max_instances, got {self.min_instances}, {self.max_instances}"
+            )
+        if self.noise < 0 or self.blur < 0:
+            raise InputError(f"noise and blur must be >= 0, got {self.noise}, {self.blur}")
         lo, hi = self.stuff_per_image
         if not 1 <= lo <= hi <= len(STUFF_TEXTURES):
             raise InputError(f"stuff_per_image must lie in [1, {len(STUFF_TEXTURES)}]")
+
+
+# settings a preset changes from SceneConfig's defaults (the realistic preset's); a setting given explicitly wins
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "realistic": {},
+    "camouflage": {},
+    "dense": {
+        "size": 256,
+        "min_instances": 20,
+        "max_instances": 80,
+        "min_size": 4.0,
+        "max_size": 20.0,
+        "touch_prob": 0.6,
+        "crowd_prob": 0.05,
+        "min_area": 6,
+        "stuff_per_image": (1, 3),
+        "noise": 10.0,
+        "blur": 0.9,
+    },
+}
+
+
+def scene_config(preset: str = "realistic", **given: Any) -> SceneConfig:
+    """The scene settings of ``preset`` with the settings ``given`` (those that are not None) on top."""
+    if preset not in PRESETS:
+        raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    return SceneConfig(
+        preset=preset, **{**PRESET_DEFAULTS[preset], **{k: v for k, v in given.items() if v is not None}}
+    )
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -290,9 +331,16 @@ def lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(a, cv2.COLOR_RGB2LAB).reshape(np.shape(rgb))
 
 
-def thing_colour(rng: np.random.Generator, shape: str) -> np.ndarray:
-    """One instance's base colour, drawn from its class's colour family."""
+DENSE_PRIMARY_PROB = 1 / 3  # dense preset: chance of a class's own hue; else the first hue of any class
+
+
+def thing_colour(rng: np.random.Generator, shape: str, dense: bool = False) -> np.ndarray:
+    """One instance's base colour, drawn from its class's colour family (dense: mostly from any class's)."""
     primary, secondary = THING_HUES[shape]
+    if dense:
+        hues = [h for h, _ in THING_HUES.values()]
+        hue = primary if rng.random() < DENSE_PRIMARY_PROB else hues[int(rng.integers(len(hues)))]
+        return _hsv(hue + rng.normal(0, 8), rng.uniform(0.45, 0.95), rng.uniform(0.45, 0.95))
     hue = primary if rng.random() < THING_PRIMARY_PROB else secondary
     return _hsv(hue + rng.normal(0, 8), rng.uniform(0.45, 0.95), rng.uniform(0.45, 0.95))
 
@@ -320,8 +368,9 @@ class CamouflageLook:
 class RealisticLook:
     """The realistic preset: class-typical colours; smooth shaded objects that mostly stand out."""
 
-    def __init__(self, camouflage_prob: float) -> None:
+    def __init__(self, camouflage_prob: float, dense: bool = False) -> None:
         self.camouflage_prob = camouflage_prob
+        self.dense = dense  # colour hints at the class far less (the dense preset)
         self.stuff_colours: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def stuff(self, rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, kind: str) -> None:
@@ -344,7 +393,7 @@ class RealisticLook:
                 return
         around = lab(img[ring].mean(0))
         for _ in range(4):  # objects usually stand out from what surrounds them
-            colour = thing_colour(rng, shape)
+            colour = thing_colour(rng, shape, self.dense)
             if np.linalg.norm(lab(colour) - around) >= MIN_CONTRAST:
                 break
         # finish: a linear shading across the object and mild smooth texture
@@ -359,7 +408,9 @@ class RealisticLook:
 
 def scene_look(cfg: SceneConfig) -> CamouflageLook | RealisticLook:
     """The painter of ``cfg.preset`` (one per scene: the realistic look remembers its stuff colours)."""
-    return RealisticLook(cfg.camouflage_prob) if cfg.preset == "realistic" else CamouflageLook()
+    if cfg.preset == "camouflage":
+        return CamouflageLook()
+    return RealisticLook(cfg.camouflage_prob, dense=cfg.preset == "dense")
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -413,7 +464,7 @@ def make_scene(rng: np.random.Generator, cfg: SceneConfig) -> Scene:
 
     # Things: list of (class index, mask), painted in order; later ones occlude.
     things: list[tuple[int, np.ndarray, bool]] = []
-    n = int(rng.integers(0, cfg.max_instances + 1))
+    n = int(rng.integers(cfg.min_instances, cfg.max_instances + 1))
     for _ in range(n):
         extent = math.exp(rng.uniform(math.log(cfg.min_size), math.log(cfg.max_size)))
         if things and rng.random() < cfg.touch_prob:
@@ -446,13 +497,11 @@ def make_scene(rng: np.random.Generator, cfg: SceneConfig) -> Scene:
         if union.any():
             things.insert(int(rng.integers(len(things) + 1)), (cls, union, True))
 
-    visible = []
+    top = np.full((s, s), -1, np.int32)  # the last thing painted over each pixel: the one that shows
     for k, (cls, mask, _) in enumerate(things):
         look.thing(rng, img, mask, THING_SHAPES[cls], under)
-        vis = mask.copy()
-        for _, later, _ in things[k + 1 :]:
-            vis &= ~later
-        visible.append(vis)
+        top[mask] = k
+    visible = [top == k for k in range(len(things))]
 
     # Void clutter: a few small jagged patches of speckle, unlabelled (no thing class looks like them).
     void = np.zeros((s, s), bool)
@@ -497,7 +546,8 @@ def make_scene(rng: np.random.Generator, cfg: SceneConfig) -> Scene:
         segments.append(SegmentInfo(sid, cid, False, int(m.sum()), bbox_of(m)))
 
     img += rng.normal(0, cfg.noise, img.shape).astype(np.float32)
-    img = cv2.GaussianBlur(img, (0, 0), 0.5)
+    if cfg.blur > 0:
+        img = cv2.GaussianBlur(img, (0, 0), cfg.blur)
     return Scene(np.clip(img, 0, 255).astype(np.uint8), ids, segments)
 
 
@@ -573,7 +623,10 @@ def add_test_split(root: str | os.PathLike, num_test: int = 300) -> Path:
     if "seed" not in info or not isinstance(info.get("config"), dict):
         raise InputError(f"{root}: not written by 'cqbnet data synth' (no seed and scene config in its val JSON)")
     known = {f.name for f in fields(SceneConfig)}
-    cfg = SceneConfig(**{k: v for k, v in info["config"].items() if k in known})
+    given = {k: v for k, v in info["config"].items() if k in known}
+    if isinstance(given.get("stuff_per_image"), list):  # JSON has no tuples
+        given["stuff_per_image"] = tuple(given["stuff_per_image"])
+    cfg = SceneConfig(**given)
     cfg.validate()
     write_split(root, "test", num_test, int(info["seed"]), cfg, start_id=SPLIT_START_IDS["test"])
     if (root / OUTPUT_MARK).is_file():  # cqbnet's own files, not the user's

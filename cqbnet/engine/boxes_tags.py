@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from cqbnet.labels.manifest import load_manifest
+from cqbnet.labels.manifest import Manifest, load_manifest
 from cqbnet.weak.approx_ground_truth import (
     DEFAULT_FILL,
     ApproximateRound,
@@ -43,10 +43,10 @@ def trained(cfg: dict[str, Any], out: Path, device: str = "cpu") -> Path:
     return out / "model_final.pth"
 
 
-def tags_only(manifest, out: Path) -> Path:
-    """Write ``out``: the manifest's images with their tags as their only label (kind I), so that a network trained
-    on it learns nothing but the tags. A panoptic image without tags is tagged with the classes of its segments;
-    an image with neither is left out."""
+def tags_view(manifest) -> Manifest:
+    """The manifest's images with their tags as their only label (kind I), so that a network trained on it learns
+    nothing but the tags. A panoptic image without tags is tagged with the classes of its segments; an image with
+    neither is left out."""
     images = []
     for lab in manifest.images:
         tags = lab.tags
@@ -55,10 +55,22 @@ def tags_only(manifest, out: Path) -> Path:
         if tags is not None:
             images.append(
                 dataclasses.replace(
-                    lab, kinds=frozenset({"I"}), tags=list(tags), boxes=None, panoptic=None, stuff_map=None, points=None
+                    lab,
+                    kinds=frozenset({"I"}),
+                    tags=list(tags),
+                    boxes=None,
+                    panoptic=None,
+                    stuff_map=None,
+                    points=None,
+                    method=None,
                 )
             )
-    return dataclasses.replace(manifest, images=images, info={**manifest.info, "view": "tags only"}).save(out)
+    return dataclasses.replace(manifest, images=images, info={**manifest.info, "view": "tags only"})
+
+
+def tags_only(manifest, out: Path) -> Path:
+    """Write ``out``: the manifest's tags-only view (:func:`tags_view`)."""
+    return tags_view(manifest).save(out)
 
 
 def classifier_config(cfg: dict[str, Any], manifest: Path) -> dict[str, Any]:

@@ -101,6 +101,14 @@ DEFAULTS: dict[str, Any] = {
         "test_mode": "argmax",
         "test_at_end": True,  # the finished network on the test split (if named): <out>/test_metrics.json
     },
+    # `cqbnet fit`: the stages of the catalogue's methods (cqbnet.fit); ignored by `cqbnet train`
+    "fit": {
+        # paper 001's refinement rounds (boxes-tags-001): chosen on val, where round 2 gains 3.4 points of full
+        # supervision's PQ over round 1 and each later round at most 1.5, one network each (benchmarks/boxes_tags.md)
+        "rounds": 2,
+        "classifier_iter": 320,  # paper 001's tag classifier: its iterations (the solver's schedule scaled to them)
+        "cue": "both",  # paper 001's thing cue: GrabCut and the best proposal agreeing (ablations: grabcut, ...)
+    },
     # `cqbnet pilot`: paper 000's Table 2 protocol (cqbnet.sweep.protocol); ignored by `cqbnet train`
     "pilot": {
         "studies": ["P", "I", "B", "S"],
@@ -169,6 +177,8 @@ MINIMUM = {
     "data.test_short_size": 1,
     "data.max_size": 1,
     "data.train_short_sizes": 1,
+    "fit.rounds": 0,
+    "fit.classifier_iter": 1,
     "pilot.seeds": 0,
     "pilot.rho_P": 0,
     "pilot.points_per_segment": 1,
@@ -232,6 +242,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "model.loss_normalization": tuple(LOSS_NORMALIZATIONS),
         "train.test_mode": INFERENCE_MODES,
         "pilot.point_sampling": ("uniform", "center", "border"),
+        "fit.cue": ("both", "grabcut", "proposal", "box"),
     }
 
 
@@ -297,6 +308,7 @@ SYNTHETIC_MINIMUM = {
     "num_test": 0,
     "seed": 0,
     "size": 16,
+    "min_instances": 0,
     "max_instances": 0,
     "min_size": 1,
     "max_size": 1,
@@ -304,7 +316,7 @@ SYNTHETIC_MINIMUM = {
 LABEL_OPTIONS = {"ratio": str, "points_per_segment": int, "point_sampling": str, "seed": int}
 
 
-def _check_data(data: dict[str, Any], source: str) -> None:
+def check_data(data: dict[str, Any], source: str = "config") -> None:
     """``data.labels`` (a label mix to simulate), ``data.approximate`` and ``data.pseudo`` (paths) typed, and the
     combinations that cannot mean what they say refused."""
     from cqbnet.labels.kinds import POINT_SAMPLING
@@ -369,7 +381,7 @@ def check_config(cfg: dict[str, Any], source: str = "config") -> None:
             if not isinstance(default, dict):
                 _check_value(f"{section}.{key}", value, default, source)
     check_weak(cfg["model"].get("weak"), source)
-    _check_data(cfg["data"], source)
+    check_data(cfg["data"], source)
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> dict[str, Any]:

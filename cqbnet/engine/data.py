@@ -10,6 +10,7 @@ loader workers.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cqbnet.data.dataset import PanopticDataset
-from cqbnet.data.synthetic import SceneConfig, add_test_split, generate, split_paths
+from cqbnet.data.synthetic import add_test_split, generate, scene_config, split_paths
 from cqbnet.data.transforms import to_tensors, train_augment
+from cqbnet.engine.config import check_data
 from cqbnet.errors import InputError
 
 
@@ -39,15 +41,16 @@ def dataset_paths(data: dict[str, Any], split: str, out_dir: Path) -> tuple[Path
     return Path(j), None if png is None else Path(png), None if img is None else Path(img)
 
 
+SCENE_KEYS = ("size", "min_instances", "max_instances", "min_size", "max_size")  # data.synthetic's scene settings
+
+
 def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
     """Generate the synthetic scenes into ``out_dir/data`` if the config asks for them and they are not there."""
     syn = data.get("synthetic")
     if syn is None or data.get("root") is not None:
         return
+    check_data({"synthetic": syn})  # the rules load_config applies, for a config built in code
     target = out_dir / "data"
-    known = {"num_train", "num_val", "num_test", "seed", "size", "preset", "max_instances", "min_size", "max_size"}
-    if set(syn) - known:
-        raise InputError(f"config: unknown key data.synthetic.{sorted(set(syn) - known)[0]}")
     preset = str(syn.get("preset", "realistic"))
     existing = target / "panoptic_val.json"
     if existing.is_file():
@@ -64,7 +67,7 @@ def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
             "seed": val.get("info", {}).get("seed"),
             "num_val": len(val.get("images", [])),
             "num_train": len(json.loads((target / "panoptic_train.json").read_text()).get("images", [])),
-            **{k: info.get(k) for k in ("size", "max_instances", "min_size", "max_size")},
+            **{k: info.get(k) for k in SCENE_KEYS},
         }
         for key, was in made.items():
             if key in syn and was is not None and syn[key] != was:
@@ -81,13 +84,21 @@ def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
         int(syn.get("num_train", 2000)),
         int(syn.get("num_val", 300)),
         int(syn.get("seed", 0)),
-        SceneConfig(
-            size=int(syn.get("size", 128)),
-            preset=preset,
-            **{k: syn[k] for k in ("max_instances", "min_size", "max_size") if k in syn},
+        scene_config(
+            preset, **{k: syn.get(k) for k in ("size", "min_instances", "max_instances", "min_size", "max_size")}
         ),
         num_test=int(syn.get("num_test", 300)),
     )
+
+
+def shared_data_config(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The config every run trains from: the synthetic scenes (if asked for) generated once into ROOT/data."""
+    cfg = copy.deepcopy(cfg)
+    ensure_synthetic(cfg["data"], root)
+    if cfg["data"].get("synthetic") is not None and cfg["data"].get("root") is None:
+        cfg["data"]["root"] = str((root / "data").absolute())
+        cfg["data"]["synthetic"] = None
+    return cfg
 
 
 def load_split(data: dict[str, Any], split: str, out_dir: Path) -> PanopticDataset:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from cqbnet.data.panoptic_format import Category
 from cqbnet.engine import distributed as dist_utils
 from cqbnet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from cqbnet.engine.config import LABEL_OPTIONS
+from cqbnet.engine.config import check_data
 from cqbnet.engine.data import StreamDataset, dataset_paths, ensure_synthetic, load_split, make_loader, move_to
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.errors import InputError
@@ -233,13 +233,8 @@ def simulate_labels(dcfg: dict[str, Any], out: Path) -> Path:
     from cqbnet.data.panoptic_format import load_panoptic_json
     from cqbnet.labels.simulate import parse_ratio, simulate
 
+    check_data({"labels": dcfg["labels"]})  # the rules load_config applies, for a config built in code
     spec = dict(dcfg["labels"])
-    unknown = set(spec) - set(LABEL_OPTIONS)
-    if unknown or "ratio" not in spec:
-        raise InputError(
-            f"config: data.labels needs a ratio and takes only {', '.join(sorted(LABEL_OPTIONS))}"
-            + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "")
-        )
     target = out / "labels" / "manifest.json"
     if not target.is_file():
         gt = load_panoptic_json(*dataset_paths(dcfg, "train", out))

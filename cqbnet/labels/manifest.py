@@ -8,7 +8,8 @@ points to. It is the only thing the trainer reads. Layout::
       "info": {...},                        # seed, ratio, point settings, source files
       "categories": [...],                  # COCO categories with "isthing"
       "image_root": "...",                  # folder of the images
-      "images": [{"id", "file_name", "height", "width", "kinds": ["B", "I"]}],
+      "images": [{"id", "file_name", "height", "width", "kinds": ["B", "I"],
+                  "method": "boxes-tags-001"}],    # optional: how it is learnt (cqbnet.fit.catalogue)
       "panoptic":   {"png_root": "...", "annotations": [{"image_id", "file_name", "segments_info"}]},
       "tags":       [{"image_id", "category_ids": [...]}],
       "boxes":      [{"id", "image_id", "category_id", "bbox": [x, y, w, h], "iscrowd"}],
@@ -17,7 +18,9 @@ points to. It is the only thing the trainer reads. Layout::
     }
 
 Paths are relative to the manifest's folder (absolute paths are allowed).
-``kinds`` may be any non-empty subset of P, I, B, S, PT. An image carries
+``kinds`` may be any non-empty subset of P, I, B, S, PT; ``method`` names the
+catalogue's label method the image is learnt with by ``cqbnet fit`` (absent:
+the catalogue's default for its kinds; checked by ``fit``). An image carries
 annotations of exactly the kinds it lists: the reader rejects a weak image
 that has a panoptic entry (or any label it does not list), so no loss can be
 computed against a label the image lacks.
@@ -53,6 +56,7 @@ class ImageLabels:
     boxes: list[Box] | None = None
     stuff_map: PanopticRecord | None = None
     points: list[Point] | None = None
+    method: str | None = None  # the label method it is learnt with (cqbnet.fit.catalogue); None: the default
 
 
 @dataclass
@@ -101,6 +105,7 @@ class Manifest:
                     "height": im.height,
                     "width": im.width,
                     "kinds": [k for k in KINDS if k in im.kinds],
+                    **({"method": im.method} if im.method is not None else {}),
                 }
             )
             if im.panoptic is not None:
@@ -213,7 +218,10 @@ def load_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
         h, w = _req(im, "height", int, ctx), _req(im, "width", int, ctx)
         if h <= 0 or w <= 0:
             raise InputError(f"{ctx}height and width must be positive")
-        images[iid] = ImageLabels(iid, _req(im, "file_name", str, ctx), h, w, frozenset(kinds))
+        method = im.get("method")
+        if method is not None and not (isinstance(method, str) and method):
+            raise InputError(f"{ctx}'method' must be the name of a label method (cqbnet fit --methods lists them)")
+        images[iid] = ImageLabels(iid, _req(im, "file_name", str, ctx), h, w, frozenset(kinds), method=method)
 
     groups = {
         "P": _per_image(pan.get("annotations"), "panoptic", images, path),

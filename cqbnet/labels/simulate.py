@@ -106,8 +106,11 @@ def simulate(
     points_per_segment: int = 1,
     point_sampling: str = "uniform",
     overwrite: bool = False,
+    methods: dict[frozenset[str], str] | None = None,
 ) -> Manifest:
-    """Write ``out_dir/manifest.json`` (and stuff-map PNGs) for the plan ``ratio`` on ``gt``.
+    """Write ``out_dir/manifest.json`` (and stuff-map PNGs) for the plan ``ratio`` on ``gt``. ``methods``: the
+    label method (``cqbnet.fit.catalogue``) each image of a kind set is learnt with; kind sets it does not name
+    get the catalogue's default (the manifest names none).
 
     The folder is built aside and moved into place only when complete.
     """
@@ -118,6 +121,7 @@ def simulate(
     if gt.image_dir is None:
         raise InputError(f"{gt.json_path}: the image folder is needed to write a manifest")
     check_ratio(ratio)
+    _check_methods(methods or {}, ratio)
     out_dir = Path(out_dir)
     assignment = assign_kinds([r.image_id for r in gt.records], ratio, seed)
     inputs = (gt.json_path, gt.png_dir, gt.image_dir)  # an output there would delete the data set
@@ -126,6 +130,7 @@ def simulate(
         for rec in gt.records:
             kinds = assignment[rec.image_id]
             images.append(_labels_for(gt, rec, kinds, tmp, seed, points_per_segment, point_sampling))
+            images[-1].method = (methods or {}).get(kinds)
         manifest = Manifest(
             categories=gt.categories,
             images=images,
@@ -145,6 +150,29 @@ def simulate(
         write_json(tmp / "manifest.json", manifest.to_json(out_dir.absolute()), indent=None)
     manifest.path = out_dir / "manifest.json"
     return manifest
+
+
+def _check_methods(methods: dict[frozenset[str], str], ratio: Ratio) -> None:
+    """Each named method exists and can learn from its kind set, which the ratio has."""
+    from cqbnet.fit.catalogue import method_of
+
+    for kinds, name in methods.items():
+        if kinds not in ratio:
+            raise InputError(
+                f"--method {kind_set_name(kinds)}={name}: the label mix has no {kind_set_name(kinds)} images"
+            )
+        method_of(name, kinds, f"--method {kind_set_name(kinds)}={name}: ")
+
+
+def parse_methods(items: list[str] | None) -> dict[frozenset[str], str]:
+    """``["I=tags-002", "PT=points-003"]`` -> {kind set: method}."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"--method {item!r} is not KINDS=METHOD (e.g. I=tags-002)")
+        kinds, name = item.split("=", 1)
+        out[parse_kind_set(kinds)] = name.strip()
+    return out
 
 
 def _labels_for(

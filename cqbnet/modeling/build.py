@@ -156,7 +156,7 @@ def _panoptic_settings(values: dict[str, Any] | None) -> dict[str, Any]:
 
 def build_panoptic_net(
     categories: dict[int, Category],
-    backbone: str = "resnet18",
+    backbone: str = "resnet50",
     weights: str | None = None,
     norm: str = "frozen_bn",
     trainable_layers: int = 3,

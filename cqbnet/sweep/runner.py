@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from cqbnet.data.panoptic_format import load_panoptic_json
-from cqbnet.engine.data import dataset_paths, ensure_synthetic, load_split
+from cqbnet.engine.data import dataset_paths, load_split, shared_data_config
 from cqbnet.errors import InputError
 from cqbnet.io import atomic_path, differences, read_json, write_json
 from cqbnet.labels.kinds import parse_kind_set
@@ -54,16 +54,6 @@ def read_image_counts(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.
 
 class SweepFailed(RuntimeError):
     """Some runs of a sweep raised; the message names each by key with its last error line."""
-
-
-def shared_data_config(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
-    """The config every run trains from: the synthetic scenes (if asked for) generated once into ROOT/data."""
-    cfg = copy.deepcopy(cfg)
-    ensure_synthetic(cfg["data"], root)
-    if cfg["data"].get("synthetic") is not None and cfg["data"].get("root") is None:
-        cfg["data"]["root"] = str((root / "data").absolute())
-        cfg["data"]["synthetic"] = None
-    return cfg
 
 
 def prepare_labels(

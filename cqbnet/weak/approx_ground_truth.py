@@ -115,6 +115,18 @@ def thing_cues(
     return masks[keep], np.asarray(labels)[keep], ignore, ignore & ~doubt
 
 
+def image_thing_cues(image: np.ndarray, boxes: list, cue: str = "both"):
+    """:func:`thing_cues` of one image from its manifest boxes (:class:`~cqbnet.labels.kinds.Box` list)."""
+    xyxy = np.array([[b.bbox[0], b.bbox[1], b.bbox[0] + b.bbox[2], b.bbox[1] + b.bbox[3]] for b in boxes])
+    return thing_cues(
+        image,
+        xyxy.reshape(-1, 4),
+        np.array([b.category_id for b in boxes], dtype=np.int64),
+        np.array([b.iscrowd for b in boxes], dtype=bool),
+        cue=cue,
+    )
+
+
 def stuff_cues(cams: np.ndarray, classes: list[int], threshold: float = CAM_THRESHOLD) -> np.ndarray:
     """Paper 001's stuff from tags: (H, W) int semantic map, each tagged stuff class where its CAM (already at
     image size, one (H, W) map per entry of ``classes``) is at least ``threshold`` of its maximum; where several
@@ -349,11 +361,14 @@ def round_zero(
     cue: str = "both",
     limit: int | None = None,
     box_background: bool = False,
+    cues: dict | None = None,
 ):
     """Paper 001's round-0 labels of every boxes image of a manifest: (image id, id map, segments) entries for
-    :func:`write_round`. Things from the boxes (:func:`thing_cues`); stuff from the tagged stuff classes' CAMs of
-    ``model`` (a network trained on the manifest with Cls2Pixel on) when the image has tags, else all ignore. With
-    ``box_background`` the box background is marked for the mask head (:func:`with_background`)."""
+    :func:`write_round`. Things from the boxes (:func:`thing_cues`, or an image's entry of ``cues`` when given:
+    image id -> its result, prepared beforehand, e.g. in worker processes by :mod:`cqbnet.fit.prepare`); stuff
+    from the tagged stuff classes' CAMs of ``model`` (a network trained on the manifest with Cls2Pixel on) when
+    the image has tags, else all ignore. With ``box_background`` the box background is marked for the mask head
+    (:func:`with_background`)."""
     from cqbnet.data.dataset import read_image_of
 
     cats = manifest.categories
@@ -368,14 +383,10 @@ def round_zero(
         done += 1
         image = read_image_of(manifest.image_root / lab.file_name, lab.image_id, lab.height, lab.width, "manifest")
         boxes = lab.boxes or []
-        xyxy = np.array([[b.bbox[0], b.bbox[1], b.bbox[0] + b.bbox[2], b.bbox[1] + b.bbox[3]] for b in boxes])
-        masks, classes, ignore, background = thing_cues(
-            image,
-            xyxy.reshape(-1, 4),
-            np.array([b.category_id for b in boxes], dtype=np.int64),
-            np.array([b.iscrowd for b in boxes], dtype=bool),
-            cue=cue,
-        )
+        if cues is not None and lab.image_id in cues:
+            masks, classes, ignore, background = cues[lab.image_id]
+        else:
+            masks, classes, ignore, background = image_thing_cues(image, boxes, cue)
         tagged = [c for c in (lab.tags or []) if c in stuff_ids]
         if model is not None and tagged:
             cams = stuff_cams(model, image, device)[[contiguous[c] for c in tagged]]

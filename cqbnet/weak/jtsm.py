@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_pool
 
 from cqbnet.errors import InputError
+from cqbnet.io import atomic_path
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
 from cqbnet.modeling.targets import pseudo_panoptic_target, with_pseudo_panoptic
 from cqbnet.weak.grabcut import grabcut_from_segment
@@ -253,12 +254,21 @@ def mining_loss(out: MiningOutput, tags: Tensor, iou: Tensor) -> Tensor:
     return loss
 
 
+def proposal_file(image_id, image: np.ndarray) -> str:
+    """The cache file name of an image's segment proposals: its id and a digest of its (H, W, 3) uint8 pixels, so
+    that a flipped or resized copy of an image has its own proposals."""
+    return f"{image_id}_{hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()[:16]}.npz"
+
+
 def proposal_cache(image: np.ndarray, path: Path | None = None) -> dict[str, np.ndarray]:
     """An image's segment proposals (superpixel map, (R, S) membership, masks' boxes), read from ``path`` when
     cached there, else computed (and cached when a path is given)."""
     if path is not None and path.is_file():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError):  # a damaged file is computed again
+            pass
     props = segment_proposals(image)
     sp, members = props.superpixels.astype(np.int32), props.members
     h, w = sp.shape
@@ -268,9 +278,9 @@ def proposal_cache(image: np.ndarray, path: Path | None = None) -> dict[str, np.
         px = m[sp]
         boxes[r] = (xs[px].min(), ys[px].min(), xs[px].max() + 1, ys[px].max() + 1)
     out = {"superpixels": sp, "members": members, "boxes": boxes}
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, **out)
+    if path is not None:  # written whole or not at all: workers and runs may share the folder
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **out)
     return out
 
 
@@ -312,9 +322,7 @@ class JTSM(nn.Module):
     def proposals(self, t: dict[str, Any], image: Tensor) -> Segments:
         """The image's segment proposals as tensors on the image's device (cached by image id)."""
         img = (image.detach().permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
-        # keyed by the pixels themselves, so a flipped or resized copy of an image has its own proposals
-        key = f"{t['image_id']}_{hashlib.sha1(img.tobytes()).hexdigest()[:16]}.npz"
-        p = proposal_cache(img, None if self.cache is None else self.cache / key)
+        p = proposal_cache(img, None if self.cache is None else self.cache / proposal_file(t["image_id"], img))
         return Segments(*(torch.from_numpy(p[k]).to(image.device) for k in ("superpixels", "members", "boxes")))
 
     def image_outputs(self, batch: TrainingBatch, i: int, segments: Segments) -> MiningOutput:

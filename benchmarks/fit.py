@@ -1,0 +1,293 @@
+"""``cqbnet fit`` on the realistic scenes: a planned mix of label methods and each method alone, paired by seed.
+
+Arms (each a label mix simulated with the run's seed, every image learnt with its kinds' default method, the CPU
+recipe ``configs/synthetic_full.yaml`` for every network):
+
+* ``mix``: P 0.1 / B+I 0.3 / PT 0.6 (full masks; paper 001's boxes and tags, the toolkit's rule over
+  ``fit.rounds``; one click per segment through the offline CRF recipe);
+* ``boxes-tags``: B+I for every image; ``points``: one click per segment for every image; ``full``: masks;
+* ``full<N>``: full supervision trained for N iterations (the solver's steps scaled), N the total training
+  iterations of another arm's networks: the like-for-like reference (``--same-iterations-for mix``).
+
+Each run is a ``cqbnet fit`` into ``runs/fit/<arm>_s<seed>`` (resumable; the scenes are made once), evaluated on
+the split asked for in both inference modes. The summary gives each arm's compute (iterations and minutes of every
+stage) and its fraction of full supervision (``benchmarks/recipe_arms.py``'s :func:`methods`: against the full
+recipe at 1000 iterations from ``results/full_test.json`` and against full at the same total iterations, in the
+same inference mode, a paired delta-method t interval over seeds). ``--prepare-speed`` measures paper 001's
+per-image preparation with 1 and 2 worker processes. Usage::
+
+    python benchmarks/fit.py --arms mix full4320 --seeds 0 1 2 --split test [--commit]
+    python benchmarks/fit.py --prepare-speed [--images 100] [--commit]
+
+Results: ``benchmarks/results/fit/{runs,summary,prepare_speed}.json`` and ``benchmarks/fit.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from commit_results import commit  # benchmarks/commit_results.py
+from machine import machine_info  # benchmarks/machine.py
+from recipe_arms import methods, ratio_text, reference_rows  # benchmarks/recipe_arms.py
+
+from cqbnet.data.dataset import PanopticDataset
+from cqbnet.data.panoptic_format import load_panoptic_json
+from cqbnet.engine.config import load_config
+from cqbnet.engine.data import dataset_paths, shared_data_config
+from cqbnet.engine.inference import evaluate_model
+from cqbnet.engine.trainer import load_model
+from cqbnet.fit.prepare import thing_cue_table
+from cqbnet.fit.run import FINAL, run_fit, scaled_solver
+from cqbnet.io import atomic_path, read_json, write_json
+from cqbnet.labels.manifest import load_manifest
+from cqbnet.labels.simulate import parse_ratio, simulate
+from cqbnet.modeling.panoptic_net import INFERENCE_MODES
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "synthetic_full.yaml"
+RESULTS = ROOT / "benchmarks" / "results" / "fit"
+REPORT = ROOT / "benchmarks" / "fit.md"
+ARMS = {"mix": "P=0.1,B+I=0.3,PT=0.6", "boxes-tags": "B+I=1", "points": "PT=1", "full": "P=1"}
+
+
+def arm_config(arm: str, overrides: list[str], work: Path) -> tuple[dict[str, Any], str]:
+    """An arm's config (the scenes shared by every run) and its label mix; ``full<N>`` trains N iterations."""
+    cfg = shared_data_config(load_config(CONFIG, overrides), work)
+    cfg["data"]["labels"] = None
+    if arm.startswith("full") and arm[4:].isdigit():
+        cfg["solver"] = scaled_solver(cfg["solver"], int(arm[4:]))
+        return cfg, ARMS["full"]
+    return cfg, ARMS[arm]
+
+
+def run_one(arm: str, seed: int, split: str, overrides: list[str], work: Path) -> dict[str, Any]:
+    """One fit and its evaluation in both inference modes (a row of runs.json)."""
+    cfg, ratio = arm_config(arm, overrides, work)
+    cfg["train"]["seed"] = seed
+    cfg["train"]["eval_period"] = 0
+    cfg["train"]["test_at_end"] = False  # evaluated below, in both modes
+    out = work / f"{arm}_s{seed}"
+    labels = out / "labels" / "manifest.json"
+    if not labels.is_file():
+        gt = load_panoptic_json(*dataset_paths(cfg["data"], "train", work))
+        simulate(gt, parse_ratio(ratio), out / "labels", seed=seed)
+    t = time.time()
+    summary = run_fit(cfg, labels, out, "cpu", workers=2, cache=work / "cache")
+    model, _ = load_model(out / FINAL / "model_final.pth", torch.device("cpu"))
+    data = PanopticDataset(*dataset_paths(cfg["data"], split, work))
+    modes = {m: evaluate_model(model, data, torch.device("cpu"), m).summary() for m in INFERENCE_MODES}
+    modes = {m: {k: 100 * v if k != "images" else v for k, v in r.items()} for m, r in modes.items()}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "split": split,
+        "overrides": overrides,
+        "ratio": ratio,
+        "methods": summary["methods"],
+        "stages": summary["stages"],
+        "networks": summary["networks"],
+        "iterations": summary["iterations"],
+        "seconds": sum(s["seconds"] for s in summary["stages"]),
+        "wall_seconds": time.time() - t,
+        "test_mode": "argmax",
+        "pq": modes["argmax"]["pq"],
+        "pq_th": modes["argmax"]["pq_th"],
+        "pq_st": modes["argmax"]["pq_st"],
+        "modes": modes,
+    }
+
+
+def summarise(rows: list[dict[str, Any]], split: str) -> dict[str, Any]:
+    """The summary in the layout of the paper recipes' (split, compute per stage, methods)."""
+    these = [r for r in rows if r["split"] == split]
+    by: dict[str, list[dict]] = {}
+    for r in these:
+        by.setdefault(r["arm"], []).append(r)
+    reference = reference_rows(ROOT / "benchmarks" / "results" / "full_test.json")
+    for arm, rs in by.items():  # full supervision at another arm's total iterations, measured here
+        if arm.startswith("full") and arm[4:].isdigit():
+            reference.setdefault(int(arm[4:]), rs)
+    entries = methods(by, {}, reference)
+    for arm, rs in by.items():
+        entries[arm]["networks"] = rs[0]["networks"]
+        entries[arm]["ratio"] = rs[0]["ratio"]
+    compute = {
+        arm: {
+            "iterations": entries[arm]["iterations"],
+            "networks": entries[arm]["networks"],
+            "minutes": entries[arm]["minutes"],
+            "stages": {
+                s["stage"]: {
+                    "iterations": s["iterations"],
+                    "images": s["images"],
+                    "minutes": sum(x["seconds"] for r in rs for x in r["stages"] if x["stage"] == s["stage"])
+                    / len(rs)
+                    / 60,
+                }
+                for s in rs[0]["stages"]
+            },
+        }
+        for arm, rs in by.items()
+    }
+    return {
+        "machine": machine_info(),
+        "split": split,
+        "reference": {"file": "benchmarks/results/full_test.json", "iterations": sorted(reference)},
+        "methods": entries,
+        "compute": compute,
+    }
+
+
+def report(summary: dict[str, Any] | None, speed: dict[str, Any] | None) -> str:
+    lines = ["# `cqbnet fit`: a planned mix of label methods and each method alone", ""]
+    if summary is None:  # the preparation timing alone, before any run
+        return "\n".join([*lines, f"Machine: `{speed['machine']}`.", "", *speed_lines(speed)]) + "\n"
+    lines += [
+        "Produced by `python benchmarks/fit.py` (`results/fit/`). PQ in percent on the scenes' "
+        f"**{summary['split']}** split; fractions of full supervision against the full recipe (lr 0.02) at 1000 "
+        "iterations and at the arm's total iterations, in the same inference mode, with a paired delta-method 95% t "
+        f"interval over seeds. Machine: `{summary['machine']}`.",
+        "",
+        "| arm | labels | seeds | networks | iterations | minutes | mode | PQ | of full [95% t] | same iterations |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, m in summary["methods"].items():
+        for mode, mm in m["modes"].items():
+            lines.append(
+                f"| {arm} | `{m['ratio']}` | {m['seeds']} | {m['networks']} | {m['iterations']} | {m['minutes']:.1f} "
+                f"| {mode} | {mm['pq']:.1f} | {ratio_text(mm['fraction_of_full'], mm['fraction_of_full_interval'])} | "
+                f"{ratio_text(mm['fraction_of_full_same_iterations'], mm['fraction_of_full_same_iterations_interval'])}"
+                " |"
+            )
+    lines += ["", "Compute per stage (mean minutes over seeds):", ""]
+    for arm, c in summary["compute"].items():
+        parts = [f"{k} {v['minutes']:.1f} min ({v['iterations']} it)" for k, v in c["stages"].items()]
+        lines.append(f"- {arm}: " + ", ".join(parts))
+    if speed:
+        lines += ["", *speed_lines(speed)]
+    return "\n".join(lines) + "\n"
+
+
+def speed_lines(speed: dict[str, Any]) -> list[str]:
+    """The preparation timing as report lines."""
+    lines = [
+        f"Paper 001's per-image preparation (GrabCut and the best proposal per box) on {speed['images']} realistic "
+        f"scenes ({speed['boxes_per_image']:.1f} boxes each), no cache: "
+        + ", ".join(f"{w} worker(s) {v:.3f} s/image" for w, v in speed["seconds_per_image"].items())
+        + f"; speed-up with 2 workers {speed['speedup']:.2f}x."
+    ]
+    c = speed.get("coco_sample")
+    if c:
+        lines.append(
+            f"On the {c['images']} real COCO images ({c['boxes']} boxes, sizes {c['sizes']}), one worker: "
+            f"{c['seconds_per_image']:.2f} s/image, {c['seconds_per_box']:.3f} s/box."
+        )
+    return lines
+
+
+def prepare_speed(work: Path, images: int) -> dict[str, Any]:
+    """Thing cues of ``images`` boxes images, computed (no cache) by 1 and by 2 worker processes."""
+    cfg = shared_data_config(load_config(CONFIG), work)
+    gt = load_panoptic_json(*dataset_paths(cfg["data"], "train", work))
+    out = work / "speed_labels"
+    if not (out / "manifest.json").is_file():
+        simulate(gt, parse_ratio("B+I=1"), out, seed=0)
+    m = load_manifest(out / "manifest.json")
+    ids = [lab.image_id for lab in m.images[:images]]
+    boxes = sum(len(lab.boxes or []) for lab in m.images[:images])
+    per = {}
+    for workers in (1, 2):
+        t = time.time()
+        thing_cue_table(m, ids, workers=workers, cache=None)
+        per[str(workers)] = (time.time() - t) / len(ids)
+    result = {
+        "machine": machine_info(),
+        "images": len(ids),
+        "boxes_per_image": boxes / len(ids),
+        "seconds_per_image": per,
+        "seconds_per_box": {w: v * len(ids) / max(1, boxes) for w, v in per.items()},
+        "speedup": per["1"] / per["2"],
+    }
+    coco = ROOT.parent / "shared" / "data" / "coco_panoptic_sample"
+    if coco.is_dir():  # real COCO images at their own sizes, with their own boxes: what a COCO estimate scales
+        gt = load_panoptic_json(
+            coco / "panoptic_examples.json",
+            coco / "panoptic_examples",
+            coco / "input_images",
+            categories=coco / "panoptic_coco_categories.json",
+        )
+        cm_out = work / "coco_labels"
+        if not (cm_out / "manifest.json").is_file():
+            simulate(gt, parse_ratio("B+I=1"), cm_out, seed=0)
+        cm = load_manifest(cm_out / "manifest.json")
+        t = time.time()
+        thing_cue_table(cm, [lab.image_id for lab in cm.images], workers=1, cache=None)
+        secs = time.time() - t
+        n_boxes = sum(len(lab.boxes or []) for lab in cm.images)
+        result["coco_sample"] = {
+            "images": len(cm.images),
+            "boxes": n_boxes,
+            "sizes": [[lab.width, lab.height] for lab in cm.images],
+            "seconds_per_image": secs / len(cm.images),
+            "seconds_per_box": secs / max(1, n_boxes),
+        }
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arms", nargs="+", default=["mix"], help=f"{', '.join(ARMS)} or full<iterations>")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--split", choices=("val", "test"), default="test")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "fit")
+    ap.add_argument("--commit", action="store_true")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--prepare-speed", action="store_true", help="time the per-image preparation with 1 and 2 workers")
+    ap.add_argument("--images", type=int, default=100, help="images of --prepare-speed")
+    ap.add_argument("overrides", nargs="*", help="config overrides of every network")
+    args = ap.parse_args()
+    for arm in args.arms:
+        if arm not in ARMS and not (arm.startswith("full") and arm[4:].isdigit()):
+            ap.error(f"unknown arm {arm!r}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    runs_path, speed_path = RESULTS / "runs.json", RESULTS / "prepare_speed.json"
+    rows = read_json(runs_path)["runs"] if runs_path.is_file() else []
+
+    def save() -> None:
+        write_json(runs_path, {"runs": rows}, indent=2)
+        summary = summarise(rows, args.split) if any(r["split"] == args.split for r in rows) else None
+        speed = read_json(speed_path) if speed_path.is_file() else None
+        if summary is not None:
+            write_json(RESULTS / "summary.json", summary, indent=2)
+        if summary is not None or speed is not None:
+            with atomic_path(REPORT) as tmp:
+                tmp.write_text(report(summary, speed))
+        if args.commit:
+            commit([runs_path, RESULTS / "summary.json", speed_path, REPORT], "fit: results so far")
+
+    if args.prepare_speed:
+        write_json(speed_path, prepare_speed(args.work, args.images), indent=2)
+        print("\n".join(speed_lines(read_json(speed_path))))
+        save()
+        return
+    for seed in [] if args.report_only else args.seeds:
+        for arm in args.arms:
+            done = [
+                r
+                for r in rows
+                if (r["arm"], r["seed"], r["split"], r["overrides"]) == (arm, seed, args.split, args.overrides)
+            ]
+            if done:
+                continue
+            rows.append(run_one(arm, seed, args.split, args.overrides, args.work))
+            print(f"{arm} seed {seed}: PQ {rows[-1]['pq']:.1f} ({rows[-1]['iterations']} iterations)", flush=True)
+            save()
+    save()
+
+
+if __name__ == "__main__":
+    main()

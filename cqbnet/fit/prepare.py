@@ -1,0 +1,189 @@
+"""Per-image label preparation in worker processes, cached by the image's and its labels' content.
+
+Work that costs seconds per image and needs nothing but the image and its labels runs in ``workers`` processes
+(each result is deterministic, so the result does not depend on the number of workers or their order) and is
+cached, so that a second fit over the same images (another plan, another seed) reuses it:
+
+* paper 001's thing cues (GrabCut and the best selective-search proposal per box,
+  :func:`~cqbnet.weak.approx_ground_truth.thing_cues`), under ``cache/thing_cues/<key>.npz``, the key a digest of
+  the image file's bytes, the boxes and the cue;
+* paper 002's segment proposals of the tags images (:func:`~cqbnet.weak.jtsm.proposal_cache`), for the image and
+  its mirror image (the training flips), in the file names the mining branch reads (image id and a digest of the
+  pixels), under ``cache/segment_proposals/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cqbnet.io import atomic_path, file_digest
+
+CUES_VERSION = 1  # bumped when thing_cues' output changes, so that no cache entry of older code is read
+Cues = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # masks (M, H, W), classes (M,), ignore, background
+
+
+def default_workers() -> int:
+    """The machine's cores (those this process may use)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cue_key(image_path: Path, boxes: list, cue: str) -> str:
+    """The cache key of one image's thing cues: its file's bytes, its boxes and the cue."""
+    spec = {
+        "image": file_digest(image_path),
+        "boxes": [[b.category_id, list(b.bbox), bool(b.iscrowd)] for b in boxes],
+        "cue": cue,
+        "version": CUES_VERSION,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _one_image(job: tuple) -> tuple[int, Cues]:
+    """Worker: the thing cues of one image (top level, so that a spawned process can import it)."""
+    from cqbnet.data.dataset import read_image_of
+    from cqbnet.weak.approx_ground_truth import image_thing_cues
+
+    image_id, path, height, width, boxes, cue = job
+    image = read_image_of(Path(path), image_id, height, width, "manifest")
+    return image_id, image_thing_cues(image, boxes, cue)
+
+
+def _one_thread() -> None:
+    """Worker initialiser: one OpenCV and torch thread per worker, so that the workers share the cores."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _save(path: Path, cues: Cues) -> None:
+    masks, classes, ignore, background = cues
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, masks=masks, classes=classes, ignore=ignore, background=background)
+
+
+def _load(path: Path) -> Cues | None:
+    try:
+        with np.load(path) as z:
+            return z["masks"], z["classes"], z["ignore"], z["background"]
+    except (OSError, ValueError, KeyError):  # a damaged entry is computed again
+        return None
+
+
+def thing_cue_table(
+    manifest,
+    image_ids: list[int],
+    cue: str = "both",
+    workers: int = 1,
+    cache: Path | None = None,
+    progress=True,
+    ray_address: str | None = None,
+) -> dict[int, Cues]:
+    """Image id -> thing cues for the manifest's images ``image_ids``: read from ``cache`` where present, the rest
+    computed in ``workers`` processes (1: in this one; or on the Ray cluster at ``ray_address``) and added to the
+    cache."""
+    labs = {lab.image_id: lab for lab in manifest.images}
+    out: dict[int, Cues] = {}
+    todo, keys = [], {}
+    for iid in image_ids:
+        lab = labs[iid]
+        path = manifest.image_root / lab.file_name
+        if cache is not None:
+            keys[iid] = Path(cache) / "thing_cues" / f"{cue_key(path, lab.boxes or [], cue)}.npz"
+            hit = _load(keys[iid]) if keys[iid].is_file() else None
+            if hit is not None:
+                out[iid] = hit
+                continue
+        todo.append((iid, str(path), lab.height, lab.width, list(lab.boxes or []), cue))
+
+    def done(result: tuple[int, Cues]) -> None:
+        iid, cues = result
+        out[iid] = cues
+        if cache is not None:
+            _save(keys[iid], cues)
+
+    _run_jobs(_one_image, todo, workers, "thing cues", progress, done, ray_address)
+    return out
+
+
+def _proposal_job(job: tuple) -> int:
+    """Worker: paper 002's segment proposals of one image (and its mirror image), written where JTSM reads them."""
+    from cqbnet.data.dataset import read_image_of
+    from cqbnet.weak.jtsm import proposal_cache, proposal_file
+
+    image_id, path, height, width, flip, folder = job
+    image = read_image_of(Path(path), image_id, height, width, "manifest")
+    for img in (image, image[:, ::-1]) if flip else (image,):
+        img = np.ascontiguousarray(img)
+        proposal_cache(img, Path(folder) / proposal_file(image_id, img))
+    return image_id
+
+
+def segment_proposal_files(
+    manifest,
+    image_ids: list[int],
+    folder: Path,
+    flip: bool = True,
+    workers: int = 1,
+    progress=True,
+    ray_address: str | None = None,
+) -> None:
+    """Write paper 002's segment proposals of the manifest's images ``image_ids`` into ``folder`` (the mining
+    branch's ``model.weak.jtsm_cache``), in ``workers`` processes; images whose files are there already are
+    skipped."""
+    from cqbnet.data.dataset import read_image_of
+    from cqbnet.weak.jtsm import proposal_file
+
+    labs = {lab.image_id: lab for lab in manifest.images}
+    todo = []
+    for iid in image_ids:
+        lab = labs[iid]
+        path = manifest.image_root / lab.file_name
+        image = read_image_of(path, iid, lab.height, lab.width, "manifest")
+        views = (image, image[:, ::-1]) if flip else (image,)
+        if not all((Path(folder) / proposal_file(iid, np.ascontiguousarray(v))).is_file() for v in views):
+            todo.append((iid, str(path), lab.height, lab.width, flip, str(folder)))
+    _run_jobs(_proposal_job, todo, workers, "segment proposals", progress, lambda _: None, ray_address)
+
+
+def _run_jobs(fn, jobs: list[tuple], workers: int, desc: str, progress: bool, done, ray_address=None) -> None:
+    """``done(fn(job))`` for every job, in ``workers`` spawned processes (1: in this one), or as Ray tasks on the
+    cluster at ``ray_address`` (its nodes must see the image files: a shared file system), with a progress bar."""
+    bar = tqdm(total=len(jobs), desc=desc, disable=not progress or not jobs, dynamic_ncols=True)
+    if ray_address and jobs:
+        import ray
+
+        ray.init(address=ray_address, log_to_driver=False)
+        try:
+            task = ray.remote(fn).options(num_cpus=1)
+            pending = [task.remote(job) for job in jobs]
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                done(ray.get(ready[0]))
+                bar.update(1)
+        finally:
+            ray.shutdown()
+    elif workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            done(fn(job))
+            bar.update(1)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # no state of this process (torch threads) is forked
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread) as pool:
+            for fut in as_completed([pool.submit(fn, job) for job in jobs]):
+                done(fut.result())
+                bar.update(1)
+    bar.close()
