@@ -315,9 +315,10 @@ def test_no_command_that_writes_deletes_a_file_it_did_not_write(tmp_path, capsys
             "cpu",
         ],
         "train": ["train", cfg, "--quiet", "--device", "cpu"],
+        "fit": ["fit", cfg, "--manifest", labels / "manifest.json", "--quiet", "--device", "cpu", "--cache", "none"],
         "demo": ["demo", "--num-train", 12, "--num-val", 2, "--train-iters", 0, "--ratio", "P=1", "--device", "cpu"],
     }
-    overwrite = {"data synth", "labels simulate", "labels approximate", "predict", "demo"}
+    overwrite = {"data synth", "labels simulate", "labels approximate", "predict", "fit", "demo"}
     for name, argv in commands.items():
         for extra in [[], ["--overwrite"]] if name in overwrite else [[]]:
             out = tmp_path / f"out_{name.replace(' ', '_')}{len(extra)}"
