@@ -245,6 +245,8 @@ def main() -> None:
     ap.add_argument("--split", choices=("val", "test"), default="test")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "fit")
     ap.add_argument("--commit", action="store_true")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of runs.json and summary.json")
+    ap.add_argument("--report", type=Path, default=REPORT)
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--prepare-speed", action="store_true", help="time the per-image preparation with 1 and 2 workers")
     ap.add_argument("--images", type=int, default=100, help="images of --prepare-speed")
@@ -253,8 +255,9 @@ def main() -> None:
     for arm in args.arms:
         if arm not in ARMS and not (arm.startswith("full") and arm[4:].isdigit()):
             ap.error(f"unknown arm {arm!r}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    runs_path, speed_path = RESULTS / "runs.json", RESULTS / "prepare_speed.json"
+    results, report_path = args.results, args.report
+    results.mkdir(parents=True, exist_ok=True)
+    runs_path, speed_path = results / "runs.json", results / "prepare_speed.json"
     rows = read_json(runs_path)["runs"] if runs_path.is_file() else []
 
     def save() -> None:
@@ -262,12 +265,12 @@ def main() -> None:
         summary = summarise(rows, args.split) if any(r["split"] == args.split for r in rows) else None
         speed = read_json(speed_path) if speed_path.is_file() else None
         if summary is not None:
-            write_json(RESULTS / "summary.json", summary, indent=2)
+            write_json(results / "summary.json", summary, indent=2)
         if summary is not None or speed is not None:
-            with atomic_path(REPORT) as tmp:
+            with atomic_path(report_path) as tmp:
                 tmp.write_text(report(summary, speed))
         if args.commit:
-            commit([runs_path, RESULTS / "summary.json", speed_path, REPORT], "fit: results so far")
+            commit([runs_path, results / "summary.json", speed_path, report_path], "fit: results so far")
 
     if args.prepare_speed:
         write_json(speed_path, prepare_speed(args.work, args.images), indent=2)
