@@ -197,3 +197,17 @@ def test_a_fit_killed_mid_stage_resumes_to_the_weights_of_an_uninterrupted_one(t
     assert r.returncode == 0, r.stderr
     a, b = (torch.load(tmp_path / x / "final" / "model_final.pth", weights_only=False)["model"] for x in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_fit_of_in_network_methods_is_the_training_of_cqbnet_train(tmp_path, synth):
+    """Masks, tags and boxes learnt inside the network need no stage: the fit's final network is, bit for bit, what
+    ``cqbnet train`` makes of the same manifest and config."""
+    cfg = fit_config(tmp_path, synth, max_iter=3)
+    path = simulated(tmp_path, synth, "P=0.5,I=0.3,B=0.2")
+    base = ["--quiet", "--device", "cpu"]
+    assert main(["train", str(cfg), f"data.manifest={path}", "--out", str(tmp_path / "t"), *base]) == 0
+    assert main(["fit", str(cfg), "--manifest", str(path), "--out", str(tmp_path / "f"), "--cache", "none", *base]) == 0
+    assert [s["stage"] for s in json.loads((tmp_path / "f" / "fit.json").read_text())["stages"]] == ["final"]
+    a = torch.load(tmp_path / "t" / "model_final.pth", weights_only=False)["model"]
+    b = torch.load(tmp_path / "f" / "final" / "model_final.pth", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

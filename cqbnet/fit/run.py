@@ -134,11 +134,27 @@ def stage_config(cfg: dict[str, Any], final: bool = False) -> dict[str, Any]:
     return out
 
 
+# each weak module's ramp: iterations over which its loss or its pseudo labels come in
+WARMUPS = {
+    "box2mask": "box2mask_warmup",
+    "cls2box": "cls2box_warmup",
+    "cls2pixel": "cls2pixel_warmup",
+    "points": "points_warmup",
+    "jtsm": "jtsm_warmup",
+}
+
+
 def with_warmups(weak: dict[str, Any], configured: dict[str, Any], max_iter: int) -> dict[str, Any]:
-    """The weak modules' ramps at half the schedule unless the config names them."""
+    """The ramps of the modules a fit switches on that the config had off: at half the schedule unless the config
+    names them (as the papers' recipe configs do). A module the config already has on keeps its settings, so that a
+    fit of in-network methods trains exactly the network ``cqbnet train`` makes of the same config."""
+    from cqbnet.modeling.build import WeakConfig
+
+    defaults = WeakConfig()
     out = dict(weak)
-    for key in ("box2mask_warmup", "cls2box_warmup", "cls2pixel_warmup", "points_warmup", "jtsm_warmup"):
-        if key not in configured:
+    for module, key in WARMUPS.items():
+        was_on = configured.get(module, getattr(defaults, module))
+        if out.get(module) and not was_on and key not in configured:
             out[key] = max(1, max_iter // 2)
     return out
 
