@@ -28,7 +28,7 @@ from cqbnet.engine.config import load_config
 from cqbnet.engine.data import shared_data_config
 from cqbnet.engine.inference import write_predictions
 from cqbnet.engine.trainer import load_model
-from cqbnet.evaluation.statistics import paired_rows, ratio_of_means
+from cqbnet.evaluation.statistics import mode_pq, paired_rows, ratio_of_means
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.sweep.protocol import RunSpec
 from cqbnet.sweep.runner import execute
@@ -171,14 +171,6 @@ def fractions(
             out[fraction_key(arm).replace("fraction_of_full", "target")] = target
     out["compute"] = {a: {k: m[k] for k in ("iterations", "networks", "minutes")} for a, m in out["methods"].items()}
     return out
-
-
-def mode_pq(row: dict[str, Any], mode: str) -> float | None:
-    """A run's PQ in an inference mode: a recipe arm's ``modes``, or a paired-arms row's argmax ``pq`` and
-    ``heuristic``."""
-    if "modes" in row:
-        return row["modes"].get(mode, {}).get("pq")
-    return row["pq"] if mode == "argmax" else row.get("heuristic", {}).get("pq")
 
 
 def reference_rows(path: Path) -> dict[int, list[dict]]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cqbnet.engine.config import load_config
-from cqbnet.evaluation.statistics import ratio_of_means
+from cqbnet.evaluation.statistics import mode_pq, ratio_of_means
 from cqbnet.labels.costs import CostModel
 from cqbnet.labels.simulate import parse_ratio
 
@@ -93,19 +93,14 @@ def _has(path: str, arm: str, split: str, seeds: int) -> bool:
     return len({r["seed"] for r in runs(path, split) if r["arm"] == arm}) >= seeds
 
 
-def mode_pq(row: dict[str, Any], mode: str) -> float:
-    """A run's PQ in an inference mode (a recipe arm's ``modes``; a paired-arms row's argmax ``pq`` and
-    ``heuristic``; else its own mode's ``pq``)."""
-    if "modes" in row and mode in row["modes"]:
-        return float(row["modes"][mode]["pq"])
-    if mode == "heuristic" and "heuristic" in row:
-        return float(row["heuristic"]["pq"])
-    return float(row["pq"])
-
-
 def by_seed(rows: list[dict[str, Any]], arm: str, mode: str | None = None) -> dict[int, float]:
     """Seed -> PQ of ``arm`` (in ``mode``; None: the PQ each run reports in its config's mode)."""
-    return {int(r["seed"]): float(r["pq"]) if mode is None else mode_pq(r, mode) for r in rows if r["arm"] == arm}
+    out = {}
+    for r in rows:
+        if r["arm"] == arm:
+            pq = None if mode is None else mode_pq(r, mode)
+            out[int(r["seed"])] = float(r["pq"] if pq is None else pq)  # a run without that mode: its own PQ
+    return out
 
 
 def label_cost(ratio: str, points_per_segment: int) -> float:

@@ -76,6 +76,22 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> 
             json.dump(obj, f, indent=indent)
 
 
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Write arrays as a compressed ``.npz`` atomically (workers and runs may share the folder)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
+    """The arrays of a ``.npz`` written by :func:`write_npz`; None when it is missing or damaged (a cache entry
+    is then made again)."""
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError):
+        return None
+
+
 def write_image(path: str | os.PathLike, rgb: np.ndarray, params: list[int] | None = None) -> None:
     """Write an RGB (H, W, 3) or grey (H, W) uint8 image atomically (format from suffix)."""
     img = rgb[..., ::-1] if rgb.ndim == 3 else rgb

@@ -136,6 +136,14 @@ def by_seed(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[int, float]:
     return out
 
 
+def mode_pq(row: Mapping[str, Any], mode: str) -> float | None:
+    """A result row's PQ in an inference mode: a recipe run's ``modes[mode]``, or a paired-arms row's argmax
+    ``pq`` and ``heuristic``; None when the row has no PQ in that mode."""
+    if "modes" in row:
+        return row["modes"].get(mode, {}).get("pq")
+    return row["pq"] if mode == "argmax" else row.get("heuristic", {}).get("pq")
+
+
 def paired_rows(
     rows: Iterable[Mapping[str, Any]],
     base: Iterable[Mapping[str, Any]],

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cqbnet.io import atomic_path, file_digest
+from cqbnet.io import file_digest, read_npz, write_npz
 
 CUES_VERSION = 1  # bumped when thing_cues' output changes, so that no cache entry of older code is read
 Cues = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # masks (M, H, W), classes (M,), ignore, background
@@ -68,19 +68,13 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _save(path: Path, cues: Cues) -> None:
-    masks, classes, ignore, background = cues
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, masks=masks, classes=classes, ignore=ignore, background=background)
+CUE_FIELDS = ("masks", "classes", "ignore", "background")
 
 
 def _load(path: Path) -> Cues | None:
-    try:
-        with np.load(path) as z:
-            return z["masks"], z["classes"], z["ignore"], z["background"]
-    except (OSError, ValueError, KeyError):  # a damaged entry is computed again
-        return None
+    """A cached entry (None when it is damaged: it is computed again)."""
+    z = read_npz(path)
+    return None if z is None or not set(CUE_FIELDS) <= set(z) else tuple(z[k] for k in CUE_FIELDS)
 
 
 def thing_cue_table(
@@ -113,7 +107,7 @@ def thing_cue_table(
         iid, cues = result
         out[iid] = cues
         if cache is not None:
-            _save(keys[iid], cues)
+            write_npz(keys[iid], **dict(zip(CUE_FIELDS, cues)))
 
     _run_jobs(_one_image, todo, workers, "thing cues", progress, done, ray_address)
     return out
@@ -128,7 +122,9 @@ def _proposal_job(job: tuple) -> int:
     image = read_image_of(Path(path), image_id, height, width, "manifest")
     for img in (image, image[:, ::-1]) if flip else (image,):
         img = np.ascontiguousarray(img)
-        proposal_cache(img, Path(folder) / proposal_file(image_id, img))
+        file = Path(folder) / proposal_file(image_id, img)
+        if not file.is_file():  # made by an earlier fit
+            proposal_cache(img, file)
     return image_id
 
 
@@ -142,20 +138,13 @@ def segment_proposal_files(
     ray_address: str | None = None,
 ) -> None:
     """Write paper 002's segment proposals of the manifest's images ``image_ids`` into ``folder`` (the mining
-    branch's ``model.weak.jtsm_cache``), in ``workers`` processes; images whose files are there already are
-    skipped."""
-    from cqbnet.data.dataset import read_image_of
-    from cqbnet.weak.jtsm import proposal_file
-
+    branch's ``model.weak.jtsm_cache``), in ``workers`` processes; files that are there already are kept (each
+    worker reads its image to name them, so this process reads none)."""
     labs = {lab.image_id: lab for lab in manifest.images}
-    todo = []
-    for iid in image_ids:
-        lab = labs[iid]
-        path = manifest.image_root / lab.file_name
-        image = read_image_of(path, iid, lab.height, lab.width, "manifest")
-        views = (image, image[:, ::-1]) if flip else (image,)
-        if not all((Path(folder) / proposal_file(iid, np.ascontiguousarray(v))).is_file() for v in views):
-            todo.append((iid, str(path), lab.height, lab.width, flip, str(folder)))
+    todo = [
+        (iid, str(manifest.image_root / labs[iid].file_name), labs[iid].height, labs[iid].width, flip, str(folder))
+        for iid in image_ids
+    ]
     _run_jobs(_proposal_job, todo, workers, "segment proposals", progress, lambda _: None, ray_address)
 
 

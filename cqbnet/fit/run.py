@@ -76,7 +76,7 @@ class Stage:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _digest(self.inputs)
 
 
 def _digest(obj: Any) -> str:

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_pool
 
 from cqbnet.errors import InputError
-from cqbnet.io import atomic_path
+from cqbnet.io import read_npz, write_npz
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
 from cqbnet.modeling.targets import pseudo_panoptic_target, with_pseudo_panoptic
 from cqbnet.weak.grabcut import grabcut_from_segment
@@ -263,12 +263,9 @@ def proposal_file(image_id, image: np.ndarray) -> str:
 def proposal_cache(image: np.ndarray, path: Path | None = None) -> dict[str, np.ndarray]:
     """An image's segment proposals (superpixel map, (R, S) membership, masks' boxes), read from ``path`` when
     cached there, else computed (and cached when a path is given)."""
-    if path is not None and path.is_file():
-        try:
-            with np.load(path) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError):  # a damaged file is computed again
-            pass
+    cached = read_npz(path) if path is not None and path.is_file() else None
+    if cached is not None:
+        return cached
     props = segment_proposals(image)
     sp, members = props.superpixels.astype(np.int32), props.members
     h, w = sp.shape
@@ -278,9 +275,8 @@ def proposal_cache(image: np.ndarray, path: Path | None = None) -> dict[str, np.
         px = m[sp]
         boxes[r] = (xs[px].min(), ys[px].min(), xs[px].max() + 1, ys[px].max() + 1)
     out = {"superpixels": sp, "members": members, "boxes": boxes}
-    if path is not None:  # written whole or not at all: workers and runs may share the folder
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **out)
+    if path is not None:
+        write_npz(path, **out)
     return out
 
 
