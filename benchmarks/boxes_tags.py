@@ -105,7 +105,7 @@ def probe_classifier(checkpoint: Path, manifest: Path, gt, images: int = 200) ->
         truth = truth_classes(gt, records[lab.image_id])
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
         with torch.no_grad():
-            logits, _ = model.cls2pixel.cam_head(model._shared_features([x])[2])
+            logits, _ = model.cls2pixel.cam_head(model.features([x]).sem_features)
         scores.append(logits[0, [order.index(c) for c in stuff]].numpy())
         tags.append([c in lab.tags for c in stuff])
         tagged = [c for c in lab.tags if c in stuff]

@@ -38,7 +38,7 @@ def diagnose(checkpoint: Path, data: Path, images: int = 100) -> dict:
     det_hit = [0.0] * stages  # the same, ranked by the detector's probability alone
     for n in range(min(images, len(val))):
         image, t = to_tensors(*val[n])
-        image_list, features, _, _, _ = model._shared_features([image])
+        image_list, features, _, _, _ = model.features([image])
         boxes = [model.rpn.proposals(image_list, features)[0][: model.cls2box.proposals]]
         things = t["is_thing"] & ~t["iscrowd"]
         classes = sorted({int(c) for c in t["labels"][things]})

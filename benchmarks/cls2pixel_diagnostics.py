@@ -37,7 +37,7 @@ def pseudo_label_quality(checkpoint: Path, data: Path, images: int = 60) -> dict
         for i in range(min(images, len(val))):
             img, t = val[i]
             x = torch.from_numpy(img).permute(2, 0, 1).float() / 255
-            _, _, sem_features, sem_logits, _ = model._shared_features([x])
+            _, _, sem_features, sem_logits, _ = model.features([x])
             _, maps = model.cls2pixel.cam_head(sem_features)  # (1, K, h, w)
             tags = torch.zeros(1, sem_logits.shape[1])
             tags[0, np.unique(t["semantic"][t["semantic"] != IGNORE_INDEX])] = 1

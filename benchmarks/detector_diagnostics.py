@@ -4,7 +4,8 @@
 
 For the first ``--images`` val images: the share of ground-truth things (not crowd) that have an RPN proposal at
 IoU >= 0.5, and the share whose best-scoring detection among those at IoU >= 0.5 (score >= 0.05) has the right
-class. Used in ``benchmarks/headline.md`` to say why short schedules give PQ_th near 0 on the synthetic scenes.
+class. Used in ``benchmarks/archive/headline_v1.md`` to say why short schedules give PQ_th near 0 on the synthetic
+scenes.
 :func:`detector_on_true_boxes` asks the cascade about the ground-truth boxes themselves, which separates what
 the classifier knows from what the proposals find (``benchmarks/loss_normalization.py``).
 """
@@ -25,7 +26,7 @@ from cqbnet.data.synthetic import split_paths
 from cqbnet.data.transforms import to_tensors
 from cqbnet.engine.trainer import load_model
 from cqbnet.modeling.panoptic_head import paste_masks
-from cqbnet.modeling.panoptic_net import PanopticNet
+from cqbnet.network.panoptic_net import PanopticNet
 
 
 @torch.no_grad()

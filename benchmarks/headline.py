@@ -9,7 +9,7 @@
    of the same cost (+-0.01) is drawn. They are written once to ``plans.json`` and then kept fixed.
 3. **Plan runs** (Fig. 1 right analogue): every plan trained with all modules on, same seeds and schedule, next
    to full supervision (the pilot's rho_P = 1 runs).
-4. **Report**: ``benchmarks/headline.md`` from whatever has finished.
+4. **Report**: ``benchmarks/headline_v5.md`` from whatever has finished.
 
 Usage::
 
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from commit_results import commit  # benchmarks/commit_results.py
 from machine import machine_info  # benchmarks/machine.py
-from thing_modules import VERSION, VERSIONS, paired_cells  # benchmarks/thing_modules.py
+from thing_modules import VERSION, paired_cells, training_versions  # benchmarks/thing_modules.py
 
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.config import load_config
@@ -74,7 +74,7 @@ def training_version() -> int:
     """The training version of this results folder: recorded when its first run starts, then kept."""
     if not TRAINING.is_file():
         RESULTS.mkdir(parents=True, exist_ok=True)
-        write_json(TRAINING, {"version": VERSION, "what": VERSIONS[VERSION]}, indent=2)
+        write_json(TRAINING, {"version": VERSION, "what": training_versions()[VERSION]}, indent=2)
     return int(read_json(TRAINING)["version"])
 
 
@@ -636,7 +636,7 @@ one (the config says why). Values are mean ± sd over seeds, PQ in percent. Inte
 Machine: `{json.dumps(machine)}`. Runs finished so far: {len(secs)} distinct runs; wall time per run (labels,
 training and evaluation in both modes) median {np.median(secs) / 60 if secs else 0:.1f} min, shortest
 {min(secs) / 60 if secs else 0:.1f}, longest {max(secs) / 60 if secs else 0:.1f}.
-Training version {version} (`benchmarks/thing_modules.py`): {VERSIONS[version]}.
+Training version {version} (`CHANGELOG.md`): {training_versions()[version]}.
 {note}
 ## Full supervision, both inference modes
 

@@ -50,7 +50,6 @@ from cqbnet.data.synthetic import SceneConfig, make_scene, scene_rng, synthetic_
 from cqbnet.data.transforms import to_tensors
 from cqbnet.engine.data import dataset_paths
 from cqbnet.engine.trainer import load_model
-from cqbnet.modeling.supervision import TrainingBatch
 from cqbnet.weak.jtsm import (
     POOL,
     MiningHeads,
@@ -131,7 +130,7 @@ def run_picks(run: Path, images: int) -> dict:
     }
     for index, lab in enumerate(ds.manifest.images[:images]):
         image, t = to_tensors(*ds[index])
-        batch = TrainingBatch([image], *model._shared_features([image]), [t])
+        batch = model.training_batch([image], [t])
         segments = branch.proposals(t, image)
         out, masks = branch.image_outputs(batch, 0, segments), segments.masks()
         y, tags = out.mil.sum(0), t["tags"] > 0
@@ -218,7 +217,7 @@ def grabcut_effect(run: Path, images: int) -> dict:
     for index, lab in enumerate(ds.manifest.images[:images]):
         image, t = to_tensors(*ds[index])
         segments = branch.proposals(t, image)
-        scores = branch.image_outputs(TrainingBatch([image], *model._shared_features([image]), [t]), 0, segments)
+        scores = branch.image_outputs(model.training_batch([image], [t]), 0, segments)
         scores = scores.scores()
         img = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
         rec = records[lab.image_id]
@@ -255,7 +254,7 @@ def heads_fit(run: Path, lrs: list[float], steps: int = 300) -> dict:
         for index in range(96):
             image, t = to_tensors(*ds[index])
             segments = branch.proposals(t, image)
-            branch.image_outputs(TrainingBatch([image], *model._shared_features([image]), [t]), 0, segments)
+            branch.image_outputs(model.training_batch([image], [t]), 0, segments)
             data.append((got["x"], t["tags"], segments.iou()))
     hook.remove()
     channels, classes = data[0][0].shape[1], len(ds.categories)
@@ -289,7 +288,7 @@ def _pooled(model, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor
     where, how = variant.split(":")
     source, level = where[:-1], where[-1]
     stride = 4 * 2 ** int(level)
-    _, fpn, _, _, body = model._shared_features([image])
+    _, fpn, _, _, body = model.features([image])
     f = (body if source == "body" else fpn)[level]
     f = f[:, :, : -(-image.shape[1] // stride), : -(-image.shape[2] // stride)]
     if how == "moi":

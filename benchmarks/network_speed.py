@@ -41,7 +41,7 @@ def coco_like_categories():
 
 
 def build_ours():
-    from cqbnet.modeling.build import build_panoptic_net
+    from cqbnet.network.build import build_panoptic_net
 
     torch.manual_seed(0)
     model = build_panoptic_net(

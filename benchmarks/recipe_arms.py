@@ -183,7 +183,9 @@ def reference_rows(path: Path) -> dict[int, list[dict]]:
     return out
 
 
-def _ratio(pq: dict[int, float], ref: dict[int, float] | None) -> tuple[float | None, list[float] | None]:
+def seed_ratio(pq: dict[int, float], ref: dict[int, float] | None) -> tuple[float | None, list[float] | None]:
+    """PQ over the reference's (seed -> value each), paired over their common seeds: the estimate and its
+    delta-method t interval (:func:`cqbnet.evaluation.statistics.ratio_of_means`), None without common seeds."""
     if not ref or not set(pq) & set(ref):
         return None, None
     e = ratio_of_means(pq, ref)
@@ -231,7 +233,7 @@ def methods(
                 pairs.append(("fraction_of_full_same_schedule", by.get("full")))
             for key, rows in pairs:
                 refs = {r["seed"]: mode_pq(r, mode) for r in rows or []}
-                m[key], m[f"{key}_interval"] = _ratio(pq, {k: v for k, v in refs.items() if v is not None})
+                m[key], m[f"{key}_interval"] = seed_ratio(pq, {k: v for k, v in refs.items() if v is not None})
             entry["modes"][mode] = m
         mine = entry["modes"].get(entry["mode"], {})
         for key in ("fraction_of_full", "fraction_of_full_same_iterations"):

@@ -92,7 +92,7 @@ def first_stage_probabilities(model, val: PanopticDataset, images: int) -> dict[
     det_label = {s: k + 1 for k, s in enumerate(model.labels.thing_semantic)}
     for i in range(min(images, len(val))):
         image, t = to_tensors(*val[i])
-        image_list, features, sem_features, sem_logits, _ = model._shared_features([image])
+        image_list, features, sem_features, sem_logits, _ = model.features([image])
         boxes = model.rpn.proposals(image_list, features)[0]
         things = t["is_thing"] & ~t["iscrowd"]
         if not bool(things.any()) or len(boxes) == 0:

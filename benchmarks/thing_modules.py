@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,36 +41,19 @@ CHANCE = 1 / 6  # six thing classes in the synthetic scenes
 KIND_NAMES = {"B": "boxes", "I": "image tags", "S": "stuff maps"}
 # what the network's training was when a run was made (rows before versions were recorded are version 1)
 VERSION = 10
-VERSIONS = {
-    1: "each loss a mean over the images that carry it (`loss_normalization: labelled`); Box2Mask on the boxes "
-    "themselves as RoIs",
-    2: "each loss weighted by the share of the batch's images that carry it (`loss_normalization: batch`); Box2Mask "
-    "on RoIs over the boxes (the boxes and proposals at IoU >= 0.5), so the projection loss sees the box's outside",
-    3: "as 2, and Cls2Pixel's pseudo labels used only while, on the batch's panoptic images, they are right more "
-    "often than the semantic head restricted to the tags (`PseudoLabelGate`), plus a tag-consistency term on the "
-    "semantic head (`tag_consistency_loss`)",
-    4: "as 3, with L_pseudo weighed by the share of the semantic head's errors that the pseudo labels put right, "
-    "(p_pseudo - p_head) / (1 - p_head) clipped to [0, 1], instead of all or nothing (`PseudoLabelGate.weight`); "
-    "only images with tags train differently",
-    5: "as 4, on the realistic scene preset (the default since the scenes issue); 32 sampled RoIs per image and 50 "
-    "proposals for the panoptic head; Box2Mask's pairwise colours from the image average pooled by 4",
-    6: "as 5, with the real-data fixes: the semantic loss a mean of per-image means; L_C2B at every cascade stage "
-    "with lambda 1, 0.5, 0.25 (a MID head per stage); the panoptic head trained on relation-enhanced detections "
-    "and semantic logits, as it is tested; sums over an image never read the batch's padding",
-    7: "as 6, with Cls2Box's tags reaching the detector only through OICR-style pseudo boxes (the proposal phi_MID x "
-    "detector ranks first for each tag, weighed by the detector's confidence) and the absent tags' negative bag; "
-    "the MID heads learn on detached inputs; L_C2B ramps in over the first half of the schedule "
-    "(`cls2box_mode: pseudo`, `cls2box_warmup`)",
-    8: "as 7, with Cls2Box's pseudo boxes taken as at test: the last stage's refined boxes ranked by the stages' "
-    "mean probability times their mean phi_MID, every stage's proposals labelled by them at the stage's IoU "
-    "(version 7's stage-1 picks lay on an object of the class 35-39% of the time, the last stage's 69-77%)",
-    9: "as 8, with relation reasoning's L_cls_en and L_reg_en on the RoIs the balanced sampler picks from its graph's "
-    "nodes (25% positives at most, as the base stage trains), not on all of them (version 8's enhanced classifier "
-    "saw the top 64 proposals and the boxes unsampled); dropped after its run",
-    10: "as 8 (not 9), with relation reasoning's L_cls_en, L_reg_en and L_seg_en on the enhanced predictions "
-    "themselves, not on their average with the base ones (averaged at test as before); version 8's enhanced "
-    "classifier gave the true class 0.16 on the proposals at IoU >= 0.5 with a thing, the base one 0.54",
-}
+CHANGELOG = Path(__file__).resolve().parents[1] / "CHANGELOG.md"
+
+
+def training_versions() -> dict[int, str]:
+    """What each training version changed, as ``CHANGELOG.md`` lists them (``- version N: what``)."""
+    out = {}
+    for line in CHANGELOG.read_text().splitlines():
+        m = re.match(r"- version (\d+): (.+)", line)
+        if m:
+            out[int(m.group(1))] = m.group(2)
+    return out
+
+
 # versions that changed only the module arm's training: their baseline is the earlier version's run
 SHARED_BASELINE = {8: 7, 9: 8, 10: 8}
 
@@ -129,9 +113,8 @@ def report(rows: list[dict[str, Any]], cfg_path: Path) -> str:
         "share whose best such detection has the right class (`benchmarks/detector_diagnostics.py`; chance 1/6 = "
         "16.7%).",
         "",
-        "Version: the network's training when the run was made; "
-        + "; ".join(f"{v}: {text}" for v, text in VERSIONS.items())
-        + ".",
+        "Version: the network's training when the run was made (what each changed: `CHANGELOG.md`); the current is "
+        f"{VERSION}: {training_versions()[VERSION]}.",
         "",
         "| version | weak kind | rho_P | seed | arm | modules | overrides | PQ | PQ_th | SQ_th | RQ_th | PQ_st "
         "| class accuracy | minutes |",

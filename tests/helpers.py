@@ -132,7 +132,9 @@ def tiny_model_config() -> dict:
 def restrict_label_space(src: Path, dst: Path, isthing: bool) -> Path:
     """A copy of a synthetic data set keeping only its thing (``isthing``) or only its stuff classes; the
     removed classes' pixels become void."""
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
+        if not (src / f"panoptic_{split}.json").is_file():
+            continue
         raw = json.loads((src / f"panoptic_{split}.json").read_text())
         gone = {c["id"] for c in raw["categories"] if bool(c["isthing"]) != isthing}
         raw["categories"] = [c for c in raw["categories"] if c["id"] not in gone]

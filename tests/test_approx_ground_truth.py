@@ -168,8 +168,8 @@ def test_round_zero_writes_labels_the_dataset_and_the_network_learn_from(tmp_pat
     from cqbnet.cli.main import main
     from cqbnet.data.mixed_dataset import MixedLabelDataset
     from cqbnet.data.transforms import to_tensors
-    from cqbnet.modeling.build import build_panoptic_net
     from cqbnet.modeling.targets import detection_target
+    from cqbnet.network.build import build_panoptic_net
     from helpers import TINY, tiny_model_config
 
     labels = tmp_path / "labels"

@@ -57,6 +57,63 @@ def test_config_defaults_overrides_and_errors(tmp_path):
         load_config(bad)
 
 
+def test_config_base_inheritance(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        "data:\n  synthetic: {num_train: 20, size: 64, preset: realistic}\n  flip: true\n"
+        "model:\n  fpn_channels: 32\n  weak: {box2mask_warmup: 50}\nsolver: {max_iter: 100, steps: [60, 80]}\n"
+    )
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text(
+        "_base_: ../base.yaml\ndata:\n  synthetic: {num_train: 10, preset: dense}\n"
+        "model:\n  weak: {points: true}\nsolver: {steps: [70]}\n"
+    )
+    cfg = load_config(child, ["solver.max_iter=90"])
+    assert cfg["data"]["synthetic"] == {"num_train": 10, "preset": "dense"}  # a scene set is replaced whole
+    assert cfg["data"]["flip"] is True and cfg["model"]["fpn_channels"] == 32  # the rest is inherited
+    assert cfg["model"]["weak"] == {"box2mask_warmup": 50, "points": True}  # mappings merge
+    assert cfg["solver"]["steps"] == [70] and cfg["solver"]["max_iter"] == 90  # lists replace; overrides last
+    grand = tmp_path / "grand.yaml"
+    grand.write_text("_base_: sub/child.yaml\nmodel: {fpn_channels: 16}\n")
+    assert load_config(grand)["model"]["weak"]["points"] is True and load_config(grand)["model"]["fpn_channels"] == 16
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("_base_: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("_base_: loop.yaml\n")
+    with pytest.raises(InputError, match="chain returns to loop.yaml"):
+        load_config(loop)
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("_base_: nowhere.yaml\n")
+    with pytest.raises(InputError, match="missing.yaml: _base_ 'nowhere.yaml' is not a file"):
+        load_config(missing)
+
+
+def test_shipped_recipe_configs_state_only_what_differs():
+    """Each recipe config inherits the CPU recipe and resolves to what it trained before it did."""
+    configs = ROOT / "configs"
+    for name in ("synthetic_points", "synthetic_tags", "synthetic_pilot", "synthetic_dense"):
+        assert "_base_: synthetic_full.yaml" in (configs / f"{name}.yaml").read_text()
+    points = load_config(configs / "synthetic_points.yaml")
+    full = load_config(configs / "synthetic_full.yaml")
+    assert points["solver"] == {**full["solver"], "base_lr": 0.01}
+    assert points["model"]["weak"] == {
+        **full["model"]["weak"],
+        "points": True,
+        "points_lambda_sem": 1.0,
+        "points_warmup": 500,
+        "points_clicked_only": True,
+    }
+    dense = load_config(configs / "synthetic_dense.yaml")
+    assert dense["data"]["synthetic"] == {
+        "num_train": 1000,
+        "num_val": 200,
+        "num_test": 200,
+        "seed": 0,
+        "preset": "dense",
+    }
+    assert dense["model"]["panoptic"]["stride"] == 2 and dense["solver"]["batch_size"] == 4
+
+
 def test_every_shipped_config_builds_its_model(synth, coco_sample):
     """Each config under configs/ builds its network (every key of model.panoptic and model.weak is checked
     by the constructors); one whose weights file is missing here is built as a checkpoint would be, and the
@@ -151,7 +208,7 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path, synth):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, synth, monkeypatch):
-    from cqbnet.modeling.panoptic_net import PanopticNet
+    from cqbnet.network.panoptic_net import PanopticNet
 
     cfg = load_config(tiny_config(tmp_path, synth))
     forward = PanopticNet.forward
@@ -482,7 +539,7 @@ def test_every_config_key_has_a_type_and_every_number_a_range(tmp_path, synth):
     """A walk over every setting of every section: a value of the wrong type is refused in one line naming the
     key, and so is a number below its minimum."""
     from cqbnet.engine.config import DEFAULTS, FREE_FORM, MINIMUM, NONE_DEFAULT_TYPES, PATHS
-    from cqbnet.modeling.build import WeakConfig
+    from cqbnet.network.build import WeakConfig
 
     path = tiny_config(tmp_path, synth)
     keys = [

@@ -16,7 +16,7 @@ from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.transforms import to_tensors
 from cqbnet.errors import InputError
 from cqbnet.labels.simulate import parse_ratio, simulate
-from cqbnet.modeling.build import build_panoptic_net
+from cqbnet.network.build import build_panoptic_net
 from cqbnet.weak.fdd_points import (
     TERMS,
     FDDPoints,

@@ -15,10 +15,10 @@ import yaml
 
 from cqbnet.cli.main import main
 from cqbnet.errors import InputError
-from cqbnet.fit.catalogue import DEFAULTS, METHODS, check_mix, default_method, describe, final_weak, method_of
+from cqbnet.labels.catalogue import DEFAULTS, METHODS, check_mix, default_method, describe, final_weak, method_of
 from cqbnet.labels.kinds import parse_kind_set
 from cqbnet.labels.manifest import load_manifest
-from helpers import kill_after_checkpoint, tiny_model_config
+from helpers import kill_after_checkpoint, restrict_label_space, tiny_model_config
 
 MIX = "P=0.25,B+I=0.25,PT=0.25,I=0.25"
 
@@ -211,3 +211,51 @@ def test_a_fit_of_in_network_methods_is_the_training_of_cqbnet_train(tmp_path, s
     a = torch.load(tmp_path / "t" / "model_final.pth", weights_only=False)["model"]
     b = torch.load(tmp_path / "f" / "final" / "model_final.pth", weights_only=False)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("isthing", [True, False], ids=["things only", "stuff only"])
+def test_a_mix_fits_on_thing_only_and_stuff_only_label_spaces(tmp_path, synth, isthing, capsys):
+    """Every staged method on a label space without stuff (no stuff tags, no CAMs to read) or without things (no
+    boxes, no instance to click): the fit runs its stages and the final network predicts only the space's classes."""
+    root = restrict_label_space(synth, tmp_path / "space", isthing)
+    cfg = fit_config(tmp_path, root)
+    cfg.write_text(cfg.read_text().replace("rounds: 1", "rounds: 0"))  # round 0's labels straight to the final net
+    path = simulated(tmp_path, root, MIX, "--method", "I=tags-002")
+    out = tmp_path / "f"
+    argv = ["fit", str(cfg), "--manifest", str(path), "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main([*argv, "--cache", "none", "--workers", "1"]) == 0, capsys.readouterr().err
+    stages = [s["stage"] for s in json.loads((out / "fit.json").read_text())["stages"]]
+    assert stages == ["classifier", "round0", "point-branch", "pseudo-labels", "proposals", "final"]
+    pred = tmp_path / "pred"
+    ckpt = out / "final" / "model_final.pth"
+    assert main(["predict", "--checkpoint", str(ckpt), "--data", str(root), "--split", "val", "--out", str(pred)]) == 0
+    space = {c["id"] for c in json.loads((root / "panoptic_val.json").read_text())["categories"]}
+    got = json.loads((pred / "panoptic_pred.json").read_text())["annotations"]
+    assert len(got) == 12 and all(s["category_id"] in space for a in got for s in a["segments_info"])
+
+
+@pytest.mark.slow
+def test_a_mix_fits_on_coco_sized_images(tmp_path, coco_sample, capsys):
+    """Real COCO images (640 px, 21 and 22 things): full masks on one, boxes and tags on the other through
+    paper 001's stages (GrabCut and proposals per box), then clicks through the offline CRF recipe."""
+    s = coco_sample
+    data = {
+        "train_json": str(s / "panoptic_examples.json"),
+        "train_png": str(s / "panoptic_examples"),
+        "train_images": str(s / "input_images"),
+        "categories": str(s / "panoptic_coco_categories.json"),
+        "max_size": 640,
+    }
+    cfg = yaml.safe_load(fit_config(tmp_path, tmp_path).read_text())
+    cfg["data"] = data
+    path = tmp_path / "coco.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    gt = ["--gt-json", str(s / "panoptic_examples.json"), "--png-dir", str(s / "panoptic_examples")]
+    gt += ["--image-dir", str(s / "input_images"), "--categories", str(s / "panoptic_coco_categories.json")]
+    for ratio, staged in (("P=0.5,B+I=0.5", "round0"), ("P=0.5,PT=0.5", "pseudo-labels")):
+        labels, out = tmp_path / f"labels_{staged}", tmp_path / f"fit_{staged}"
+        assert main(["labels", "simulate", *gt, "--ratio", ratio, "--out", str(labels)]) == 0
+        argv = ["fit", str(path), "--manifest", str(labels / "manifest.json"), "--out", str(out), "--quiet"]
+        assert main([*argv, "--device", "cpu", "--cache", "none"]) == 0, capsys.readouterr().err
+        summary = json.loads((out / "fit.json").read_text())
+        assert staged in [st["stage"] for st in summary["stages"]] and (out / "final" / "model_final.pth").is_file()

@@ -13,8 +13,7 @@ from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.transforms import to_tensors
 from cqbnet.errors import InputError
 from cqbnet.labels.simulate import parse_ratio, simulate
-from cqbnet.modeling.build import build_panoptic_net
-from cqbnet.modeling.supervision import TrainingBatch
+from cqbnet.network.build import build_panoptic_net
 from cqbnet.weak.grabcut import grabcut_from_segment
 from cqbnet.weak.jtsm import (
     JTSM,
@@ -223,12 +222,12 @@ def test_the_mining_pools_the_backbone_body_not_the_fpn_unless_asked(tags_data):
         want = (body_channels if source == "backbone" else TINY["fpn_channels"]) * 49
         assert model.jtsm.heads.fc[1].in_features == want
         with torch.no_grad():
-            batch = TrainingBatch([image], *model._shared_features([image]), [t])
+            batch = model.training_batch([image], [t])
             props = model.jtsm.proposals(t, image)
             before = model.jtsm.image_outputs(batch, 0, props).classify
             for prm in model.backbone.fpn.parameters():  # the FPN changed: only the "fpn" source sees it
                 prm.add_(1.0)
-            batch = TrainingBatch([image], *model._shared_features([image]), [t])
+            batch = model.training_batch([image], [t])
             after = model.jtsm.image_outputs(batch, 0, props).classify
         outputs[source] = torch.equal(before, after)
     assert outputs == {"backbone": True, "fpn": False}

@@ -13,7 +13,7 @@ from cqbnet.cli.main import main
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.label_space import LabelSpace
 from cqbnet.data.transforms import to_tensors
-from cqbnet.modeling.build import build_panoptic_net
+from cqbnet.network.build import build_panoptic_net
 from helpers import TINY, restrict_label_space, tiny_model_config
 
 

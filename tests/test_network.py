@@ -11,8 +11,8 @@ from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.transforms import hflip, resize, to_tensors
 from cqbnet.errors import InputError
 from cqbnet.modeling.backbone import build_backbone
-from cqbnet.modeling.build import build_panoptic_net
 from cqbnet.modeling.cascade_rcnn import CascadeRoIHeads, nonempty
+from cqbnet.network.build import build_panoptic_net
 from helpers import TINY
 
 

@@ -18,11 +18,11 @@ from torchvision.models.detection.image_list import ImageList
 from cqbnet.data.dataset import PanopticDataset, read_rgb
 from cqbnet.data.panoptic_format import load_categories
 from cqbnet.data.transforms import resize, to_tensors
-from cqbnet.modeling.build import build_panoptic_net
 from cqbnet.modeling.fast_argmax import upsample_argmax
 from cqbnet.modeling.panoptic_head import panoptic_from_logits
-from cqbnet.modeling.panoptic_net import Detections
 from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE
+from cqbnet.network.build import build_panoptic_net
+from cqbnet.network.panoptic_net import Detections
 from cqbnet.weak.cls2pixel import CAMClassifier, class_activation_maps
 from cqbnet.weak.relation_reasoning import RelationReasoning
 from helpers import TINY

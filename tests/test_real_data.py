@@ -80,7 +80,7 @@ def test_coco_samples_teach_through_papers_003_002_and_001_at_native_sizes(
     from cqbnet.data.panoptic_format import load_panoptic_json
     from cqbnet.data.transforms import to_tensors
     from cqbnet.labels.simulate import parse_ratio, simulate
-    from cqbnet.modeling.build import build_panoptic_net
+    from cqbnet.network.build import build_panoptic_net
     from cqbnet.weak.approx_ground_truth import round_zero, write_round
 
     gt = load_panoptic_json(

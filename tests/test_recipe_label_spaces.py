@@ -13,7 +13,7 @@ from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.transforms import to_tensors
 from cqbnet.labels.simulate import parse_ratio, simulate
-from cqbnet.modeling.build import build_panoptic_net
+from cqbnet.network.build import build_panoptic_net
 from cqbnet.weak.approx_ground_truth import round_zero, write_round
 from helpers import TINY, restrict_label_space
 

@@ -20,7 +20,7 @@ from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.synthetic import SceneConfig, generate
 from cqbnet.data.transforms import to_tensors
 from cqbnet.labels.simulate import parse_ratio, simulate
-from cqbnet.modeling.build import build_panoptic_net
+from cqbnet.network.build import build_panoptic_net
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import TINY  # noqa: E402

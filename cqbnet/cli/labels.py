@@ -25,12 +25,16 @@ def cmd_simulate(args) -> int:
 
     if (args.ratio is None) == (args.plan is None):
         raise InputError("give either --ratio or --plan")
+    methods = {}
     if args.plan is not None:
+        from cqbnet.planner.methods import load_plan_methods
         from cqbnet.planner.plan import load_plan_ratio
 
         ratio = load_plan_ratio(args.plan)
+        methods = load_plan_methods(args.plan)  # a plan over methods names each kind set's method
     else:
         ratio = parse_ratio(args.ratio)
+    methods.update(parse_methods(args.method))
     costs = cost_model(args)
     gt = load_gt(args)
     m = simulate(
@@ -41,7 +45,7 @@ def cmd_simulate(args) -> int:
         points_per_segment=args.points_per_segment,
         point_sampling=args.point_sampling,
         overwrite=args.overwrite,
-        methods=parse_methods(args.method),
+        methods=methods or None,
     )
     print(f"wrote {m.path} ({len(m.images)} images)")
     costs.stats = {**dataset_stats(gt, args.points_per_segment), **costs.stats}

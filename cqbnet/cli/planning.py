@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cqbnet.cli.common import (
+    CONFIGS,
     add_gt_args,
     at_least,
     cost_model,
@@ -15,18 +16,112 @@ from cqbnet.errors import InputError
 
 
 def cmd_plan(args) -> int:
-    from cqbnet.io import check_writable, write_json
-    from cqbnet.labels.kinds import KINDS
-    from cqbnet.planner.pilot_table import load_pilot_table, regression_samples
-    from cqbnet.planner.plan import make_plan
-    from cqbnet.planner.presets import PAPER_TABLE1, named_ratios, preset
-    from cqbnet.planner.quality_model import fit_quality_model
-    from cqbnet.planner.search import Constraints, parse_kinds, parse_shares
-    from cqbnet.visualization.pareto_plot import plot_plan
+    from cqbnet.io import check_writable
+    from cqbnet.planner.methods import is_method_pilot
 
     check_writable(args.out, folder=True)
     for name in ("plan.json", "pareto.png"):  # a folder in the way of a file it writes
         check_writable(args.out / name)
+    if args.pilot is not None and is_method_pilot(args.pilot):
+        return plan_methods(args)
+    return plan_kinds(args)
+
+
+def variable_shares(text: str | None, what: str) -> dict[str, float]:
+    """``"full=0.1,B+I:boxes-tags-001=0.5"`` -> {variable: share}; ``full`` (or ``P``) names ``P:full``."""
+    from cqbnet.planner.methods import FULL, parse_variable
+
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, eq, value = part.rpartition("=")
+        if not eq or not name.strip():
+            raise InputError(f"{what} term {part.strip()!r} is not KINDS:METHOD=SHARE (or full=SHARE)")
+        name = name.strip()
+        var = FULL if name in ("full", "P") else parse_variable(name, f"{what}: ").name
+        try:
+            out[var] = float(value)
+        except ValueError:
+            raise InputError(f"{what}: share {value.strip()!r} for {name} is not a number") from None
+        if not 0 <= out[var] <= 1:
+            raise InputError(f"{what}: share of {name} must lie in [0, 1], got {value.strip()}")
+    return out
+
+
+def plan_methods(args) -> int:
+    """``cqbnet plan`` from a pilot over label methods: shares of catalogue methods for the budget."""
+    from cqbnet.io import write_json
+    from cqbnet.labels.costs import CostModel
+    from cqbnet.planner.methods import (
+        FULL,
+        Compute,
+        fit_method_model,
+        leave_one_out,
+        load_method_pilot,
+        loo_mae,
+        make_method_plan,
+    )
+    from cqbnet.planner.plot import plot_method_plan
+    from cqbnet.planner.search import parse_kinds
+
+    pilot = load_method_pilot(args.pilot)
+    lower = variable_shares(args.minimum, "--min")
+    if args.min_full is not None:
+        lower[FULL] = args.min_full
+    upper = variable_shares(args.cap, "--cap")
+    for v in (*lower, *upper):
+        if v not in pilot.variables:
+            raise InputError(f"a bound names {v!r}, which the pilot did not measure ({', '.join(pilot.variables)})")
+    print(pilot.summary())
+    print()
+    costs = CostModel.from_yaml(args.costs or CONFIGS / "costs_content.yaml")
+    if args.data or args.gt_json:
+        from cqbnet.labels.simulate import dataset_stats
+
+        measured = dataset_stats(load_gt(args), args.points_per_segment)
+        costs.stats = {**costs.stats, **measured} if not args.costs else {**measured, **costs.stats}
+    model = fit_method_model(pilot, args.combine, args.bootstrap, args.seed)
+    print(model.describe())
+    loo = leave_one_out(pilot, args.combine)
+    mae = loo_mae(loo)
+    print(f"leave-one-out over the pilot's {len(loo)} cells: mean absolute error {mae:.2f} PQ")
+    result = make_method_plan(
+        model,
+        costs,
+        Compute.from_pilot(pilot),
+        budget=args.budget,
+        compute_budget=args.compute_budget,
+        quality_target=args.quality_target,
+        lower=lower,
+        upper=upper,
+        unavailable=parse_kinds(args.unavailable, "--unavailable"),
+        max_support=args.max_support,
+        seed=args.seed,
+        loo=mae,
+    )
+    print()
+    print(costs.describe())
+    print()
+    print(result.table())
+    write_json(args.out / "plan.json", result.to_json(), indent=2)
+    plot_method_plan(result, args.out / "pareto.png", budget=args.budget)
+    print(f"wrote {args.out / 'plan.json'} and {args.out / 'pareto.png'}")
+    print(f"next: cqbnet labels simulate --plan {args.out / 'plan.json'} --data DIR --out LABELS; then cqbnet fit")
+    return 0
+
+
+def plan_kinds(args) -> int:
+    """``cqbnet plan`` over label kinds: paper 000's model (its preset, or fitted from a Table 2 pilot)."""
+    from cqbnet.io import write_json
+    from cqbnet.labels.kinds import KINDS
+    from cqbnet.planner.pilot_table import load_pilot_table, regression_samples
+    from cqbnet.planner.plan import make_plan
+    from cqbnet.planner.plot import plot_plan
+    from cqbnet.planner.presets import PAPER_TABLE1, named_ratios, preset
+    from cqbnet.planner.quality_model import fit_quality_model
+    from cqbnet.planner.search import Constraints, parse_kinds, parse_shares
+
     costs = cost_model(args)
     gt = None
     if args.data or args.gt_json:
@@ -106,6 +201,10 @@ def cmd_pilot(args) -> int:
     from cqbnet.sweep.run_pilot import run_pilot
 
     cfg = load_config(args.config, args.overrides)
+    if args.quick:
+        from cqbnet.sweep.protocol import quick
+
+        cfg["pilot"] = quick(cfg["pilot"])
     out = args.out or Path("runs") / Path(args.config).stem
     device = resolve_device(args.device)
     gpus = args.gpus_per_run if args.gpus_per_run is not None else (1.0 if device.startswith("cuda") else 0.0)
@@ -120,7 +219,12 @@ def add_commands(sub) -> None:
     pl = sub.add_parser("plan", help="which labels to buy: Pareto front of quality and cost, plan for a budget")
     src = pl.add_mutually_exclusive_group(required=True)
     src.add_argument("--preset", choices=["paper-coco", "paper-coco-literal"], help="paper 000's published model")
-    src.add_argument("--pilot", type=Path, help="pilot table (CSV) to fit the quality model from")
+    src.add_argument(
+        "--pilot",
+        type=Path,
+        help="pilot table (CSV) to fit the quality model from: paper 000's Table 2 (over kinds) or a pilot over "
+        "label methods (a `variable` column; cqbnet.planner.methods)",
+    )
     pl.add_argument("--regressor", choices=["poly", "monotone"], default="poly", help="curve form (Eq. 8: poly)")
     pl.add_argument("--degree", type=int, default=3, help="polynomial degree (default 3, as Eq. 8)")
     pl.add_argument("--bootstrap", type=at_least(0), default=200, help="bootstrap refits for the uncertainty of f1")
@@ -129,8 +233,22 @@ def add_commands(sub) -> None:
     pl.add_argument("--budget", type=float, help="recommend the best plan costing at most this (full = 1)")
     pl.add_argument("--quality-target", type=at_least(0.0, float), help="recommend the cheapest plan reaching this f1")
     pl.add_argument("--min-full", type=float, help="minimum share of fully labelled images (rho_P)")
-    pl.add_argument("--min", dest="minimum", help="minimum shares, e.g. P=0.1,S=0.05")
-    pl.add_argument("--cap", help="maximum shares, e.g. B=0.3,S=0.2")
+    pl.add_argument(
+        "--min", dest="minimum", help="minimum shares, e.g. P=0.1,S=0.05 (over methods: full=0.1,PT:points-crf=0.2)"
+    )
+    pl.add_argument("--cap", help="maximum shares, e.g. B=0.3,S=0.2 (over methods: B+I:boxes-tags-001=0.5)")
+    pl.add_argument(
+        "--combine",
+        choices=["equivalent", "linear"],
+        default="equivalent",
+        help="over methods: how methods combine (equivalent full labels per image, or gains linear in share)",
+    )
+    pl.add_argument(
+        "--compute-budget", type=at_least(0.0, float), help="over methods: at most this many training iterations"
+    )
+    pl.add_argument(
+        "--max-support", type=at_least(1), default=3, help="over methods: at most this many methods in one plan"
+    )
     pl.add_argument("--unavailable", help="kinds that cannot be bought, e.g. S,PT")
     pl.add_argument(
         "--search",
@@ -141,7 +259,12 @@ def add_commands(sub) -> None:
     pl.add_argument("--samples", type=int, default=7500, help="ratios to evaluate (default 7500, as the paper)")
     pl.add_argument("--population", type=at_least(2), default=100, help="NSGA-II population")
     pl.add_argument("--seed", type=at_least(0), default=0)
-    pl.add_argument("--costs", type=Path, help="YAML of relative costs or seconds")
+    pl.add_argument(
+        "--costs",
+        type=Path,
+        help="YAML of relative costs, seconds or seconds per unit of content (over methods, default: "
+        "configs/costs_content.yaml, from the literature, charged by the content --data measures)",
+    )
     pl.add_argument(
         "--points-per-segment", type=at_least(1), default=1, help="clicks per segment, for the cost of points"
     )
@@ -162,4 +285,9 @@ def add_commands(sub) -> None:
     pi.add_argument("--cpus-per-run", type=float, help="CPUs per run (default: all of this machine, 1 on a cluster)")
     pi.add_argument("--gpus-per-run", type=float, help="GPUs per run (default: 1 with a CUDA device, else 0)")
     pi.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    pi.add_argument(
+        "--quick",
+        action="store_true",
+        help="over methods: one seed, each method alone and with 30%% full labels, full labels at 0.3 and 1",
+    )
     pi.set_defaults(func=cmd_pilot)

@@ -88,7 +88,7 @@ def _fit_cache(text: str | None) -> Path | None:
 
 def cmd_fit(args) -> int:
     """One final network from any mix of labels (cqbnet.fit): every stage its methods need, once each."""
-    from cqbnet.fit.catalogue import describe
+    from cqbnet.labels.catalogue import describe
 
     if args.methods:
         for row in describe():

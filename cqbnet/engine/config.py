@@ -1,7 +1,7 @@
 """Training configs: YAML files under ``configs/`` over these defaults, with ``section.key=value`` overrides.
 
 A config only fills constructor arguments: ``model`` is passed as keyword
-arguments to :func:`cqbnet.modeling.build.build_panoptic_net`, ``solver``
+arguments to :func:`cqbnet.network.build.build_panoptic_net`, ``solver``
 and ``train`` to the trainer. Unknown keys are an error, so a typo never goes
 unnoticed.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -117,6 +118,10 @@ DEFAULTS: dict[str, Any] = {
         "arms": ["baseline", "module", "upper"],
         "points_per_segment": 1,
         "point_sampling": "uniform",  # where clicks land (cqbnet.labels.kinds.POINT_SAMPLING)
+        # a pilot over label methods instead (cqbnet.planner.methods): KINDS:METHOD variables, each trained through
+        # `cqbnet fit` with full labels at every method_rho_P and the method on the rest; full labels alone at rho_P
+        "methods": [],
+        "method_rho_P": [0.0, 0.1, 0.3],
     },
 }
 
@@ -232,8 +237,8 @@ NONE_DEFAULT_TYPES: dict[str, Any] = {
 def _choices() -> dict[str, tuple[str, ...]]:
     """The allowed values of the settings that name a choice."""
     from cqbnet.modeling.backbone import BACKBONES, NORMS
-    from cqbnet.modeling.panoptic_net import INFERENCE_MODES
     from cqbnet.modeling.supervision import LOSS_NORMALIZATIONS
+    from cqbnet.network.panoptic_net import INFERENCE_MODES
 
     return {
         "model.backbone": BACKBONES,
@@ -373,7 +378,7 @@ def check_data(data: dict[str, Any], source: str = "config") -> None:
 def check_config(cfg: dict[str, Any], source: str = "config") -> None:
     """Every setting of known type has that type and its minimum (see ``MINIMUM``); ``model.weak`` and the data
     section's label settings are checked by their own rules."""
-    from cqbnet.modeling.build import check_weak
+    from cqbnet.network.build import check_weak
 
     for section, values in cfg.items():
         for key, value in values.items():
@@ -384,15 +389,49 @@ def check_config(cfg: dict[str, Any], source: str = "config") -> None:
     check_data(cfg["data"], source)
 
 
+BASE_KEY = "_base_"
+WHOLE = ("data.synthetic", "data.labels")  # a scene set and a label mix are replaced whole, never merged
+
+
+def _deep_update(base: dict[str, Any], child: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``child`` over ``base``: mappings merge key by key (but :data:`WHOLE`), anything else (lists too) replaces."""
+    out = dict(base)
+    for k, v in child.items():
+        key = f"{where}{k}"
+        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and key not in WHOLE
+        out[k] = _deep_update(out[k], v, f"{key}.") if merge else v
+    return out
+
+
+def read_config_file(path: str | os.PathLike, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config YAML with its ``_base_`` chain resolved: ``_base_: other.yaml`` (relative to the file) is read
+    first and the file states only what differs; mappings merge, other values replace. Cycles and a base that is
+    not a file are one-line errors naming the file."""
+    path = Path(path)
+    raw = read_yaml(path, "config")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a config must be a mapping of sections")
+    base = raw.pop(BASE_KEY, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise InputError(f"{path}: {BASE_KEY} must name a config file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise InputError(f"{path}: {BASE_KEY} chain returns to {base_path.name} (a cycle)")
+    if not base_path.is_file():
+        raise InputError(f"{path}: {BASE_KEY} {base!r} is not a file ({base_path})")
+    return _deep_update(read_config_file(base_path, (*seen, path.resolve())), raw)
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Defaults, then the YAML file, then the overrides; each value checked for its type and range."""
+    """Defaults, then the YAML file (after its ``_base_`` chain), then the overrides; each value checked for its
+    type and range."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
-        raw = read_yaml(path, "config")
-        if raw is not None:
-            if not isinstance(raw, dict):
-                raise InputError(f"{path}: a config must be a mapping of sections")
-            _merge(cfg, raw, "", str(path))
+        _merge(cfg, read_config_file(path), "", str(path))
     for text in overrides or []:
         keys, value = parse_override(text)
         update: dict[str, Any] = value

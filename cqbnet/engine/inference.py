@@ -25,7 +25,7 @@ from cqbnet.errors import InputError
 from cqbnet.evaluation.panoptic_quality import PanopticQuality, PQResult
 from cqbnet.io import atomic_directory, write_image, write_json
 from cqbnet.modeling.panoptic_head import PanopticOutput
-from cqbnet.modeling.panoptic_net import PanopticNet
+from cqbnet.network.panoptic_net import PanopticNet
 from cqbnet.visualization.draw import draw_panoptic
 
 

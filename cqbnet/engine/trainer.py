@@ -36,8 +36,8 @@ from cqbnet.engine.data import StreamDataset, dataset_paths, ensure_synthetic, l
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.errors import InputError
 from cqbnet.io import atomic_path, differences, read_json, write_json
-from cqbnet.modeling.build import build_panoptic_net
-from cqbnet.modeling.panoptic_net import PanopticNet
+from cqbnet.network.build import build_panoptic_net
+from cqbnet.network.panoptic_net import PanopticNet
 
 
 class TrainingDiverged(RuntimeError):

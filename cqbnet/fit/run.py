@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from cqbnet.errors import InputError, where
-from cqbnet.fit.catalogue import (
+from cqbnet.io import differences, read_json, write_json
+from cqbnet.labels.catalogue import (
     CLASSIFIER,
     POINT_BRANCH,
     PROPOSALS,
@@ -49,7 +50,6 @@ from cqbnet.fit.catalogue import (
     final_weak,
     method_of,
 )
-from cqbnet.io import differences, read_json, write_json
 from cqbnet.labels.manifest import Manifest, load_manifest
 
 STAGE_RECORD = "stage.json"
@@ -148,7 +148,7 @@ def with_warmups(weak: dict[str, Any], configured: dict[str, Any], max_iter: int
     """The ramps of the modules a fit switches on that the config had off: at half the schedule unless the config
     names them (as the papers' recipe configs do). A module the config already has on keeps its settings, so that a
     fit of in-network methods trains exactly the network ``cqbnet train`` makes of the same config."""
-    from cqbnet.modeling.build import WeakConfig
+    from cqbnet.network.build import WeakConfig
 
     defaults = WeakConfig()
     out = dict(weak)

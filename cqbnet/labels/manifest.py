@@ -9,7 +9,7 @@ points to. It is the only thing the trainer reads. Layout::
       "categories": [...],                  # COCO categories with "isthing"
       "image_root": "...",                  # folder of the images
       "images": [{"id", "file_name", "height", "width", "kinds": ["B", "I"],
-                  "method": "boxes-tags-001"}],    # optional: how it is learnt (cqbnet.fit.catalogue)
+                  "method": "boxes-tags-001"}],    # optional: how it is learnt (cqbnet.labels.catalogue)
       "panoptic":   {"png_root": "...", "annotations": [{"image_id", "file_name", "segments_info"}]},
       "tags":       [{"image_id", "category_ids": [...]}],
       "boxes":      [{"id", "image_id", "category_id", "bbox": [x, y, w, h], "iscrowd"}],
@@ -56,7 +56,7 @@ class ImageLabels:
     boxes: list[Box] | None = None
     stuff_map: PanopticRecord | None = None
     points: list[Point] | None = None
-    method: str | None = None  # the label method it is learnt with (cqbnet.fit.catalogue); None: the default
+    method: str | None = None  # the label method it is learnt with (cqbnet.labels.catalogue); None: the default
 
 
 @dataclass

@@ -109,7 +109,7 @@ def simulate(
     methods: dict[frozenset[str], str] | None = None,
 ) -> Manifest:
     """Write ``out_dir/manifest.json`` (and stuff-map PNGs) for the plan ``ratio`` on ``gt``. ``methods``: the
-    label method (``cqbnet.fit.catalogue``) each image of a kind set is learnt with; kind sets it does not name
+    label method (``cqbnet.labels.catalogue``) each image of a kind set is learnt with; kind sets it does not name
     get the catalogue's default (the manifest names none).
 
     The folder is built aside and moved into place only when complete.
@@ -154,7 +154,7 @@ def simulate(
 
 def _check_methods(methods: dict[frozenset[str], str], ratio: Ratio) -> None:
     """Each named method exists and can learn from its kind set, which the ratio has."""
-    from cqbnet.fit.catalogue import method_of
+    from cqbnet.labels.catalogue import method_of
 
     for kinds, name in methods.items():
         if kinds not in ratio:
@@ -220,15 +220,37 @@ def manifest_cost(manifest: Manifest, costs: CostModel) -> list[CostRow]:
         row.images += 1
         row.boxes += nb
         row.points += npt
-        row.cost += sum(costs.per_image(k, boxes=nb, points=npt) for k in im.kinds)
+        row.cost += sum(costs.per_image(k, boxes=nb, points=npt, **image_content(im, manifest)) for k in im.kinds)
     order = {kind_set_name(frozenset([k])): i for i, k in enumerate(KINDS)}
     return sorted(rows.values(), key=lambda r: (order.get(r.kinds, len(KINDS)), r.kinds))
 
 
+def image_content(im: ImageLabels, manifest: Manifest) -> dict[str, float]:
+    """What one image's labels show of its content, for costs charged by content: its thing masks and stuff regions
+    (from its panoptic label or stuff map) and its tags; what its labels do not show is left to the expected count."""
+    out: dict[str, float] = {}
+    if im.panoptic is not None:
+        thing = [manifest.categories[s.category_id].isthing for s in im.panoptic.segments]
+        out.update(things=sum(thing), stuff=len(thing) - sum(thing), segments=len(thing))
+    elif im.stuff_map is not None:
+        out["stuff"] = len(im.stuff_map.segments)
+    if im.tags is not None:
+        out["tags"] = len(im.tags)
+    return out
+
+
 def dataset_stats(gt: PanopticSet, points_per_segment: int = 1) -> dict[str, float]:
-    """Mean thing boxes and segments per image (for per-box / per-point costs of a ratio)."""
+    """Mean content per image, for costs charged per box, point, thing mask, stuff region or tag: thing boxes,
+    stuff regions, segments and classes present."""
     n = max(len(gt.records), 1)
     things = set(gt.thing_ids)
     boxes = sum(1 for r in gt.records for s in r.segments if s.category_id in things)
     segs = sum(len(r.segments) for r in gt.records)
-    return {"boxes_per_image": boxes / n, "segments_per_image": segs / n, "points_per_segment": points_per_segment}
+    tags = sum(len(derive_tags(r)) for r in gt.records)
+    return {
+        "boxes_per_image": boxes / n,
+        "stuff_per_image": (segs - boxes) / n,
+        "segments_per_image": segs / n,
+        "tags_per_image": tags / n,
+        "points_per_segment": points_per_segment,
+    }

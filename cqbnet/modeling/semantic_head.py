@@ -70,6 +70,11 @@ class SemanticHead(nn.Module):
         """(N, classes, H/4, W/4) logits."""
         return self.predictor(self.decoder(features))
 
+    def features(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """The decoder's (N, C, H/4, W/4) features, which paper 000's modules also read, and their logits."""
+        sem = self.decoder(features)
+        return sem, self.predictor(sem)
+
     def loss(self, logits: Tensor, semantic: Tensor, not_class: Tensor | None = None) -> Tensor:
         """Cross-entropy at input resolution (logits upsampled, as Panoptic FPN does); void ignored.
 

@@ -89,7 +89,8 @@ class PilotTable:
         return "\n".join(lines)
 
 
-def _number(text: str, path: str, line: int, column: str) -> float | None:
+def cell_number(text: str, path: str, line: int, column: str, minimum: float | None = None) -> float | None:
+    """A CSV cell as a finite number (None when empty), at least ``minimum`` when given; errors name the cell."""
     text = (text or "").strip()
     if text == "":
         return None
@@ -99,11 +100,13 @@ def _number(text: str, path: str, line: int, column: str) -> float | None:
         raise InputError(f"{path}: line {line}: column {column}: {text!r} is not a number") from None
     if not math.isfinite(v):
         raise InputError(f"{path}: line {line}: column {column}: {text!r} is not finite")
+    if minimum is not None and v < minimum:
+        raise InputError(f"{path}: line {line}: column {column}: {text!r} must be at least {minimum:g}")
     return v
 
 
-def load_pilot_table(path: str | os.PathLike) -> PilotTable:
-    """Read and check a pilot CSV; every error names the line and column."""
+def open_table(path: str | os.PathLike, required: tuple[str, ...]) -> csv.DictReader:
+    """A pilot CSV's rows (header cells stripped), after checking the file exists, is UTF-8 and has ``required``."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: pilot table not found")
@@ -112,12 +115,18 @@ def load_pilot_table(path: str | os.PathLike) -> PilotTable:
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 text file") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
-    for col in ("study", "arm", "seed", "rho_P"):
-        if col not in header:
-            raise InputError(f"{path}: missing column {col!r} (header: {', '.join(header) or 'empty'})")
-    if "pq_th" not in header and "pq_st" not in header:
+    reader.fieldnames = [h.strip() for h in (reader.fieldnames or [])]
+    for col in required:
+        if col not in reader.fieldnames:
+            raise InputError(f"{path}: missing column {col!r} (header: {', '.join(reader.fieldnames) or 'empty'})")
+    return reader
+
+
+def load_pilot_table(path: str | os.PathLike) -> PilotTable:
+    """Read and check a pilot CSV; every error names the line and column."""
+    path = Path(path)
+    reader = open_table(path, ("study", "arm", "seed", "rho_P"))
+    if "pq_th" not in reader.fieldnames and "pq_st" not in reader.fieldnames:
         raise InputError(f"{path}: needs a pq_th or a pq_st column")
     rows = [_parse_row(raw, str(path), n) for n, raw in enumerate(reader, start=2)]
     if not rows:
@@ -138,7 +147,7 @@ def _parse_row(raw: dict[str, str], path: str, line: int) -> PilotRow:
         )
     ratio = {}
     for k, col in zip(KINDS, RATIO_COLUMNS):
-        v = _number(raw.get(col, ""), path, line, col)
+        v = cell_number(raw.get(col, ""), path, line, col)
         v = 0.0 if v is None else v
         if not 0.0 <= v <= 1.0:
             raise InputError(f"{path}: line {line}: column {col}: share {v:g} is outside [0, 1]")
@@ -152,7 +161,7 @@ def _parse_row(raw: dict[str, str], path: str, line: int) -> PilotRow:
         raise InputError(f"{path}: line {line}: study P runs see panoptic labels only; other shares must be 0")
     pq = {}
     for region in REGIONS:
-        v = _number(raw.get(f"pq_{region}", ""), path, line, f"pq_{region}")
+        v = cell_number(raw.get(f"pq_{region}", ""), path, line, f"pq_{region}")
         if v is not None:
             if not 0.0 <= v <= 100.0:
                 raise InputError(f"{path}: line {line}: column pq_{region}: {v:g} is not a PQ in percent (0-100)")

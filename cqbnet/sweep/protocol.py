@@ -59,13 +59,17 @@ class RunSpec:
     ratio: tuple[tuple[str, float], ...]
     modules: tuple[str, ...] = MODULES
     seed: int = 0
+    methods: tuple[tuple[str, str], ...] = ()  # kind set -> label method: the run is a `cqbnet fit` of the mix
 
     @property
     def key(self) -> str:
         """A readable, unique folder name, e.g. ``P0.3-B0.7_box2mask+relation_s0_3f2a9c1e``."""
         mix = "-".join(f"{k}{v:g}" for k, v in self.ratio)
         mods = "+".join(self.modules) or "none"
-        digest = hashlib.sha1(json.dumps([self.ratio, self.modules, self.seed]).encode())
+        what = [self.ratio, self.modules, self.seed] + ([self.methods] if self.methods else [])
+        digest = hashlib.sha1(json.dumps(what).encode())
+        if self.methods:
+            mods = "+".join(m for _, m in self.methods)
         return f"{mix}_{mods}_s{self.seed}_{digest.hexdigest()[:8]}"
 
     def ratio_text(self) -> str:
@@ -146,6 +150,49 @@ def table2_runs(
                     for r in sorted(rhos):
                         spec = RunSpec(_mix(r, UPPER_KIND[kind]), MODULES, seed)
                         runs.append(PilotRun(kind, "upper", seed, {"P": r, kind: round(1 - r, 10)}, spec))
+    return runs
+
+
+# the quick pilot over methods (`cqbnet pilot --quick`): the first seed, each method alone and at rho_P 0.3, full labels
+# at 0.3 and 1; its prediction error against the whole pilot is measured in benchmarks/planner_methods.md
+QUICK = {"seeds": 1, "method_rho_P": [0.0, 0.3], "rho_P": [0.3]}
+
+
+def quick(pilot: dict) -> dict:
+    """A pilot section cut to the quick pilot over methods (:data:`QUICK`)."""
+    if not pilot.get("methods"):
+        raise InputError("pilot: --quick is a pilot over label methods; name them in pilot.methods")
+    return {**pilot, "seeds": pilot["seeds"][: QUICK["seeds"]], "method_rho_P": QUICK["method_rho_P"],
+            "rho_P": QUICK["rho_P"]}  # fmt: skip
+
+
+def method_runs(
+    variables: list[str] | tuple[str, ...],
+    rhos: list[float] | tuple[float, ...] = (0.0, 0.1, 0.3),
+    full_rhos: list[float] | tuple[float, ...] = (0.1, 0.3, 0.5),
+    seeds: list[int] | tuple[int, ...] = (0, 1, 2),
+) -> list[PilotRun]:
+    """The pilot over label methods (:mod:`cqbnet.planner.methods`): full labels alone at every ``full_rhos`` and at
+    1 (the rest unlabelled: study P's runs of :func:`table2_runs`, trained once for both pilots), then for each
+    variable ``KINDS:METHOD`` full labels at every ``rhos`` and the method on the rest, each a `cqbnet fit`."""
+    from cqbnet.labels.kinds import kind_set_name
+    from cqbnet.planner.methods import FULL, parse_variable
+
+    parsed = [parse_variable(v, "pilot.methods: ") for v in variables if v != FULL]
+    for r in rhos:
+        if not 0 <= r < 1:
+            raise InputError(f"pilot: method_rho_P must lie in [0, 1), got {r}")
+    if not seeds:
+        raise InputError("pilot: no seeds")
+    runs = [r for r in table2_runs(("P",), full_rhos, seeds, ()) if r.study == "P"]
+    runs = [PilotRun(FULL, "full", r.seed, r.rho, r.spec) for r in runs]
+    for seed in seeds:
+        for var in parsed:
+            kinds = kind_set_name(var.kinds)
+            for r in sorted(rhos):
+                ratio = ((kinds, 1.0),) if r == 0 else (("P", r), (kinds, round(1 - r, 10)))
+                spec = RunSpec(ratio, MODULES, seed, ((kinds, var.method),))
+                runs.append(PilotRun(var.name, "method", seed, {"P": r}, spec))
     return runs
 
 

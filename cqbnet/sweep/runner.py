@@ -68,8 +68,15 @@ def prepare_labels(
     j, png, img = dataset_paths(cfg["data"], "train", out)
     gt = load_panoptic_json(j, png, img)
     ratio = {parse_kind_set(k): v for k, v in spec.ratio}
+    methods = {parse_kind_set(k): m for k, m in spec.methods}
     simulate(
-        gt, ratio, out / "labels", seed=spec.seed, points_per_segment=points_per_segment, point_sampling=point_sampling
+        gt,
+        ratio,
+        out / "labels",
+        seed=spec.seed,
+        points_per_segment=points_per_segment,
+        point_sampling=point_sampling,
+        methods=methods or None,
     )
     return target
 
@@ -85,11 +92,12 @@ def run_config(cfg: dict[str, Any], spec: RunSpec, manifest: Path) -> dict[str, 
     return cfg
 
 
-def run_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a run's config that decide what it trains: model, solver, seed and how clicks are simulated
-    (paths, logging and evaluation periods left out, so a moved or re-logged run folder stays the same run)."""
+def run_recipe(cfg: dict[str, Any], fit: bool = False) -> dict[str, Any]:
+    """The parts of a run's config that decide what it trains: model, solver, seed and how clicks are simulated,
+    and for a run of label methods the ``fit`` section (paths, logging and evaluation periods left out, so a moved
+    or re-logged run folder stays the same run)."""
     pilot = cfg.get("pilot", {})
-    return {
+    return ({"fit": cfg["fit"]} if fit else {}) | {
         "model": cfg["model"],
         "solver": cfg["solver"],
         "seed": cfg["train"].get("seed"),
@@ -104,13 +112,13 @@ def json_roundtrip(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def check_recipe(out: Path, cfg: dict[str, Any]) -> None:
+def check_recipe(out: Path, cfg: dict[str, Any], fit: bool = False) -> None:
     """A run folder belongs to one recipe: the first call records it in ``recipe.json``, every later call (a
     resume, or a finished run being reused) must bring the same recipe, else a one-line :class:`InputError`
     names the folder and what differs. A run's key names only its labels, modules and seed, so without this
     check a changed config would silently reuse the results of the old one. Folders from before the record
     (a finished run without ``recipe.json``) are trusted as they are."""
-    recipe = run_recipe(cfg)
+    recipe = run_recipe(cfg, fit)
     path = out / RECIPE
     if path.is_file():
         diff = differences(read_json(path), json_roundtrip(recipe))
@@ -137,10 +145,10 @@ def execute(
     The run folder's recorded recipe must match ``cfg``'s (:func:`check_recipe`)."""
     from cqbnet.engine.inference import evaluate_model
     from cqbnet.engine.trainer import load_model, train
-    from cqbnet.modeling.panoptic_net import INFERENCE_MODES
+    from cqbnet.network.panoptic_net import INFERENCE_MODES
 
     out = Path(root) / "runs" / spec.key
-    check_recipe(out, run_config(cfg, spec, out / "labels" / "manifest.json"))
+    check_recipe(out, run_config(cfg, spec, out / "labels" / "manifest.json"), bool(spec.methods))
     name = result_name(split)
     if (out / name).is_file():
         return read_json(out / name)
@@ -150,9 +158,17 @@ def execute(
         spec, cfg, out, int(pilot.get("points_per_segment", 1)), str(pilot.get("point_sampling", "uniform"))
     )
     run_cfg = run_config(cfg, spec, manifest)
-    info = train(run_cfg, out, device, resume=True, progress=False)
+    if spec.methods:  # label methods: every stage their mix needs, then the final network (cqbnet fit)
+        from cqbnet.fit.run import FINAL, run_fit
+
+        fitted = run_fit(run_cfg, manifest, out / "fit", device, progress=False, log=lambda _: None)
+        weights = out / "fit" / FINAL / "model_final.pth"
+        info = {"iterations": fitted["iterations"], "resumed_from": None, "stages": fitted["stages"]}
+    else:
+        info = train(run_cfg, out, device, resume=True, progress=False)
+        weights = out / "model_final.pth"
     t_train = time.time()
-    model, _ = load_model(out / "model_final.pth", torch.device(device))
+    model, _ = load_model(weights, torch.device(device))
     dcfg, tcfg = run_cfg["data"], run_cfg["train"]
     images = load_split(dcfg, split, out)
     primary = tcfg["test_mode"]
@@ -176,6 +192,8 @@ def execute(
     seconds_train = t_train - t0
     if info["resumed_from"] == info["iterations"]:  # trained before: its training time is the val result's
         seconds_train = read_json(out / RESULT).get("seconds_train") if (out / RESULT).is_file() else None
+    if "stages" in info:  # a fit records each stage's time, resumed or not
+        seconds_train = sum(st["seconds"] for st in info["stages"])
     result = {
         "key": spec.key,
         "spec": asdict(spec),
@@ -185,6 +203,7 @@ def execute(
         "modes": modes,
         "iterations": info["iterations"],
         "resumed_from": info["resumed_from"],
+        **({"stages": info["stages"]} if "stages" in info else {}),
         "seconds_train": seconds_train,
         "seconds_eval": time.time() - t_train,
         "seconds": time.time() - t0,
@@ -203,7 +222,7 @@ def finished(specs: list[RunSpec], root: Path, cfg: dict[str, Any] | None = None
         out = root / "runs" / s.key
         if (out / RESULT).is_file():
             if cfg is not None:
-                check_recipe(out, run_config(cfg, s, out / "labels" / "manifest.json"))
+                check_recipe(out, run_config(cfg, s, out / "labels" / "manifest.json"), bool(s.methods))
             done[s.key] = read_json(out / RESULT)
     return done
 

@@ -347,7 +347,7 @@ def stuff_cams(model, image: np.ndarray, device) -> np.ndarray:
     h, w = image.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0).to(device)
     with torch.no_grad():
-        _, _, sem_features, _, _ = model._shared_features([x])
+        sem_features = model.features([x]).sem_features
         _, maps = model.cls2pixel.cam_head(sem_features)
         size = tuple(4 * int(d) for d in sem_features.shape[-2:])  # the semantic features are at stride 4
         maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[..., :h, :w]
@@ -553,7 +553,7 @@ def refined_probabilities(model, image: np.ndarray, classes: int, device) -> np.
     h, w = image.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0).to(device)
     with torch.no_grad():
-        _, _, _, sem_logits, _ = model._shared_features([x])
+        sem_logits = model.features([x]).sem_logits
         size = tuple(4 * int(d) for d in sem_logits.shape[-2:])  # the semantic logits are at stride 4
         logits = F.interpolate(sem_logits, size=size, mode="bilinear", align_corners=False)[0, :, :h, :w]
         probs = logits[:classes].softmax(0).cpu()

@@ -345,7 +345,7 @@ def pseudo_label_items(
             image, target = to_tensors(*dataset[index])
             target = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in target.items()}
             x = image.to(device)
-            batch = TrainingBatch([x], *model._shared_features([x]), [target])
+            batch = model.training_batch([x], [target])
             _, logits = branch.image_losses(batch, 0)
             info = {"id": lab.image_id, "file_name": lab.file_name, "height": lab.height, "width": lab.width}
             img = (image.permute(1, 2, 0) * 255).round().byte().numpy()

@@ -414,7 +414,7 @@ def corloc(model: nn.Module, dataset, gt, device: torch.device, limit: int | Non
             n += 1
             image, t = to_tensors(*dataset[index])
             x = image.to(device)
-            batch = TrainingBatch([x], *model._shared_features([x]), [t])
+            batch = model.training_batch([x], [t])
             segments = branch.proposals(t, x)
             scores = branch.image_outputs(batch, 0, segments).scores()
             rec = records[lab.image_id]

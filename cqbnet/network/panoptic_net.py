@@ -18,7 +18,7 @@ up by name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +47,16 @@ INFERENCE_MODES = ("argmax", "heuristic")
 def _fpn(features: dict[str, Tensor]) -> list[Tensor]:
     """The FPN levels the heads read, strides 4..32 (the backbone's "pool" level is for the RPN only)."""
     return [features[k] for k in ("0", "1", "2", "3")]
+
+
+class Features(NamedTuple):
+    """What every head and weak module reads of a batch (:meth:`PanopticNet.features`)."""
+
+    image_list: ImageList  # normalised and padded, (N, 3, H', W')
+    fpn: dict[str, Tensor]  # FPN levels "0".."3" at strides 4..32 and "pool" at 64, (N, C, H'/s, W'/s)
+    sem_features: Tensor  # the semantic head's decoder output, (N, C, H'/4, W'/4)
+    sem_logits: Tensor  # (N, K, H'/4, W'/4)
+    body: dict[str, Tensor]  # the backbone body's own levels "0".."3" (the FPN's inputs), (N, C_l, H'/s, W'/s)
 
 
 @dataclass
@@ -132,27 +142,29 @@ class PanopticNet(nn.Module):
         if mode not in INFERENCE_MODES:
             raise InputError(f"unknown inference mode {mode!r}; choose argmax or heuristic")
         if self.training:
-            return self._training_losses(TrainingBatch(images, *self._shared_features(images), targets, self.iteration))
+            return self._training_losses(self.training_batch(images, targets, self.iteration))
         return self.panoptic_stage(self.detect(images, mode), mode)
 
-    def _shared_features(
-        self, images: list[Tensor]
-    ) -> tuple[ImageList, dict[str, Tensor], Tensor, Tensor, dict[str, Tensor]]:
+    def features(self, images: list[Tensor]) -> Features:
         """Padded batch, FPN features, semantic features and logits, and the backbone body's own levels (the FPN's
-        inputs, which paper 002's mining pools from)."""
+        inputs, which paper 002's mining pools from): what the heads and the weak modules read."""
         image_list = self.batch(images)
         body = self.backbone.body(image_list.tensors)  # "0".."3" at strides 4..32, the body's channels
         features = self.backbone.fpn(body)  # "0".."3" at strides 4..32, "pool" at 64
-        sem_features = self.semantic_head.decoder(_fpn(features))  # (N, C, H'/4, W'/4)
-        sem_logits = self.semantic_head.predictor(sem_features)  # (N, K, H'/4, W'/4)
-        return image_list, features, sem_features, sem_logits, body
+        sem_features, sem_logits = self.semantic_head.features(_fpn(features))  # (N, C | K, H'/4, W'/4)
+        return Features(image_list, features, sem_features, sem_logits, body)
+
+    def training_batch(self, images: list[Tensor], targets: list[dict[str, Any]], iteration: int = 0) -> TrainingBatch:
+        """The features of ``images`` with their labels: what every loss of a training step reads (also what a
+        tool that runs one module on its own needs, e.g. paper 003's pseudo labels of a trained network)."""
+        return TrainingBatch(images, *self.features(images), targets, iteration)
 
     # --- inference --------------------------------------------------------------------------------------------
 
     def detect(self, images: list[Tensor], mode: str = "argmax") -> Detections:
         """Inference up to the panoptic stage: features, semantic logits, the cascade's detections (revised
         by relation reasoning when it is on) and their masks when the panoptic stage needs them."""
-        image_list, features, sem_features, sem_logits, _ = self._shared_features(images)
+        image_list, features, sem_features, sem_logits, _ = self.features(images)
         proposals, _ = self.rpn(image_list, features)
         head = self.panoptic_head
         thresh = head.test_score_thresh if mode == "argmax" else self.roi_heads.score_thresh

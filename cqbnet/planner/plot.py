@@ -58,3 +58,42 @@ def plot_plan(result: PlanResult, path: str | os.PathLike, budget: float | None 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def plot_method_plan(result, path: str | os.PathLike, budget: float | None = None) -> None:
+    """A plan over label methods (:class:`cqbnet.planner.methods.MethodPlan`): the front's plans, label cost across,
+    predicted PQ up, training iterations as colour; the picks marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
+    cost = np.array([p.cost for p in result.points])
+    pq = np.array([p.pq for p in result.points])
+    its = np.array([p.iterations for p in result.points])
+    sc = ax.scatter(cost, pq, c=its, s=14, cmap="viridis", lw=0, label=f"front ({len(pq)} of {result.evaluated} plans)")
+    fig.colorbar(sc, ax=ax, label="training iterations (every network of the plan)")
+    for rule, p in result.picks.items():
+        star = rule == result.rule
+        ax.scatter(
+            [p.cost],
+            [p.pq],
+            marker="*" if star else "D",
+            s=220 if star else 40,
+            color="gold" if star else "tab:red",
+            edgecolor="k",
+            zorder=4,
+            label=f"{rule}: {p.text()}",
+        )
+    if budget is not None:
+        ax.axvline(budget, color="k", ls="--", lw=0.8, label=f"budget {budget:g}")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("label cost (full labels for every image = 1)")
+    ax.set_ylabel(f"predicted PQ ({result.model.combine} model)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""Building :class:`~cqbnet.modeling.panoptic_net.PanopticNet` from plain arguments (a config's ``model`` section).
+"""Building :class:`~cqbnet.network.panoptic_net.PanopticNet` from plain arguments (a config's ``model`` section).
 
 Every constructor knob is one argument; ``model.panoptic`` holds :class:`~cqbnet.modeling.panoptic_head.
 PanopticHead`'s and ``model.weak`` the weak modules' (:class:`WeakConfig`). Unknown keys are errors that name
@@ -17,9 +17,9 @@ from cqbnet.errors import InputError
 from cqbnet.modeling.backbone import build_backbone
 from cqbnet.modeling.cascade_rcnn import CascadeRoIHeads
 from cqbnet.modeling.panoptic_head import DenseInstanceAffinity, PanopticHead
-from cqbnet.modeling.panoptic_net import PanopticNet
 from cqbnet.modeling.rpn import build_rpn
 from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE, SemanticHead
+from cqbnet.network.panoptic_net import PanopticNet
 from cqbnet.weak.box2mask import Box2Mask
 from cqbnet.weak.cls2box import MODES as CLS2BOX_MODES
 from cqbnet.weak.cls2box import Cls2Box
