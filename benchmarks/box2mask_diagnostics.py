@@ -32,6 +32,7 @@ from detector_diagnostics import diagnose  # benchmarks/detector_diagnostics.py
 from machine import machine_info  # benchmarks/machine.py
 from torchvision.ops import roi_align
 
+from cqbnet.cues.pairwise import PAIRWISE_DILATION, PAIRWISE_POOL, lab_similarity, neighbour_offsets, pooled_lab, shift
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.synthetic import split_paths
 from cqbnet.data.transforms import to_tensors
@@ -40,7 +41,6 @@ from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.sweep.protocol import RunSpec
 from cqbnet.sweep.runner import execute, shared_data_config
 from cqbnet.weak.box2mask import PAIRWISE_THRESHOLD, box_in_roi
-from cqbnet.weak.pairwise import PAIRWISE_DILATION, PAIRWISE_POOL, lab_similarity, neighbour_offsets, pooled_lab, shift
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "box2mask_diagnostics.json"

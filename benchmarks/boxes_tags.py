@@ -241,7 +241,7 @@ def cue_errors(first: Path, manifest: Path, gt, images: int = 500, marked: Path 
     from scipy import ndimage
 
     from cqbnet.labels.manifest import load_manifest
-    from cqbnet.weak.approx_ground_truth import ApproximateRound, box_pixels
+    from cqbnet.labels.rounds import ApproximateRound, box_pixels
 
     r0, labels = ApproximateRound.load(first), load_manifest(manifest)
     records = {r.image_id: r for r in gt.records}
@@ -305,7 +305,8 @@ def cue_veto(checkpoint: Path, first: Path, manifest: Path, gt, images: int = 20
     precision of the cue thing pixels it would leave."""
     from cqbnet.data.dataset import read_image_of
     from cqbnet.labels.manifest import load_manifest
-    from cqbnet.weak.approx_ground_truth import ApproximateRound, class_map, refined_probabilities
+    from cqbnet.labels.rounds import ApproximateRound
+    from cqbnet.weak.approx_ground_truth import class_map, refined_probabilities
 
     r0, labels = ApproximateRound.load(first), load_manifest(manifest)
     records = {r.image_id: r for r in gt.records}
@@ -341,7 +342,8 @@ def added_things(first: Path, later: Path, gt) -> dict[str, float]:
     """The thing pixels a refinement round labels that round 0 did not (the released code's low-coverage fill is
     the only rule that adds any): their number, their share of the round's thing pixels and their precision
     against the hidden ground truth (percent), beside the precision of the thing pixels both rounds label."""
-    from cqbnet.weak.approx_ground_truth import ApproximateRound, class_map
+    from cqbnet.labels.rounds import ApproximateRound
+    from cqbnet.weak.approx_ground_truth import class_map
 
     r0, r1 = ApproximateRound.load(first), ApproximateRound.load(later)
     records = {r.image_id: r for r in gt.records}

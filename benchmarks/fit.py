@@ -98,9 +98,19 @@ def arm_config(arm: str, overrides: list[str], work: Path, config: Path = CONFIG
     return cfg, ARMS[arm]
 
 
-def run_one(arm: str, seed: int, split: str, overrides: list[str], work: Path, config: Path = CONFIG) -> dict[str, Any]:
-    """One fit and its evaluation in both inference modes (a row of runs.json)."""
-    cfg, spec = arm_config(arm, overrides, work, config)
+def run_one(
+    arm: str,
+    seed: int,
+    split: str,
+    overrides: list[str],
+    work: Path,
+    config: Path = CONFIG,
+    spec: FitArm | None = None,
+) -> dict[str, Any]:
+    """One fit and its evaluation in both inference modes (a row of runs.json); ``spec`` names a label mix that
+    is not one of :data:`ARMS` (e.g. a plan), ``arm`` then only names its run."""
+    cfg, known = arm_config(arm if spec is None else "full", overrides, work, config)
+    spec = spec or known
     ratio = spec.ratio
     cfg["train"]["seed"] = seed
     cfg["train"]["eval_period"] = 0

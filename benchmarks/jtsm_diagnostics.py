@@ -44,12 +44,13 @@ import torch.nn.functional as F
 import yaml
 from torchvision.ops import roi_pool
 
-from cqbnet.data.mixed_dataset import MixedLabelDataset
+from cqbnet.cues.segment_proposals import segment_proposals
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.synthetic import SceneConfig, make_scene, scene_rng, synthetic_categories
 from cqbnet.data.transforms import to_tensors
 from cqbnet.engine.data import dataset_paths
 from cqbnet.engine.trainer import load_model
+from cqbnet.labels.dataset import MixedLabelDataset
 from cqbnet.weak.jtsm import (
     POOL,
     MiningHeads,
@@ -60,7 +61,6 @@ from cqbnet.weak.jtsm import (
     pool_rois,
     proposal_cache,
 )
-from cqbnet.weak.segment_proposals import segment_proposals
 
 
 def best_iou_by_class(masks: np.ndarray, ids: np.ndarray, segments) -> dict[int, np.ndarray]:
@@ -208,7 +208,7 @@ def run_picks(run: Path, images: int) -> dict:
 
 @torch.no_grad()
 def grabcut_effect(run: Path, images: int) -> dict:
-    from cqbnet.weak.grabcut import grabcut_from_segment
+    from cqbnet.cues.grabcut import grabcut_from_segment
 
     model, ds, gt = _load(run)
     model.eval()

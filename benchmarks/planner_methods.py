@@ -42,11 +42,10 @@ from cqbnet.labels.simulate import dataset_stats
 from cqbnet.planner.methods import (
     COMBINE,
     FULL,
-    Compute,
     MethodPilot,
     PilotRun,
     fit_method_model,
-    leave_one_out,
+    fit_pilot,
     loo_mae,
     make_method_plan,
     variable_cost,
@@ -137,21 +136,19 @@ def summarise(rows: list[dict[str, Any]], costs: CostModel) -> dict[str, Any]:
     }
     if not any(r.variable == FULL and r.rho_p >= 1 for r in pilot.runs):
         return summary
-    loo = {}
-    for combine in COMBINE:
-        cells = leave_one_out(pilot, combine)
-        loo[combine] = {
+    fitted = fit_pilot(pilot, bootstrap=200)  # the way methods combine: the smaller leave-one-out error (val)
+    model, compute, combine = fitted.model, fitted.compute, fitted.model.combine
+    loo = {
+        c: {
             "mae_pq": loo_mae(cells),
             "cells": [
-                {"variable": c.variable, "rho_P": c.rho_p, "measured": c.measured, "predicted": c.predicted}
-                for c in cells
+                {"variable": x.variable, "rho_P": x.rho_p, "measured": x.measured, "predicted": x.predicted}
+                for x in cells
             ],
         }
-    usable = {c: v["mae_pq"] for c, v in loo.items() if math.isfinite(v["mae_pq"])}
-    combine = min(usable, key=usable.get) if usable else "equivalent"
-    model = fit_method_model(pilot, combine, bootstrap=200)
-    compute = Compute.from_pilot(pilot)
-    mae = usable.get(combine)
+        for c, cells in fitted.loo.items()
+    }
+    mae = fitted.loo_mae if math.isfinite(fitted.loo_mae) else None
     recs = []
     for b in BUDGETS:
         try:

@@ -23,13 +23,13 @@ import torch
 from commit_results import commit  # benchmarks/commit_results.py
 from machine import machine_info  # benchmarks/machine.py
 
-from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import shared_data_config
 from cqbnet.engine.inference import write_predictions
 from cqbnet.engine.trainer import load_model
 from cqbnet.evaluation.statistics import mode_pq, paired_rows, ratio_of_means
 from cqbnet.io import atomic_path, read_json, write_json
+from cqbnet.labels.dataset import MixedLabelDataset
 from cqbnet.sweep.protocol import RunSpec
 from cqbnet.sweep.runner import execute
 from cqbnet.weak.fdd_points import pseudo_label_items

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from recipe_arms import ROOT, Arm, main, solver_overrides  # benchmarks/recipe_arms.py
 
-from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.data import dataset_paths
 from cqbnet.engine.trainer import load_model
+from cqbnet.labels.dataset import MixedLabelDataset
 from cqbnet.weak.jtsm import corloc
 
 FULL = ROOT / "configs" / "synthetic_full.yaml"

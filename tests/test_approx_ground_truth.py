@@ -7,17 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cqbnet.cues.grabcut import grabcut_foreground
+from cqbnet.cues.segment_proposals import segment_proposals
 from cqbnet.errors import InputError
-from cqbnet.weak.approx_ground_truth import (
-    BACKGROUND,
-    IGNORE,
-    approximate_panoptic,
-    best_proposal,
-    stuff_cues,
-    thing_cues,
-)
-from cqbnet.weak.grabcut import grabcut_foreground
-from cqbnet.weak.segment_proposals import segment_proposals
+from cqbnet.labels.rounds import BACKGROUND
+from cqbnet.weak.approx_ground_truth import IGNORE, approximate_panoptic, best_proposal, stuff_cues, thing_cues
 
 
 def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -166,8 +160,8 @@ def test_round_zero_writes_labels_the_dataset_and_the_network_learn_from(tmp_pat
     import yaml
 
     from cqbnet.cli.main import main
-    from cqbnet.data.mixed_dataset import MixedLabelDataset
     from cqbnet.data.transforms import to_tensors
+    from cqbnet.labels.dataset import MixedLabelDataset
     from cqbnet.modeling.targets import detection_target
     from cqbnet.network.build import build_panoptic_net
     from helpers import TINY, tiny_model_config
@@ -254,7 +248,7 @@ def test_round_zero_writes_labels_the_dataset_and_the_network_learn_from(tmp_pat
 
 
 def test_the_dense_crf_cleans_a_noisy_unary_along_the_image_colours():
-    from cqbnet.weak.dense_crf import dense_crf
+    from cqbnet.cues.dense_crf import dense_crf
 
     img, disc, _ = _scene(1)
     rng = np.random.default_rng(2)

@@ -88,6 +88,30 @@ def test_config_base_inheritance(tmp_path):
         load_config(missing)
 
 
+def test_weak_modules_as_blocks(tmp_path):
+    """``model.weak`` one block per module, in a file, over a base's flat keys, and as an override."""
+    base = tmp_path / "base.yaml"
+    base.write_text("model:\n  weak: {points: true, points_warmup: 50, box2mask_warmup: 7}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: base.yaml\nmodel:\n  weak:\n    points: {lambda_sem: 0.1}\n    jtsm: {enabled: true}\n")
+    weak = load_config(child, ["model.weak.points.clicked_only=true", "model.weak.cls2box.enabled=false"])["model"][
+        "weak"
+    ]
+    assert weak == {
+        "points": True,
+        "points_warmup": 50,
+        "points_lambda_sem": 0.1,
+        "points_clicked_only": True,
+        "box2mask_warmup": 7,
+        "jtsm": True,
+        "cls2box": False,
+    }
+    with pytest.raises(InputError, match=r"model.weak.frames is not a weak module's block"):
+        load_config(None, ["model.weak.frames.enabled=true"])
+    with pytest.raises(InputError, match="unknown key model.weak.points_lambda;"):
+        load_config(None, ["model.weak.points.lambda=1"])
+
+
 def test_shipped_recipe_configs_state_only_what_differs():
     """Each recipe config inherits the CPU recipe and resolves to what it trained before it did."""
     configs = ROOT / "configs"

@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cqbnet.data.mixed_dataset import MixedLabelDataset
+from cqbnet.cues.pairwise import neighbour_offsets
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.transforms import to_tensors
 from cqbnet.errors import InputError
+from cqbnet.labels.dataset import MixedLabelDataset
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.network.build import build_panoptic_net
 from cqbnet.weak.fdd_points import (
@@ -28,7 +29,6 @@ from cqbnet.weak.fdd_points import (
     self_training,
     sine_position,
 )
-from cqbnet.weak.pairwise import neighbour_offsets
 from cqbnet.weak.warmup import image_share
 from helpers import TINY
 

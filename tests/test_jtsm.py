@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_pool
 
-from cqbnet.data.mixed_dataset import MixedLabelDataset
+from cqbnet.cues.grabcut import grabcut_from_segment
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.transforms import to_tensors
 from cqbnet.errors import InputError
+from cqbnet.labels.dataset import MixedLabelDataset
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.network.build import build_panoptic_net
-from cqbnet.weak.grabcut import grabcut_from_segment
 from cqbnet.weak.jtsm import (
     JTSM,
     MiningHeads,
@@ -280,8 +280,8 @@ def test_a_config_trains_from_tags_alone_and_caches_each_image_s_proposals(tmp_p
     assert all(r["loss_jtsm"] > 0 for r in rows) and rows[-1]["loss_semantic"] > 0  # mined labels after warm-up
     cached = list((tmp_path / "run" / "proposals").glob("*.npz"))
     assert 0 < len(cached) <= 6
-    from cqbnet.data.mixed_dataset import MixedLabelDataset
     from cqbnet.engine.trainer import load_model
+    from cqbnet.labels.dataset import MixedLabelDataset
 
     net, _ = load_model(tmp_path / "run" / "model_final.pth", torch.device("cpu"))
     ds = MixedLabelDataset(tmp_path / "run" / "labels" / "manifest.json")

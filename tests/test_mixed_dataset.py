@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from cqbnet.data.dataset import PanopticDataset
-from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json, read_panoptic_png, write_panoptic_png
+from cqbnet.labels.dataset import MixedLabelDataset
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.network.build import build_panoptic_net
 from helpers import TINY, tiny_model_config

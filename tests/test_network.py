@@ -104,6 +104,23 @@ def test_training_step_and_losses(dataset):
         assert p.grad is not None and float(p.grad.abs().sum()) > 0  # zero_loss gives idle parameters zeros
 
 
+def test_weak_plugins_run_in_one_loop_in_a_fixed_order(dataset):
+    """Every online weak method is a plug-in of one protocol (cqbnet.weak.base): relabelling ones first, then
+    paper 000's modules; each one's losses carry its name."""
+    from cqbnet.weak.base import WeakModule, describe
+
+    weak = {"points": True, "jtsm": True, "points_dim": 16, "points_heads": 2, "jtsm_hidden": 16}
+    model = build_panoptic_net(dataset.categories, **{**TINY, "weak": weak})
+    plugins = model.weak_modules()
+    assert [m.name for m in plugins] == ["points", "jtsm", "cls2box", "cls2pixel", "box2mask", "relation"]
+    assert [m.relabels for m in plugins] == [True, True, False, False, False, False]
+    assert all(isinstance(m, WeakModule) for m in plugins) and describe(plugins)[0]["class"] == "FDDPoints"
+    off = {"cls2box": False, "cls2pixel": False, "box2mask": False, "relation": False}
+    assert build_panoptic_net(dataset.categories, **{**TINY, "weak": off}).weak_modules() == []
+    with pytest.raises(NotImplementedError, match="does not relabel"):
+        plugins[2].relabel(None, model)
+
+
 def _same_stages(heads: CascadeRoIHeads) -> None:
     """Make every stage a copy of the first that does not move its boxes: the same RoIs reach each stage."""
     with torch.no_grad():

@@ -230,7 +230,8 @@ def test_approximate_and_refine_check_their_inputs_before_any_work(tmp_path, cap
     assert code == 2 and "not in the ground truth" in err and not out.exists()
     # cues written for another manifest (a round of the val images) are named, not silently used
     from cqbnet.labels.manifest import load_manifest
-    from cqbnet.weak.approx_ground_truth import ApproximateRound, round_zero, write_round
+    from cqbnet.labels.rounds import ApproximateRound, write_round
+    from cqbnet.weak.approx_ground_truth import round_zero
 
     val_boxes = tmp_path / "val_boxes"
     gt = [
@@ -247,7 +248,7 @@ def test_approximate_and_refine_check_their_inputs_before_any_work(tmp_path, cap
     )
     with pytest.raises(InputError, match="labels none of the"):
         ApproximateRound.load(foreign).check_against(load_manifest(boxes / "manifest.json"))
-    from cqbnet.data.mixed_dataset import MixedLabelDataset
+    from cqbnet.labels.dataset import MixedLabelDataset
 
     with pytest.raises(InputError, match="approximate labels for 0 of the .* made for another manifest"):
         MixedLabelDataset(boxes / "manifest.json", approximate=foreign)

@@ -290,3 +290,37 @@ def test_the_demo_plans_over_methods_within_its_compute(tmp_path, synth):
     assert sum(ratio.values()) == pytest.approx(1.0) and set(methods) == set(ratio)
     assert frozenset({"B", "I"}) not in ratio  # paper 001's four networks do not fit the demo
     assert (tmp_path / "figs" / "pareto.png").is_file() and "predicted PQ" in text
+
+
+def test_random_plans_at_matched_cost():
+    from cqbnet.planner.methods import random_method_plans, variable_cost
+
+    costs = CostModel.from_dict(COSTS)
+    variables = [FULL, *WORTH]
+    plans = random_method_plans(variables, costs, 0.1, 3, seed=1)
+    assert len(plans) == 3 and len({tuple(sorted(p)) for p in plans}) == 3  # three different sets of methods
+    for p in plans:
+        assert sum(p.values()) == pytest.approx(1.0)
+        cost = sum(s * variable_cost(costs, v) for v, s in p.items())
+        assert abs(cost - 0.1) <= 0.01 + 0.002  # +-10%, and the rounding of shares to 3 decimals
+    assert plans == random_method_plans(variables, costs, 0.1, 3, seed=1)
+    with pytest.raises(InputError, match="cost 5"):
+        random_method_plans(variables, costs, 5.0, 3)
+
+
+def test_a_pilot_without_compute_columns_still_plans(tmp_path):
+    p = tmp_path / "p.csv"
+    text = write_method_pilot(tmp_path / "full.csv").read_text().splitlines()
+    p.write_text("\n".join(",".join(line.split(",")[:4]) for line in text) + "\n")  # variable,seed,rho_P,pq only
+    pilot = load_method_pilot(p)
+    model = fit_method_model(pilot, bootstrap=0)
+    result = make_method_plan(model, CostModel.from_dict(COSTS), Compute.from_pilot(pilot), budget=0.05)
+    assert result.recommended.shares == pytest.approx({"I+B:boxes-tags-001": 1.0})
+    with pytest.raises(InputError, match="records no iterations"):
+        make_method_plan(model, CostModel.from_dict(COSTS), Compute.from_pilot(pilot), budget=0.05, compute_budget=9)
+
+
+def test_the_full_curve_never_falls():
+    f = FullCurve.fit(np.array([0.1, 0.3, 0.3, 1.0]), np.array([40.0, 35.0, 37.0, 60.0]))  # noise: 0.3 below 0.1
+    y = f(np.linspace(0, 1, 11))
+    assert np.all(np.diff(y) >= -1e-12) and f(np.array(1.0)) == pytest.approx(60.0)

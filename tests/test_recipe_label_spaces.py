@@ -9,12 +9,13 @@ import dataclasses
 import pytest
 import torch
 
-from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.transforms import to_tensors
+from cqbnet.labels.dataset import MixedLabelDataset
+from cqbnet.labels.rounds import write_round
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.network.build import build_panoptic_net
-from cqbnet.weak.approx_ground_truth import round_zero, write_round
+from cqbnet.weak.approx_ground_truth import round_zero
 from helpers import TINY, restrict_label_space
 
 SPACES = {"things only": True, "stuff only": False}

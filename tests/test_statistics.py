@@ -82,3 +82,19 @@ def test_paired_rows_keep_the_summaries_json_shape():
     assert out["seeds"] == [0, 1] and out["pq"][0] == pytest.approx(-9.5) and len(out["pq_th"]) == 3
     assert paired_rows(rows, [{"seed": 7, "pq": 1.0, "pq_th": 1.0}], ("pq",)) is None
     assert paired_rows(rows[:1], base, ("pq",))["pq"][1:] == [None, None]
+
+
+def test_rank_correlation_is_spearman_with_a_fisher_z_interval():
+    from cqbnet.evaluation.statistics import rank_correlation
+
+    pred = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    meas = [2.0, 1.0, 4.0, 3.0, 6.0, 5.0, 8.0, 7.0]
+    e = rank_correlation(pred, meas)
+    rho = stats.spearmanr(pred, meas).statistic
+    half = stats.norm.ppf(0.975) * 1.06 / np.sqrt(8 - 3)
+    assert e.estimate == pytest.approx(rho) and e.n == 8
+    assert e.low == pytest.approx(np.tanh(np.arctanh(rho) - half)) and e.high == pytest.approx(
+        np.tanh(np.arctanh(rho) + half)
+    )
+    assert rank_correlation(pred, pred).interval is None  # rho = 1: no finite z
+    assert rank_correlation([1, 2, 3], [3, 1, 2]).interval is None  # below 4 units

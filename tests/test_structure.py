@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cqbnet.data.mixed_dataset import MixedLabelDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.synthetic import SceneConfig, generate
 from cqbnet.data.transforms import to_tensors
+from cqbnet.labels.dataset import MixedLabelDataset
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.network.build import build_panoptic_net
 

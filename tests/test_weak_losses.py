@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from cqbnet.cues.pairwise import image_to_lab, lab_similarity, neighbour_offsets
 from cqbnet.weak.box2mask import (
     box_in_roi,
     pairwise_loss,
@@ -13,7 +14,6 @@ from cqbnet.weak.box2mask import (
     sample_box_rois,
 )
 from cqbnet.weak.cls2box import MIDHead, cls2box_loss, image_scores
-from cqbnet.weak.pairwise import image_to_lab, lab_similarity, neighbour_offsets
 from cqbnet.weak.warmup import ramp_weight
 
 

@@ -158,29 +158,21 @@ def plan_over_methods(
     scenes' content) within :data:`DEMO_NETWORKS` networks of training: its kind-set shares, each kind set's method,
     and a line saying what was chosen."""
     from cqbnet.cli.common import CONFIGS
-    from cqbnet.planner.methods import (
-        Compute,
-        fit_method_model,
-        leave_one_out,
-        load_method_pilot,
-        loo_mae,
-        make_method_plan,
-    )
+    from cqbnet.planner.methods import fit_pilot, load_method_pilot, make_method_plan
     from cqbnet.planner.plot import plot_method_plan
 
     pilot = load_method_pilot(pilot_path)
     costs = CostModel.from_yaml(CONFIGS / "costs_content.yaml")
     costs.stats = {**costs.stats, **dataset_stats(gt)}
-    model = fit_method_model(pilot, bootstrap=100, seed=seed)
-    compute = Compute.from_pilot(pilot)
+    fitted = fit_pilot(pilot, bootstrap=100, seed=seed)
     result = make_method_plan(
-        model,
+        fitted.model,
         costs,
-        compute,
+        fitted.compute,
         budget=budget,
-        compute_budget=DEMO_NETWORKS * compute.base_iterations,
+        compute_budget=DEMO_NETWORKS * fitted.compute.base_iterations,
         seed=seed,
-        loo=loo_mae(leave_one_out(pilot)),
+        loo=fitted.loo_mae,
     )
     write_json(out / "plan" / "plan.json", result.to_json(), indent=2)
     plot_method_plan(result, figs / "pareto.png", budget=budget)

@@ -129,7 +129,8 @@ def cmd_approximate(args) -> int:
 
 def _write_and_score(args, manifest, entries, source: str) -> int:
     """Write a round of approximate labels to ``args.out``; score it when the ground truth is given."""
-    from cqbnet.weak.approx_ground_truth import ApproximateRound, score_round, write_round
+    from cqbnet.labels.rounds import ApproximateRound, write_round
+    from cqbnet.weak.approx_ground_truth import score_round
 
     path = write_round(
         args.out, entries, f"{source}, cue {getattr(args, 'cue', 'both')}", command_inputs(args), args.overwrite
@@ -144,7 +145,8 @@ def _write_and_score(args, manifest, entries, source: str) -> int:
 def cmd_refine(args) -> int:
     """A refinement round of paper 001's approximate labels; scored against the ground truth when it is given."""
     from cqbnet.io import check_output_dir
-    from cqbnet.weak.approx_ground_truth import ApproximateRound, refine_round
+    from cqbnet.labels.rounds import ApproximateRound
+    from cqbnet.weak.approx_ground_truth import refine_round
 
     check_output_dir(args.out, command_inputs(args), args.overwrite)
     manifest = _boxes_manifest(args)

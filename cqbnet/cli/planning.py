@@ -53,15 +53,7 @@ def plan_methods(args) -> int:
     """``cqbnet plan`` from a pilot over label methods: shares of catalogue methods for the budget."""
     from cqbnet.io import write_json
     from cqbnet.labels.costs import CostModel
-    from cqbnet.planner.methods import (
-        FULL,
-        Compute,
-        fit_method_model,
-        leave_one_out,
-        load_method_pilot,
-        loo_mae,
-        make_method_plan,
-    )
+    from cqbnet.planner.methods import FULL, fit_pilot, load_method_pilot, make_method_plan
     from cqbnet.planner.plot import plot_method_plan
     from cqbnet.planner.search import parse_kinds
 
@@ -81,15 +73,15 @@ def plan_methods(args) -> int:
 
         measured = dataset_stats(load_gt(args), args.points_per_segment)
         costs.stats = {**costs.stats, **measured} if not args.costs else {**measured, **costs.stats}
-    model = fit_method_model(pilot, args.combine, args.bootstrap, args.seed)
+    fitted = fit_pilot(pilot, args.combine, args.bootstrap, args.seed)
+    model, mae = fitted.model, fitted.loo_mae
     print(model.describe())
-    loo = leave_one_out(pilot, args.combine)
-    mae = loo_mae(loo)
-    print(f"leave-one-out over the pilot's {len(loo)} cells: mean absolute error {mae:.2f} PQ")
+    cells = len(fitted.loo[model.combine])
+    print(f"leave-one-out over the pilot's {cells} cells: mean absolute error {mae:.2f} PQ")
     result = make_method_plan(
         model,
         costs,
-        Compute.from_pilot(pilot),
+        fitted.compute,
         budget=args.budget,
         compute_budget=args.compute_budget,
         quality_target=args.quality_target,

@@ -142,10 +142,10 @@ def cmd_fit(args) -> int:
 def cmd_pseudo_labels(args) -> int:
     """Paper 003's pseudo panoptic labels of a manifest's point images, written as COCO panoptic predictions and,
     with the ground truth given, scored against it (PQ and mIoU of the pseudo labels themselves)."""
-    from cqbnet.data.mixed_dataset import MixedLabelDataset
     from cqbnet.engine.inference import write_predictions
     from cqbnet.evaluation.panoptic_quality import PanopticQuality
     from cqbnet.io import check_output_dir
+    from cqbnet.labels.dataset import MixedLabelDataset
     from cqbnet.weak.fdd_points import pseudo_label_items
 
     inputs = command_inputs(args)

@@ -24,14 +24,8 @@ from typing import Any
 import torch
 
 from cqbnet.labels.manifest import Manifest, load_manifest
-from cqbnet.weak.approx_ground_truth import (
-    DEFAULT_FILL,
-    ApproximateRound,
-    refine_round,
-    round_zero,
-    score_round,
-    write_round,
-)
+from cqbnet.labels.rounds import ApproximateRound, write_round
+from cqbnet.weak.approx_ground_truth import DEFAULT_FILL, refine_round, round_zero, score_round
 
 
 def trained(cfg: dict[str, Any], out: Path, device: str = "cpu") -> Path:

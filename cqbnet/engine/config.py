@@ -137,6 +137,8 @@ def _merge(base: dict[str, Any], update: dict[str, Any], path: str, source: str)
         if k in FREE_FORM:  # checked by the constructor they feed
             if v is not None and not isinstance(v, dict):
                 raise InputError(f"{source}: {key} must be a mapping")
+            if key == "model.weak":  # one block per module, or flat keys
+                v = _flat_weak(v, source)
             base[k] = None if v is None else {**(base[k] or {}), **v}
         elif isinstance(base[k], dict):
             if v is None and path:  # a setting a config filled with a mapping, unset again (data.labels=null)
@@ -147,6 +149,12 @@ def _merge(base: dict[str, Any], update: dict[str, Any], path: str, source: str)
             _merge(base[k], v, key + ".", source)
         else:
             base[k] = v
+
+
+def _flat_weak(values: dict[str, Any] | None, source: str) -> dict[str, Any] | None:
+    from cqbnet.network.build import flatten_weak
+
+    return flatten_weak(values, source)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -414,6 +422,9 @@ def read_config_file(path: str | os.PathLike, seen: tuple[Path, ...] = ()) -> di
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a config must be a mapping of sections")
     base = raw.pop(BASE_KEY, None)
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("weak"), dict):  # blocks merge with a base's flat keys
+        raw["model"] = {**model, "weak": _flat_weak(model["weak"], str(path))}
     if base is None:
         return raw
     if not isinstance(base, str) or not base.strip():

@@ -274,7 +274,7 @@ def train(
         dcfg = {**dcfg, "manifest": str(out / "labels" / "manifest.json")}
 
     if dcfg.get("manifest"):
-        from cqbnet.data.mixed_dataset import MixedLabelDataset
+        from cqbnet.labels.dataset import MixedLabelDataset
 
         train_set = MixedLabelDataset(dcfg["manifest"], approximate=dcfg.get("approximate"), pseudo=dcfg.get("pseudo"))
     else:

@@ -12,6 +12,8 @@ one seed there is an estimate but no interval (``low`` and ``high`` are None).
   (Fieller's interval to first order; exact for a reference without spread).
 * :func:`difference_to_group` - one arm against a group of alternatives (e.g. a planned plan against random plans
   of the same cost): the unit is the alternative, its paired difference averaged over seeds.
+* :func:`rank_correlation` - Spearman's rho of predictions against measurements (the unit: a plan), with the
+  Fisher-z interval of Fieller, Hartley and Pearson (1957; standard error 1.06 / sqrt(n - 3)).
 
 The percentile bootstrap over images (:mod:`cqbnet.evaluation.bootstrap`) stays as a secondary, labelled
 "images only": it says how much the val or test images alone move a number, not how much another seed would.
@@ -123,6 +125,23 @@ def difference_to_group(
     seeds = shared_seeds(treated, *alternatives)
     diffs = [float(np.mean([treated[s] - alt[s] for s in seeds])) for alt in alternatives]
     return t_interval(diffs, level, "t over alternatives (each averaged over paired seeds)", seeds)
+
+
+def rank_correlation(predicted: Sequence[float], measured: Sequence[float], level: float = LEVEL) -> Estimate:
+    """Spearman's rho between ``predicted`` and ``measured`` (one pair per unit, e.g. a trained plan: its predicted
+    PQ and its PQ measured as the mean over seeds), with the Fisher-z interval of Fieller, Hartley and Pearson
+    (1957): atanh(rho) +- z * 1.06 / sqrt(n - 3); no interval below 4 units."""
+    x, y = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError("rank correlation needs two equal-length sequences of at least 2 values")
+    rho = float(stats.spearmanr(x, y).statistic)
+    n = int(x.size)
+    method = "Spearman, Fisher-z interval (Fieller, Hartley and Pearson 1957)"
+    if n < 4 or not np.isfinite(rho) or abs(rho) >= 1.0:
+        return Estimate(rho, None, None, n, method)
+    half = float(stats.norm.ppf(0.5 + level / 2)) * 1.06 / np.sqrt(n - 3)
+    z = np.arctanh(rho)
+    return Estimate(rho, float(np.tanh(z - half)), float(np.tanh(z + half)), n, method)
 
 
 def by_seed(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[int, float]:

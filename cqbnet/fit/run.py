@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from cqbnet.errors import InputError, where
 from cqbnet.io import differences, read_json, write_json
@@ -165,6 +166,11 @@ def clicks_per_segment(manifest: Manifest, images: list) -> float:
     return float(np.mean(counts)) if counts else 1.0
 
 
+def bar(items, total: int, desc: str, show: bool = True):
+    """``items`` with a progress bar and ETA (per-image work of a stage)."""
+    return tqdm(items, total=total, desc=desc, disable=not show, dynamic_ncols=True)
+
+
 def plan_stages(
     cfg: dict[str, Any],
     manifest: Manifest,
@@ -223,12 +229,14 @@ def plan_stages(
 
             from cqbnet.engine.trainer import load_model
             from cqbnet.fit.prepare import thing_cue_table
-            from cqbnet.weak.approx_ground_truth import round_zero, write_round
+            from cqbnet.labels.rounds import write_round
+            from cqbnet.weak.approx_ground_truth import round_zero
 
             ids = [lab.image_id for lab in box_view.images]
             cues = thing_cue_table(box_view, ids, fcfg["cue"], workers, cache, progress, ray_address)
             model, _ = load_model(out / CLASSIFIER / "model_final.pth", torch.device(device))
             entries = round_zero(box_view, model, torch.device(device), fcfg["cue"], cues=cues)
+            entries = bar(entries, len(ids), ROUND0, progress)
             write_round(folder / "labels", entries, f"round 0, cue {fcfg['cue']}", overwrite=True)
 
         add(
@@ -259,15 +267,16 @@ def plan_stages(
         def make_pseudo(folder: Path, branch_view=branch_view) -> None:
             import torch
 
-            from cqbnet.data.mixed_dataset import MixedLabelDataset
             from cqbnet.engine.inference import write_predictions
             from cqbnet.engine.trainer import load_model
+            from cqbnet.labels.dataset import MixedLabelDataset
             from cqbnet.weak.fdd_points import pseudo_label_items
 
             dev = torch.device(device)
             model, _ = load_model(out / POINT_BRANCH / "model_final.pth", dev)
             dataset = MixedLabelDataset(out / POINT_BRANCH / "manifest.json")
             items = pseudo_label_items(model, dataset, dev, crf=True)
+            items = bar(items, len(clicked), f"{PSEUDO} (dense CRF)", progress)
             write_predictions(folder / "labels", items, dataset.categories, overlays=False, overwrite=True)
 
         add(
@@ -340,12 +349,15 @@ def plan_stages(
                 import torch
 
                 from cqbnet.engine.trainer import load_model
-                from cqbnet.weak.approx_ground_truth import ApproximateRound, refine_round, write_round
+                from cqbnet.labels.rounds import ApproximateRound, write_round
+                from cqbnet.weak.approx_ground_truth import refine_round
 
                 dev = torch.device(device)
                 model, _ = load_model(out / f"train{r}" / "model_final.pth", dev)
                 cues = ApproximateRound.load(out / ROUND0 / "labels")
-                refined = refine_round(model, box_view, cues, dev, fill=box_method.fill)
+                refined = bar(
+                    refine_round(model, box_view, cues, dev, fill=box_method.fill), len(boxes), f"round{r + 1}"
+                )
                 source = f"refined, round {r + 1}, fill {box_method.fill}"
                 write_round(folder / "labels", refined, source, overwrite=True)
 

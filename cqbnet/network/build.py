@@ -99,6 +99,28 @@ WEAK_MINIMUM = {
 WEAK_CHOICES = {"cls2box_mode": CLS2BOX_MODES, "points_pixels": PIXEL_SOURCES, "jtsm_features": ("backbone", "fpn")}
 
 
+# the weak-supervision modules, each of which ``model.weak`` may give as one block: {points: {enabled: true,
+# lambda_sem: 1.0}} is points: true, points_lambda_sem: 1.0 (see :func:`flatten_weak`)
+WEAK_MODULES = ("box2mask", "cls2box", "cls2pixel", "relation", "points", "jtsm")
+
+
+def flatten_weak(values: dict[str, Any] | None, source: str = "config") -> dict[str, Any] | None:
+    """``model.weak`` written one block per module (``points: {enabled: true, lambda_sem: 1.0}``) as the keys of
+    :class:`WeakConfig` (``points: true, points_lambda_sem: 1.0``); keys already in that form pass through."""
+    if values is None:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if not isinstance(value, dict):
+            out[key] = value
+            continue
+        if key not in WEAK_MODULES:
+            raise InputError(f"{source}: model.weak.{key} is not a weak module's block ({', '.join(WEAK_MODULES)})")
+        for sub, v in value.items():
+            out[key if sub == "enabled" else f"{key}_{sub}"] = v
+    return out
+
+
 def check_weak(values: dict[str, Any] | None, source: str = "config") -> WeakConfig:
     """``model.weak`` checked key by key before any work: known keys only, each of its default's type (a switch a
     boolean, a count an integer at least its minimum, a weight a number >= 0, a choice one of its values), and
@@ -229,27 +251,33 @@ def build_panoptic_net(
     affinity = DenseInstanceAffinity(fpn_channels, affinity_channels, affinity_norm) if use_affinity else None
     panoptic_head = PanopticHead(labels, affinity, **pan)
     stages = len(roi_heads.stages)
-    cls2box = (
-        Cls2Box(
-            box_representation, labels.thing_semantic, stages, w.cls2box_proposals, w.cls2box_mode, w.cls2box_warmup
+    # each module from its own settings (model.weak.<module>: {...}, flat here as <module>_<setting>), by name
+    cls2box = None
+    if w.cls2box and labels.num_things:
+        cls2box = Cls2Box(
+            box_representation,
+            labels.thing_semantic,
+            stages,
+            proposals=w.cls2box_proposals,
+            mode=w.cls2box_mode,
+            warmup=w.cls2box_warmup,
         )
-        if w.cls2box and labels.num_things
-        else None
-    )
-    box2mask = Box2Mask(w.box2mask_warmup, w.box2mask_pairwise, w.box2mask_rois) if w.box2mask else None
+    box2mask = None
+    if w.box2mask:
+        box2mask = Box2Mask(warmup=w.box2mask_warmup, pairwise=w.box2mask_pairwise, rois_per_image=w.box2mask_rois)
     cls2pixel = None
     if w.cls2pixel:
         cls2pixel = Cls2Pixel(
             semantic_channels,
             labels.num_classes,
             labels.stuff_semantic,
-            w.cls2pixel_weight,
-            w.cls2pixel_warmup,
-            w.cls2pixel_gate,
-            w.cls2pixel_pseudo,
-            w.cls2pixel_energy,
-            w.cls2pixel_tag_consistency,
-            SEMANTIC_STRIDE,
+            weight=w.cls2pixel_weight,
+            warmup=w.cls2pixel_warmup,
+            gate=w.cls2pixel_gate,
+            pseudo=w.cls2pixel_pseudo,
+            energy=w.cls2pixel_energy,
+            tag_consistency=w.cls2pixel_tag_consistency,
+            stride=SEMANTIC_STRIDE,
         )
     relation = None
     if w.relation:
@@ -259,11 +287,11 @@ def build_panoptic_net(
             labels.num_things + 1,
             labels.num_semantic,
             labels.region_semantic,  # stuff nodes: the stuff classes, or the background
-            w.relation_width,
-            w.relation_layers,
-            w.relation_rois,
-            w.relation_seg_weight,
-            SEMANTIC_STRIDE,
+            width=w.relation_width,
+            num_layers=w.relation_layers,
+            num_nodes=w.relation_rois,
+            seg_weight=w.relation_seg_weight,
+            stride=SEMANTIC_STRIDE,
         )
     points = None  # built last, so that switching it on leaves every other module's initialisation as it was
     if w.points:
@@ -274,16 +302,16 @@ def build_panoptic_net(
             semantic_channels if w.points_pixels == "semantic" else fpn_channels,
             labels.num_classes,
             labels.thing_semantic,
-            w.points_dim,
-            w.points_layers,
-            w.points_heads,
-            w.points_expand,
-            w.points_lambda_sem,
-            w.points_warmup,
-            w.points_colour,
-            w.points_self_training,
-            w.points_auxiliary,
-            w.points_pseudo_labels,
+            dim=w.points_dim,
+            layers=w.points_layers,
+            heads=w.points_heads,
+            expand=w.points_expand,
+            lambda_sem=w.points_lambda_sem,
+            warmup=w.points_warmup,
+            colour=w.points_colour,
+            self_train=w.points_self_training,
+            auxiliary=w.points_auxiliary,
+            pseudo_labels=w.points_pseudo_labels,
             pixels=w.points_pixels,
             clicked_only=w.points_clicked_only,
             pseudo_start=w.points_pseudo_start,
@@ -294,15 +322,15 @@ def build_panoptic_net(
             body.body_channels[int(MINING_LEVEL)] if w.jtsm_features == "backbone" else fpn_channels,
             labels.num_classes,
             labels.thing_semantic,
-            w.jtsm_refinements,
-            w.jtsm_hidden,
-            w.jtsm_warmup,
-            w.jtsm_grabcut,
-            w.jtsm_masked_pooling,
-            w.jtsm_pseudo_labels,
-            w.jtsm_cache,
-            w.jtsm_lr_scale,
-            w.jtsm_features,
+            refinements=w.jtsm_refinements,
+            hidden=w.jtsm_hidden,
+            warmup=w.jtsm_warmup,
+            grabcut=w.jtsm_grabcut,
+            masked_pooling=w.jtsm_masked_pooling,
+            pseudo_labels=w.jtsm_pseudo_labels,
+            cache=w.jtsm_cache,
+            lr_scale=w.jtsm_lr_scale,
+            features=w.jtsm_features,
         )
     return PanopticNet(
         body,

@@ -9,8 +9,10 @@ its losses (as detectron2's ``PanopticFPN`` and torchvision's ``GeneralizedRCNN`
     semantic   = semantic_head(features)                     # all classes, stride 4
     panoptic   = panoptic_head(semantic, features, detections)   # paper 004: P, then argmax (or the merge)
 
-In training, paper 000's weak modules (``cqbnet/weak/``) add the losses that images with cheaper labels can
-teach; each takes its images from :data:`~cqbnet.modeling.supervision.LOSS_IMAGES` and owns its wiring.
+In training, the weak-supervision plug-ins (``cqbnet/weak/``, one protocol: :mod:`cqbnet.weak.base`) add the
+losses that images with cheaper labels can teach, in one loop (:meth:`PanopticNet.weak_modules`): papers 003 and 002
+first relabel their images with pseudo panoptic labels, paper 000's four modules add their losses after the heads';
+each takes its images from :data:`~cqbnet.modeling.supervision.LOSS_IMAGES` and owns its wiring.
 :func:`build_panoptic_net` fills the constructors from plain arguments (a config section); nothing is looked
 up by name.
 """
@@ -32,6 +34,7 @@ from cqbnet.modeling.rpn import ProposalNetwork
 from cqbnet.modeling.semantic_head import SemanticHead
 from cqbnet.modeling.supervision import LOSS_NORMALIZATIONS, TrainingBatch, normalise
 from cqbnet.modeling.targets import detection_target, pad_semantic, semantic_target
+from cqbnet.weak.base import WeakModule
 from cqbnet.weak.box2mask import Box2Mask
 from cqbnet.weak.cls2box import Cls2Box
 from cqbnet.weak.cls2pixel import Cls2Pixel
@@ -197,16 +200,22 @@ class PanopticNet(nn.Module):
 
     # --- training ---------------------------------------------------------------------------------------------
 
+    def weak_modules(self) -> list[WeakModule]:
+        """The weak-supervision plug-ins that are on, in the order they run (:mod:`cqbnet.weak.base`): the
+        relabelling ones (paper 003's points, paper 002's mining), then paper 000's four modules."""
+        order = (self.points, self.jtsm, self.cls2box, self.cls2pixel, self.box2mask, self.relation)
+        return [m for m in order if m is not None]
+
     def _training_losses(self, batch: TrainingBatch) -> dict[str, Tensor]:
         """Each image contributes exactly the losses its label kinds support (``target["kinds"]``, default P;
         the table is :data:`~cqbnet.modeling.supervision.LOSS_IMAGES`). Images are never asked for a label
         they lack."""
         losses: dict[str, Tensor] = {}
-        if self.points is not None:  # paper 003: point images first get their pseudo panoptic labels
-            point_losses, batch = self.points.loss(batch, self.semantic_head.ignore_index)
-            losses.update(point_losses)
-        if self.jtsm is not None:  # paper 002: tags-only images first get their mined pseudo labels
-            losses["loss_jtsm"], batch = self.jtsm.loss(batch, self.semantic_head.ignore_index)
+        plugins = self.weak_modules()
+        for module in plugins:  # papers 003 and 002: their images first get pseudo panoptic labels
+            if module.relabels:
+                extra, batch = module.relabel(batch, self)
+                losses.update(extra)
         boxed = batch.images_for("detection")
         if boxed:
             images, feats = batch.sub(boxed)
@@ -235,16 +244,9 @@ class PanopticNet(nn.Module):
         sem_loss = self.semantic_head.loss(batch.sem_logits, semantic, not_class)
         losses["loss_semantic"] = self.semantic_loss_weight * sem_loss
         losses["loss_panoptic"] = batch.sem_logits.sum() * 0.0  # its place among the losses; computed last
-        if self.cls2box is not None:
-            losses["loss_cls2box"] = self.cls2box.loss(batch, self.rpn, self.roi_heads)
-        if self.cls2pixel is not None:
-            losses["loss_cls2pixel"] = self.cls2pixel.loss(batch, ignore)
-        if self.box2mask is not None and self.roi_heads.with_mask:
-            losses["loss_box2mask"] = self.box2mask.loss(batch, self.roi_heads)
-        if self.relation is not None:
-            losses["loss_relation"] = self.relation.loss(
-                batch, self.rpn, self.roi_heads, self.semantic_head, self.labels
-            )
+        for module in plugins:  # paper 000's modules: the losses the cheaper labels teach
+            if not module.relabels:
+                losses.update(module.losses(batch, self))
         losses["loss_panoptic"] = self._panoptic_loss(batch)
         return normalise(losses, batch, self.loss_normalization)
 

@@ -44,7 +44,7 @@ from cqbnet.labels.costs import CostModel
 from cqbnet.labels.kinds import kind_set_name, parse_kind_set
 from cqbnet.planner.pareto import knee, non_dominated
 from cqbnet.planner.pilot_table import cell_number, open_table
-from cqbnet.planner.regression import MonotoneCurve, fit_monotone
+from cqbnet.planner.regression import MonotoneCurve
 from cqbnet.planner.search import project
 
 FULL = "P:full"
@@ -197,8 +197,15 @@ class FullCurve:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray) -> FullCurve:
-        # (0, 0): nothing labelled teaches nothing; the isotonic fit keeps F non-decreasing
-        return cls(fit_monotone(np.concatenate([[0.0], x]), np.concatenate([[0.0], y])))
+        """Through (0, 0) (nothing labelled teaches nothing) and the runs' means at each share, made
+        non-decreasing by isotonic regression (weighted by runs): more full labels never predict less."""
+        from scipy.optimize import isotonic_regression
+
+        knots, inv = np.unique(np.concatenate([[0.0], x]), return_inverse=True)
+        values = np.concatenate([[0.0], y])
+        counts = np.bincount(inv)
+        means = np.bincount(inv, weights=values) / counts
+        return cls(MonotoneCurve(knots, isotonic_regression(means, weights=counts, increasing=True).x))
 
     @property
     def _end(self) -> tuple[float, float, float]:
@@ -345,6 +352,31 @@ def loo_mae(cells: list[LooCell]) -> float:
     return float(np.mean([abs(c.predicted - c.measured) for c in cells])) if cells else float("nan")
 
 
+@dataclass
+class Fitted:
+    """What a pilot over methods gives the planner: the quality model, the compute model, and the leave-one-out
+    cells of each way methods combine (the model's own way among them)."""
+
+    model: MethodModel
+    compute: Compute
+    loo: dict[str, list[LooCell]]
+
+    @property
+    def loo_mae(self) -> float:
+        """The model's own leave-one-out error (PQ points)."""
+        return loo_mae(self.loo[self.model.combine])
+
+
+def fit_pilot(pilot: MethodPilot, combine: str | None = None, bootstrap: int = 200, seed: int = 0) -> Fitted:
+    """The planner's models from a pilot; ``combine`` None takes the way methods combine with the smaller
+    leave-one-out error over the pilot's cells (a choice made on the pilot's split, val)."""
+    loo = {c: leave_one_out(pilot, c) for c in COMBINE}
+    if combine is None:
+        scored = {c: loo_mae(cells) for c, cells in loo.items() if cells}
+        combine = min(scored, key=scored.get) if scored else "equivalent"
+    return Fitted(fit_method_model(pilot, combine, bootstrap, seed), Compute.from_pilot(pilot), loo)
+
+
 # ------------------------------------------------------------------------------------------------ compute model
 
 
@@ -468,13 +500,10 @@ class MethodPlan:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        from cqbnet.planner.plan import PLAN_FORMAT
+        from cqbnet.planner.plan import plan_document
 
         return {
-            "format": PLAN_FORMAT,
-            "version": PLAN_VERSION,
-            "recommended": {"rule": self.rule, **self.recommended.to_json()},
-            "picks": {rule: p.to_json() for rule, p in self.picks.items()},
+            **plan_document(PLAN_VERSION, self.rule, self.recommended, self.picks),
             "variables": self.variables,
             "unit_costs": self.costs,
             "compute": {
@@ -563,6 +592,9 @@ def make_method_plan(
             raise InputError(f"a bound names {v!r}, which the pilot did not measure ({', '.join(model.variables)})")
     if not variables:
         raise InputError("no label method is left to plan with (every one needs an unavailable kind)")
+    for v, share in lower.items():
+        if share > 0 and v not in variables:
+            raise InputError(f"a minimum share of {v} is asked for, but it needs a kind that is unavailable")
     unit = {v: variable_cost(costs, v) for v in variables}
     sup_shares = sample_plans(variables, lower, upper, max_support, per_support, seed)
     plans: list[tuple[tuple[str, ...], np.ndarray]] = []
@@ -578,9 +610,16 @@ def make_method_plan(
     if not plans:
         raise InputError("no plan satisfies the bounds (--min, --cap, --unavailable)")
     pq_a, cost_a, its_a, mins_a = (np.concatenate(a) for a in (pq, cost, its, mins))
-    ok_compute = its_a <= (compute_budget if compute_budget is not None else np.inf) + 1e-9
-    if not ok_compute.any():
-        raise InputError(f"no plan trains within {compute_budget:g} iterations; the cheapest needs {its_a.min():.0f}")
+    if compute_budget is None:
+        ok_compute = np.ones(len(its_a), dtype=bool)
+    elif np.isnan(its_a).all():
+        raise InputError("the pilot records no iterations (column 'iterations'), so no compute budget can be checked")
+    else:
+        ok_compute = its_a <= compute_budget + 1e-9
+        if not ok_compute.any():
+            cheapest = np.nanmin(its_a)
+            raise InputError(f"no plan trains within {compute_budget:g} iterations; the cheapest needs {cheapest:.0f}")
+    its_front = np.nan_to_num(its_a, nan=0.0)  # a pilot without compute: one level, the front over PQ and cost
 
     def point(i: int, interval: bool = True) -> MethodPlanPoint:
         sup, r = plans[i]
@@ -596,10 +635,10 @@ def make_method_plan(
         )
 
     front_idx: list[int] = []
-    for level in np.unique(its_a):
-        pool = np.flatnonzero(its_a <= level)
+    for level in np.unique(its_front):
+        pool = np.flatnonzero(its_front <= level)
         keep = pool[non_dominated(pq_a[pool], cost_a[pool])]
-        front_idx += [int(i) for i in keep if its_a[i] == level]
+        front_idx += [int(i) for i in keep if its_front[i] == level]
 
     def best_within(b: float) -> int:
         ok = np.flatnonzero(ok_compute & (cost_a <= b + 1e-12))
@@ -677,4 +716,42 @@ def load_plan_methods(path: str | os.PathLike) -> dict[frozenset[str], str]:
     for v in methods:
         var = parse_variable(str(v), f"{path}: recommended.methods: ")
         out[var.kinds] = var.method
+    return out
+
+
+def random_method_plans(
+    variables: list[str],
+    costs: CostModel,
+    target: float,
+    n: int,
+    seed: int = 0,
+    tolerance: float = 0.1,
+    max_support: int = 3,
+) -> list[dict[str, float]]:
+    """``n`` random plans over ``variables`` whose label cost is within ``tolerance`` (relative) of ``target``:
+    supports drawn uniformly among those that can cost that much, shares uniform on each support's simplex,
+    rounded to 3 decimals. The random arms a planned plan is compared with at matched cost (headline v6)."""
+    from cqbnet.planner.plan import round_ratio
+
+    unit = {v: variable_cost(costs, v) for v in variables}
+    rng = np.random.default_rng([seed, 47])
+    pool = []
+    for sup, rho in sample_plans(variables, {}, {}, max_support, 400, seed):
+        c = rho @ np.array([unit[v] for v in sup])
+        near = rho[np.abs(c - target) <= tolerance * target]
+        if len(near):
+            pool.append((sup, near))
+    if sum(len(r) for _, r in pool) < n:
+        raise InputError(f"fewer than {n} plans over these methods cost {target:g} +- {100 * tolerance:g}%")
+    out: list[dict[str, float]] = []
+    order = rng.permutation(len(pool))
+    while len(out) < n:  # a different support each time, while there are supports left
+        for j in order:
+            sup, rho = pool[j]
+            r = rho[rng.integers(len(rho))]
+            plan = round_ratio(dict(zip(sup, r.tolist())))
+            if plan not in out:
+                out.append(plan)
+            if len(out) == n:
+                break
     return out

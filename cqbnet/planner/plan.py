@@ -104,10 +104,7 @@ class PlanResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "format": PLAN_FORMAT,
-            "version": PLAN_VERSION,
-            "recommended": {"rule": self.rule, **self.recommended.to_json()},
-            "picks": {rule: p.to_json() for rule, p in self.picks.items()},
+            **plan_document(PLAN_VERSION, self.rule, self.recommended, self.picks),
             "kinds": list(self.kinds),
             "unit_costs": self.unit_costs,
             "constraints": self.constraints.to_json(),
@@ -116,6 +113,17 @@ class PlanResult:
             "front": [p.to_json() for p in self.front],
             "named": [p.to_json() for p in self.named],
         }
+
+
+def plan_document(version: int, rule: str, recommended, picks: dict) -> dict[str, Any]:
+    """The head every plan file shares (``cqbnet labels simulate --plan`` reads it): its format and version, the
+    recommended plan with the rule that picked it, and every pick (each with ``to_json``)."""
+    return {
+        "format": PLAN_FORMAT,
+        "version": version,
+        "recommended": {"rule": rule, **recommended.to_json()},
+        "picks": {r: p.to_json() for r, p in picks.items()},
+    }
 
 
 def unit_costs(costs: CostModel, kinds: tuple[str, ...]) -> np.ndarray:

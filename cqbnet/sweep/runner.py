@@ -159,9 +159,12 @@ def execute(
     )
     run_cfg = run_config(cfg, spec, manifest)
     if spec.methods:  # label methods: every stage their mix needs, then the final network (cqbnet fit)
+        from cqbnet.fit.prepare import default_workers
         from cqbnet.fit.run import FINAL, run_fit
 
-        fitted = run_fit(run_cfg, manifest, out / "fit", device, progress=False, log=lambda _: None)
+        # per-image preparation on every core, cached for the sweep's other runs (by image and label content)
+        cache = Path(root) / "cache"
+        fitted = run_fit(run_cfg, manifest, out / "fit", device, default_workers(), cache, progress=False, log=print)
         weights = out / "fit" / FINAL / "model_final.pth"
         info = {"iterations": fitted["iterations"], "resumed_from": None, "stages": fitted["stages"]}
     else:

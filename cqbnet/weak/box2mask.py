@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.ops import box_iou, roi_align
 
-from cqbnet.modeling.supervision import zero_loss
-from cqbnet.weak.pairwise import (
+from cqbnet.cues.pairwise import (
     PAIRWISE_DILATION,
     PAIRWISE_POOL,
     lab_similarity,
@@ -38,6 +37,8 @@ from cqbnet.weak.pairwise import (
     pooled_lab,
     shift,
 )
+from cqbnet.modeling.supervision import zero_loss
+from cqbnet.weak.base import WeakModule
 from cqbnet.weak.warmup import ramp_weight
 
 PAIRWISE_THRESHOLD = 0.3
@@ -117,7 +118,7 @@ def sample_box_rois(
     return torch.cat([boxes, proposals[pos]]), torch.cat([own, which[pos]])
 
 
-class Box2Mask(nn.Module):
+class Box2Mask(WeakModule):
     """Paper 000's L_B2M on a training batch: boxes-only images teach the mask head.
 
     The images are those :data:`~cqbnet.modeling.supervision.LOSS_IMAGES` gives ``loss_box2mask`` (boxes and no
@@ -132,6 +133,12 @@ class Box2Mask(nn.Module):
         self.warmup = warmup
         self.pairwise = pairwise
         self.rois_per_image = rois_per_image
+
+    name = "box2mask"
+
+    def losses(self, batch, net) -> dict[str, Tensor]:
+        """L_B2M on the boxes images, when the network has a mask head to teach."""
+        return {"loss_box2mask": self.loss(batch, net.roi_heads)} if net.roi_heads.with_mask else {}
 
     def loss(self, batch, roi_heads) -> Tensor:
         """L_B2M of ``batch`` (a :class:`~cqbnet.modeling.supervision.TrainingBatch`) through ``roi_heads``'s

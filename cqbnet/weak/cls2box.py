@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou
 
 from cqbnet.modeling.supervision import zero_loss
+from cqbnet.weak.base import WeakModule
 from cqbnet.weak.warmup import ramp_weight
 
 EPS = 1e-6
@@ -124,7 +125,7 @@ def pseudo_loss(logits: Tensor, labels: Tensor, weights: Tensor, tags: Tensor) -
     return total / max(num, 1)
 
 
-class Cls2Box(nn.Module):
+class Cls2Box(WeakModule):
     """Paper 000's L_C2B on a training batch: tag-only images teach the detector's classifiers.
 
     The images are those :data:`~cqbnet.modeling.supervision.LOSS_IMAGES` gives ``loss_cls2box`` (tags, and no
@@ -153,6 +154,12 @@ class Cls2Box(nn.Module):
         self.warmup = warmup
         # the semantic index (of the tags) of each detector label
         self.register_buffer("thing_semantic", torch.tensor(thing_semantic, dtype=torch.int64), persistent=False)
+
+    name = "cls2box"
+
+    def losses(self, batch, net) -> dict[str, Tensor]:
+        """L_C2B on the tags images, through the network's RPN and cascade."""
+        return {"loss_cls2box": self.loss(batch, net.rpn, net.roi_heads)}
 
     def loss(self, batch, rpn, roi_heads) -> Tensor:
         """L_C2B of ``batch`` (a :class:`~cqbnet.modeling.supervision.TrainingBatch`)."""

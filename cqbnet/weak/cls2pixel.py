@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cqbnet.cues.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
 from cqbnet.data.dataset import IGNORE_INDEX
 from cqbnet.modeling.padding import grid_cells, valid_cells
 from cqbnet.modeling.supervision import zero_loss
-from cqbnet.weak.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
+from cqbnet.weak.base import WeakModule
 from cqbnet.weak.warmup import ramp_weight
 
 IGNORE = IGNORE_INDEX  # pixels without a pseudo label: the semantic loss's ignore index
@@ -190,7 +191,7 @@ class PseudoLabelGate(nn.Module):
         return self.weight() > 0.0
 
 
-class Cls2Pixel(nn.Module):
+class Cls2Pixel(WeakModule):
     """Paper 000's beta L_C2P on a training batch: tag images teach stuff pixels.
 
     The images are those :data:`~cqbnet.modeling.supervision.LOSS_IMAGES` gives ``loss_cls2pixel`` (tags, and no
@@ -228,6 +229,12 @@ class Cls2Pixel(nn.Module):
     def _valid(self, batch, idx: list[int]) -> Tensor:
         """(n, 1, h, w): each image's own cells on the semantic grid."""
         return valid_cells(batch.sizes(idx), self.stride, batch.sem_features.shape[-2:], batch.sem_features.device)
+
+    name = "cls2pixel"
+
+    def losses(self, batch, net) -> dict[str, Tensor]:
+        """L_C2P on the tags images."""
+        return {"loss_cls2pixel": self.loss(batch, net.semantic_head.ignore_index)}
 
     def loss(self, batch, ignore_index: int) -> Tensor:
         """beta L_C2P of ``batch`` (a :class:`~cqbnet.modeling.supervision.TrainingBatch`); the gate scores the

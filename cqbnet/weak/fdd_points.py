@@ -48,11 +48,12 @@ import torch.nn.functional as F
 from skimage.measure import label as label_components
 from torch import Tensor, nn
 
+from cqbnet.cues.dense_crf import dense_crf
+from cqbnet.cues.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
 from cqbnet.errors import InputError
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
 from cqbnet.modeling.targets import pseudo_panoptic_target, with_pseudo_panoptic
-from cqbnet.weak.dense_crf import dense_crf
-from cqbnet.weak.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
+from cqbnet.weak.base import WeakModule
 from cqbnet.weak.warmup import image_share, ramp_weight
 
 FEATURE_STRIDE = 8  # F^proj: the FPN level the queries are pooled from and the decoder attends to
@@ -162,7 +163,7 @@ def self_training(logits: Tensor) -> Tensor:
     return F.cross_entropy(logits[None], logits.detach().argmax(0)[None])
 
 
-class FDDPoints(nn.Module):
+class FDDPoints(WeakModule):
     """Paper 003's pseudo-label and auxiliary semantic branches, and the pseudo panoptic labels they give."""
 
     def __init__(
@@ -273,7 +274,7 @@ class FDDPoints(nn.Module):
         """Eq. 2 at image resolution as a panoptic target (masks, labels, boxes, semantic, panoptic ...) for the
         network's P losses; segments keep their clicks' class, crowd where a click says so. With ``crf_image``
         (H, W, 3) uint8 (beyond paper 003) the segments' softmax is first refined by the dense CRF of paper
-        001's refinement (:func:`cqbnet.weak.dense_crf.dense_crf`), which moves the stride-4 maps' borders onto
+        001's refinement (:func:`cqbnet.cues.dense_crf.dense_crf`), which moves the stride-4 maps' borders onto
         the image's colour edges."""
         h, w = size
         up = F.interpolate(logits[None].detach(), scale_factor=MASK_STRIDE, mode="bilinear", align_corners=False)
@@ -299,6 +300,13 @@ class FDDPoints(nn.Module):
         ``pseudo_start`` on)."""
         ramp = ramp_weight(iteration - self.pseudo_start, self.warmup) if iteration >= self.pseudo_start else 0.0
         return self.pseudo_labels and ramp > image_share(t["image_id"])
+
+    name = "points"
+    relabels = True
+
+    def relabel(self, batch: TrainingBatch, net) -> tuple[dict[str, Tensor], TrainingBatch]:
+        """The point branch's losses, and its pseudo panoptic labels on the point images that are ramped in."""
+        return self.loss(batch, net.semantic_head.ignore_index)
 
     def loss(self, batch: TrainingBatch, ignore: int) -> tuple[dict[str, Tensor], TrainingBatch]:
         """The terms of L_pse + lambda_sem L_sem over the batch's point images (means; ``loss_points_<term>`` for

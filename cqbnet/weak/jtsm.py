@@ -2,7 +2,7 @@
 
 Things and stuff are treated alike as segments (a stuff region's connected components are instances):
 
-* Segment proposals (C1): MCG has no Python port; :func:`~cqbnet.weak.segment_proposals.segment_proposals`
+* Segment proposals (C1): MCG has no Python port; :func:`~cqbnet.cues.segment_proposals.segment_proposals`
   (selective search's grouping of Felzenszwalb superpixels) gives them as superpixel sets, so masks are exact
   and mask IoUs are superpixel-count dot products (:func:`mask_iou`). They are computed once per image and cached
   (:func:`proposal_cache`).
@@ -18,7 +18,7 @@ Things and stuff are treated alike as segments (a stuff region's connected compo
   in log space (:func:`mil_log_scores`): a clamped probability has no gradient, so a class the streams got badly
   wrong could never recover.
 * Self-training (Eqs. 1, 9, 10, :func:`mined_target`): per tagged class the top segment of the averaged
-  refinement heads, re-estimated with GrabCut (:func:`~cqbnet.weak.grabcut.grabcut_from_segment`: firm
+  refinement heads, re-estimated with GrabCut (:func:`~cqbnet.cues.grabcut.grabcut_from_segment`: firm
   foreground inside the segment, firm background outside its box), becomes a pseudo panoptic label (things: an
   instance; stuff: the class's region), every other pixel ignore; from a warm-up on it trains the network's
   losses as a panoptic label does (the mask head and the semantic head are paper 002's instance and semantic
@@ -40,12 +40,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_pool
 
+from cqbnet.cues.grabcut import grabcut_from_segment
+from cqbnet.cues.segment_proposals import segment_proposals
 from cqbnet.errors import InputError
 from cqbnet.io import read_npz, write_npz
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
 from cqbnet.modeling.targets import pseudo_panoptic_target, with_pseudo_panoptic
-from cqbnet.weak.grabcut import grabcut_from_segment
-from cqbnet.weak.segment_proposals import segment_proposals
+from cqbnet.weak.base import WeakModule
 from cqbnet.weak.warmup import image_share, ramp_weight
 
 POOL = 7  # bins per side
@@ -280,7 +281,7 @@ def proposal_cache(image: np.ndarray, path: Path | None = None) -> dict[str, np.
     return out
 
 
-class JTSM(nn.Module):
+class JTSM(WeakModule):
     """Paper 002 on the tags-only images of a batch: L_PM, and from a warm-up on their mined pseudo labels."""
 
     def __init__(
@@ -366,6 +367,14 @@ class JTSM(nn.Module):
         out = pseudo_panoptic_target(masks_t, cls, crowd, self.thing_semantic, ignore_index)
         out["ignore"] = out["panoptic"] == 0  # only the mined segments teach; every other pixel is unlabelled
         return out
+
+    name = "jtsm"
+    relabels = True
+
+    def relabel(self, batch: TrainingBatch, net) -> tuple[dict[str, Tensor], TrainingBatch]:
+        """The mining branch's loss, and its mined pseudo labels on the tags images that are ramped in."""
+        loss, batch = self.loss(batch, net.semantic_head.ignore_index)
+        return {"loss_jtsm": loss}, batch
 
     def loss(self, batch: TrainingBatch, ignore_index: int) -> tuple[Tensor, TrainingBatch]:
         """L_PM over the batch's tags-only images (mean), and the batch with the mined pseudo labels of those that

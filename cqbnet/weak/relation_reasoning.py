@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from cqbnet.modeling.padding import grid_cells
 from cqbnet.modeling.supervision import zero_loss
 from cqbnet.modeling.targets import pad_semantic, semantic_target
+from cqbnet.weak.base import WeakModule
 
 
 class GraphReasoningLayer(nn.Module):
@@ -58,7 +59,7 @@ class GraphReasoningLayer(nn.Module):
         return out, readers
 
 
-class RelationReasoning(nn.Module):
+class RelationReasoning(WeakModule):
     """Thing graph + stuff graph + inter-graph reasoning; enhanced box and semantic predictions."""
 
     def __init__(
@@ -144,6 +145,12 @@ class RelationReasoning(nn.Module):
             return torch.cat(cls), torch.cat(reg)
 
         return enhance
+
+    name = "relation"
+
+    def losses(self, batch, net) -> dict[str, Tensor]:
+        """L_RR on the images with boxes or stuff labels."""
+        return {"loss_relation": self.loss(batch, net.rpn, net.roi_heads, net.semantic_head, net.labels)}
 
     def loss(self, batch, rpn, roi_heads, semantic_head, labels) -> Tensor:
         """L_RR = L_cls_en + L_reg_en + beta L_seg_en of ``batch`` (a :class:`~cqbnet.modeling.supervision.

@@ -38,6 +38,7 @@ from cqbnet.data.dataset import IGNORE_INDEX, panoptic_target, read_image_of
 from cqbnet.data.panoptic_format import check_size, load_panoptic_json, read_panoptic_png
 from cqbnet.errors import InputError
 from cqbnet.labels.manifest import ImageLabels, Manifest, load_manifest
+from cqbnet.labels.rounds import ApproximateRound
 
 
 class MixedLabelDataset:
@@ -50,8 +51,6 @@ class MixedLabelDataset:
         approximate: str | os.PathLike | None = None,
         pseudo: str | os.PathLike | None = None,
     ):
-        from cqbnet.weak.approx_ground_truth import ApproximateRound
-
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
         self.categories = self.manifest.categories
         self.contiguous = {cid: i for i, cid in enumerate(self.categories)}
