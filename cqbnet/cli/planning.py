@@ -53,7 +53,7 @@ def plan_methods(args) -> int:
     """``cqbnet plan`` from a pilot over label methods: shares of catalogue methods for the budget."""
     from cqbnet.io import write_json
     from cqbnet.labels.costs import CostModel
-    from cqbnet.planner.methods import FULL, fit_pilot, load_method_pilot, make_method_plan
+    from cqbnet.planner.methods import FULL, check_bounds, fit_pilot, load_method_pilot, make_method_plan
     from cqbnet.planner.plot import plot_method_plan
     from cqbnet.planner.search import parse_kinds
 
@@ -62,9 +62,7 @@ def plan_methods(args) -> int:
     if args.min_full is not None:
         lower[FULL] = args.min_full
     upper = variable_shares(args.cap, "--cap")
-    for v in (*lower, *upper):
-        if v not in pilot.variables:
-            raise InputError(f"a bound names {v!r}, which the pilot did not measure ({', '.join(pilot.variables)})")
+    check_bounds(pilot.variables, lower, upper)  # before the model is fitted
     print(pilot.summary())
     print()
     costs = CostModel.from_yaml(args.costs or CONFIGS / "costs_content.yaml")

@@ -565,6 +565,13 @@ def sample_plans(
     return out
 
 
+def check_bounds(measured: list[str], lower: dict[str, float], upper: dict[str, float]) -> None:
+    """Every variable a minimum or a cap names was measured by the pilot (else a one-line error naming it)."""
+    for v in (*lower, *upper):
+        if v not in measured:
+            raise InputError(f"a bound names {v!r}, which the pilot did not measure ({', '.join(measured)})")
+
+
 def make_method_plan(
     model: MethodModel,
     costs: CostModel,
@@ -587,9 +594,7 @@ def make_method_plan(
     model's leave-one-out error), each pick lists the plans of other methods it cannot be told from."""
     lower, upper, unavailable = dict(lower or {}), dict(upper or {}), set(unavailable or ())
     variables = [v for v in model.variables if not (parse_kind_set(v.split(":", 1)[0]) & unavailable)]
-    for v in (*lower, *upper):
-        if v not in model.variables:
-            raise InputError(f"a bound names {v!r}, which the pilot did not measure ({', '.join(model.variables)})")
+    check_bounds(model.variables, lower, upper)
     if not variables:
         raise InputError("no label method is left to plan with (every one needs an unavailable kind)")
     for v, share in lower.items():
