@@ -453,8 +453,11 @@ def test_checkpoints_from_before_the_weak_modules_load_and_bad_ones_are_named(tm
         ("data.labels={seed: 0}", "data.labels must be a mapping with a ratio"),
         ("data.labels={ratio: PT=2}", "data.labels.ratio"),
         ("data.labels={ratio: PT=1, point_sampling: corner}", "data.labels.point_sampling must be one of"),
-        ("data.approximate=5", "data.approximate must be a path, got 5"),
-        ("data.approximate=r0", "data.approximate labels a manifest's images; it needs data.manifest"),
+        ("data.pseudo_labels=5", "data.pseudo_labels must be a path or a list of paths, got 5"),
+        ("data.pseudo_labels=[r0, 3]", "data.pseudo_labels must be a path or a list of paths"),
+        ("data.pseudo_labels=r0", "data.pseudo_labels labels a manifest's images; it needs data.manifest"),
+        ("data.approximate=r0", "unknown config key 'data.approximate'; it is now data.pseudo_labels"),
+        ("data.pseudo=r0", "unknown config key 'data.pseudo'; it is now data.pseudo_labels"),
     ],
 )
 def test_config_values_are_checked_when_read(tmp_path, synth, override, message):

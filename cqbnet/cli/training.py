@@ -48,10 +48,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_boxes_tags(args) -> int:
-    """Paper 001's whole recipe (cqbnet.engine.boxes_tags): CAM network, round 0, training, refinement rounds."""
-    from cqbnet.engine.boxes_tags import run_boxes_tags
+    """Paper 001's whole recipe (cqbnet.recipes.boxes_tags_001): CAM network, round 0, training, refinement rounds."""
     from cqbnet.engine.config import load_config
     from cqbnet.io import file_digest, start_job_dir
+    from cqbnet.recipes.boxes_tags_001 import run_boxes_tags
 
     cfg = load_config(args.config, args.overrides)
     cam_cfg = load_config(args.cam_config or args.config, args.overrides)
@@ -87,7 +87,7 @@ def _fit_cache(text: str | None) -> Path | None:
 
 
 def cmd_fit(args) -> int:
-    """One final network from any mix of labels (cqbnet.fit): every stage its methods need, once each."""
+    """One final network from any mix of labels (cqbnet.recipes.fit): every stage its methods need, once each."""
     from cqbnet.labels.catalogue import describe
 
     if args.methods:
@@ -102,12 +102,11 @@ def cmd_fit(args) -> int:
     if args.config is None or args.out is None:
         raise InputError("cqbnet fit needs a CONFIG and --out (or --methods to list the label methods)")
     from cqbnet.engine.config import load_config
-    from cqbnet.engine.data import shared_data_config
-    from cqbnet.engine.trainer import simulate_labels
-    from cqbnet.fit.prepare import default_workers
-    from cqbnet.fit.run import dry_run_lines, plan_stages, run_fit
+    from cqbnet.engine.data import shared_data_config, simulate_labels
     from cqbnet.io import start_job_dir
     from cqbnet.labels.manifest import load_manifest
+    from cqbnet.recipes.fit import dry_run_lines, plan_stages, run_fit
+    from cqbnet.recipes.prepare import default_workers
 
     cfg = load_config(args.config, args.overrides)
     manifest = args.manifest or (Path(cfg["data"]["manifest"]) if cfg["data"].get("manifest") else None)
