@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -566,7 +565,7 @@ def test_every_config_key_has_a_type_and_every_number_a_range(tmp_path, synth):
     """A walk over every setting of every section: a value of the wrong type is refused in one line naming the
     key, and so is a number below its minimum."""
     from cqbnet.engine.config import DEFAULTS, FREE_FORM, MINIMUM, NONE_DEFAULT_TYPES, PATHS
-    from cqbnet.network.build import WeakConfig
+    from cqbnet.network.build import weak_defaults
 
     path = tiny_config(tmp_path, synth)
     keys = [
@@ -575,7 +574,7 @@ def test_every_config_key_has_a_type_and_every_number_a_range(tmp_path, synth):
         for k, v in values.items()
         if k not in FREE_FORM and k not in ("labels",)
     ]
-    keys += [(f"model.weak.{f.name}", getattr(WeakConfig(), f.name)) for f in dataclasses.fields(WeakConfig)]
+    keys += [(f"model.weak.{k}", v) for k, v in weak_defaults().items()]
     paths = PATHS | {"model.weak.jtsm_cache"}  # check_weak takes a None-default weak setting as a path
     untyped = [k for k, v in keys if v is None and k not in paths]
     assert not untyped, f"settings without a type: {untyped}"

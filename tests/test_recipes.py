@@ -20,7 +20,7 @@ def _trained(cfg: dict) -> dict:
     """What decides the network a config trains: the model (weak modules resolved), the solver and the schedule."""
     model = copy.deepcopy(cfg["model"])
     weak = check_weak(model.pop("weak"))
-    weak.jtsm_cache = None  # where proposals are cached changes no result
+    weak.jtsm.cache = None  # where proposals are cached changes no result
     return {"model": model, "weak": weak, "solver": cfg["solver"]}
 
 
@@ -40,7 +40,7 @@ def test_a_recipe_config_trains_the_network_its_benchmark_measured(benchmark, co
     measured = _trained(run_config(cfg, spec, Path("manifest.json")))
     users = _trained(load_config(ROOT / "configs" / config))
     assert users == measured
-    assert not any(getattr(users["weak"], m) for m in PAPER_000_MODULES)
+    assert not any(getattr(users["weak"], m).enabled for m in PAPER_000_MODULES)
 
 
 def test_cqbnet_boxes_tags_trains_what_its_benchmark_measured():
@@ -51,8 +51,8 @@ def test_cqbnet_boxes_tags_trains_what_its_benchmark_measured():
     cfg = load_config(ROOT / "configs" / "synthetic_full.yaml")
     net = network_config(cfg)
     weak = check_weak(net["model"]["weak"])
-    assert not any(getattr(weak, m) for m in PAPER_000_MODULES)
-    assert weak.box2mask_warmup == 500 and weak.points == WeakConfig().points  # the settings themselves are kept
+    assert not any(getattr(weak, m).enabled for m in PAPER_000_MODULES)
+    assert weak.box2mask.warmup == 500 and weak.points == WeakConfig().points  # the settings themselves are kept
     assert {k: v for k, v in net.items() if k != "model"} == {k: v for k, v in cfg.items() if k != "model"}
     assert cfg["model"]["weak"]["box2mask_warmup"] == 500 and "box2mask" not in cfg["model"]["weak"]  # not mutated
 

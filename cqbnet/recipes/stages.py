@@ -131,12 +131,12 @@ def with_warmups(weak: dict[str, Any], configured: dict[str, Any], max_iter: int
     """The ramps of the modules a recipe switches on that the config had off: at half the schedule unless the
     config names them (as the papers' recipe configs do). A module the config already has on keeps its settings,
     so that a recipe of in-network methods trains exactly the network ``cqbnet train`` makes of the same config."""
-    from cqbnet.network.build import WeakConfig
+    from cqbnet.network.build import weak_defaults
 
-    defaults = WeakConfig()
+    defaults = weak_defaults()
     out = dict(weak)
     for module, key in WARMUPS.items():
-        was_on = configured.get(module, getattr(defaults, module))
+        was_on = configured.get(module, defaults[module])
         if out.get(module) and not was_on and key not in configured:
             out[key] = max(1, max_iter // 2)
     return out
