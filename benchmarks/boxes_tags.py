@@ -51,6 +51,7 @@ from cqbnet.evaluation.statistics import paired_rows, ratio_of_means
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.recipes.boxes_tags_001 import network_config, run_boxes_tags, trained
+from cqbnet.recipes.prepare import default_workers
 from cqbnet.sweep.runner import shared_data_config
 from cqbnet.weak.approx_ground_truth import DEFAULT_FILL  # the recipe's fill rule: the summary's headline
 
@@ -390,7 +391,17 @@ def run_seed(
     full = {"seed": seed, "arm": "full", "split": split, **evaluated(copy.deepcopy(recipe), base / "full", split)}
     rows = [full] if headline else []
     steps = run_boxes_tags(
-        recipe, cam_cfg, manifest, base, rounds if cue == "both" else 0, cue, "cpu", gt, fill, box_background
+        recipe,
+        cam_cfg,
+        manifest,
+        base,
+        rounds if cue == "both" else 0,
+        cue,
+        "cpu",
+        gt,
+        fill,
+        box_background,
+        default_workers(),  # round 0's thing cues on every core (the labels do not depend on it)
     )
     for entry in steps:
         if fill != "box" and entry["round"] == 0 and not box_background:

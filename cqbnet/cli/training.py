@@ -10,6 +10,7 @@ from cqbnet.cli.common import (
     add_device_and_overwrite,
     add_fill_arg,
     add_gt_args,
+    add_workers_arg,
     after_failed_training,
     at_least,
     command_inputs,
@@ -17,6 +18,7 @@ from cqbnet.cli.common import (
     load_model_args,
     recipe_of,
     resolve_device,
+    workers_of,
 )
 from cqbnet.errors import InputError
 
@@ -63,7 +65,17 @@ def cmd_boxes_tags(args) -> int:
     made_from = {"manifest": file_digest(args.manifest), "network": recipe_of(cfg), "cam_network": recipe_of(cam_cfg)}
     start_job_dir(args.out, command_inputs(args), made_from)
     steps = run_boxes_tags(
-        cfg, cam_cfg, args.manifest, args.out, args.rounds, args.cue, device, gt, args.fill, args.box_background
+        cfg,
+        cam_cfg,
+        args.manifest,
+        args.out,
+        args.rounds,
+        args.cue,
+        device,
+        gt,
+        args.fill,
+        args.box_background,
+        workers_of(args),
     )
     for entry in steps:
         score = entry.get("score")
@@ -106,12 +118,11 @@ def cmd_fit(args) -> int:
     from cqbnet.io import start_job_dir
     from cqbnet.labels.manifest import load_manifest
     from cqbnet.recipes.fit import dry_run_lines, plan_stages, run_fit
-    from cqbnet.recipes.prepare import default_workers
 
     cfg = load_config(args.config, args.overrides)
     manifest = args.manifest or (Path(cfg["data"]["manifest"]) if cfg["data"].get("manifest") else None)
     device = resolve_device(args.device)
-    workers = args.workers or default_workers()
+    workers = workers_of(args)
     cache = _fit_cache(args.cache)
     if args.dry_run:
         if manifest is None:
@@ -194,6 +205,7 @@ def add_commands(sub) -> None:
     bt.add_argument("--cam-config", type=Path, help="the CAM network's config (default: the recipe's)")
     bt.add_argument("--rounds", type=at_least(0), default=1, help="refinement rounds after round 0")
     bt.add_argument("--cue", default="both", choices=["both", "grabcut", "proposal", "box"], help="things' cue")
+    add_workers_arg(bt)
     add_fill_arg(bt)
     add_box_background_arg(bt)
     add_gt_args(bt)
@@ -209,7 +221,7 @@ def add_commands(sub) -> None:
     fi.add_argument("--out", type=Path, help="the fit's folder: one folder per stage, final/model_final.pth")
     fi.add_argument("--methods", action="store_true", help="list the catalogue of label methods and exit")
     fi.add_argument("--dry-run", action="store_true", help="print the stages and their compute; run nothing")
-    fi.add_argument("--workers", type=at_least(1), help="processes preparing labels per image (default: the cores)")
+    add_workers_arg(fi)
     fi.add_argument("--cache", help="folder of prepared per-image labels ($CQBNET_CACHE, ~/.cache/cqbnet; none: off)")
     fi.add_argument(
         "--ray-address", help="prepare the per-image labels as Ray tasks on this cluster (its nodes see the images)"

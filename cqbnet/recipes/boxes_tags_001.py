@@ -110,19 +110,25 @@ def write_round_zero(
     folder: Path,
     cue: str,
     device: str = "cpu",
-    cues: dict | None = None,
+    workers: int = 1,
+    cache: Path | None = None,
+    ray_address: str | None = None,
     box_background: bool = False,
     progress: bool = False,
     overwrite: bool = False,
 ) -> Path:
-    """Round 0 of the boxes images of ``images`` into ``folder``: things from their boxes (``cue``; ``cues`` the
-    thing cues prepared beforehand), stuff from the CAMs of the trained ``classifier``."""
+    """Round 0 of the boxes images of ``images`` into ``folder``: things from their boxes (``cue``; the thing cues
+    prepared in ``workers`` processes, or on the Ray cluster at ``ray_address``, and cached in ``cache``), stuff
+    from the CAMs of the trained ``classifier``."""
     from cqbnet.engine.trainer import load_model
+    from cqbnet.recipes.prepare import thing_cue_table
 
+    boxed = [lab.image_id for lab in images.images if "B" in lab.kinds and "P" not in lab.kinds]
+    cues = thing_cue_table(images, boxed, cue, workers, cache, progress, ray_address)
     dev = torch.device(device)
     model, _ = load_model(classifier, dev)
     entries = round_zero(images, model, dev, cue, box_background=box_background, cues=cues)
-    n = sum("B" in lab.kinds for lab in images.images)
+    n = len(boxed)
     source = f"round 0, cue {cue}" + (", box background" if box_background else "")
     return write_round(folder, bar(entries, n, ROUND0, progress), source, overwrite=overwrite)
 
@@ -160,12 +166,14 @@ def run_boxes_tags(
     gt=None,
     fill: str = DEFAULT_FILL,
     box_background: bool = False,
+    workers: int = 1,
 ) -> list[dict[str, Any]]:
     """Run (or finish) the recipe; one entry per round: its labels' folder, the network trained on them and, when
     the ground truth ``gt`` is given, the labels' score (``score.json`` in the labels' folder). ``fill`` is the
     refinement's low-coverage rule (:func:`~cqbnet.weak.approx_ground_truth.clean_prediction`); round 0 and its
     network are shared by every fill rule. ``box_background``: round 0 marks the box background for the mask and
-    semantic heads (:func:`~cqbnet.weak.approx_ground_truth.round_zero`) and every later round keeps it."""
+    semantic heads (:func:`~cqbnet.weak.approx_ground_truth.round_zero`) and every later round keeps it.
+    ``workers``: processes preparing round 0's thing cues (the labels do not depend on their number)."""
     from cqbnet.io import read_json, write_json
 
     out = Path(out)
@@ -179,7 +187,7 @@ def run_boxes_tags(
             view.parent.mkdir(parents=True, exist_ok=True)
             tags_only(labels_of, view)
         classifier = trained(classifier_config(cam_cfg, view), out / "classifier", device)
-        write_round_zero(labels_of, classifier, r0, cue, device, box_background=box_background)
+        write_round_zero(labels_of, classifier, r0, cue, device, workers, box_background=box_background)
     done, labels = [], r0
     variant = "" if fill == "box" else f"_fill-{fill}"
     for r in range(rounds + 1):
@@ -215,13 +223,18 @@ def classifier_and_round_zero(ctx: Context, boxes: list, cue: str, classifier_it
     box_view = view(ctx.manifest, boxes, "boxes and tags")
 
     def make(folder: Path) -> None:
-        from cqbnet.recipes.prepare import thing_cue_table
-
-        ids = [lab.image_id for lab in box_view.images]
-        cues = thing_cue_table(box_view, ids, cue, ctx.workers, ctx.cache, ctx.progress, ctx.ray_address)
         classifier = ctx.out / CLASSIFIER / "model_final.pth"
         write_round_zero(
-            box_view, classifier, folder / "labels", cue, ctx.device, cues, progress=ctx.progress, overwrite=True
+            box_view,
+            classifier,
+            folder / "labels",
+            cue,
+            ctx.device,
+            ctx.workers,
+            ctx.cache,
+            ctx.ray_address,
+            progress=ctx.progress,
+            overwrite=True,
         )
 
     inputs = {"images": images_digest(box_view), "cue": cue, "classifier": ctx.fingerprints[CLASSIFIER]}
