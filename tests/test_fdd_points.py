@@ -403,3 +403,6 @@ def test_written_pseudo_labels_are_the_point_images_panoptic_targets(tmp_path, p
     other = replace(ds.manifest, images=[lab for lab in ds.manifest.images if lab.image_id != first])
     with pytest.raises(InputError, match=rf"panoptic_pred\.json: pseudo labels for 1 image.*image id {first}\b"):
         MixedLabelDataset(other, pseudo_labels=tmp_path / "pseudo")
+    # data.pseudo_labels takes one source per label kind
+    with pytest.raises(InputError, match="a second source of pseudo labels for the PT images"):
+        MixedLabelDataset(ds.manifest, pseudo_labels=[tmp_path / "pseudo", tmp_path / "pseudo"])

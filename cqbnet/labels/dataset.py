@@ -53,6 +53,7 @@ class MixedLabelDataset:
         self.pseudo_labels = []
         for path in as_paths(pseudo_labels):
             src = load_pseudo_labels(path, self.categories)
+            path = getattr(src, "path", path)  # errors name the file read (a folder's panoptic_pred.json)
             if any(other.kind == src.kind for other in self.pseudo_labels):
                 raise InputError(f"{path}: a second source of pseudo labels for the {src.kind} images; give one")
             covered = src.covered()
