@@ -89,7 +89,8 @@ def report(results: dict[str, Any]) -> list[str]:
         "# Does the dense CRF erase small objects?",
         "",
         "Produced by `python -m benchmarks.crf_small_objects`; results in "
-        "`benchmarks/results/crf_small_objects_*.json`. A perfect point branch's stride-4 maps of each training scene's true segments, scored before and after "
+        "`benchmarks/results/crf_small_objects_*.json`. A perfect point branch's stride-4 maps of each training "
+        "scene's true segments, scored before and after "
         "the dense CRF (the recipe pools the image to at most 4096 px before the CRF) against the truth: the share "
         "of things matched (IoU > 0.5) per object area in pixels, and the share merged with a touching thing.",
         "",
