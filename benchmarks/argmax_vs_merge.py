@@ -7,7 +7,7 @@ feeds Psi without it), and the training's score threshold (0.3) instead of 0.5, 
 true positives, false positives and false negatives are summed over the thing classes. Report:
 ``benchmarks/argmax_vs_merge.md``.
 
-Usage: ``python benchmarks/argmax_vs_merge.py CHECKPOINT --data DATA [--out JSON]``.
+Usage: ``python -m benchmarks.argmax_vs_merge CHECKPOINT --data DATA [--out JSON]``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import copy
 from pathlib import Path
 
 import torch
-from machine import machine_info  # benchmarks/machine.py
 
+from benchmarks.machine import machine_info
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.synthetic import split_paths
 from cqbnet.engine.inference import evaluate_model

@@ -14,7 +14,7 @@ Each run is judged by PQ (both inference modes) and by :func:`detector_diagnosti
 proposal recall, the share of things detected at IoU >= 0.5, with the right class, confident enough for the merge,
 and the mask IoU of their masks beside that of the filled box. Usage::
 
-    python benchmarks/box2mask_diagnostics.py --rho 0.1 --seed 1 [--work runs/headline_v5] [--commit]
+    python -m benchmarks.box2mask_diagnostics --rho 0.1 --seed 1 [--work runs/headline_v5] [--commit]
 
 Results: ``benchmarks/results/box2mask_diagnostics.json`` and ``benchmarks/box2mask_diagnostics.md``.
 """
@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from commit_results import commit  # benchmarks/commit_results.py
-from detector_diagnostics import diagnose  # benchmarks/detector_diagnostics.py
-from machine import machine_info  # benchmarks/machine.py
 from torchvision.ops import roi_align
 
+from benchmarks.commit_results import commit
+from benchmarks.detector_diagnostics import diagnose
+from benchmarks.machine import machine_info
 from cqbnet.cues.pairwise import PAIRWISE_DILATION, PAIRWISE_POOL, lab_similarity, neighbour_offsets, pooled_lab, shift
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.synthetic import split_paths
@@ -103,7 +103,7 @@ def report(rows: list[dict[str, Any]], cfg_path: Path) -> str:
     lines = [
         "# Box study of headline v5, one module at a time",
         "",
-        f"Produced by `python benchmarks/box2mask_diagnostics.py` from `{cfg_path.relative_to(ROOT)}` (the headline "
+        f"Produced by `python -m benchmarks.box2mask_diagnostics` from `{cfg_path.relative_to(ROOT)}` (the headline "
         "pilot's schedule and data); rows in `results/box2mask_diagnostics.json`. PQ in percent on the 300 val "
         "scenes; the diagnostics (`benchmarks/detector_diagnostics.py`, 300 val scenes) are shares of the true "
         "things: with a proposal at IoU >= 0.5 (recall), with a detection there (detected), whose best detection "

@@ -4,7 +4,7 @@ truth, refinement rounds.
 Per seed, every step resumable (a finished step's output is kept, an interrupted training resumes):
 
 1. every training image labelled with boxes and tags (``B+I=1``, the seed's simulation);
-2. paper 001's recipe (``cqbnet.engine.boxes_tags``, what ``cqbnet boxes-tags`` runs): a tag classifier trained
+2. paper 001's recipe (``cqbnet.recipes.boxes_tags_001``, what ``cqbnet boxes-tags`` runs): a tag classifier trained
    on the images' tags alone (the pilot's schedule) for the CAMs, probed (``probe_classifier``), round 0 of the
    approximate labels, the recipe's network trained on round r and round r + 1 refined from it, for ``--rounds``
    rounds; every round's labels scored against the hidden ground truth and every network evaluated on val;
@@ -19,12 +19,12 @@ each paired against the same arm without it. Every trained network's thing segme
 the truth on val (``thing_fit``: do they spill over their objects?).
 Usage::
 
-    python benchmarks/boxes_tags.py --seeds 0 1 --rounds 1 [--cues grabcut proposal box] [--fills predicted] \
+    python -m benchmarks.boxes_tags --seeds 0 1 --rounds 1 [--cues grabcut proposal box] [--fills predicted] \
         [--box-background] [--commit]
     # the committed results (the fill variant is the recipe's default and the summary's headline):
-    python benchmarks/boxes_tags.py --seeds 0 1 --rounds 1 --fills predicted --fill-rounds 5 --box-background \
+    python -m benchmarks.boxes_tags --seeds 0 1 --rounds 1 --fills predicted --fill-rounds 5 --box-background \
         --background-seeds 0 --background-rounds 1 --cues grabcut proposal box
-    python benchmarks/boxes_tags.py --probe runs/boxes_tags/s0/classifier/model_final.pth   # one classifier's CAMs
+    python -m benchmarks.boxes_tags --probe runs/boxes_tags/s0/classifier/model_final.pth   # one classifier's CAMs
 
 Results: ``benchmarks/results/boxes_tags/runs.json``, ``summary.json`` and ``benchmarks/boxes_tags.md``.
 """
@@ -38,12 +38,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from commit_results import commit  # benchmarks/commit_results.py
-from machine import machine_info  # benchmarks/machine.py
-from recipe_arms import versus_full  # benchmarks/recipe_arms.py
 
+from benchmarks.commit_results import commit
+from benchmarks.machine import machine_info
+from benchmarks.recipe_arms import versus_full
 from cqbnet.data.panoptic_format import load_panoptic_json
-from cqbnet.engine.boxes_tags import run_boxes_tags, trained
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import dataset_paths, load_split
 from cqbnet.engine.inference import evaluate_model
@@ -51,7 +50,8 @@ from cqbnet.engine.trainer import load_model
 from cqbnet.evaluation.statistics import paired_rows, ratio_of_means
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.simulate import parse_ratio, simulate
-from cqbnet.sweep.protocol import MODULES
+from cqbnet.recipes.boxes_tags_001 import network_config, run_boxes_tags, trained
+from cqbnet.recipes.prepare import default_workers
 from cqbnet.sweep.runner import shared_data_config
 from cqbnet.weak.approx_ground_truth import DEFAULT_FILL  # the recipe's fill rule: the summary's headline
 
@@ -379,7 +379,7 @@ def run_seed(
     refinement rounds only; with ``box_background``, its own round 0 and refinement rounds."""
     recipe = shared_data_config(load_config(RECIPE, overrides), work)
     recipe["train"]["seed"] = seed
-    recipe["model"]["weak"] = {**recipe["model"].get("weak", {}), **{m: False for m in MODULES}}
+    recipe = network_config(recipe)  # paper 000's modules off, as cqbnet boxes-tags trains
     cam_cfg = shared_data_config(load_config(CAM_CONFIG, overrides), work)
     cam_cfg["train"]["seed"] = seed
     gt = load_panoptic_json(*dataset_paths(recipe["data"], "train", work))
@@ -391,13 +391,23 @@ def run_seed(
     full = {"seed": seed, "arm": "full", "split": split, **evaluated(copy.deepcopy(recipe), base / "full", split)}
     rows = [full] if headline else []
     steps = run_boxes_tags(
-        recipe, cam_cfg, manifest, base, rounds if cue == "both" else 0, cue, "cpu", gt, fill, box_background
+        recipe,
+        cam_cfg,
+        manifest,
+        base,
+        rounds if cue == "both" else 0,
+        cue,
+        "cpu",
+        gt,
+        fill,
+        box_background,
+        default_workers(),  # round 0's thing cues on every core (the labels do not depend on it)
     )
     for entry in steps:
         if fill != "box" and entry["round"] == 0 and not box_background:
             continue  # round 0 is the main arm's
         cfg = copy.deepcopy(recipe)
-        cfg["data"]["manifest"], cfg["data"]["approximate"] = str(manifest), str(entry["labels"])
+        cfg["data"]["manifest"], cfg["data"]["pseudo_labels"] = str(manifest), str(entry["labels"])
         name = f"{cue if fill == 'box' or entry['round'] == 0 else 'fill-' + fill}_round{entry['round']}"
         if box_background:
             name = "box-background_" + name.removeprefix("both_")
@@ -527,7 +537,7 @@ def report(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
     lines = [
         "# Paper 001: boxes for things, tags for stuff, on the synthetic scenes",
         "",
-        "Produced by `python benchmarks/boxes_tags.py`; every row one trained network (`results/boxes_tags/`). PQ in "
+        "Produced by `python -m benchmarks.boxes_tags`; every row one trained network (`results/boxes_tags/`). PQ in "
         "percent on the 300 val scenes, argmax inference; *labels* columns score the approximate labels the network "
         "was trained on against the hidden ground truth (pixel precision and coverage of things and stuff, the "
         "share of pixels labelled, PQ with ignore as void). Every image carries boxes and tags, so the boxes and round "

@@ -8,7 +8,7 @@ stage: the share of those picks that overlap a ground-truth box of the class at 
 ``detector_only_hit`` when the detector's probability alone ranks), against the share of all proposals that do
 (``chance``: a pick at random), and the mean foreground probability the detector gives the picks.
 
-Usage: ``python benchmarks/cls2box_diagnostics.py RUN/model_final.pth DATA [--images 100]``; prints JSON.
+Usage: ``python -m benchmarks.cls2box_diagnostics RUN/model_final.pth DATA [--images 100]``; prints JSON.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ on thing cells count too, so it can exceed what is right), the share of pseudo-l
 the ground truth's class (precision), the semantic head's own accuracy on stuff cells, and the precision of a
 label drawn at random from the scene's tagged stuff classes (chance).
 
-Usage: ``python benchmarks/cls2pixel_diagnostics.py RUN/model_final.pth --data DIR [--images 60]``.
+Usage: ``python -m benchmarks.cls2pixel_diagnostics RUN/model_final.pth --data DIR [--images 60]``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detector_diagnostics import checkpoint_arguments  # benchmarks/detector_diagnostics.py
 
+from benchmarks.detector_diagnostics import checkpoint_arguments
 from cqbnet.data.dataset import IGNORE_INDEX, PanopticDataset
 from cqbnet.data.synthetic import split_paths
 from cqbnet.engine.trainer import load_model

@@ -1,6 +1,6 @@
 """Where a trained network's thing branch stands: proposal recall and the detector's class accuracy.
 
-    python benchmarks/detector_diagnostics.py CHECKPOINT --data DATA_ROOT [--images 100]
+    python -m benchmarks.detector_diagnostics CHECKPOINT --data DATA_ROOT [--images 100]
 
 For the first ``--images`` val images: the share of ground-truth things (not crowd) that have an RPN proposal at
 IoU >= 0.5, and the share whose best-scoring detection among those at IoU >= 0.5 (score >= 0.05) has the right

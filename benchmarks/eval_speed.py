@@ -12,7 +12,7 @@ extra, spills onto void and crowd). Measured:
 * memory: resident set size over repeated in-memory evaluations.
 
 All three tools' PQ numbers are checked to agree. Usage:
-``python benchmarks/eval_speed.py --shared ../shared --images 300 --out benchmarks/results``
+``python -m benchmarks.eval_speed --shared ../shared --images 300 --out benchmarks/results``
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import machine_info  # benchmarks/machine.py
 
+from benchmarks.machine import machine_info
 from cqbnet.data.panoptic_format import SegmentInfo, load_categories, load_panoptic_json, read_panoptic_png
 from cqbnet.evaluation.panoptic_quality import PanopticQuality, evaluate_panoptic_files
 from cqbnet.evaluation.perturb import perturb

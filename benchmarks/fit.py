@@ -22,11 +22,11 @@ iterations, in the same inference mode, a paired delta-method t interval over se
 summary key for an arm chosen on val. ``--prepare-speed`` measures paper 001's per-image preparation with 1 and
 2 worker processes. Usage::
 
-    python benchmarks/fit.py --arms mix full4320 --seeds 0 1 2 --split test [--commit]
-    python benchmarks/fit.py --config configs/synthetic_dense.yaml --reference own --results \
+    python -m benchmarks.fit --arms mix full4320 --seeds 0 1 2 --split test [--commit]
+    python -m benchmarks.fit --config configs/synthetic_dense.yaml --reference own --results \
         benchmarks/results/dense --report benchmarks/dense.md --work runs/dense --arms full boxes-tags points \
         points10 points-online points10-online tags --seeds 0 1 2 --split val
-    python benchmarks/fit.py --prepare-speed [--images 100] [--commit]
+    python -m benchmarks.fit --prepare-speed [--images 100] [--commit]
 
 Results: ``benchmarks/results/fit/{runs,summary,prepare_speed}.json`` and ``benchmarks/fit.md``.
 """
@@ -41,22 +41,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from commit_results import commit  # benchmarks/commit_results.py
-from machine import machine_info  # benchmarks/machine.py
-from recipe_arms import methods, ratio_text, reference_rows, seed_ratio  # benchmarks/recipe_arms.py
 
+from benchmarks.commit_results import commit
+from benchmarks.machine import machine_info
+from benchmarks.recipe_arms import methods, ratio_text, reference_rows, seed_ratio
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import dataset_paths, shared_data_config
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.engine.trainer import load_model
-from cqbnet.fit.prepare import thing_cue_table
-from cqbnet.fit.run import FINAL, run_fit, scaled_solver
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.labels.manifest import load_manifest
 from cqbnet.labels.simulate import parse_methods, parse_ratio, simulate
 from cqbnet.network.panoptic_net import INFERENCE_MODES
+from cqbnet.recipes.fit import FINAL, run_fit
+from cqbnet.recipes.prepare import thing_cue_table
+from cqbnet.recipes.stages import scaled_solver
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "synthetic_full.yaml"
@@ -232,7 +233,7 @@ def report(summary: dict[str, Any] | None, speed: dict[str, Any] | None) -> str:
     if summary is None:  # the preparation timing alone, before any run
         return "\n".join([*lines, f"Machine: `{speed['machine']}`.", "", *speed_lines(speed)]) + "\n"
     lines += [
-        "Produced by `python benchmarks/fit.py` (`results/fit/`). PQ in percent on the scenes' "
+        "Produced by `python -m benchmarks.fit` (`results/fit/`). PQ in percent on the scenes' "
         f"**{summary['split']}** split; fractions of full supervision against the full recipe (lr 0.02) at 1000 "
         "iterations and at the arm's total iterations, in the same inference mode, with a paired delta-method 95% t "
         f"interval over seeds. Machine: `{summary['machine']}`.",

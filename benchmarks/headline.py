@@ -13,7 +13,7 @@
 
 Usage::
 
-    python benchmarks/headline.py [--work runs/headline] [--commit] [--stop-after MINUTES]
+    python -m benchmarks.headline [--work runs/headline] [--commit] [--stop-after MINUTES]
 
 The experiment resumes where it stopped: finished runs are read from their ``result.json``, an interrupted run
 continues from its last checkpoint, and with ``--commit`` each finished run's tables and the report are committed
@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from commit_results import commit  # benchmarks/commit_results.py
-from machine import machine_info  # benchmarks/machine.py
-from thing_modules import VERSION, paired_cells, training_versions  # benchmarks/thing_modules.py
 
+from benchmarks.commit_results import commit
+from benchmarks.machine import machine_info
+from benchmarks.thing_modules import VERSION, paired_cells, training_versions
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import dataset_paths
@@ -624,7 +624,7 @@ def write_report(cfg: dict[str, Any]) -> None:
     n_val = cfg["train"]["eval_images"] or cfg["data"]["synthetic"]["num_val"]
     text = f"""# Headline v5 at CPU scale (paper 000, Table 2 and Fig. 1 right, realistic scenes)
 
-Produced by `python benchmarks/headline.py` from `configs/synthetic_pilot.yaml`; tables in
+Produced by `python -m benchmarks.headline` from `configs/synthetic_pilot.yaml`; tables in
 `{_relative(RESULTS, ROOT)}/` (`pilot.csv` is a pilot table `cqbnet plan --pilot` reads; `run_results/` holds every
 run's result in both inference modes, `image_counts/` its per-image counts, `summary.json` the verdicts). Every
 run uses the same schedule ({cfg["solver"]["max_iter"]} iterations of batch {cfg["solver"]["batch_size"]} at

@@ -19,8 +19,8 @@ paired difference averaged over seeds; per budget and pooled over the budgets), 
 method (paired over seeds), and Spearman's rho of the model's predicted PQ against the measured PQ over every trained
 plan (Fisher-z interval). Runs are saved (and committed with ``--commit``) as each one ends. Usage::
 
-    python benchmarks/headline_v6.py [--budgets 0.02 0.05 0.1 0.25] [--seeds 0 1 2] [--random 3] [--commit]
-    python benchmarks/headline_v6.py --plans-only     # the arms and their predictions; nothing trains
+    python -m benchmarks.headline_v6 [--budgets 0.02 0.05 0.1 0.25] [--seeds 0 1 2] [--random 3] [--commit]
+    python -m benchmarks.headline_v6 --plans-only     # the arms and their predictions; nothing trains
 
 Results: ``benchmarks/results/headline_v6/{plans,runs,summary}.json`` and ``benchmarks/headline_v6.md``.
 """
@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from commit_results import commit  # benchmarks/commit_results.py
-from fit import FitArm, run_one  # benchmarks/fit.py
-from machine import machine_info  # benchmarks/machine.py
 
+from benchmarks.commit_results import commit
+from benchmarks.fit import FitArm, run_one
+from benchmarks.machine import machine_info
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import dataset_paths, shared_data_config
@@ -179,7 +179,7 @@ def report(summary: dict[str, Any]) -> str:
     lines = [
         "# Headline v6: planned over label methods, against random plans and single methods (test)",
         "",
-        f"Produced by `python benchmarks/headline_v6.py`. PQ in percent on the **test** split, inference mode "
+        f"Produced by `python -m benchmarks.headline_v6`. PQ in percent on the **test** split, inference mode "
         f"**{summary['mode']}** ({summary['mode_chosen']}); compute-matched full supervision: "
         f"`{summary['compute_matched_full']}`. Machine: `{summary['machine']}`.",
         "",

@@ -8,7 +8,7 @@ cost grows at most linearly when the marginal cost does not rise with N.
 
 Usage::
 
-    python benchmarks/instance_scaling.py --label recipe --instances 10 20 40 80 [--steps 10]
+    python -m benchmarks.instance_scaling --label recipe --instances 10 20 40 80 [--steps 10]
 
 Results: ``benchmarks/results/instance_scaling_<label>.json``; the table is printed, and
 ``benchmarks/instance_scaling.md`` is written from every label's results found (its ``## Findings`` section,
@@ -24,8 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from machine import machine_info  # benchmarks/machine.py
-
+from benchmarks.machine import machine_info
 from cqbnet.io import atomic_path, read_json, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -112,7 +111,7 @@ def main() -> None:
     header = [
         "# A training step against the number of instances per image",
         "",
-        "Produced by `python benchmarks/instance_scaling.py` (each row one `benchmarks/step_profile.py` run of 10 "
+        "Produced by `python -m benchmarks.instance_scaling` (each row one `benchmarks/step_profile.py` run of 10 "
         f"profiled steps, batch {rows[0]['batch_size']} of {args.size} px scenes, things at most {args.max_thing:g} "
         f"px, `{args.config.name}`). Machine: `{json.dumps(machine_info())}`.",
         "",

@@ -21,11 +21,11 @@
 
 Usage::
 
-    python benchmarks/jtsm_diagnostics.py proposals --images 60
-    python benchmarks/jtsm_diagnostics.py run --run runs/diag_mine --images 150
-    python benchmarks/jtsm_diagnostics.py heads --run runs/diag_mine --lrs 0.01 0.001
-    python benchmarks/jtsm_diagnostics.py grabcut --run runs/tags_only/tags_1fdf3a4f/runs/<run> --images 150
-    python benchmarks/jtsm_diagnostics.py frozen --ckpts A/model_final.pth --manifest M --gt G --images 200 \\
+    python -m benchmarks.jtsm_diagnostics proposals --images 60
+    python -m benchmarks.jtsm_diagnostics run --run runs/diag_mine --images 150
+    python -m benchmarks.jtsm_diagnostics heads --run runs/diag_mine --lrs 0.01 0.001
+    python -m benchmarks.jtsm_diagnostics grabcut --run runs/tags_only/tags_1fdf3a4f/runs/<run> --images 150
+    python -m benchmarks.jtsm_diagnostics frozen --ckpts A/model_final.pth --manifest M --gt G --images 200 \\
         --steps 1000 --variants fpn1:moi body1:moi
 
 Each prints a JSON line; ``benchmarks/jtsm_diagnostics.md`` keeps what was measured.

@@ -4,7 +4,7 @@ predict``), scored against the scenes' hidden ground truth with :mod:`cqbnet.eva
 best IoU, coverage, box IoU, merged touching things, precision; per size bin). Used to find where clicks stop
 teaching things on small, crowded objects (the dense preset). Usage::
 
-    python benchmarks/label_fit.py --labels runs/dense/points_s0/pseudo-labels/labels --data runs/dense/data \
+    python -m benchmarks.label_fit --labels runs/dense/points_s0/pseudo-labels/labels --data runs/dense/data \
         --split train [--out benchmarks/results/dense/pseudo_fit_points_s0.json]
 """
 
@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from machine import machine_info  # benchmarks/machine.py
-
+from benchmarks.machine import machine_info
 from cqbnet.data.panoptic_format import load_panoptic_json, read_panoptic_png
 from cqbnet.engine.data import dataset_paths
 from cqbnet.errors import InputError

@@ -1,6 +1,6 @@
 """How a mixed batch's losses are weighed, and what it does to the detector (``model.loss_normalization``).
 
-    python benchmarks/loss_normalization.py [--iterations 300] [--rho 0.3] [--seed 0] [--commit]
+    python -m benchmarks.loss_normalization [--iterations 300] [--rho 0.3] [--seed 0] [--commit]
 
 Trains the CPU recipe (``configs/synthetic_full.yaml``) for ``--iterations`` on labels where a share ``rho`` of
 the images carries panoptic labels and the rest carries image tags with every weak module off, so the rest
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from commit_results import commit  # benchmarks/commit_results.py
-from detector_diagnostics import detector_on_true_boxes  # benchmarks/detector_diagnostics.py
-from machine import machine_info  # benchmarks/machine.py
 
+from benchmarks.commit_results import commit
+from benchmarks.detector_diagnostics import detector_on_true_boxes
+from benchmarks.machine import machine_info
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.synthetic import split_paths
 from cqbnet.engine.config import load_config
@@ -64,7 +64,7 @@ def report(doc: dict[str, Any]) -> str:
     lines = [
         "# Weighing a mixed batch's losses: `labelled` against `batch`",
         "",
-        f"Produced by `python benchmarks/loss_normalization.py` ({doc['iterations']} iterations of "
+        f"Produced by `python -m benchmarks.loss_normalization` ({doc['iterations']} iterations of "
         f"`configs/synthetic_full.yaml`, seed {doc['seed']}); labels: {100 * doc['rho']:g}% of the training scenes "
         f"panoptic, the rest tags with every weak module off (they teach nothing). Machine: "
         f"`{json.dumps(doc['machine'])}`.",

@@ -1,7 +1,7 @@
 """Network benchmark: CPU latency of our network (argmax head vs heuristic merge) against torchvision's Mask R-CNN,
 and the peak memory of paper 004's dense instance affinity head as the pixel count grows.
 
-Usage: ``python benchmarks/network_speed.py [--repeat 3]``; writes ``benchmarks/results/network_speed.json``.
+Usage: ``python -m benchmarks.network_speed [--repeat 3]``; writes ``benchmarks/results/network_speed.json``.
 
 Latency: one image, batch 1, ``torch.no_grad``, best of ``--repeat`` after one warm-up, all models in one
 process. Our network is the full-scale configuration (ResNet-50-FPN, 256 channels, COCO's 80 thing + 53 stuff
@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import torch
-from machine import machine_info  # benchmarks/machine.py
+
+from benchmarks.machine import machine_info
 
 OUT = Path(__file__).parent / "results" / "network_speed.json"
 SIZES = [(128, 128), (512, 512), (800, 1333)]

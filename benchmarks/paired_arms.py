@@ -7,7 +7,7 @@ with a 95% interval (Student's t over the per-seed differences; with n seeds it 
 
 Usage::
 
-    python benchmarks/paired_arms.py --name mask_train_stage --config configs/synthetic_pilot.yaml \\
+    python -m benchmarks.paired_arms --name mask_train_stage --config configs/synthetic_pilot.yaml \\
         --arm last= --arm first=model.mask_train_stage=0 --seeds 0 1 2 [--commit]
 
 ``--arm NAME=OVERRIDE[,OVERRIDE...]``. Results: ``benchmarks/results/<name>.json`` and
@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from commit_results import commit  # benchmarks/commit_results.py
-from detector_diagnostics import diagnose  # benchmarks/detector_diagnostics.py
-from machine import machine_info  # benchmarks/machine.py
-from synthetic_recipe import final_pq  # benchmarks/synthetic_recipe.py
 
+from benchmarks.commit_results import commit
+from benchmarks.detector_diagnostics import diagnose
+from benchmarks.machine import machine_info
+from benchmarks.synthetic_recipe import final_pq
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import shared_data_config
 from cqbnet.engine.trainer import train
@@ -59,7 +59,7 @@ def report(name: str, cfg_path: Path, arms: list[str], rows: list[dict[str, Any]
     lines = [
         f"# Paired arms: {name}",
         "",
-        f"Produced by `python benchmarks/paired_arms.py --name {name}` from `{cfg_path.name}`; runs in "
+        f"Produced by `python -m benchmarks.paired_arms --name {name}` from `{cfg_path.name}`; runs in "
         f"`results/{name}.json`. Argmax inference on the whole {split} split, PQ in percent; class accuracy from "
         "`benchmarks/detector_diagnostics.py` (first 300 val scenes).",
         f"Machine: `{json.dumps(machine_info())}`.",

@@ -4,7 +4,7 @@ Trains the pilot's network on the plain panoptic split (every image fully labell
 resumes it, then evaluates the final checkpoint on the whole val split with both inference modes and runs
 ``detector_diagnostics.diagnose`` (proposal recall, detector class accuracy) on all val images.
 
-Usage: ``python benchmarks/pilot_full.py [--run runs/pilot_full] [overrides ...]``; writes
+Usage: ``python -m benchmarks.pilot_full [--run runs/pilot_full] [overrides ...]``; writes
 ``benchmarks/results/pilot_full.json`` with ``pq_th`` (argmax) and ``class_accuracy`` at the top level.
 """
 
@@ -14,10 +14,9 @@ import argparse
 import time
 from pathlib import Path
 
-from detector_diagnostics import diagnose  # benchmarks/detector_diagnostics.py
-from machine import machine_info  # benchmarks/machine.py
-from synthetic_recipe import final_pq  # benchmarks/synthetic_recipe.py
-
+from benchmarks.detector_diagnostics import diagnose
+from benchmarks.machine import machine_info
+from benchmarks.synthetic_recipe import final_pq
 from cqbnet.engine.config import load_config
 from cqbnet.engine.trainer import train
 from cqbnet.io import write_json

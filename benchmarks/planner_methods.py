@@ -14,8 +14,8 @@ plans for budgets 0.02, 0.05, 0.10 and 0.25 (label costs in annotator seconds ch
 minutes, and the quick pilot (seed 0, rho_P 0 and 0.3, full labels at 0.3 and 1) judged against the cells it
 left out. Usage::
 
-    python benchmarks/planner_methods.py [--seeds 0 1 2] [--variables PT:points-crf ...] [--max-runs N] [--commit]
-    python benchmarks/planner_methods.py --report-only
+    python -m benchmarks.planner_methods [--seeds 0 1 2] [--variables PT:points-crf ...] [--max-runs N] [--commit]
+    python -m benchmarks.planner_methods --report-only
 
 Results: ``benchmarks/results/planner_methods/{runs.json,pilot.csv,summary.json}`` and
 ``benchmarks/planner_methods.md``.
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from commit_results import commit  # benchmarks/commit_results.py
-from machine import machine_info  # benchmarks/machine.py
 
+from benchmarks.commit_results import commit
+from benchmarks.machine import machine_info
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import dataset_paths, shared_data_config
@@ -184,7 +184,7 @@ def report(summary: dict[str, Any]) -> str:
     lines = [
         "# The planner over label methods: pilot (val), quality model and plans",
         "",
-        "Produced by `python benchmarks/planner_methods.py` (`results/planner_methods/`). PQ in percent on the "
+        "Produced by `python -m benchmarks.planner_methods` (`results/planner_methods/`). PQ in percent on the "
         f"scenes' **val** split, the pilot config `{summary['config']}`. Machine: `{summary['machine']}`.",
         "",
         f"Pilot so far: {pc['runs']} runs, {pc['minutes']:.0f} minutes ({pc['training_minutes']:.0f} training).",

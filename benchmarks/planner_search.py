@@ -1,6 +1,6 @@
 """Planner benchmark: time of paper 000's 7500-sample front, and NSGA-II against random sampling.
 
-Usage: ``python benchmarks/planner_search.py [--seeds 5] [--repeat 5]``; writes
+Usage: ``python -m benchmarks.planner_search [--seeds 5] [--repeat 5]``; writes
 ``benchmarks/results/planner_search.json``. Both searches get the same number of
 evaluations of f1 and f2 and are scored by the hypervolume of their fronts
 against one reference point per case (lowest f1 either search saw, cost 1).
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import machine_info  # benchmarks/machine.py
 
+from benchmarks.machine import machine_info
 from cqbnet.labels.costs import CostModel
 from cqbnet.planner.pareto import hypervolume, non_dominated
 from cqbnet.planner.plan import make_plan

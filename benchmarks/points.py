@@ -22,7 +22,7 @@ the realistic preset:
 Each arm with the point branch also scores its pseudo labels on the training images against the hidden ground
 truth (PQ and mIoU of the labels themselves). Usage::
 
-    python benchmarks/points.py [overrides, e.g. solver.max_iter=320] --arms full P10-offline-crf --seeds 0 1 [--commit]
+    python -m benchmarks.points [overrides, e.g. solver.max_iter=320] --arms full P10-offline-crf --seeds 0 1 [--commit]
 
 Results: ``benchmarks/results/points/runs.json``, ``summary.json`` and ``benchmarks/points.md``.
 """
@@ -32,8 +32,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recipe_arms import ROOT, Arm, main, solver_overrides, written_pseudo_labels  # benchmarks/recipe_arms.py
-
+from benchmarks.recipe_arms import ROOT, Arm, main, solver_overrides, written_pseudo_labels
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.data import dataset_paths
 from cqbnet.evaluation.panoptic_quality import PanopticQuality
@@ -85,12 +84,12 @@ PAPER = {p.lower(): f"{p}-paper" for p in TARGET}  # summary.json's p10_fraction
 
 def score_pseudo_labels(arm: str, run: Path, cfg: dict[str, Any], work: Path) -> dict[str, float] | None:
     """PQ, PQ_th, PQ_st and mIoU (percent) of a run's pseudo labels on its training images: those its point
-    branch gives, or for an offline arm those it learnt from (``data.pseudo``)."""
+    branch gives, or for an offline arm those it learnt from (``data.pseudo_labels``)."""
     gt = load_panoptic_json(*dataset_paths(cfg["data"], "train", work))
     records = {r.image_id: r for r in gt.records}
     metric = PanopticQuality(gt.categories)
     if cfg["data"].get("pseudo"):
-        pseudo = Path(cfg["data"]["pseudo"])
+        pseudo = Path(cfg["data"]["pseudo_labels"])
     elif cfg["model"]["weak"].get("points") and arm != "full":
         pseudo = written_pseudo_labels(run)  # written once: an offline arm of its seed learns from them
     else:
@@ -114,7 +113,7 @@ def score_pseudo_labels(arm: str, run: Path, cfg: dict[str, Any], work: Path) ->
 HEADER = [
     "# Paper 003 (FDD): panoptic segmentation from clicked points, on the synthetic scenes",
     "",
-    "Produced by `python benchmarks/points.py`; every row one run (the results folder's `runs.json`). PQ in "
+    "Produced by `python -m benchmarks.points`; every row one run (the results folder's `runs.json`). PQ in "
     "percent on the scenes' split named below (val for choices, test for the reported numbers) with the config's "
     "inference mode; *pseudo* columns score the point branch's "
     "pseudo labels on the training images against the hidden ground truth (for the offline arms: the labels they "

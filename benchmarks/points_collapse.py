@@ -7,7 +7,7 @@ clicks (Eq. 3, ``loss_points_pce``; the total ``loss_points`` for runs logged be
 detector's first-stage classification loss and the gradient norm before clipping. A branch that keeps its clicks
 right keeps L_pCE below 1; the collapse shows as L_pCE climbing past 2 once the pseudo labels ramp in. Usage::
 
-    python benchmarks/points_collapse.py --run NAME=RUN_DIR[:NOTE] ... [--commit]
+    python -m benchmarks.points_collapse --run NAME=RUN_DIR[:NOTE] ... [--commit]
 
 Results: ``benchmarks/results/points_collapse.json`` and ``benchmarks/points_collapse.md``.
 """
@@ -18,9 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
-from commit_results import commit  # benchmarks/commit_results.py
-from machine import machine_info  # benchmarks/machine.py
-
+from benchmarks.commit_results import commit
+from benchmarks.machine import machine_info
 from cqbnet.io import atomic_path, write_json
 
 RESULTS = Path(__file__).parent / "results" / "points_collapse.json"
@@ -57,7 +56,7 @@ def report(rows: list[dict]) -> list[str]:
     lines = [
         "# Paper 003's point runs over 1000 iterations: where the collapse comes from",
         "",
-        "Produced by `python benchmarks/points_collapse.py` from P10 runs of `benchmarks/points.py` (seed 0, the",
+        "Produced by `python -m benchmarks.points_collapse` from P10 runs of `benchmarks/points.py` (seed 0, the",
         "config's 1000 iterations; `results/points_collapse.json`). Each cell: L_pCE at the clicks (Eq. 3; the",
         "branch's whole loss for rows logged before its terms were split) / the detector's stage-1 class loss /",
         "the gradient norm before clipping (where logged). `-`: the run was stopped before.",

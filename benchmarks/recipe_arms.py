@@ -19,20 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from commit_results import commit  # benchmarks/commit_results.py
-from machine import machine_info  # benchmarks/machine.py
 
+from benchmarks.commit_results import commit
+from benchmarks.machine import machine_info
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import shared_data_config
-from cqbnet.engine.inference import write_predictions
-from cqbnet.engine.trainer import load_model
 from cqbnet.evaluation.statistics import mode_pq, paired_rows, ratio_of_means
 from cqbnet.io import atomic_path, read_json, write_json
-from cqbnet.labels.dataset import MixedLabelDataset
+from cqbnet.recipes.points_offline_003 import write_pseudo_labels
 from cqbnet.sweep.protocol import RunSpec
 from cqbnet.sweep.runner import execute
-from cqbnet.weak.fdd_points import pseudo_label_items
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +42,7 @@ class Arm:
     clicks: int = 1
     sampling: str = "uniform"
     # offline: the arm (same seed and overrides) whose trained point branch writes the pseudo labels this arm's
-    # network learns from (``data.pseudo``)
+    # network learns from (``data.pseudo_labels``)
     pseudo_from: str | None = None
     pseudo_crf: bool = False  # those pseudo labels refined by the dense CRF (``cqbnet pseudo-labels --crf``)
 
@@ -61,13 +57,19 @@ def solver_overrides(config: Path) -> list[str]:
 Score = Callable[[str, Path, dict[str, Any], Path], dict[str, float] | None]
 
 
-def arm_run(name: str, arm: Arm, seed: int, overrides: list[str], work: Path) -> tuple[RunSpec, dict, Path]:
-    """An arm's run: its spec, its config and its folder (the run itself is ``folder / "runs" / spec.key``)."""
+def arm_config(arm: Arm, seed: int, overrides: list[str]) -> tuple[RunSpec, dict]:
+    """An arm's run spec and its config before the scenes are made (``sweep.runner.run_config`` of the two is
+    what the run trains)."""
     extra = [f"pilot.points_per_segment={arm.clicks}", f"pilot.point_sampling={arm.sampling}"]
     cfg = load_config(arm.config, [*arm.overrides, *overrides, *extra])
     cfg["data"]["labels"] = None  # the runner simulates each run's labels with the run's seed
     on = arm.branch is not None and bool(cfg["model"]["weak"].get(arm.branch))
-    spec = RunSpec(((arm.kind, 1.0),), (arm.branch,) if on else (), seed)
+    return RunSpec(((arm.kind, 1.0),), (arm.branch,) if on else (), seed), cfg
+
+
+def arm_run(name: str, arm: Arm, seed: int, overrides: list[str], work: Path) -> tuple[RunSpec, dict, Path]:
+    """An arm's run: its spec, its config and its folder (the run itself is ``folder / "runs" / spec.key``)."""
+    spec, cfg = arm_config(arm, seed, overrides)
     cfg = shared_data_config(cfg, work)  # one copy of the scenes for every arm
     # a run folder is reused once finished, and its key names only labels, modules and seed: runs with other
     # overrides get their own folder
@@ -80,10 +82,7 @@ def written_pseudo_labels(run: Path, crf: bool = False) -> Path:
     by the dense CRF; written once)."""
     out = run / ("pseudo_crf" if crf else "pseudo")
     if not (out / "panoptic_pred.json").is_file():
-        dataset = MixedLabelDataset(run / "labels" / "manifest.json")
-        model, _ = load_model(run / "model_final.pth", torch.device("cpu"))
-        items = pseudo_label_items(model, dataset, torch.device("cpu"), crf=crf)
-        write_predictions(out, items, dataset.categories, overlays=False, overwrite=True)
+        write_pseudo_labels(run / "model_final.pth", run / "labels" / "manifest.json", out, crf=crf, overwrite=True)
     return out
 
 
@@ -102,7 +101,7 @@ def run_arm(
     if arm.pseudo_from is not None:  # offline: the source arm's run first (reused when finished)
         src_spec, src_cfg, src_folder = arm_run(arm.pseudo_from, arms[arm.pseudo_from], seed, overrides, work)
         source = execute(src_spec, src_cfg, src_folder, split=split)
-        cfg["data"]["pseudo"] = str(written_pseudo_labels(src_folder / "runs" / src_spec.key, arm.pseudo_crf))
+        cfg["data"]["pseudo_labels"] = str(written_pseudo_labels(src_folder / "runs" / src_spec.key, arm.pseudo_crf))
     res = execute(spec, cfg, folder, split=split)
     if source is not None:  # the very run whose pseudo labels it learnt from, for the paired difference
         res["source"] = {k: source[k] for k in ("pq", "pq_th", "pq_st", "sq_th")}

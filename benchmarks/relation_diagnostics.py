@@ -13,7 +13,7 @@ the revisions are applied at test; if it is also worse, the module's losses chan
 
 A checkpoint trained without the module (its baseline) gives the base network's numbers alone, for comparison.
 
-Usage: ``python benchmarks/relation_diagnostics.py RUN/model_final.pth DATA [--out FILE.json]``; prints JSON.
+Usage: ``python -m benchmarks.relation_diagnostics RUN/model_final.pth DATA [--out FILE.json]``; prints JSON.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ For each preset (``realistic``, the default, and ``camouflage``) the script writ
   segment and across segments, on the image average pooled by 1, 2, 4 and 8, for the theta of Box2Mask's pairwise
   term (2, dilation 2 on the RoI grid) and of Cls2Pixel's energy (8, dilation 1 on the semantic grid).
 
-Usage: ``python benchmarks/scenes.py`` writes ``benchmarks/results/scenes.json``; ``benchmarks/scenes.md`` holds
+Usage: ``python -m benchmarks.scenes`` writes ``benchmarks/results/scenes.json``; ``benchmarks/scenes.md`` holds
 the table.
 """
 
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import machine_info  # benchmarks/machine.py
-from thing_class_probe import object_crops, train_probe
 
+from benchmarks.machine import machine_info
+from benchmarks.thing_class_probe import object_crops, train_probe
 from cqbnet.data.scene_probes import colour_only_accuracy, lab_edge_statistics, neighbour_affinity_pass_rates
 from cqbnet.data.synthetic import THING_SHAPES, SceneConfig, generate, make_scene, scene_rng
 from cqbnet.io import write_json

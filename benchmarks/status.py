@@ -6,7 +6,7 @@ and total iterations), the split and seeds it was measured on, its PQ, and its P
 paired t interval over seeds (:func:`cqbnet.evaluation.statistics.ratio_of_means`), against full at the same
 schedule and, where measured, against full trained for the same total iterations.
 
-Usage: ``python benchmarks/status.py`` prints the table; ``--write`` puts it into README.md between the status
+Usage: ``python -m benchmarks.status`` prints the table; ``--write`` puts it into README.md between the status
 markers; ``tests/test_status.py`` fails when the README's table differs from what this script writes.
 """
 

@@ -5,7 +5,7 @@ times ``--steps`` steps. Forward time per part comes from forward hooks on the n
 time includes the children it calls); backward time per part from the autograd profiler, where every backward op
 is charged to the part whose forward recorded it (``record_function`` scopes). Data loading is timed apart.
 
-Usage: ``python benchmarks/step_profile.py [--config configs/synthetic_full.yaml] [--steps 20] [overrides ...]``
+Usage: ``python -m benchmarks.step_profile [--config configs/synthetic_full.yaml] [--steps 20] [overrides ...]``
 writes ``benchmarks/results/step_profile.json`` (``--out`` to change) and prints a markdown table.
 """
 
@@ -17,9 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from machine import machine_info  # benchmarks/machine.py
 from torch.autograd.profiler import record_function
 
+from benchmarks.machine import machine_info
 from cqbnet.engine.config import load_config
 from cqbnet.engine.data import StreamDataset, ensure_synthetic, load_split, make_loader
 from cqbnet.engine.trainer import build_model

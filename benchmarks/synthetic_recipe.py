@@ -1,7 +1,7 @@
 """The CPU recipe (configs/synthetic_full.yaml): train (or resume), then evaluate the final checkpoint on the whole
 synthetic val split with both inference modes, and collect the learning curve.
 
-Usage: ``python benchmarks/synthetic_recipe.py --run runs/synthetic_full [--out JSON] [overrides ...]``; writes
+Usage: ``python -m benchmarks.synthetic_recipe --run runs/synthetic_full [--out JSON] [overrides ...]``; writes
 ``benchmarks/results/synthetic_recipe.json`` unless ``--out`` says otherwise. Training resumes from the run folder's
 last checkpoint, so the script can be stopped and started again. Training time is the sum of the logged seconds
 per iteration (wall time of the steps, data loading included) plus the periodic evaluations' time.
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import torch
-from machine import machine_info  # benchmarks/machine.py
 
+from benchmarks.machine import machine_info
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.synthetic import split_paths
 from cqbnet.engine.config import load_config

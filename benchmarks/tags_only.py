@@ -12,7 +12,7 @@ the realistic preset:
 Each mining arm also measures the CorLoc of its mined segments on (up to 500 of) the training images: the share of
 (image, tagged class) pairs whose top segment has mask IoU >= 0.5 with a true segment of that class. Usage::
 
-    python benchmarks/tags_only.py --arms full tags --seeds 0 1 [--commit] [overrides]
+    python -m benchmarks.tags_only --arms full tags --seeds 0 1 [--commit] [overrides]
 
 Results: ``benchmarks/results/tags_only/runs.json``, ``summary.json`` and ``benchmarks/tags_only.md``.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from recipe_arms import ROOT, Arm, main, solver_overrides  # benchmarks/recipe_arms.py
 
+from benchmarks.recipe_arms import ROOT, Arm, main, solver_overrides
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.data import dataset_paths
 from cqbnet.engine.trainer import load_model
@@ -59,7 +59,7 @@ def score_mining(arm: str, run: Path, cfg: dict[str, Any], work: Path) -> dict[s
 HEADER = [
     "# Paper 002 (JTSM): panoptic segmentation from image tags alone, on the synthetic scenes",
     "",
-    "Produced by `python benchmarks/tags_only.py`; every row one run (`results/tags_only/runs.json`). PQ in percent "
+    "Produced by `python -m benchmarks.tags_only`; every row one run (`results/tags_only/runs.json`). PQ in percent "
     "on the scenes' split named below (val for choices, test for the reported numbers) with the config's inference "
     "mode; CorLoc of the mined segments on the training images.",
 ]

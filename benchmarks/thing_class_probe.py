@@ -10,7 +10,7 @@ scenes. Two inputs:
 * ``rgb``: the image crop, what a detector sees (textures, the shared palette, occluders, neighbours);
 * ``mask``: the object's own visible mask only, its silhouette after occlusion and nothing else.
 
-Usage: ``python benchmarks/thing_class_probe.py [--data DIR] [--steps 600] [--seeds 0 1]``; writes
+Usage: ``python -m benchmarks.thing_class_probe [--data DIR] [--steps 600] [--seeds 0 1]``; writes
 ``benchmarks/results/thing_class_probe.json`` and prints a markdown table.
 """
 
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from machine import machine_info  # benchmarks/machine.py
 from torchvision.ops import roi_align
 
+from benchmarks.machine import machine_info
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.synthetic import SceneConfig, generate, split_paths
 from cqbnet.io import write_json

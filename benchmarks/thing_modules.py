@@ -12,7 +12,7 @@ PQ_th 61.2 on the realistic scenes (24.6 on the camouflage scenes with training 
 Every run resumes from its checkpoint and a finished run is never trained again, so the script can be stopped
 and restarted across sessions. Usage::
 
-    python benchmarks/thing_modules.py --kind B --modules box2mask --rho 0.3 --seeds 0 [--commit]
+    python -m benchmarks.thing_modules --kind B --modules box2mask --rho 0.3 --seeds 0 [--commit]
 
 Results: ``benchmarks/results/thing_modules.json`` and ``benchmarks/thing_modules.md``.
 """
@@ -25,10 +25,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from commit_results import commit  # benchmarks/commit_results.py
-from detector_diagnostics import diagnose  # benchmarks/detector_diagnostics.py
-from machine import machine_info  # benchmarks/machine.py
-
+from benchmarks.commit_results import commit
+from benchmarks.detector_diagnostics import diagnose
+from benchmarks.machine import machine_info
 from cqbnet.engine.config import load_config
 from cqbnet.io import atomic_path, read_json, write_json
 from cqbnet.sweep.protocol import MODULES, RunSpec
@@ -104,7 +103,7 @@ def report(rows: list[dict[str, Any]], cfg_path: Path) -> str:
     lines = [
         "# Thing-side weak supervision at the CPU recipe's schedule",
         "",
-        f"Produced by `python benchmarks/thing_modules.py` from `{_shown(cfg_path)}` (with each row's overrides)"
+        f"Produced by `python -m benchmarks.thing_modules` from `{_shown(cfg_path)}` (with each row's overrides)"
         + "; runs in `results/thing_modules.json`. Evaluated on the val scenes "
         + f"({', '.join(sorted({str(r['images']) for r in rows}))} images), argmax inference, PQ in percent.",
         f"Machine: `{json.dumps(machine_info())}`.",

@@ -186,7 +186,7 @@ def test_round_zero_writes_labels_the_dataset_and_the_network_learn_from(tmp_pat
     manifest = json.loads((labels / "manifest.json").read_text())
     weak = [i for i in manifest["images"] if "P" not in i["kinds"]]
     assert len(saved["images"]) == len(weak)
-    ds = MixedLabelDataset(labels / "manifest.json", approximate=tmp_path / "r0")
+    ds = MixedLabelDataset(labels / "manifest.json", pseudo_labels=tmp_path / "r0")
     index = [i for i, lab in enumerate(ds.manifest.images) if "P" not in lab.kinds]
     _, t = ds[index[0]]
     lab = ds.manifest.images[index[0]]
@@ -204,7 +204,7 @@ def test_round_zero_writes_labels_the_dataset_and_the_network_learn_from(tmp_pat
     items = [to_tensors(*plain[i]) for i in index[:2]]
     assert model([x[0] for x in items], [x[1] for x in items])["loss_mask"] == 0  # boxes alone teach no mask loss
     # a round of refinement: train on round 0, refine with the CRF and the cleaning rules, score
-    cfg["data"]["approximate"] = str(tmp_path / "r0")
+    cfg["data"]["pseudo_labels"] = str(tmp_path / "r0")
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["train", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "run1"), "--quiet", "--device", "cpu"]) == 0
     rows = [json.loads(r) for r in (tmp_path / "run1" / "metrics.jsonl").read_text().splitlines()]
@@ -220,7 +220,7 @@ def test_round_zero_writes_labels_the_dataset_and_the_network_learn_from(tmp_pat
     argv += ["--checkpoint", str(tmp_path / "run" / "model_final.pth"), "--data", str(synth), "--device", "cpu"]
     assert main([*argv, "--box-background"]) == 0
     assert "box_background_share" in capsys.readouterr().out
-    marked = MixedLabelDataset(labels / "manifest.json", approximate=tmp_path / "r0b")
+    marked = MixedLabelDataset(labels / "manifest.json", pseudo_labels=tmp_path / "r0b")
     i = next(i for i in index if marked[i][1]["box_background"].any())
     (_, t), (_, t0) = marked[i], ds[i]
     bg = t["box_background"]
@@ -390,8 +390,8 @@ def test_the_classifier_learns_from_the_tags_alone_of_every_image_that_has_them(
     its segments' classes; its config switches off every loss but Cls2Pixel's classification term."""
     from cqbnet.cli.main import main
     from cqbnet.data.panoptic_format import load_panoptic_json
-    from cqbnet.engine.boxes_tags import classifier_config, tags_only
     from cqbnet.labels.manifest import load_manifest
+    from cqbnet.recipes.boxes_tags_001 import classifier_config, tags_only
 
     labels = tmp_path / "labels"
     assert main(["labels", "simulate", "--data", str(synth), "--ratio", "P=0.5,B+I=0.5", "--out", str(labels)]) == 0
@@ -403,8 +403,8 @@ def test_the_classifier_learns_from_the_tags_alone_of_every_image_that_has_them(
     for before, after in zip(m.images, view.images):
         expected = before.tags if before.tags is not None else {s.category_id for s in gt[before.image_id].segments}
         assert set(after.tags) == set(expected), before.image_id
-    cfg = classifier_config({"data": {"approximate": "r0"}, "model": {"weak": {"relation": True}}}, Path("v.json"))
+    cfg = classifier_config({"data": {"pseudo_labels": "r0"}, "model": {"weak": {"relation": True}}}, Path("v.json"))
     weak = cfg["model"]["weak"]
     assert weak["cls2pixel"] and not any(weak[k] for k in ("box2mask", "cls2box", "relation", "points", "jtsm"))
     assert not any(weak[f"cls2pixel_{k}"] for k in ("pseudo", "energy", "tag_consistency"))
-    assert cfg["data"] == {"manifest": "v.json"}
+    assert cfg["data"] == {"manifest": "v.json", "pseudo_labels": None}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -453,8 +452,11 @@ def test_checkpoints_from_before_the_weak_modules_load_and_bad_ones_are_named(tm
         ("data.labels={seed: 0}", "data.labels must be a mapping with a ratio"),
         ("data.labels={ratio: PT=2}", "data.labels.ratio"),
         ("data.labels={ratio: PT=1, point_sampling: corner}", "data.labels.point_sampling must be one of"),
-        ("data.approximate=5", "data.approximate must be a path, got 5"),
-        ("data.approximate=r0", "data.approximate labels a manifest's images; it needs data.manifest"),
+        ("data.pseudo_labels=5", "data.pseudo_labels must be a path or a list of paths, got 5"),
+        ("data.pseudo_labels=[r0, 3]", "data.pseudo_labels must be a path or a list of paths"),
+        ("data.pseudo_labels=r0", "data.pseudo_labels labels a manifest's images; it needs data.manifest"),
+        ("data.approximate=r0", "unknown config key 'data.approximate'; it is now data.pseudo_labels"),
+        ("data.pseudo=r0", "unknown config key 'data.pseudo'; it is now data.pseudo_labels"),
     ],
 )
 def test_config_values_are_checked_when_read(tmp_path, synth, override, message):
@@ -563,7 +565,7 @@ def test_every_config_key_has_a_type_and_every_number_a_range(tmp_path, synth):
     """A walk over every setting of every section: a value of the wrong type is refused in one line naming the
     key, and so is a number below its minimum."""
     from cqbnet.engine.config import DEFAULTS, FREE_FORM, MINIMUM, NONE_DEFAULT_TYPES, PATHS
-    from cqbnet.network.build import WeakConfig
+    from cqbnet.network.build import weak_defaults
 
     path = tiny_config(tmp_path, synth)
     keys = [
@@ -572,7 +574,7 @@ def test_every_config_key_has_a_type_and_every_number_a_range(tmp_path, synth):
         for k, v in values.items()
         if k not in FREE_FORM and k not in ("labels",)
     ]
-    keys += [(f"model.weak.{f.name}", getattr(WeakConfig(), f.name)) for f in dataclasses.fields(WeakConfig)]
+    keys += [(f"model.weak.{k}", v) for k, v in weak_defaults().items()]
     paths = PATHS | {"model.weak.jtsm_cache"}  # check_weak takes a None-default weak setting as a path
     untyped = [k for k, v in keys if v is None and k not in paths]
     assert not untyped, f"settings without a type: {untyped}"

@@ -360,7 +360,7 @@ def test_a_config_trains_from_points_alone_and_its_pseudo_labels_are_written_and
 
 
 def test_written_pseudo_labels_are_the_point_images_panoptic_targets(tmp_path, points_data):
-    """Offline mode: ``MixedLabelDataset(pseudo=...)`` gives each point image the panoptic target of the pseudo
+    """Offline mode: ``MixedLabelDataset(pseudo_labels=...)`` gives each point image the panoptic target of the pseudo
     labels a point branch wrote (the same target the branch gives online, crowd flags kept); images the file does
     not cover keep their clicks alone; a pseudo PNG of another size, or a file with images the manifest does not
     have, is one clear error naming it."""
@@ -378,7 +378,7 @@ def test_written_pseudo_labels_are_the_point_images_panoptic_targets(tmp_path, p
     items[0][2].segments[0]["iscrowd"] = True  # a crowd segment keeps its flag through the file
     write_predictions(tmp_path / "pseudo", items[:-1], ds.categories, overlays=False)
     with pytest.warns(UserWarning, match=r"pseudo labels for \d+ of the \d+ PT images .*first left out: image"):
-        offline = MixedLabelDataset(ds.manifest, pseudo=tmp_path / "pseudo")  # not silently partial
+        offline = MixedLabelDataset(ds.manifest, pseudo_labels=tmp_path / "pseudo")  # not silently partial
     by_id = {lab.image_id: i for i, lab in enumerate(ds.manifest.images)}
     for info, _, out in items[:-1]:
         _, t = offline[by_id[info["id"]]]
@@ -396,10 +396,13 @@ def test_written_pseudo_labels_are_the_point_images_panoptic_targets(tmp_path, p
     png = tmp_path / "pseudo" / "panoptic_pred" / rec["file_name"]
     ids = read_panoptic_png(png)
     write_panoptic_png(png, np.pad(ids, ((0, 2), (0, 0))))
-    bad = MixedLabelDataset(ds.manifest, pseudo=tmp_path / "pseudo" / "panoptic_pred.json")
+    bad = MixedLabelDataset(ds.manifest, pseudo_labels=tmp_path / "pseudo" / "panoptic_pred.json")
     with pytest.raises(InputError, match=rec["file_name"]):
         bad[by_id[rec["image_id"]]]
     # pseudo labels written for another manifest: an error when the dataset is made, not clicks silently alone
     other = replace(ds.manifest, images=[lab for lab in ds.manifest.images if lab.image_id != first])
     with pytest.raises(InputError, match=rf"panoptic_pred\.json: pseudo labels for 1 image.*image id {first}\b"):
-        MixedLabelDataset(other, pseudo=tmp_path / "pseudo")
+        MixedLabelDataset(other, pseudo_labels=tmp_path / "pseudo")
+    # data.pseudo_labels takes one source per label kind
+    with pytest.raises(InputError, match="a second source of pseudo labels for the PT images"):
+        MixedLabelDataset(ds.manifest, pseudo_labels=[tmp_path / "pseudo", tmp_path / "pseudo"])

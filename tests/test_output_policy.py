@@ -251,7 +251,7 @@ def test_approximate_and_refine_check_their_inputs_before_any_work(tmp_path, cap
     from cqbnet.labels.dataset import MixedLabelDataset
 
     with pytest.raises(InputError, match="approximate labels for 0 of the .* made for another manifest"):
-        MixedLabelDataset(boxes / "manifest.json", approximate=foreign)
+        MixedLabelDataset(boxes / "manifest.json", pseudo_labels=foreign)
 
 
 def test_odd_outputs_get_one_line_and_failed_trainings_leave_nothing(tmp_path, capsys, synth):

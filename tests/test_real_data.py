@@ -104,7 +104,7 @@ def test_coco_samples_teach_through_papers_003_002_and_001_at_native_sizes(
         marked = name == "boxes, box background"
         entries = round_zero(m, box_background=marked)
         approx = write_round(tmp_path / name / "r0", entries, "round 0 without CAMs")
-    ds = MixedLabelDataset(m.path, approximate=approx)
+    ds = MixedLabelDataset(m.path, pseudo_labels=approx)
     items = [to_tensors(*ds[i]) for i in range(len(ds))]
     assert {tuple(x[0].shape[1:]) for x in items} == {(427, 640), (360, 640)}
     if approx is not None:

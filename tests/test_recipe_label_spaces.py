@@ -74,7 +74,7 @@ def test_boxes_and_tags_give_approximate_labels_on_the_label_space(space, tmp_pa
     torch.manual_seed(0)
     cam_net = build_panoptic_net(m.categories, **{**TINY, "weak": {"cls2pixel": True}}).eval()
     write_round(tmp_path / "r0", round_zero(m, cam_net, box_background=True), "round 0")
-    ds = MixedLabelDataset(m.path, approximate=tmp_path / "r0")
+    ds = MixedLabelDataset(m.path, pseudo_labels=tmp_path / "r0")
     items = [to_tensors(*ds[i]) for i in range(3)]
     for _, t in items:
         assert t["pseudo_panoptic"]

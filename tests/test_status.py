@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _status():
-    spec = importlib.util.spec_from_file_location("status", ROOT / "benchmarks" / "status.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["status"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import status
+
+    return status
 
 
 def test_the_readme_status_table_is_written_from_the_results():
     status = _status()
     readme = (ROOT / "README.md").read_text()
     start, end = readme.index(status.BEGIN), readme.index(status.END) + len(status.END)
-    assert readme[start:end] == status.table(), "run: python benchmarks/status.py --write"
+    assert readme[start:end] == status.table(), "run: python -m benchmarks.status --write"
 
 
 def test_the_status_rows_read_the_numbers_they_claim(tmp_path):
@@ -47,11 +43,8 @@ def test_recipe_fractions_divide_by_full_supervision_in_the_same_inference_mode(
     of the same seeds, each inference mode against the same mode, the arm's own mode at the top level."""
     import pytest
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import recipe_arms
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    from benchmarks import recipe_arms
+
     rows = [
         {"arm": "tags", "seed": s, "pq": h, "iterations": 1000, "seconds": 60.0, "test_mode": "heuristic",
          "modes": {"heuristic": {"pq": h}, "argmax": {"pq": a}}}

@@ -45,6 +45,18 @@ def add_box_background_arg(p: argparse.ArgumentParser) -> None:
 OVERWRITE_HELP = "replace what cqbnet wrote in an existing --out (files it did not write are kept)"
 
 
+def add_workers_arg(p: argparse.ArgumentParser) -> None:
+    """``--workers``: processes preparing labels per image (the result does not depend on their number)."""
+    p.add_argument("--workers", type=at_least(1), help="processes preparing labels per image (default: the cores)")
+
+
+def workers_of(args) -> int:
+    """``--workers``, else every core this process may use."""
+    from cqbnet.recipes.prepare import default_workers
+
+    return args.workers or default_workers()
+
+
 def add_device_and_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)

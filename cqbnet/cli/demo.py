@@ -33,8 +33,6 @@ from cqbnet.engine.inference import evaluate_model, predict_images, to_segment_i
 from cqbnet.engine.trainer import load_model
 from cqbnet.errors import InputError
 from cqbnet.evaluation.panoptic_quality import PQResult
-from cqbnet.fit.prepare import default_workers
-from cqbnet.fit.run import FINAL, run_fit
 from cqbnet.io import atomic_path, finish_output_dir, start_output_dir, write_image, write_json
 from cqbnet.labels.costs import CostModel, cost_table
 from cqbnet.labels.kinds import kind_set_name, parse_kind_set
@@ -46,6 +44,8 @@ from cqbnet.planner.plot import plot_plan
 from cqbnet.planner.presets import named_ratios, preset
 from cqbnet.planner.quality_model import QualityModel, fit_quality_model
 from cqbnet.planner.search import Constraints
+from cqbnet.recipes.fit import FINAL, run_fit
+from cqbnet.recipes.prepare import default_workers
 from cqbnet.sweep.run_pilot import pilot_runs
 from cqbnet.visualization.draw import draw_panoptic, grid, titled
 from cqbnet.visualization.html_report import HtmlReport, per_class_rows, quality_rows

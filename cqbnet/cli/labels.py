@@ -10,11 +10,13 @@ from cqbnet.cli.common import (
     add_device_and_overwrite,
     add_fill_arg,
     add_gt_args,
+    add_workers_arg,
     at_least,
     command_inputs,
     cost_model,
     load_gt,
     load_model_args,
+    workers_of,
 )
 from cqbnet.errors import InputError
 
@@ -99,7 +101,7 @@ def _boxes_manifest(args):
     from cqbnet.labels.manifest import load_manifest
 
     manifest = load_manifest(args.manifest)
-    boxed = [lab.image_id for lab in manifest.images if "B" in lab.kinds]
+    boxed = [lab.image_id for lab in manifest.images if "B" in lab.kinds and "P" not in lab.kinds]
     if not boxed:
         raise InputError(f"{args.manifest}: no image carries boxes (B); there is nothing to approximate")
     if args.data is not None or args.gt_json is not None:
@@ -116,6 +118,8 @@ def _boxes_manifest(args):
 def cmd_approximate(args) -> int:
     """Round 0 of paper 001's approximate labels; scored against the ground truth when it is given."""
     from cqbnet.io import check_output_dir
+    from cqbnet.recipes.prepare import thing_cue_table
+    from cqbnet.recipes.stages import bar
     from cqbnet.weak.approx_ground_truth import round_zero
 
     check_output_dir(args.out, command_inputs(args), args.overwrite)
@@ -123,8 +127,10 @@ def cmd_approximate(args) -> int:
     model = device = None
     if args.checkpoint is not None:
         model, _, device = load_model_args(args)
-    entries = round_zero(manifest, model, device or "cpu", args.cue, box_background=args.box_background)
-    return _write_and_score(args, manifest, entries, "round 0")
+    boxed = [lab.image_id for lab in manifest.images if "B" in lab.kinds]
+    cues = thing_cue_table(manifest, boxed, args.cue, workers_of(args), progress=True)  # every core, a bar
+    entries = round_zero(manifest, model, device or "cpu", args.cue, box_background=args.box_background, cues=cues)
+    return _write_and_score(args, manifest, bar(entries, len(boxed), "round 0"), "round 0")
 
 
 def _write_and_score(args, manifest, entries, source: str) -> int:
@@ -192,6 +198,7 @@ def add_commands(sub) -> None:
         help="a network with Cls2Pixel trained on the tags (boxes-tags' classifier/): its CAMs give stuff",
     )
     ap.add_argument("--cue", default="both", choices=["both", "grabcut", "proposal", "box"], help="things' cue")
+    add_workers_arg(ap)
     add_box_background_arg(ap)
     add_gt_args(ap)
     add_device_and_overwrite(ap)

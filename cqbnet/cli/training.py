@@ -10,6 +10,7 @@ from cqbnet.cli.common import (
     add_device_and_overwrite,
     add_fill_arg,
     add_gt_args,
+    add_workers_arg,
     after_failed_training,
     at_least,
     command_inputs,
@@ -17,6 +18,7 @@ from cqbnet.cli.common import (
     load_model_args,
     recipe_of,
     resolve_device,
+    workers_of,
 )
 from cqbnet.errors import InputError
 
@@ -48,10 +50,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_boxes_tags(args) -> int:
-    """Paper 001's whole recipe (cqbnet.engine.boxes_tags): CAM network, round 0, training, refinement rounds."""
-    from cqbnet.engine.boxes_tags import run_boxes_tags
+    """Paper 001's whole recipe (cqbnet.recipes.boxes_tags_001): CAM network, round 0, training, refinement rounds."""
     from cqbnet.engine.config import load_config
     from cqbnet.io import file_digest, start_job_dir
+    from cqbnet.recipes.boxes_tags_001 import run_boxes_tags
 
     cfg = load_config(args.config, args.overrides)
     cam_cfg = load_config(args.cam_config or args.config, args.overrides)
@@ -63,7 +65,17 @@ def cmd_boxes_tags(args) -> int:
     made_from = {"manifest": file_digest(args.manifest), "network": recipe_of(cfg), "cam_network": recipe_of(cam_cfg)}
     start_job_dir(args.out, command_inputs(args), made_from)
     steps = run_boxes_tags(
-        cfg, cam_cfg, args.manifest, args.out, args.rounds, args.cue, device, gt, args.fill, args.box_background
+        cfg,
+        cam_cfg,
+        args.manifest,
+        args.out,
+        args.rounds,
+        args.cue,
+        device,
+        gt,
+        args.fill,
+        args.box_background,
+        workers_of(args),
     )
     for entry in steps:
         score = entry.get("score")
@@ -87,7 +99,7 @@ def _fit_cache(text: str | None) -> Path | None:
 
 
 def cmd_fit(args) -> int:
-    """One final network from any mix of labels (cqbnet.fit): every stage its methods need, once each."""
+    """One final network from any mix of labels (cqbnet.recipes.fit): every stage its methods need, once each."""
     from cqbnet.labels.catalogue import describe
 
     if args.methods:
@@ -102,17 +114,15 @@ def cmd_fit(args) -> int:
     if args.config is None or args.out is None:
         raise InputError("cqbnet fit needs a CONFIG and --out (or --methods to list the label methods)")
     from cqbnet.engine.config import load_config
-    from cqbnet.engine.data import shared_data_config
-    from cqbnet.engine.trainer import simulate_labels
-    from cqbnet.fit.prepare import default_workers
-    from cqbnet.fit.run import dry_run_lines, plan_stages, run_fit
+    from cqbnet.engine.data import shared_data_config, simulate_labels
     from cqbnet.io import start_job_dir
     from cqbnet.labels.manifest import load_manifest
+    from cqbnet.recipes.fit import dry_run_lines, plan_stages, run_fit
 
     cfg = load_config(args.config, args.overrides)
     manifest = args.manifest or (Path(cfg["data"]["manifest"]) if cfg["data"].get("manifest") else None)
     device = resolve_device(args.device)
-    workers = args.workers or default_workers()
+    workers = workers_of(args)
     cache = _fit_cache(args.cache)
     if args.dry_run:
         if manifest is None:
@@ -195,6 +205,7 @@ def add_commands(sub) -> None:
     bt.add_argument("--cam-config", type=Path, help="the CAM network's config (default: the recipe's)")
     bt.add_argument("--rounds", type=at_least(0), default=1, help="refinement rounds after round 0")
     bt.add_argument("--cue", default="both", choices=["both", "grabcut", "proposal", "box"], help="things' cue")
+    add_workers_arg(bt)
     add_fill_arg(bt)
     add_box_background_arg(bt)
     add_gt_args(bt)
@@ -210,7 +221,7 @@ def add_commands(sub) -> None:
     fi.add_argument("--out", type=Path, help="the fit's folder: one folder per stage, final/model_final.pth")
     fi.add_argument("--methods", action="store_true", help="list the catalogue of label methods and exit")
     fi.add_argument("--dry-run", action="store_true", help="print the stages and their compute; run nothing")
-    fi.add_argument("--workers", type=at_least(1), help="processes preparing labels per image (default: the cores)")
+    add_workers_arg(fi)
     fi.add_argument("--cache", help="folder of prepared per-image labels ($CQBNET_CACHE, ~/.cache/cqbnet; none: off)")
     fi.add_argument(
         "--ray-address", help="prepare the per-image labels as Ray tasks on this cluster (its nodes see the images)"

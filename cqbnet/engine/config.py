@@ -38,10 +38,10 @@ DEFAULTS: dict[str, Any] = {
         # or the label mix to simulate from the train split's ground truth into <out>/labels before training, e.g.
         # {ratio: "PT=1", points_per_segment: 1, point_sampling: uniform, seed: 0} (cqbnet labels simulate's options)
         "labels": None,
-        # paper 001: a round of approximate labels for the manifest's boxes images (cqbnet labels approximate)
-        "approximate": None,
-        # paper 003 offline: the pseudo labels of the manifest's point images (cqbnet pseudo-labels' panoptic_pred.json)
-        "pseudo": None,
+        # pseudo panoptic labels of the manifest's weak images, one path or a list (cqbnet.labels.pseudo): paper 001's
+        # approximate labels of the boxes images (cqbnet labels approximate / refine), paper 003's pseudo labels of the
+        # point images (cqbnet pseudo-labels)
+        "pseudo_labels": None,
         # generate the synthetic scenes into <out>/data when no root is given
         "synthetic": None,  # e.g. {num_train: 2000, num_val: 300, num_test: 300, seed: 0, size: 128}
         "train_short_sizes": None,  # random shorter-side resize, e.g. [640, 672, ..., 800]
@@ -102,7 +102,7 @@ DEFAULTS: dict[str, Any] = {
         "test_mode": "argmax",
         "test_at_end": True,  # the finished network on the test split (if named): <out>/test_metrics.json
     },
-    # `cqbnet fit`: the stages of the catalogue's methods (cqbnet.fit); ignored by `cqbnet train`
+    # `cqbnet fit`: the stages of the catalogue's methods (cqbnet.recipes.fit); ignored by `cqbnet train`
     "fit": {
         # paper 001's refinement rounds (boxes-tags-001): chosen on val, where round 2 gains 3.4 points of full
         # supervision's PQ over round 1 and each later round at most 1.5, one network each (benchmarks/boxes_tags.md)
@@ -127,13 +127,19 @@ DEFAULTS: dict[str, Any] = {
 
 
 FREE_FORM = ("panoptic", "synthetic", "weak")
+# keys that were replaced: old key -> what replaced it
+REPLACED = {
+    "data.approximate": "data.pseudo_labels (one key for every kind of pseudo labels)",
+    "data.pseudo": "data.pseudo_labels (one key for every kind of pseudo labels)",
+}
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any], path: str, source: str) -> None:
     for k, v in update.items():
         key = f"{path}{k}"
         if k not in base:
-            raise InputError(f"{source}: unknown config key {key!r}")
+            hint = f"; it is now {REPLACED[key]}" if key in REPLACED else ""
+            raise InputError(f"{source}: unknown config key {key!r}{hint}")
         if k in FREE_FORM:  # checked by the constructor they feed
             if v is not None and not isinstance(v, dict):
                 raise InputError(f"{source}: {key} must be a mapping")
@@ -228,8 +234,6 @@ PATHS = {
         "root",
         "categories",
         "manifest",
-        "approximate",
-        "pseudo",
     )
 } | {"model.weights"}
 NONE_DEFAULT_TYPES: dict[str, Any] = {
@@ -330,8 +334,8 @@ LABEL_OPTIONS = {"ratio": str, "points_per_segment": int, "point_sampling": str,
 
 
 def check_data(data: dict[str, Any], source: str = "config") -> None:
-    """``data.labels`` (a label mix to simulate), ``data.approximate`` and ``data.pseudo`` (paths) typed, and the
-    combinations that cannot mean what they say refused."""
+    """``data.labels`` (a label mix to simulate) and ``data.pseudo_labels`` (a path or a list of paths) typed, and
+    the combinations that cannot mean what they say refused."""
     from cqbnet.labels.kinds import POINT_SAMPLING
     from cqbnet.labels.simulate import parse_ratio
 
@@ -375,12 +379,15 @@ def check_data(data: dict[str, Any], source: str = "config") -> None:
                 raise InputError(f"{source}: data.synthetic.{key} must be a number of at least {low}, got {value!r}")
             elif key not in ("min_size", "max_size") and not isinstance(value, int):
                 raise InputError(f"{source}: data.synthetic.{key} must be an integer, got {value!r}")
-    for key in ("manifest", "approximate", "pseudo"):
-        if data.get(key) is not None and not isinstance(data[key], str):
-            raise InputError(f"{source}: data.{key} must be a path, got {data[key]!r}")
-    for key in ("approximate", "pseudo"):
-        if data.get(key) is not None and data.get("manifest") is None and labels is None:
-            raise InputError(f"{source}: data.{key} labels a manifest's images; it needs data.manifest or data.labels")
+    pseudo = data.get("pseudo_labels")
+    if pseudo is not None:
+        paths = pseudo if isinstance(pseudo, list) else [pseudo]
+        if not paths or not all(isinstance(p, str) for p in paths):
+            raise InputError(f"{source}: data.pseudo_labels must be a path or a list of paths, got {pseudo!r}")
+        if data.get("manifest") is None and labels is None:
+            raise InputError(
+                f"{source}: data.pseudo_labels labels a manifest's images; it needs data.manifest or data.labels"
+            )
 
 
 def check_config(cfg: dict[str, Any], source: str = "config") -> None:

@@ -6,6 +6,8 @@ for batch size B per process, and each sample's random flip/resize is drawn from
 a generator seeded by (seed, position). A run resumed at iteration i therefore
 sees exactly the batches an uninterrupted run would have seen, for any number of
 loader workers.
+
+What a run trains from is made before it (:func:`prepare_data`): generated scenes and a simulated label mix, once.
 """
 
 from __future__ import annotations
@@ -89,6 +91,41 @@ def ensure_synthetic(data: dict[str, Any], out_dir: Path) -> None:
         ),
         num_test=int(syn.get("num_test", 300)),
     )
+
+
+def simulate_labels(dcfg: dict[str, Any], out: Path) -> Path:
+    """``data.labels``: the config's label mix simulated once from the train split into ``out/labels`` (kept on
+    resume); the manifest's path."""
+    from cqbnet.data.panoptic_format import load_panoptic_json
+    from cqbnet.labels.simulate import parse_ratio, simulate
+
+    check_data({"labels": dcfg["labels"]})  # the rules load_config applies, for a config built in code
+    spec = dict(dcfg["labels"])
+    target = out / "labels" / "manifest.json"
+    if not target.is_file():
+        gt = load_panoptic_json(*dataset_paths(dcfg, "train", out))
+        simulate(
+            gt,
+            parse_ratio(str(spec["ratio"])),
+            out / "labels",
+            seed=int(spec.get("seed", 0)),
+            points_per_segment=int(spec.get("points_per_segment", 1)),
+            point_sampling=str(spec.get("point_sampling", "uniform")),
+        )
+    return target
+
+
+def prepare_data(dcfg: dict[str, Any], out: Path, write: bool = True) -> dict[str, Any]:
+    """The data section ready to train from: the generated scenes (``data.synthetic``) in ``out/data`` and the
+    label mix (``data.labels``) simulated into ``out/labels``, each made once (kept on resume; made only where
+    ``write``, the main process of a distributed run); the section with ``manifest`` naming the simulated labels."""
+    if write:
+        ensure_synthetic(dcfg, out)
+        if dcfg.get("labels") and not dcfg.get("manifest"):
+            simulate_labels(dcfg, out)
+    if dcfg.get("labels") and not dcfg.get("manifest"):
+        dcfg = {**dcfg, "manifest": str(out / "labels" / "manifest.json")}
+    return dcfg
 
 
 def shared_data_config(cfg: dict[str, Any], root: Path) -> dict[str, Any]:

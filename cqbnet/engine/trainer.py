@@ -31,8 +31,7 @@ from tqdm import tqdm
 from cqbnet.data.panoptic_format import Category
 from cqbnet.engine import distributed as dist_utils
 from cqbnet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from cqbnet.engine.config import check_data
-from cqbnet.engine.data import StreamDataset, dataset_paths, ensure_synthetic, load_split, make_loader, move_to
+from cqbnet.engine.data import StreamDataset, dataset_paths, load_split, make_loader, move_to, prepare_data
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.errors import InputError
 from cqbnet.io import atomic_path, differences, read_json, write_json
@@ -227,28 +226,6 @@ class _Metrics:
             f.write(json.dumps(row) + "\n")
 
 
-def simulate_labels(dcfg: dict[str, Any], out: Path) -> Path:
-    """``data.labels``: the config's label mix simulated once from the train split into ``out/labels`` (kept on
-    resume); the manifest's path."""
-    from cqbnet.data.panoptic_format import load_panoptic_json
-    from cqbnet.labels.simulate import parse_ratio, simulate
-
-    check_data({"labels": dcfg["labels"]})  # the rules load_config applies, for a config built in code
-    spec = dict(dcfg["labels"])
-    target = out / "labels" / "manifest.json"
-    if not target.is_file():
-        gt = load_panoptic_json(*dataset_paths(dcfg, "train", out))
-        simulate(
-            gt,
-            parse_ratio(str(spec["ratio"])),
-            out / "labels",
-            seed=int(spec.get("seed", 0)),
-            points_per_segment=int(spec.get("points_per_segment", 1)),
-            point_sampling=str(spec.get("point_sampling", "uniform")),
-        )
-    return target
-
-
 def train(
     cfg: dict[str, Any], out_dir: str | os.PathLike, device: str = "cpu", resume: bool = True, progress: bool = True
 ) -> dict[str, Any]:
@@ -265,18 +242,13 @@ def train(
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world))
     solver, tcfg, dcfg = cfg["solver"], cfg["train"], cfg["data"]
     out.mkdir(parents=True, exist_ok=True)
-    if info.main:
-        ensure_synthetic(dcfg, out)
-        if dcfg.get("labels") and not dcfg.get("manifest"):
-            simulate_labels(dcfg, out)
-    dist_utils.barrier(info)
-    if dcfg.get("labels") and not dcfg.get("manifest"):
-        dcfg = {**dcfg, "manifest": str(out / "labels" / "manifest.json")}
+    dcfg = prepare_data(dcfg, out, write=info.main)
+    dist_utils.barrier(info)  # the other processes read what the main one wrote
 
     if dcfg.get("manifest"):
         from cqbnet.labels.dataset import MixedLabelDataset
 
-        train_set = MixedLabelDataset(dcfg["manifest"], approximate=dcfg.get("approximate"), pseudo=dcfg.get("pseudo"))
+        train_set = MixedLabelDataset(dcfg["manifest"], pseudo_labels=dcfg.get("pseudo_labels"))
     else:
         train_set = load_split(dcfg, "train", out)
     val_set = _validation_split(dcfg, out, tcfg["eval_period"], info.main)

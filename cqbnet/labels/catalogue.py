@@ -34,6 +34,8 @@ ROUNDS = "rounds"  # paper 001: networks trained on round r, round r + 1 refined
 POINT_BRANCH = "point-branch"  # paper 003: a network with the point branch, trained on the clicks
 PSEUDO = "pseudo-labels"  # its pseudo labels of the point images, refined by the dense CRF
 PROPOSALS = "proposals"  # paper 002: each tags image's segment proposals, made before training
+# paper 000's four weak modules (model.weak switches); papers 001 and 003's recipes train with them off
+PAPER_000_MODULES = ("box2mask", "cls2box", "cls2pixel", "relation")
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,11 @@ other keys exist only for those kinds, so a loss can only be computed from a lab
 * PT: ``point_xy`` (Q, 2) int64 (x, y), ``point_labels`` (Q,) semantic index, ``point_segments`` (Q,) int64,
   ``point_iscrowd`` (Q,) bool (the click is on a crowd segment).
 
-With ``approximate`` (a round of paper 001's approximate labels, :mod:`cqbnet.weak.approx_ground_truth`), a
-boxes image it covers also carries a panoptic target made from them (its kinds gain P, ``pseudo_panoptic`` is
-set, ``ignore`` marks the pixels no loss reads); those labels come from the image's own boxes and tags.
-
-With ``pseudo`` (paper 003's pseudo labels of the point images, written by ``cqbnet pseudo-labels``: a COCO
-panoptic JSON and its PNGs), a point image it covers also carries the panoptic target of its pseudo labels, as the
-point branch gives it online (its kinds gain P, ``pseudo_panoptic`` is set, unlabelled pixels are void): a network
-then learns from fixed pseudo labels from its first iteration (the offline mode of
-:mod:`cqbnet.weak.fdd_points`).
+With ``pseudo_labels`` (one or more sources of :mod:`cqbnet.labels.pseudo`: a round of paper 001's approximate
+labels of the boxes images, paper 003's pseudo labels of the point images), an image without masks that a source of
+its kind covers also carries the panoptic target the source gives it (its kinds gain P, ``pseudo_panoptic`` is set,
+``ignore`` marks the pixels no loss reads, unlabelled pixels are void): a network then learns from fixed pseudo
+labels from its first iteration. Those labels come from the image's own weak labels.
 
 Semantic indices follow the order of the manifest's categories, as in
 :class:`~cqbnet.data.dataset.PanopticDataset`. Nothing of the ground truth is read for kinds an image lacks.
@@ -29,16 +25,16 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from cqbnet.data.dataset import IGNORE_INDEX, panoptic_target, read_image_of
-from cqbnet.data.panoptic_format import check_size, load_panoptic_json, read_panoptic_png
+from cqbnet.data.panoptic_format import read_panoptic_png
 from cqbnet.errors import InputError
 from cqbnet.labels.manifest import ImageLabels, Manifest, load_manifest
-from cqbnet.labels.rounds import ApproximateRound
+from cqbnet.labels.pseudo import as_paths, first_target, load_pseudo_labels, unknown_images
 
 
 class MixedLabelDataset:
@@ -48,30 +44,27 @@ class MixedLabelDataset:
         self,
         manifest: Manifest | str | os.PathLike,
         ignore_index: int = IGNORE_INDEX,
-        approximate: str | os.PathLike | None = None,
-        pseudo: str | os.PathLike | None = None,
+        pseudo_labels: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     ):
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
         self.categories = self.manifest.categories
         self.contiguous = {cid: i for i, cid in enumerate(self.categories)}
         self.ignore_index = ignore_index
-        # paper 001: approximate panoptic labels made from the boxes (and tags) of the weak images themselves
-        self.approximate = None if approximate is None else ApproximateRound.load(approximate)
-        if self.approximate is not None:
-            _all_covered(approximate, self.manifest, "B", set(self.approximate.images), "approximate labels")
-        # paper 003: the pseudo labels a trained point branch gave the point images (cqbnet pseudo-labels)
-        if pseudo is not None and Path(pseudo).is_dir():
-            pseudo = Path(pseudo) / "panoptic_pred.json"
-        self.pseudo = None if pseudo is None else load_panoptic_json(pseudo, categories=self.categories)
-        self.pseudo_records = {} if self.pseudo is None else {r.image_id: r for r in self.pseudo.records}
-        if self.pseudo is not None:
-            _all_covered(pseudo, self.manifest, "PT", {str(i) for i in self.pseudo_records}, "pseudo labels")
-        unknown = sorted(set(self.pseudo_records) - {lab.image_id for lab in self.manifest.images}, key=str)
-        if unknown:  # pseudo labels written for another manifest would silently teach nothing
-            raise InputError(
-                f"{pseudo}: pseudo labels for {len(unknown)} image(s) the manifest does not have "
-                f"(first: image id {unknown[0]}); write them from this manifest (cqbnet pseudo-labels --manifest)"
-            )
+        self.pseudo_labels = []
+        for path in as_paths(pseudo_labels):
+            src = load_pseudo_labels(path, self.categories)
+            path = getattr(src, "path", path)  # errors name the file read (a folder's panoptic_pred.json)
+            if any(other.kind == src.kind for other in self.pseudo_labels):
+                raise InputError(f"{path}: a second source of pseudo labels for the {src.kind} images; give one")
+            covered = src.covered()
+            _all_covered(path, self.manifest, src.kind, covered, src.what)
+            unknown = unknown_images(covered, [lab.image_id for lab in self.manifest.images])
+            if unknown and src.kind == "PT":  # labels written for another manifest would silently teach nothing
+                raise InputError(
+                    f"{path}: pseudo labels for {len(unknown)} image(s) the manifest does not have "
+                    f"(first: image id {unknown[0]}); write them from this manifest (cqbnet pseudo-labels --manifest)"
+                )
+            self.pseudo_labels.append(src)
 
     def __len__(self) -> int:
         return len(self.manifest.images)
@@ -105,18 +98,11 @@ class MixedLabelDataset:
             t["point_labels"] = np.array([self.contiguous[p.category_id] for p in lab.points], dtype=np.int64)
             t["point_segments"] = np.array([p.segment_id for p in lab.points], dtype=np.int64)
             t["point_iscrowd"] = np.array([p.iscrowd for p in lab.points], dtype=bool)
-        if self.approximate is not None and "B" in lab.kinds and "P" not in lab.kinds:
-            approx = self.approximate.target(lab, self.contiguous, self.categories, self.ignore_index)
-            if approx is not None:
-                t.update(approx)
-                t["kinds"] = lab.kinds | {"P"}
-                t["pseudo_panoptic"] = True
-        rec = self.pseudo_records.get(lab.image_id)
-        if rec is not None and "PT" in lab.kinds and "P" not in lab.kinds and rec.segments:
-            ids = self.pseudo.read_ids(rec)  # checked against its JSON: size, ids, areas, categories
-            check_size(ids, lab, self.pseudo.png_path(rec))  # and against the manifest's image
-            t.update(panoptic_target(rec, ids, self.categories, self.contiguous, self.ignore_index))
-            t["kinds"] = t["kinds"] | {"P"}
+        pseudo = first_target(self.pseudo_labels, lab, self.contiguous, self.categories, self.ignore_index)
+        if pseudo is not None:
+            t.update(pseudo)
+            t["image_id"] = lab.image_id
+            t["kinds"] = lab.kinds | {"P"}
             t["pseudo_panoptic"] = True
         return t
 

@@ -56,10 +56,17 @@ def write_round(
 
 @dataclass
 class ApproximateRound:
-    """A round of approximate labels read back (:func:`write_round`)."""
+    """A round of approximate labels read back (:func:`write_round`); a source of pseudo labels for the boxes
+    images (:mod:`cqbnet.labels.pseudo`)."""
 
     root: Path
     images: dict[str, dict]
+    kind = "B"  # the label kind of the images it labels
+    what = "approximate labels"
+
+    def covered(self) -> set[str]:
+        """Ids (as strings) of the images it labels."""
+        return set(self.images)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ApproximateRound:

@@ -1,14 +1,15 @@
 """Building :class:`~cqbnet.network.panoptic_net.PanopticNet` from plain arguments (a config's ``model`` section).
 
 Every constructor knob is one argument; ``model.panoptic`` holds :class:`~cqbnet.modeling.panoptic_head.
-PanopticHead`'s and ``model.weak`` the weak modules' (:class:`WeakConfig`). Unknown keys are errors that name
-them; nothing is looked up by name.
+PanopticHead`'s and ``model.weak`` the weak methods' (:class:`WeakConfig`: each method's own config dataclass,
+from its file). Each method is built from its settings, passed by name. Unknown keys are errors that name them;
+nothing is looked up by name.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cqbnet.data.label_space import LabelSpace
@@ -20,93 +21,52 @@ from cqbnet.modeling.panoptic_head import DenseInstanceAffinity, PanopticHead
 from cqbnet.modeling.rpn import build_rpn
 from cqbnet.modeling.semantic_head import SEMANTIC_STRIDE, SemanticHead
 from cqbnet.network.panoptic_net import PanopticNet
-from cqbnet.weak.box2mask import Box2Mask
-from cqbnet.weak.cls2box import MODES as CLS2BOX_MODES
-from cqbnet.weak.cls2box import Cls2Box
-from cqbnet.weak.cls2pixel import Cls2Pixel
-from cqbnet.weak.fdd_points import PIXEL_SOURCES, FDDPoints
-from cqbnet.weak.jtsm import JTSM, MINING_LEVEL
-from cqbnet.weak.relation_reasoning import RelationReasoning
+from cqbnet.weak.box2mask import Box2Mask, Box2MaskConfig
+from cqbnet.weak.cls2box import Cls2Box, Cls2BoxConfig
+from cqbnet.weak.cls2pixel import Cls2Pixel, Cls2PixelConfig
+from cqbnet.weak.fdd_points import FDDPoints, PointsConfig
+from cqbnet.weak.jtsm import JTSM, MINING_LEVEL, JTSMConfig
+from cqbnet.weak.relation_reasoning import RelationConfig, RelationReasoning
+
+# the weak-supervision methods, each with its config dataclass in its own file: ``model.weak`` gives one block per
+# method (``points: {enabled: true, lambda_sem: 1.0}``), or the same as flat keys (``points: true,
+# points_lambda_sem: 1.0``; see :func:`flatten_weak`)
+WEAK_CONFIGS: dict[str, type] = {
+    "box2mask": Box2MaskConfig,
+    "cls2box": Cls2BoxConfig,
+    "cls2pixel": Cls2PixelConfig,
+    "relation": RelationConfig,
+    "points": PointsConfig,
+    "jtsm": JTSMConfig,
+}
+WEAK_MODULES = tuple(WEAK_CONFIGS)
 
 
 @dataclass
 class WeakConfig:
-    """Paper 000's weak-supervision modules as ``model.weak`` sets them: each switched on or off, and tuned."""
+    """``model.weak`` read: each weak method's own config (paper 000's four modules, papers 003's and 002's)."""
 
-    box2mask: bool = True  # boxes teach masks: projection + pairwise LAB losses on the boxes' mask logits
-    box2mask_warmup: int = 10000  # iterations over which the pairwise term ramps in (BoxInst)
-    box2mask_pairwise: bool = True
-    box2mask_rois: int = 16  # RoIs per boxes-only image: its boxes, then proposals at IoU >= 0.5 with one of them
-    cls2box: bool = True  # tags teach detection: WSDDN's MID head times the detector's scores (L_C2B)
-    cls2box_proposals: int = 100  # proposals per tag image fed to the MID heads
-    cls2box_mode: str = "pseudo"  # "paper": L_C2B trains the detector; "pseudo": its pseudo boxes and absent tags do
-    cls2box_warmup: int = 10000  # iterations over which L_C2B ramps in
-    cls2pixel: bool = True  # tags teach stuff pixels: CAM pseudo labels + classification + energy (L_C2P)
-    cls2pixel_weight: float = 0.5  # beta of Eq. 3
-    cls2pixel_warmup: int = 10000  # iterations over which L_pseudo and L_energy ramp in (L_cls from the start)
-    cls2pixel_gate: bool = True  # L_pseudo only while CAM pseudo labels beat the head told the tags, on P images
-    cls2pixel_pseudo: bool = True  # the three dense terms of L_C2P, each switchable for ablations
-    cls2pixel_energy: bool = True
-    cls2pixel_tag_consistency: bool = True  # our MIL term on the semantic head
-    relation: bool = True  # boxes teach stuff and stuff maps teach detection: graph reasoning (L_RR)
-    relation_width: int = 128  # node width of the thing, stuff and super graphs (paper: 128)
-    relation_layers: int = 2  # inter-graph reasoning layers (paper: 2)
-    relation_rois: int = 64  # RoIs per image that are the thing graph's nodes, in training and at test
-    relation_seg_weight: float = 0.5  # beta of L_RR = L_cls_en + L_reg_en + beta L_seg_en
-    points: bool = False  # paper 003 (FDD): clicked points teach everything through learned dense pseudo labels
-    points_dim: int = 64  # decoder width
-    points_layers: int = 2  # decoder layers (paper 003 does not give its count)
-    points_heads: int = 4
-    points_expand: int = 7  # side in pixels of the square each click is expanded to for its query (Eq. 1)
-    points_lambda_sem: float = 1.0  # the auxiliary semantic branch's weight (paper 003: 1 for P1, 0.1 for P10)
-    points_warmup: int = 10000  # iterations over which the point images switch to their pseudo panoptic labels
-    points_colour: bool = True  # the colour prior (Eqs. 4-5), the self-training (Eq. 6), the auxiliary branch
-    points_self_training: bool = True  # and the pseudo labels themselves, each switchable for ablations
-    points_auxiliary: bool = True
-    points_pseudo_labels: bool = True
-    # the stride-4 features the masks are read from: "fpn" (the FPN's finest level, which the detector shares) or
-    # "semantic" (the semantic head's features, trained by a class-level loss)
-    points_pixels: str = "fpn"
-    points_clicked_only: bool = False  # a thing's pseudo mask keeps only its parts that hold a click
-    points_pseudo_start: int = 0  # iteration from which the point images begin switching to their pseudo labels
-    jtsm: bool = False  # paper 002 (JTSM): tags alone teach things and stuff, mined over segment proposals
-    jtsm_refinements: int = 4  # OICR refinement heads (paper 002: 4)
-    jtsm_hidden: int = 256  # width of the mining branch's two FC layers
-    jtsm_warmup: int = 10000  # iterations over which the tags images switch to their mined pseudo labels
-    jtsm_grabcut: bool = True  # re-estimate the mined segments with GrabCut (Sec. 3.4)
-    jtsm_masked_pooling: bool = True  # MoIPool; false: RoIPool on the segments' boxes (the ablation)
-    jtsm_pseudo_labels: bool = True  # the self-training of the network's branches on the mined labels
-    jtsm_cache: str | None = None  # folder caching each image's segment proposals (none: computed every time)
-    jtsm_lr_scale: float = 1.0  # the mining heads' learning rate as a multiple of the solver's (WSDDN/OICR: 0.001)
-    # what the segments are pooled from at stride 8: "backbone" (the body's own features, as paper 002 pools VGG's
-    # conv5) or "fpn" (the FPN level, whose top-down context blurs small things; benchmarks/jtsm_diagnostics.md)
-    jtsm_features: str = "backbone"
+    box2mask: Box2MaskConfig = field(default_factory=Box2MaskConfig)
+    cls2box: Cls2BoxConfig = field(default_factory=Cls2BoxConfig)
+    cls2pixel: Cls2PixelConfig = field(default_factory=Cls2PixelConfig)
+    relation: RelationConfig = field(default_factory=RelationConfig)
+    points: PointsConfig = field(default_factory=PointsConfig)
+    jtsm: JTSMConfig = field(default_factory=JTSMConfig)
 
 
-# smallest value of WeakConfig's numeric settings (0 unless named here) and the choices of its string settings
-WEAK_MINIMUM = {
-    "box2mask_rois": 1,
-    "cls2box_proposals": 1,
-    "relation_width": 1,
-    "relation_layers": 1,
-    "relation_rois": 1,
-    "points_dim": 1,
-    "points_layers": 1,
-    "points_heads": 1,
-    "points_expand": 1,
-    "jtsm_hidden": 1,
-}
-WEAK_CHOICES = {"cls2box_mode": CLS2BOX_MODES, "points_pixels": PIXEL_SOURCES, "jtsm_features": ("backbone", "fpn")}
+def flat_key(module: str, setting: str) -> str:
+    """The flat ``model.weak`` key of a method's setting (``enabled`` is the method's own name)."""
+    return module if setting == "enabled" else f"{module}_{setting}"
 
 
-# the weak-supervision modules, each of which ``model.weak`` may give as one block: {points: {enabled: true,
-# lambda_sem: 1.0}} is points: true, points_lambda_sem: 1.0 (see :func:`flatten_weak`)
-WEAK_MODULES = ("box2mask", "cls2box", "cls2pixel", "relation", "points", "jtsm")
+def weak_defaults() -> dict[str, Any]:
+    """Every flat ``model.weak`` key with its default (``points``: False, ``points_lambda_sem``: 1.0, ...)."""
+    return {flat_key(m, f.name): getattr(cls(), f.name) for m, cls in WEAK_CONFIGS.items() for f in fields(cls)}
 
 
 def flatten_weak(values: dict[str, Any] | None, source: str = "config") -> dict[str, Any] | None:
-    """``model.weak`` written one block per module (``points: {enabled: true, lambda_sem: 1.0}``) as the keys of
-    :class:`WeakConfig` (``points: true, points_lambda_sem: 1.0``); keys already in that form pass through."""
+    """``model.weak`` written one block per module (``points: {enabled: true, lambda_sem: 1.0}``) as flat keys
+    (``points: true, points_lambda_sem: 1.0``); keys already in that form pass through."""
     if values is None:
         return None
     out: dict[str, Any] = {}
@@ -117,41 +77,48 @@ def flatten_weak(values: dict[str, Any] | None, source: str = "config") -> dict[
         if key not in WEAK_MODULES:
             raise InputError(f"{source}: model.weak.{key} is not a weak module's block ({', '.join(WEAK_MODULES)})")
         for sub, v in value.items():
-            out[key if sub == "enabled" else f"{key}_{sub}"] = v
+            out[flat_key(key, sub)] = v
     return out
 
 
+def _check_setting(name: str, value: Any, default: Any, spec) -> None:
+    """One weak setting against its field: a switch a boolean, a count an integer at least its minimum, a weight a
+    number >= 0, a choice one of its values, a path a string. A one-line :class:`InputError` names it."""
+    low, choices = spec.metadata.get("minimum", 0), spec.metadata.get("choices")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InputError(f"{name} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{name} must be an integer of at least {low}, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+            raise InputError(f"{name} must be a number >= {low}, got {value!r}")
+    elif choices is not None:
+        if value not in choices:
+            raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    elif value is not None and not isinstance(value, str):  # a path (jtsm_cache)
+        raise InputError(f"{name} must be a path, got {value!r}")
+
+
 def check_weak(values: dict[str, Any] | None, source: str = "config") -> WeakConfig:
-    """``model.weak`` checked key by key before any work: known keys only, each of its default's type (a switch a
-    boolean, a count an integer at least its minimum, a weight a number >= 0, a choice one of its values), and
-    the decoder's width divisible by its heads. A one-line :class:`InputError` names the key and the value."""
+    """``model.weak`` (flat keys) checked key by key before any work, against each method's config dataclass:
+    known keys only, each of its field's type and range (:func:`_check_setting`), then each method's own rule
+    (e.g. the point decoder's width divisible by its heads). A one-line :class:`InputError` names the key."""
     values = dict(values or {})
-    _check_keys(values, {f.name for f in fields(WeakConfig)}, "model.weak")
-    defaults = WeakConfig()
+    defaults = weak_defaults()
+    _check_keys(values, set(defaults), "model.weak")
+    blocks: dict[str, dict[str, Any]] = {m: {} for m in WEAK_CONFIGS}
     for key, value in values.items():
-        want, name = getattr(defaults, key), f"{source}: model.weak.{key}"
-        if isinstance(want, bool):
-            if not isinstance(value, bool):
-                raise InputError(f"{name} must be true or false, got {value!r}")
-        elif isinstance(want, int):
-            if isinstance(value, bool) or not isinstance(value, int) or value < WEAK_MINIMUM.get(key, 0):
-                raise InputError(f"{name} must be an integer of at least {WEAK_MINIMUM.get(key, 0)}, got {value!r}")
-        elif isinstance(want, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise InputError(f"{name} must be a number >= 0, got {value!r}")
-        elif key in WEAK_CHOICES:
-            if value not in WEAK_CHOICES[key]:
-                raise InputError(f"{name} must be one of {', '.join(WEAK_CHOICES[key])}, got {value!r}")
-        elif value is not None and not isinstance(value, str):  # a path (jtsm_cache)
-            raise InputError(f"{name} must be a path, got {value!r}")
-    weak = WeakConfig(**values)
-    if weak.points_dim % weak.points_heads:
-        raise InputError(
-            f"{source}: model.weak.points_dim ({weak.points_dim}) must be divisible by model.weak.points_heads "
-            f"({weak.points_heads})"
-        )
-    if weak.jtsm_lr_scale <= 0:
-        raise InputError(f"{source}: model.weak.jtsm_lr_scale must be above 0, got {weak.jtsm_lr_scale!r}")
+        module, _, setting = key.partition("_")
+        spec = {f.name: f for f in fields(WEAK_CONFIGS[module])}[setting or "enabled"]
+        _check_setting(f"{source}: model.weak.{key}", value, defaults[key], spec)
+        blocks[module][setting or "enabled"] = value
+    weak = WeakConfig(**{m: WEAK_CONFIGS[m](**b) for m, b in blocks.items()})
+    for m in WEAK_CONFIGS:
+        config = getattr(weak, m)
+        if hasattr(config, "check"):
+            config.check(source)
     return weak
 
 
@@ -253,84 +220,82 @@ def build_panoptic_net(
     stages = len(roi_heads.stages)
     # each module from its own settings (model.weak.<module>: {...}, flat here as <module>_<setting>), by name
     cls2box = None
-    if w.cls2box and labels.num_things:
+    if w.cls2box.enabled and labels.num_things:
         cls2box = Cls2Box(
             box_representation,
             labels.thing_semantic,
             stages,
-            proposals=w.cls2box_proposals,
-            mode=w.cls2box_mode,
-            warmup=w.cls2box_warmup,
+            proposals=w.cls2box.proposals,
+            mode=w.cls2box.mode,
+            warmup=w.cls2box.warmup,
         )
     box2mask = None
-    if w.box2mask:
-        box2mask = Box2Mask(warmup=w.box2mask_warmup, pairwise=w.box2mask_pairwise, rois_per_image=w.box2mask_rois)
+    if w.box2mask.enabled:
+        box2mask = Box2Mask(warmup=w.box2mask.warmup, pairwise=w.box2mask.pairwise, rois_per_image=w.box2mask.rois)
     cls2pixel = None
-    if w.cls2pixel:
+    if w.cls2pixel.enabled:
         cls2pixel = Cls2Pixel(
             semantic_channels,
             labels.num_classes,
             labels.stuff_semantic,
-            weight=w.cls2pixel_weight,
-            warmup=w.cls2pixel_warmup,
-            gate=w.cls2pixel_gate,
-            pseudo=w.cls2pixel_pseudo,
-            energy=w.cls2pixel_energy,
-            tag_consistency=w.cls2pixel_tag_consistency,
+            weight=w.cls2pixel.weight,
+            warmup=w.cls2pixel.warmup,
+            gate=w.cls2pixel.gate,
+            pseudo=w.cls2pixel.pseudo,
+            energy=w.cls2pixel.energy,
+            tag_consistency=w.cls2pixel.tag_consistency,
             stride=SEMANTIC_STRIDE,
         )
     relation = None
-    if w.relation:
+    if w.relation.enabled:
         relation = RelationReasoning(
             box_representation,
             semantic_channels,
             labels.num_things + 1,
             labels.num_semantic,
             labels.region_semantic,  # stuff nodes: the stuff classes, or the background
-            width=w.relation_width,
-            num_layers=w.relation_layers,
-            num_nodes=w.relation_rois,
-            seg_weight=w.relation_seg_weight,
+            width=w.relation.width,
+            num_layers=w.relation.layers,
+            num_nodes=w.relation.rois,
+            seg_weight=w.relation.seg_weight,
             stride=SEMANTIC_STRIDE,
         )
     points = None  # built last, so that switching it on leaves every other module's initialisation as it was
-    if w.points:
-        if w.points_pixels not in PIXEL_SOURCES:
-            raise InputError(f"model.weak.points_pixels: {w.points_pixels!r} is not one of {', '.join(PIXEL_SOURCES)}")
+    if w.points.enabled:
         points = FDDPoints(
             fpn_channels,
-            semantic_channels if w.points_pixels == "semantic" else fpn_channels,
+            semantic_channels if w.points.pixels == "semantic" else fpn_channels,
             labels.num_classes,
             labels.thing_semantic,
-            dim=w.points_dim,
-            layers=w.points_layers,
-            heads=w.points_heads,
-            expand=w.points_expand,
-            lambda_sem=w.points_lambda_sem,
-            warmup=w.points_warmup,
-            colour=w.points_colour,
-            self_train=w.points_self_training,
-            auxiliary=w.points_auxiliary,
-            pseudo_labels=w.points_pseudo_labels,
-            pixels=w.points_pixels,
-            clicked_only=w.points_clicked_only,
-            pseudo_start=w.points_pseudo_start,
+            dim=w.points.dim,
+            layers=w.points.layers,
+            heads=w.points.heads,
+            expand=w.points.expand,
+            lambda_sem=w.points.lambda_sem,
+            warmup=w.points.warmup,
+            colour=w.points.colour,
+            self_train=w.points.self_training,
+            auxiliary=w.points.auxiliary,
+            pseudo_labels=w.points.pseudo_labels,
+            pixels=w.points.pixels,
+            clicked_only=w.points.clicked_only,
+            pseudo_start=w.points.pseudo_start,
         )
     jtsm = None
-    if w.jtsm:
+    if w.jtsm.enabled:
         jtsm = JTSM(
-            body.body_channels[int(MINING_LEVEL)] if w.jtsm_features == "backbone" else fpn_channels,
+            body.body_channels[int(MINING_LEVEL)] if w.jtsm.features == "backbone" else fpn_channels,
             labels.num_classes,
             labels.thing_semantic,
-            refinements=w.jtsm_refinements,
-            hidden=w.jtsm_hidden,
-            warmup=w.jtsm_warmup,
-            grabcut=w.jtsm_grabcut,
-            masked_pooling=w.jtsm_masked_pooling,
-            pseudo_labels=w.jtsm_pseudo_labels,
-            cache=w.jtsm_cache,
-            lr_scale=w.jtsm_lr_scale,
-            features=w.jtsm_features,
+            refinements=w.jtsm.refinements,
+            hidden=w.jtsm.hidden,
+            warmup=w.jtsm.warmup,
+            grabcut=w.jtsm.grabcut,
+            masked_pooling=w.jtsm.masked_pooling,
+            pseudo_labels=w.jtsm.pseudo_labels,
+            cache=w.jtsm.cache,
+            lr_scale=w.jtsm.lr_scale,
+            features=w.jtsm.features,
         )
     return PanopticNet(
         body,

@@ -38,8 +38,9 @@ import json
 from dataclasses import dataclass, field
 
 from cqbnet.errors import InputError
+from cqbnet.labels.catalogue import PAPER_000_MODULES
 
-MODULES = ("box2mask", "cls2box", "cls2pixel", "relation")  # paper 000's four weak-supervision modules
+MODULES = PAPER_000_MODULES  # paper 000's four weak-supervision modules
 POINTS = "points"  # paper 003's point branch: on only in the module arm of a PT study
 MODULES_OF_KIND = {
     "I": ("cls2box", "cls2pixel"),

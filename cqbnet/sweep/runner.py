@@ -103,7 +103,9 @@ def run_recipe(cfg: dict[str, Any], fit: bool = False) -> dict[str, Any]:
         "seed": cfg["train"].get("seed"),
         "points_per_segment": int(pilot.get("points_per_segment", 1)),
         "point_sampling": str(pilot.get("point_sampling", "uniform")),
-        "pseudo": cfg["data"].get("pseudo"),  # paper 003 offline: the pseudo labels the network learns from
+        # paper 003 offline: the pseudo labels the network learns from (recorded as "pseudo" since before the key
+        # was data.pseudo_labels, so that finished runs stay the same run)
+        "pseudo": cfg["data"].get("pseudo_labels"),
     }
 
 
@@ -159,8 +161,8 @@ def execute(
     )
     run_cfg = run_config(cfg, spec, manifest)
     if spec.methods:  # label methods: every stage their mix needs, then the final network (cqbnet fit)
-        from cqbnet.fit.prepare import default_workers
-        from cqbnet.fit.run import FINAL, run_fit
+        from cqbnet.recipes.fit import FINAL, run_fit
+        from cqbnet.recipes.prepare import default_workers
 
         # per-image preparation on every core, cached for the sweep's other runs (by image and label content)
         cache = Path(root) / "cache"

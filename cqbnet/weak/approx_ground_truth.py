@@ -215,7 +215,7 @@ def round_zero(
 ):
     """Paper 001's round-0 labels of every boxes image of a manifest: (image id, id map, segments) entries for
     :func:`write_round`. Things from the boxes (:func:`thing_cues`, or an image's entry of ``cues`` when given:
-    image id -> its result, prepared beforehand, e.g. in worker processes by :mod:`cqbnet.fit.prepare`); stuff
+    image id -> its result, prepared beforehand, e.g. in worker processes by :mod:`cqbnet.recipes.prepare`); stuff
     from the tagged stuff classes' CAMs of ``model`` (a network trained on the manifest with Cls2Pixel on) when
     the image has tags, else all ignore. With ``box_background`` the box background is marked for the mask head
     (:func:`with_background`)."""

@@ -17,11 +17,19 @@ Which images a method teaches is its row of :data:`cqbnet.modeling.supervision.L
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Any
 
 from torch import Tensor, nn
 
 from cqbnet.modeling.supervision import TrainingBatch
+
+
+def setting(default: Any, minimum: float = 0, choices: tuple[str, ...] | None = None) -> Any:
+    """A field of a weak method's config dataclass (its ``model.weak.<name>`` block): its default, the smallest
+    value a number may take and the values a choice may take, which :func:`cqbnet.network.build.check_weak`
+    enforces when a config is read."""
+    return field(default=default, metadata={"minimum": minimum, "choices": choices})
 
 
 class WeakModule(nn.Module):

@@ -24,6 +24,8 @@ draws the box on each RoI's grid.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -38,7 +40,7 @@ from cqbnet.cues.pairwise import (
     shift,
 )
 from cqbnet.modeling.supervision import zero_loss
-from cqbnet.weak.base import WeakModule
+from cqbnet.weak.base import WeakModule, setting
 from cqbnet.weak.warmup import ramp_weight
 
 PAIRWISE_THRESHOLD = 0.3
@@ -116,6 +118,16 @@ def sample_box_rois(
     if len(pos) > room:
         pos = pos[torch.randperm(len(pos), generator=generator, device="cpu")[:room].to(pos.device)]
     return torch.cat([boxes, proposals[pos]]), torch.cat([own, which[pos]])
+
+
+@dataclass
+class Box2MaskConfig:
+    """``model.weak.box2mask``: boxes teach masks (projection and pairwise LAB losses on the boxes' mask logits)."""
+
+    enabled: bool = True
+    warmup: int = 10000  # iterations over which the pairwise term ramps in (BoxInst)
+    pairwise: bool = True
+    rois: int = setting(16, minimum=1)  # RoIs per boxes-only image: its boxes, then proposals at IoU >= 0.5
 
 
 class Box2Mask(WeakModule):

@@ -22,13 +22,15 @@ The MID heads then learn on detached features and detector scores: they rank, th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
 from cqbnet.modeling.supervision import zero_loss
-from cqbnet.weak.base import WeakModule
+from cqbnet.weak.base import WeakModule, setting
 from cqbnet.weak.warmup import ramp_weight
 
 EPS = 1e-6
@@ -123,6 +125,16 @@ def pseudo_loss(logits: Tensor, labels: Tensor, weights: Tensor, tags: Tensor) -
         worst = torch.softmax(logits, dim=1)[:, 1:][:, absent].amax(0).clamp(EPS, 1 - EPS)  # (A,)
         total = total + F.binary_cross_entropy(worst, torch.zeros_like(worst), reduction="sum")
     return total / max(num, 1)
+
+
+@dataclass
+class Cls2BoxConfig:
+    """``model.weak.cls2box``: tags teach detection (WSDDN's MID head times the detector's scores, L_C2B)."""
+
+    enabled: bool = True
+    proposals: int = setting(100, minimum=1)  # proposals per tag image fed to the MID heads
+    mode: str = setting("pseudo", choices=MODES)  # "paper": L_C2B trains the detector; "pseudo": its pseudo boxes
+    warmup: int = 10000  # iterations over which L_C2B ramps in
 
 
 class Cls2Box(WeakModule):

@@ -20,6 +20,8 @@ ignored; an energy term keeps the prediction coherent in colour and space. Paper
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -189,6 +191,19 @@ class PseudoLabelGate(nn.Module):
 
     def is_open(self) -> bool:
         return self.weight() > 0.0
+
+
+@dataclass
+class Cls2PixelConfig:
+    """``model.weak.cls2pixel``: tags teach stuff pixels (CAM pseudo labels, classification and energy, L_C2P)."""
+
+    enabled: bool = True
+    weight: float = 0.5  # beta of Eq. 3
+    warmup: int = 10000  # iterations over which L_pseudo and L_energy ramp in (L_cls from the start)
+    gate: bool = True  # L_pseudo only while CAM pseudo labels beat the head told the tags, on P images
+    pseudo: bool = True  # the three dense terms of L_C2P, each switchable for ablations
+    energy: bool = True
+    tag_consistency: bool = True  # our MIL term on the semantic head
 
 
 class Cls2Pixel(WeakModule):

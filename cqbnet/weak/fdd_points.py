@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,7 @@ from cqbnet.cues.pairwise import lab_similarity, neighbour_offsets, pooled_lab, 
 from cqbnet.errors import InputError
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
 from cqbnet.modeling.targets import pseudo_panoptic_target, with_pseudo_panoptic
-from cqbnet.weak.base import WeakModule
+from cqbnet.weak.base import WeakModule, setting
 from cqbnet.weak.warmup import image_share, ramp_weight
 
 FEATURE_STRIDE = 8  # F^proj: the FPN level the queries are pooled from and the decoder attends to
@@ -161,6 +161,36 @@ def clicked_components(masks: Tensor, xy: Tensor, seg_of_click: Tensor, which: T
 def self_training(logits: Tensor) -> Tensor:
     """Eq. 6: cross-entropy against the map's own argmax (a fixed target); logits (K, H, W)."""
     return F.cross_entropy(logits[None], logits.detach().argmax(0)[None])
+
+
+@dataclass
+class PointsConfig:
+    """``model.weak.points``: paper 003 (FDD), clicked points teach everything through learned dense pseudo labels."""
+
+    enabled: bool = False
+    dim: int = setting(64, minimum=1)  # decoder width (divisible by heads)
+    layers: int = setting(2, minimum=1)  # decoder layers (paper 003 does not give its count)
+    heads: int = setting(4, minimum=1)
+    expand: int = setting(7, minimum=1)  # side in pixels of the square each click is expanded to (Eq. 1)
+    lambda_sem: float = 1.0  # the auxiliary semantic branch's weight (paper 003: 1 for P1, 0.1 for P10)
+    warmup: int = 10000  # iterations over which the point images switch to their pseudo panoptic labels
+    colour: bool = True  # the colour prior (Eqs. 4-5), the self-training (Eq. 6), the auxiliary branch
+    self_training: bool = True  # and the pseudo labels themselves, each switchable for ablations
+    auxiliary: bool = True
+    pseudo_labels: bool = True
+    # the stride-4 features the masks are read from: "fpn" (the FPN's finest level, which the detector shares) or
+    # "semantic" (the semantic head's features, trained by a class-level loss)
+    pixels: str = setting("fpn", choices=PIXEL_SOURCES)
+    clicked_only: bool = False  # a thing's pseudo mask keeps only its parts that hold a click
+    pseudo_start: int = 0  # iteration from which the point images begin switching to their pseudo labels
+
+    def check(self, source: str) -> None:
+        """The decoder's width divisible by its heads."""
+        if self.dim % self.heads:
+            raise InputError(
+                f"{source}: model.weak.points_dim ({self.dim}) must be divisible by model.weak.points_heads "
+                f"({self.heads})"
+            )
 
 
 class FDDPoints(WeakModule):

@@ -30,7 +30,7 @@ Things and stuff are treated alike as segments (a stuff region's connected compo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,7 +46,7 @@ from cqbnet.errors import InputError
 from cqbnet.io import read_npz, write_npz
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
 from cqbnet.modeling.targets import pseudo_panoptic_target, with_pseudo_panoptic
-from cqbnet.weak.base import WeakModule
+from cqbnet.weak.base import WeakModule, setting
 from cqbnet.weak.warmup import image_share, ramp_weight
 
 POOL = 7  # bins per side
@@ -279,6 +279,29 @@ def proposal_cache(image: np.ndarray, path: Path | None = None) -> dict[str, np.
     if path is not None:
         write_npz(path, **out)
     return out
+
+
+@dataclass
+class JTSMConfig:
+    """``model.weak.jtsm``: paper 002 (JTSM), tags alone teach things and stuff, mined over segment proposals."""
+
+    enabled: bool = False
+    refinements: int = 4  # OICR refinement heads (paper 002: 4)
+    hidden: int = setting(256, minimum=1)  # width of the mining branch's two FC layers
+    warmup: int = 10000  # iterations over which the tags images switch to their mined pseudo labels
+    grabcut: bool = True  # re-estimate the mined segments with GrabCut (Sec. 3.4)
+    masked_pooling: bool = True  # MoIPool; false: RoIPool on the segments' boxes (the ablation)
+    pseudo_labels: bool = True  # the self-training of the network's branches on the mined labels
+    cache: str | None = None  # folder caching each image's segment proposals (none: computed every time)
+    lr_scale: float = 1.0  # the mining heads' learning rate as a multiple of the solver's (WSDDN/OICR: 0.001)
+    # what the segments are pooled from at stride 8: "backbone" (the body's own features, as paper 002 pools VGG's
+    # conv5) or "fpn" (the FPN level, whose top-down context blurs small things; benchmarks/jtsm_diagnostics.md)
+    features: str = setting("backbone", choices=("backbone", "fpn"))
+
+    def check(self, source: str) -> None:
+        """The mining heads' learning rate above 0."""
+        if self.lr_scale <= 0:
+            raise InputError(f"{source}: model.weak.jtsm_lr_scale must be above 0, got {self.lr_scale!r}")
 
 
 class JTSM(WeakModule):

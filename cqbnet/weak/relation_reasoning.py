@@ -27,6 +27,8 @@ class 0.16, the base 0.54), and averaging it in at test cost detections (``bench
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,7 +36,7 @@ from torch import Tensor, nn
 from cqbnet.modeling.padding import grid_cells
 from cqbnet.modeling.supervision import zero_loss
 from cqbnet.modeling.targets import pad_semantic, semantic_target
-from cqbnet.weak.base import WeakModule
+from cqbnet.weak.base import WeakModule, setting
 
 
 class GraphReasoningLayer(nn.Module):
@@ -57,6 +59,17 @@ class GraphReasoningLayer(nn.Module):
             reads = torch.softmax(self.theta(readers) @ keys.T / scale, dim=1)  # (R, V)
             readers = readers + F.relu(self.update(reads @ x))
         return out, readers
+
+
+@dataclass
+class RelationConfig:
+    """``model.weak.relation``: boxes teach stuff and stuff maps teach detection (graph reasoning, L_RR)."""
+
+    enabled: bool = True
+    width: int = setting(128, minimum=1)  # node width of the thing, stuff and super graphs (paper: 128)
+    layers: int = setting(2, minimum=1)  # inter-graph reasoning layers (paper: 2)
+    rois: int = setting(64, minimum=1)  # RoIs per image that are the thing graph's nodes, in training and at test
+    seg_weight: float = 0.5  # beta of L_RR = L_cls_en + L_reg_en + beta L_seg_en
 
 
 class RelationReasoning(WeakModule):

@@ -148,9 +148,14 @@ def segment_proposal_files(
     _run_jobs(_proposal_job, todo, workers, "segment proposals", progress, lambda _: None, ray_address)
 
 
+# a spawned worker costs seconds to start (it imports cqbnet and torch): fewer jobs per worker run in this process
+MIN_JOBS_PER_WORKER = 4
+
+
 def _run_jobs(fn, jobs: list[tuple], workers: int, desc: str, progress: bool, done, ray_address=None) -> None:
-    """``done(fn(job))`` for every job, in ``workers`` spawned processes (1: in this one), or as Ray tasks on the
-    cluster at ``ray_address`` (its nodes must see the image files: a shared file system), with a progress bar."""
+    """``done(fn(job))`` for every job, in ``workers`` spawned processes (1, or fewer than
+    :data:`MIN_JOBS_PER_WORKER` jobs each: in this one), or as Ray tasks on the cluster at ``ray_address`` (its
+    nodes must see the image files: a shared file system), with a progress bar."""
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress or not jobs, dynamic_ncols=True)
     if ray_address and jobs:
         import ray
@@ -165,7 +170,7 @@ def _run_jobs(fn, jobs: list[tuple], workers: int, desc: str, progress: bool, do
                 bar.update(1)
         finally:
             ray.shutdown()
-    elif workers <= 1 or len(jobs) <= 1:
+    elif workers <= 1 or len(jobs) < MIN_JOBS_PER_WORKER * workers:
         for job in jobs:
             done(fn(job))
             bar.update(1)
