@@ -344,7 +344,7 @@ def test_a_config_trains_from_points_alone_and_its_pseudo_labels_are_written_and
     assert [a["image_id"] for a in refined["annotations"]] == [a["image_id"] for a in pred["annotations"]]
     # offline: a fresh network without the branch learns from the written pseudo labels (every P loss reads them)
     cfg["model"]["weak"] = {"points": False}
-    cfg["data"] = {"root": str(synth), "manifest": str(manifest), "pseudo": str(tmp_path / "pseudo")}
+    cfg["data"] = {"root": str(synth), "manifest": str(manifest), "pseudo_labels": str(tmp_path / "pseudo")}
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path), "--out", str(tmp_path / "offline"), "--quiet", "--device", "cpu"]) == 0
     rows = [json.loads(r) for r in (tmp_path / "offline" / "metrics.jsonl").read_text().splitlines()]
