@@ -152,7 +152,8 @@ def write_refined_round(
     model, _ = load_model(network, dev)
     refined = refine_round(model, images, ApproximateRound.load(round0), dev, fill=fill)
     n = sum("B" in lab.kinds for lab in images.images)
-    return write_round(folder, bar(refined, n, f"round{r}", progress), f"refined, round {r}, fill {fill}", overwrite=overwrite)
+    source = f"refined, round {r}, fill {fill}"
+    return write_round(folder, bar(refined, n, f"round{r}", progress), source, overwrite=overwrite)
 
 
 def run_boxes_tags(
