@@ -1,7 +1,8 @@
 """Per-image label preparation: seconds per image and per object, on one worker and on every core.
 
 The work a recipe does per training image before any network trains, timed on the scenes where it is cheapest
-and where it is dearest (the realistic preset, about 7 objects a scene, and the dense preset's crowded scenes):
+and where it is dearest (the realistic preset, about 5 boxes a scene; the dense preset's crowded scenes; and the
+two real COCO images of ``../shared/data``, at their own size, from which a COCO-sized estimate scales):
 
 * paper 001's thing cues, GrabCut and the best selective-search proposal per box
   (:func:`cqbnet.recipes.prepare.thing_cue_table`, what round 0 and ``cqbnet labels approximate`` run);
@@ -34,14 +35,15 @@ from benchmarks.crf_small_objects import stride_maps
 from benchmarks.machine import machine_info
 from cqbnet.cues.dense_crf import dense_crf
 from cqbnet.data.dataset import read_image_of
-from cqbnet.data.panoptic_format import load_panoptic_json
+from cqbnet.data.panoptic_format import PanopticSet, load_panoptic_json
 from cqbnet.data.synthetic import generate, scene_config
 from cqbnet.engine.data import dataset_paths
 from cqbnet.io import atomic_path, write_json
 from cqbnet.labels.simulate import simulate
-from cqbnet.recipes.prepare import default_workers, segment_proposal_files, thing_cue_table
+from cqbnet.recipes.prepare import MIN_JOBS_PER_WORKER, default_workers, segment_proposal_files, thing_cue_table
 
 ROOT = Path(__file__).resolve().parents[1]
+COCO = ROOT.parent / "shared" / "data" / "coco_panoptic_sample"  # real COCO images, when ../shared is there
 RESULTS = ROOT / "benchmarks" / "results" / "preparation.json"
 REPORT = ROOT / "benchmarks" / "preparation.md"
 
@@ -65,8 +67,10 @@ def same_files(a: Path, b: Path) -> bool:
 
 
 def row(task: str, seconds: dict[int, float], images: int, objects: int, identical: bool) -> dict[str, Any]:
-    """One task's timings: per image and per object at each worker count, the speed-up and the check."""
+    """One task's timings: per image and per object at each worker count, the speed-up and the check (both None
+    when one worker count was run)."""
     one, every = seconds[1], seconds[max(seconds)]
+    several = len(seconds) > 1
     return {
         "task": task,
         "images": images,
@@ -74,18 +78,18 @@ def row(task: str, seconds: dict[int, float], images: int, objects: int, identic
         "seconds": {str(k): v for k, v in seconds.items()},
         "seconds_per_image": {str(k): v / images for k, v in seconds.items()},
         "seconds_per_object": {str(k): v / max(1, objects) for k, v in seconds.items()},
-        "speed_up": one / every if every > 0 else None,
-        "identical": identical,
+        "speed_up": one / every if several and every > 0 else None,
+        "identical": identical if several else None,
     }
 
 
-def measure(data: Path, out: Path, images: int, workers: int) -> list[dict[str, Any]]:
-    """The three tasks on the first ``images`` training scenes of ``data``, at 1 and ``workers`` workers."""
-    gt = load_panoptic_json(*dataset_paths({"root": str(data)}, "train", data))
+def measure(gt: PanopticSet, out: Path, images: int, workers: int) -> list[dict[str, Any]]:
+    """The three tasks on the first ``images`` images of ``gt``, at 1 and ``workers`` workers (1 alone when
+    there are too few images for a pool: :data:`~cqbnet.recipes.prepare.MIN_JOBS_PER_WORKER`)."""
     manifest = simulate(gt, {frozenset({"B", "I"}): 1.0}, out / "labels", seed=0, overwrite=True)
     ids = [lab.image_id for lab in manifest.images[:images]]
     boxes = sum(len(lab.boxes or []) for lab in manifest.images[:images])
-    counts = sorted({1, workers})
+    counts = sorted({1, workers}) if len(ids) >= MIN_JOBS_PER_WORKER * workers else [1]
     rows = []
 
     cues, seconds = {}, {}
@@ -109,7 +113,7 @@ def measure(data: Path, out: Path, images: int, workers: int) -> list[dict[str, 
         truth = gt.read_ids(rec).astype(np.int64)
         present = [s.id for s in rec.segments if (truth == s.id).any()]
         segments += len(present)
-        image = read_image_of(gt.image_path(rec), rec.image_id, rec.height, rec.width, "scenes")
+        image = read_image_of(gt.image_path(rec), rec.image_id, rec.height, rec.width, "images")
         maps.append((stride_maps(truth, present), image))
     threads, refined, seconds = torch.get_num_threads(), {}, {}
     try:
@@ -128,6 +132,26 @@ def measure(data: Path, out: Path, images: int, workers: int) -> list[dict[str, 
     return rows
 
 
+COCO_TRAIN = {"images": 118287, "boxes": 7.3, "segments": 11.0}  # COCO train2017: images, things and segments an image
+
+
+def coco_estimate(results: dict[str, Any]) -> list[str]:
+    """Hours for a COCO-sized training set on one core, scaled from the real COCO images' seconds per object (boxes
+    for the thing cues and proposals, segments for the CRF); a worker pool divides them by its measured speed-up."""
+    coco = results["presets"].get("coco-sample")
+    if coco is None:
+        return []
+    lines = [
+        f"A COCO-sized set ({COCO_TRAIN['images']} images, {COCO_TRAIN['boxes']} boxes and "
+        f"{COCO_TRAIN['segments']:g} segments an image), from the COCO images' seconds per object, one core:"
+    ]
+    for r in coco["rows"]:
+        per = COCO_TRAIN["segments"] if r["task"].startswith("dense CRF") else COCO_TRAIN["boxes"]
+        hours = COCO_TRAIN["images"] * per * r["seconds_per_object"]["1"] / 3600
+        lines.append(f"- {r['task']}: {hours:.0f} hours")
+    return [*lines, ""]
+
+
 def report(results: dict[str, Any]) -> str:
     """The markdown tables of every preset measured."""
     lines = [
@@ -136,7 +160,8 @@ def report(results: dict[str, Any]) -> str:
         "Produced by `python -m benchmarks.preparation`; results in `benchmarks/results/preparation.json`. Each "
         "task on the first training scenes of a preset, with 1 worker and with every core (processes for the "
         "thing cues and the proposals, torch threads for the CRF), no cache; *identical*: the outputs of both "
-        "runs compared byte for byte (for the CRF, whose sums torch may order differently on more threads, the "
+        "runs compared byte for byte (one worker alone where the images are too few for a pool; for the CRF, "
+        "whose sums torch may order differently on more threads, the "
         "largest difference and whether any pixel's label changed are in the JSON). Objects: boxes (thing cues, "
         "proposals) or segments (CRF).",
         "",
@@ -146,7 +171,7 @@ def report(results: dict[str, Any]) -> str:
     for preset, res in results["presets"].items():
         w, first = str(results["workers"]), res["rows"][0]
         lines += [
-            f"## {preset} ({res['size']} px, {first['objects'] / first['images']:.1f} boxes an image)",
+            f"## {preset} ({res['size']}, {first['objects'] / first['images']:.1f} boxes an image)",
             "",
             f"| task | images | objects | s / image, 1 worker | s / image, {w} | s / object, 1 | s / object, {w} "
             "| speed-up | identical |",
@@ -156,10 +181,11 @@ def report(results: dict[str, Any]) -> str:
             spi, spo = r["seconds_per_image"], r["seconds_per_object"]
             lines.append(
                 f"| {r['task']} | {r['images']} | {r['objects']} | {spi['1']:.3f} | {spi.get(w, spi['1']):.3f} | "
-                f"{spo['1']:.4f} | {spo.get(w, spo['1']):.4f} | {r['speed_up']:.2f}x | {r['identical']} |"
+                f"{spo['1']:.4f} | {spo.get(w, spo['1']):.4f} | "
+                + ("- | - |" if r["speed_up"] is None else f"{r['speed_up']:.2f}x | {r['identical']} |")
             )
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join([*lines, *coco_estimate(results)])
 
 
 def main() -> None:
@@ -171,14 +197,21 @@ def main() -> None:
     ap.add_argument("--commit", action="store_true")
     args = ap.parse_args()
     results: dict[str, Any] = {"machine": machine_info(), "workers": args.workers, "presets": {}}
+    sets: dict[str, tuple[PanopticSet, str]] = {}
     for preset in args.presets:
         cfg = scene_config(preset)
         data = args.work / preset / "data"
         if not (data / "panoptic_train.json").is_file():
             generate(data, args.images, 0, seed=0, cfg=cfg, num_test=0, overwrite=True)
-        rows = measure(data, args.work / preset, args.images, args.workers)
-        results["presets"][preset] = {"size": cfg.size, "rows": rows}
-        print(report({**results, "presets": {preset: results["presets"][preset]}}), flush=True)
+        sets[preset] = (load_panoptic_json(*dataset_paths({"root": str(data)}, "train", data)), f"{cfg.size} px")
+    if COCO.is_dir():  # what an estimate for a COCO-sized set scales from
+        paths = (COCO / "panoptic_examples.json", COCO / "panoptic_examples", COCO / "input_images")
+        gt = load_panoptic_json(*paths, categories=COCO / "panoptic_coco_categories.json")
+        sets["coco-sample"] = (gt, "COCO val2017, " + ", ".join(f"{r.width}x{r.height}" for r in gt.records))
+    for name, (gt, size) in sets.items():
+        rows = measure(gt, args.work / name, args.images, args.workers)
+        results["presets"][name] = {"size": size, "rows": rows}
+        print(report({**results, "presets": {name: results["presets"][name]}}), flush=True)
     write_json(RESULTS, results, indent=2)
     with atomic_path(REPORT) as tmp:
         tmp.write_text(report(results))
