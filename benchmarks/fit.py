@@ -19,16 +19,15 @@ stage) and its fraction of full supervision's PQ and PQ_th (``benchmarks/recipe_
 against full supervision at 1000 iterations, ``--reference`` (default ``results/full_test.json``, the realistic
 recipe) or this benchmark's own ``full`` arm (``--reference own``), and against full at the same total
 iterations, in the same inference mode, a paired delta-method t interval over seeds). ``--name KEY=ARM`` adds a
-summary key for an arm chosen on val. ``--prepare-speed`` measures paper 001's per-image preparation with 1 and
-2 worker processes. Usage::
+summary key for an arm chosen on val. The per-image preparation's seconds and speed-up on 2 cores are
+``benchmarks/preparation.py``'s. Usage::
 
     python -m benchmarks.fit --arms mix full4320 --seeds 0 1 2 --split test [--commit]
     python -m benchmarks.fit --config configs/synthetic_dense.yaml --reference own --results \
         benchmarks/results/dense --report benchmarks/dense.md --work runs/dense --arms full boxes-tags points \
         points10 points-online points10-online tags --seeds 0 1 2 --split val
-    python -m benchmarks.fit --prepare-speed [--images 100] [--commit]
 
-Results: ``benchmarks/results/fit/{runs,summary,prepare_speed}.json`` and ``benchmarks/fit.md``.
+Results: ``benchmarks/results/fit/{runs,summary}.json`` and ``benchmarks/fit.md``.
 """
 
 from __future__ import annotations
@@ -52,11 +51,9 @@ from cqbnet.engine.data import dataset_paths, shared_data_config
 from cqbnet.engine.inference import evaluate_model
 from cqbnet.engine.trainer import load_model
 from cqbnet.io import atomic_path, read_json, write_json
-from cqbnet.labels.manifest import load_manifest
 from cqbnet.labels.simulate import parse_methods, parse_ratio, simulate
 from cqbnet.network.panoptic_net import INFERENCE_MODES
 from cqbnet.recipes.fit import FINAL, run_fit
-from cqbnet.recipes.prepare import thing_cue_table
 from cqbnet.recipes.stages import scaled_solver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +217,7 @@ def summarise(
     return out
 
 
-def report(summary: dict[str, Any] | None, speed: dict[str, Any] | None) -> str:
+def report(summary: dict[str, Any]) -> str:
     lines = ["# `cqbnet fit`: a planned mix of label methods and each method alone", ""]
     for key in ("clicks10", "clicks1", "boxes_tags"):
         if summary and key in summary:
@@ -230,8 +227,6 @@ def report(summary: dict[str, Any] | None, speed: dict[str, Any] | None) -> str:
                 f"supervision's PQ, {ratio_text(e['pq_th_fraction_of_full'], e['pq_th_fraction_of_full_interval'])} "
                 "of its PQ_th."
             )
-    if summary is None:  # the preparation timing alone, before any run
-        return "\n".join([*lines, f"Machine: `{speed['machine']}`.", "", *speed_lines(speed)]) + "\n"
     lines += [
         "Produced by `python -m benchmarks.fit` (`results/fit/`). PQ in percent on the scenes' "
         f"**{summary['split']}** split; fractions of full supervision against the full recipe (lr 0.02) at 1000 "
@@ -255,77 +250,11 @@ def report(summary: dict[str, Any] | None, speed: dict[str, Any] | None) -> str:
     for arm, c in summary["compute"].items():
         parts = [f"{k} {v['minutes']:.1f} min ({v['iterations']} it)" for k, v in c["stages"].items()]
         lines.append(f"- {arm}: " + ", ".join(parts))
-    if speed:
-        lines += ["", *speed_lines(speed)]
-    return "\n".join(lines) + "\n"
-
-
-def speed_lines(speed: dict[str, Any]) -> list[str]:
-    """The preparation timing as report lines."""
-    lines = [
-        f"Paper 001's per-image preparation (GrabCut and the best proposal per box) on {speed['images']} realistic "
-        f"scenes ({speed['boxes_per_image']:.1f} boxes each), no cache: "
-        + ", ".join(f"{w} worker(s) {v:.3f} s/image" for w, v in speed["seconds_per_image"].items())
-        + f"; speed-up with 2 workers {speed['speedup']:.2f}x."
+    lines += [
+        "",
+        "Per-image preparation (seconds per image and object, speed-up on 2 cores): `benchmarks/preparation.md`.",
     ]
-    c = speed.get("coco_sample")
-    if c:
-        lines.append(
-            f"On the {c['images']} real COCO images ({c['boxes']} boxes, sizes {c['sizes']}), one worker: "
-            f"{c['seconds_per_image']:.2f} s/image, {c['seconds_per_box']:.3f} s/box."
-        )
-    return lines
-
-
-def prepare_speed(work: Path, images: int, config: Path = CONFIG) -> dict[str, Any]:
-    """Thing cues of ``images`` boxes images of ``config``'s scenes, computed (no cache) by 1 and by 2 worker
-    processes."""
-    cfg = shared_data_config(load_config(config), work)
-    gt = load_panoptic_json(*dataset_paths(cfg["data"], "train", work))
-    out = work / "speed_labels"
-    if not (out / "manifest.json").is_file():
-        simulate(gt, parse_ratio("B+I=1"), out, seed=0)
-    m = load_manifest(out / "manifest.json")
-    ids = [lab.image_id for lab in m.images[:images]]
-    boxes = sum(len(lab.boxes or []) for lab in m.images[:images])
-    per = {}
-    for workers in (1, 2):
-        t = time.time()
-        thing_cue_table(m, ids, workers=workers, cache=None)
-        per[str(workers)] = (time.time() - t) / len(ids)
-    result = {
-        "machine": machine_info(),
-        "config": config.name,
-        "images": len(ids),
-        "boxes_per_image": boxes / len(ids),
-        "seconds_per_image": per,
-        "seconds_per_box": {w: v * len(ids) / max(1, boxes) for w, v in per.items()},
-        "speedup": per["1"] / per["2"],
-    }
-    coco = ROOT.parent / "shared" / "data" / "coco_panoptic_sample"
-    if coco.is_dir():  # real COCO images at their own sizes, with their own boxes: what a COCO estimate scales
-        gt = load_panoptic_json(
-            coco / "panoptic_examples.json",
-            coco / "panoptic_examples",
-            coco / "input_images",
-            categories=coco / "panoptic_coco_categories.json",
-        )
-        cm_out = work / "coco_labels"
-        if not (cm_out / "manifest.json").is_file():
-            simulate(gt, parse_ratio("B+I=1"), cm_out, seed=0)
-        cm = load_manifest(cm_out / "manifest.json")
-        t = time.time()
-        thing_cue_table(cm, [lab.image_id for lab in cm.images], workers=1, cache=None)
-        secs = time.time() - t
-        n_boxes = sum(len(lab.boxes or []) for lab in cm.images)
-        result["coco_sample"] = {
-            "images": len(cm.images),
-            "boxes": n_boxes,
-            "sizes": [[lab.width, lab.height] for lab in cm.images],
-            "seconds_per_image": secs / len(cm.images),
-            "seconds_per_box": secs / max(1, n_boxes),
-        }
-    return result
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -338,8 +267,6 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of runs.json and summary.json")
     ap.add_argument("--report", type=Path, default=REPORT)
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--prepare-speed", action="store_true", help="time the per-image preparation with 1 and 2 workers")
-    ap.add_argument("--images", type=int, default=100, help="images of --prepare-speed")
     ap.add_argument("--config", type=Path, default=CONFIG, help="every network's config (e.g. the dense preset's)")
     ap.add_argument(
         "--reference",
@@ -362,27 +289,20 @@ def main() -> None:
     named = dict(n.split("=", 1) for n in args.name)
     results, report_path = args.results, args.report
     results.mkdir(parents=True, exist_ok=True)
-    runs_path, speed_path = results / "runs.json", results / "prepare_speed.json"
+    runs_path = results / "runs.json"
     rows = read_json(runs_path)["runs"] if runs_path.is_file() else []
 
     def save() -> None:
         write_json(runs_path, {"runs": rows}, indent=2)
         has = any(r["split"] == args.split for r in rows)
         summary = summarise(rows, args.split, reference, named) if has else None
-        speed = read_json(speed_path) if speed_path.is_file() else None
         if summary is not None:
             write_json(results / "summary.json", summary, indent=2)
-        if summary is not None or speed is not None:
             with atomic_path(report_path) as tmp:
-                tmp.write_text(report(summary, speed))
-        if args.commit:
-            commit([runs_path, results / "summary.json", speed_path, report_path], "fit: results so far")
+                tmp.write_text(report(summary))
+            if args.commit:
+                commit([runs_path, results / "summary.json", report_path], "fit: results so far")
 
-    if args.prepare_speed:
-        write_json(speed_path, prepare_speed(args.work, args.images, args.config), indent=2)
-        print("\n".join(speed_lines(read_json(speed_path))))
-        save()
-        return
     for seed in [] if args.report_only else args.seeds:
         for arm in args.arms:
             done = [

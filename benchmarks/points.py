@@ -119,7 +119,7 @@ HEADER = [
     "pseudo labels on the training images against the hidden ground truth (for the offline arms: the labels they "
     "learnt from, written by the clicked-only run of their seed). The recipe's arms (`*-offline-crf`) train twice "
     "(the branch's run, then the offline run): full supervision at the same total of 2000 iterations is in "
-    "`benchmarks/points_full2000.md`.",
+    "`benchmarks/full_test.md` (test) and `benchmarks/points_full2000.md` (val).",
 ]
 COLUMNS = [("pq", "pseudo PQ"), ("pq_th", "pseudo PQ_th"), ("pq_st", "pseudo PQ_st"), ("miou", "pseudo mIoU")]
 

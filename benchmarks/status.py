@@ -6,8 +6,13 @@ and total iterations), the split and seeds it was measured on, its PQ, and its P
 paired t interval over seeds (:func:`cqbnet.evaluation.statistics.ratio_of_means`), against full at the same
 schedule and, where measured, against full trained for the same total iterations.
 
+Each paper's docs page holds its benchmark's results the same way: a table of every method of the recipe
+summary (``results/<benchmark>/summary.json``, the layout of :func:`benchmarks.recipe_arms.methods`) between the
+page's results markers (:data:`DOC_RESULTS`).
+
 Usage: ``python -m benchmarks.status`` prints the table; ``--write`` puts it into README.md between the status
-markers; ``tests/test_status.py`` fails when the README's table differs from what this script writes.
+markers and each docs page's results table between its markers; ``tests/test_status.py`` fails when the README's
+table or a page's differs from what this script writes.
 """
 
 from __future__ import annotations
@@ -212,10 +217,58 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def replaced(readme: str, new: str) -> str:
-    """``readme`` with the text between the status markers replaced by ``new``."""
-    start, end = readme.index(BEGIN), readme.index(END) + len(END)
-    return readme[:start] + new + readme[end:]
+def replaced(readme: str, new: str, begin: str = BEGIN, end: str = END) -> str:
+    """``readme`` with the text between the markers ``begin`` and ``end`` replaced by ``new``."""
+    start, stop = readme.index(begin), readme.index(end) + len(end)
+    return readme[:start] + new + readme[stop:]
+
+
+# docs page -> the benchmark whose recipe summary it shows
+DOC_RESULTS = {
+    "docs/paper_001_boxes_tags.md": "boxes_tags",
+    "docs/paper_002_tags.md": "tags_only",
+    "docs/paper_003_points.md": "points",
+}
+DOC_END = "<!-- /results -->"
+
+
+def doc_begin(benchmark: str) -> str:
+    return f"<!-- results: written by benchmarks/status.py from benchmarks/results/{benchmark}/summary.json -->"
+
+
+def _interval(value: float | None, interval: list[float] | None) -> str:
+    if value is None:
+        return "-"
+    if not interval:
+        return f"{100 * value:.1f}%"
+    return f"{100 * value:.1f}% [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def results_table(benchmark: str) -> str:
+    """A recipe summary's methods, each inference mode a row: seeds, compute, PQ and the fractions of full
+    supervision (at 1000 iterations, and at the method's total iterations) with their t intervals over seeds."""
+    summary = json.loads((RESULTS / benchmark / "summary.json").read_text())
+    lines = [
+        doc_begin(benchmark),
+        f"Split: **{summary.get('split', 'val')}**; machine: {summary['machine']['cpus']} CPU cores, torch "
+        f"{summary['machine']['torch']}. Each method's keys in `summary.json`'s `methods`; the fractions divide by "
+        "full supervision's PQ in the same inference mode (paired over seeds, a delta-method 95% t interval).",
+        "",
+        "| method | seeds | networks / iterations | minutes | inference | PQ | of full [95% t] | of full, same "
+        "iterations |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in summary["methods"].items():
+        for mode, mm in m.get("modes", {m.get("mode", "argmax"): m}).items():
+            own = " (its own)" if mode == m.get("mode") else ""
+            minutes = "-" if m.get("minutes") is None else f"{m['minutes']:.1f}"
+            ratio = _interval(mm.get("fraction_of_full"), mm.get("fraction_of_full_interval"))
+            same = "fraction_of_full_same_iterations"
+            lines.append(
+                f"| `{name}` | {m['seeds']} | {m.get('networks', 1)} / {m.get('iterations', '-')} | {minutes} | "
+                f"{mode}{own} | {mm['pq']:.1f} | {ratio} | {_interval(mm.get(same), mm.get(same + '_interval'))} |"
+            )
+    return "\n".join([*lines, DOC_END])
 
 
 def main() -> None:
@@ -225,6 +278,9 @@ def main() -> None:
     text = table()
     if args.write:
         README.write_text(replaced(README.read_text(), text))
+        for page, benchmark in DOC_RESULTS.items():
+            path = ROOT / page
+            path.write_text(replaced(path.read_text(), results_table(benchmark), doc_begin(benchmark), DOC_END))
     print(text)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cqbnet.cli.demo import run_demo
+from cqbnet.demo import run_demo
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

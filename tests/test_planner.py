@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -485,8 +486,8 @@ def test_random_plans_at_cost_match_the_cost_and_are_seeded():
 def test_demo_plans_from_the_committed_pilot():
     """The demo's planner is fitted from the project's own pilot (not the paper's fallback), with study P's floor:
     headline v5's once it holds every cell of the pilot config, headline v4's until then."""
-    from cqbnet.cli.demo import PILOT_TABLES, pilot_is_complete, planner_model
     from cqbnet.data.synthetic import synthetic_categories
+    from cqbnet.demo import PILOT_TABLES, pilot_is_complete, planner_model
 
     model, constraints, source, named = planner_model(synthetic_categories())
     assert source.startswith("quality model fitted from the project's pilot"), source
@@ -505,7 +506,7 @@ def test_the_packaged_pilot_is_headline_v5s_and_ships_in_the_wheel():
 
     import tomllib
 
-    from cqbnet.cli.demo import PACKAGED_PILOT
+    from cqbnet.demo import PACKAGED_PILOT
 
     root = Path(__file__).resolve().parents[1]
     assert PACKAGED_PILOT.read_bytes() == (root / "benchmarks/results/headline_v5/pilot.csv").read_bytes()
@@ -521,7 +522,7 @@ def test_every_file_the_demo_reads_ships_in_the_package():
 
     import tomllib
 
-    from cqbnet.cli.demo import PACKAGED_PILOT, PILOT_CONFIG, RECIPE
+    from cqbnet.demo import PACKAGED_PILOT, PILOT_CONFIG, RECIPE
 
     root = Path(__file__).resolve().parents[1]
     data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
@@ -533,9 +534,28 @@ def test_every_file_the_demo_reads_ships_in_the_package():
     assert (root / "configs").resolve() == (root / "cqbnet" / "configs").resolve()
 
 
+WHEEL_PLAN = """
+import sys
+from pathlib import Path
+
+import cqbnet
+from cqbnet.data.panoptic_format import load_panoptic_json
+from cqbnet.data.synthetic import generate, split_paths, synthetic_categories
+from cqbnet.demo import plan_labels
+
+assert Path(cqbnet.__file__).is_relative_to(sys.argv[1]), cqbnet.__file__
+out = Path(sys.argv[2])
+gt = load_panoptic_json(*split_paths(generate(out / "data", 12, 2, seed=0), "train"))
+plan, methods = plan_labels(gt, synthetic_categories(), 0.45, 0, out, out / "pictures")
+print("PLAN", sorted((sorted(k), round(v, 3)) for k, v in plan.items()))
+"""
+
+
 @pytest.mark.slow
-def test_a_built_wheel_holds_the_demos_files(tmp_path):
-    """The wheel itself (built offline from the source tree) holds the configs and the pilot table."""
+def test_the_demo_plans_from_an_installed_wheel(tmp_path):
+    """The wheel built offline from the source tree, installed into a folder of its own, plans the demo's labels
+    from the pilot it ships (no source tree on the path): the plan is headline v5's pilot's, not paper 000's
+    fallback model, and the wheel holds the configs the demo trains from."""
     import subprocess
     import sys
     import zipfile
@@ -544,14 +564,31 @@ def test_a_built_wheel_holds_the_demos_files(tmp_path):
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(root)]
     subprocess.run(cmd, check=True, capture_output=True)
-    names = zipfile.ZipFile(next(tmp_path.glob("cqbnet-*.whl"))).namelist()
+    wheel = next(tmp_path.glob("cqbnet-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
     for want in ("cqbnet/configs/synthetic_full.yaml", "cqbnet/configs/synthetic_pilot.yaml"):
         assert want in names
-    assert "cqbnet/planner/pilots/headline_v5_realistic.csv" in names
+    site = tmp_path / "site"
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run = subprocess.run(
+        [sys.executable, "-c", WHEEL_PLAN, str(site), str(tmp_path / "demo")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "headline_v5_realistic.csv" in run.stdout and "Eq. 8" not in run.stdout, run.stdout
+    assert "PLAN [(['P'], " in run.stdout  # headline v5's plans keep full labels on a share of the images
+    assert (tmp_path / "demo" / "plan" / "plan.json").is_file() and (
+        tmp_path / "demo" / "pictures/pareto.png"
+    ).is_file()
 
 
 def test_a_pilot_is_complete_only_with_every_cell_of_the_protocol(tmp_path):
-    from cqbnet.cli.demo import PILOT_CONFIG, pilot_is_complete
+    from cqbnet.demo import PILOT_CONFIG, pilot_is_complete
     from cqbnet.engine.config import load_config
     from cqbnet.sweep.run_pilot import pilot_runs
 

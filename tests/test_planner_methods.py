@@ -277,9 +277,9 @@ def test_quick_pilot_section():
 
 
 def test_the_demo_plans_over_methods_within_its_compute(tmp_path, synth):
-    from cqbnet.cli.demo import DEMO_NETWORKS, plan_over_methods
     from cqbnet.data.panoptic_format import load_panoptic_json
     from cqbnet.data.synthetic import split_paths
+    from cqbnet.demo import DEMO_NETWORKS, plan_over_methods
 
     pilot = write_method_pilot(tmp_path / "pilot.csv")
     gt = load_panoptic_json(*split_paths(synth, "train"))

@@ -20,6 +20,31 @@ def test_the_readme_status_table_is_written_from_the_results():
     assert readme[start:end] == status.table(), "run: python -m benchmarks.status --write"
 
 
+def test_each_papers_page_shows_its_benchmarks_results_as_written_from_the_summary():
+    status = _status()
+    for page, benchmark in status.DOC_RESULTS.items():
+        text = (ROOT / page).read_text()
+        begin = status.doc_begin(benchmark)
+        start, end = text.index(begin), text.index(status.DOC_END) + len(status.DOC_END)
+        assert text[start:end] == status.results_table(benchmark), f"{page}: run python -m benchmarks.status --write"
+
+
+def test_a_results_table_reads_every_method_and_mode_of_the_summary():
+    """A row per method and inference mode, the method's own mode marked, the fraction and its interval in percent."""
+    import json
+
+    status = _status()
+    summary = json.loads((status.RESULTS / "tags_only" / "summary.json").read_text())
+    table = status.results_table("tags_only")
+    m = summary["methods"]["tags"]
+    for mode, mm in m["modes"].items():
+        lo, hi = mm["fraction_of_full_interval"]
+        cell = f"{100 * mm['fraction_of_full']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+        own = " (its own)" if mode == m["mode"] else ""
+        assert f"| {mode}{own} | {mm['pq']:.1f} | {cell} |" in table
+    assert f"Split: **{summary['split']}**" in table
+
+
 def test_the_status_rows_read_the_numbers_they_claim(tmp_path):
     """A row reads its arm and full supervision's runs of its split: val until the arm has 3 seeds on test, then
     test against the full recipe of full_test.json (1000 iterations, and 2000 for a two-network recipe)."""

@@ -9,8 +9,6 @@ from pathlib import Path
 
 from cqbnet.errors import InputError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # package data (configs/ in the source tree links here)
-
 
 def add_gt_args(p: argparse.ArgumentParser, required_json: bool = False) -> None:
     g = p.add_argument_group("ground truth (COCO panoptic)")

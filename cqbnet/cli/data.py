@@ -33,7 +33,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from cqbnet.cli.demo import run_demo
+    from cqbnet.demo import run_demo
 
     run_demo(
         args.out,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from cqbnet.cli.common import (
-    CONFIGS,
     add_gt_args,
     at_least,
     cost_model,
     load_gt,
     resolve_device,
 )
+from cqbnet.engine.config import CONFIGS
 from cqbnet.errors import InputError
 
 

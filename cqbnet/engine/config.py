@@ -18,6 +18,9 @@ import yaml
 from cqbnet.errors import InputError
 from cqbnet.io import read_yaml
 
+# the configs shipped in the package (configs/ in the source tree links here)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
 DEFAULTS: dict[str, Any] = {
     "data": {
         # either a folder made by `cqbnet data synth` (root), or explicit COCO panoptic paths

