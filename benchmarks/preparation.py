@@ -40,7 +40,7 @@ from cqbnet.data.synthetic import generate, scene_config
 from cqbnet.engine.data import dataset_paths
 from cqbnet.io import atomic_path, write_json
 from cqbnet.labels.simulate import simulate
-from cqbnet.recipes.prepare import MIN_JOBS_PER_WORKER, default_workers, segment_proposal_files, thing_cue_table
+from cqbnet.recipes.prepare import default_workers, segment_proposal_files, thing_cue_table
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO = ROOT.parent / "shared" / "data" / "coco_panoptic_sample"  # real COCO images, when ../shared is there
@@ -84,12 +84,13 @@ def row(task: str, seconds: dict[int, float], images: int, objects: int, identic
 
 
 def measure(gt: PanopticSet, out: Path, images: int, workers: int) -> list[dict[str, Any]]:
-    """The three tasks on the first ``images`` images of ``gt``, at 1 and ``workers`` workers (1 alone when
-    there are too few images for a pool: :data:`~cqbnet.recipes.prepare.MIN_JOBS_PER_WORKER`)."""
+    """The three tasks on the first ``images`` images of ``gt``, at 1 and ``workers`` workers (1 alone when there
+    are fewer than two images a worker). With ``workers``, the toolkit's own rule decides whether a pool pays
+    (:data:`~cqbnet.recipes.prepare.POOL_AFTER_SECONDS`): quick work on few images stays in one process."""
     manifest = simulate(gt, {frozenset({"B", "I"}): 1.0}, out / "labels", seed=0, overwrite=True)
     ids = [lab.image_id for lab in manifest.images[:images]]
     boxes = sum(len(lab.boxes or []) for lab in manifest.images[:images])
-    counts = sorted({1, workers}) if len(ids) >= MIN_JOBS_PER_WORKER * workers else [1]
+    counts = sorted({1, workers}) if len(ids) >= 2 * workers else [1]
     rows = []
 
     cues, seconds = {}, {}
@@ -159,7 +160,9 @@ def report(results: dict[str, Any]) -> str:
         "",
         "Produced by `python -m benchmarks.preparation`; results in `benchmarks/results/preparation.json`. Each "
         "task on the first training scenes of a preset, with 1 worker and with every core (processes for the "
-        "thing cues and the proposals, torch threads for the CRF), no cache; *identical*: the outputs of both "
+        "thing cues and the proposals, as the toolkit runs them: a pool only once the work left outweighs starting "
+        "one, `cqbnet.recipes.prepare.POOL_AFTER_SECONDS`; torch threads for the CRF), no cache; *identical*: the "
+        "outputs of both "
         "runs compared byte for byte (one worker alone where the images are too few for a pool; for the CRF, "
         "whose sums torch may order differently on more threads, the "
         "largest difference and whether any pixel's label changed are in the JSON). Objects: boxes (thing cues, "

@@ -155,11 +155,13 @@ def test_a_mixed_manifest_fits_in_one_command_and_stages_rerun_only_when_their_i
     assert final["data"]["pseudo_labels"][0].endswith("round0/labels")
 
 
-def test_thing_cues_in_worker_processes_equal_one_process_and_are_cached(tmp_path, synth):
-    from cqbnet.recipes.prepare import MIN_JOBS_PER_WORKER, thing_cue_table
+def test_thing_cues_in_worker_processes_equal_one_process_and_are_cached(tmp_path, synth, monkeypatch):
+    from cqbnet.recipes import prepare
+    from cqbnet.recipes.prepare import thing_cue_table
 
+    monkeypatch.setattr(prepare, "POOL_AFTER_SECONDS", 0.0)  # the pool from the first job, however quick the jobs
     m = load_manifest(simulated(tmp_path, synth, "B=1"))
-    ids = [im.image_id for im in m.images[: 2 * MIN_JOBS_PER_WORKER]]  # enough for two processes
+    ids = [im.image_id for im in m.images[:6]]
     one = thing_cue_table(m, ids, workers=1, progress=False)
     cache = tmp_path / "cache"
     two = thing_cue_table(m, ids, workers=2, cache=cache, progress=False)
@@ -168,6 +170,19 @@ def test_thing_cues_in_worker_processes_equal_one_process_and_are_cached(tmp_pat
     for i in ids:
         for a, b, c in zip(one[i], two[i], again[i]):
             assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_the_pool_starts_only_when_the_work_left_outweighs_starting_it(monkeypatch):
+    from cqbnet.recipes import prepare
+
+    monkeypatch.setattr(prepare, "POOL_AFTER_SECONDS", 10.0)
+    assert not prepare._pool_pays(1, 5, 100, 50.0)  # one worker: never
+    assert not prepare._pool_pays(2, 0, 100, 0.0)  # nothing timed yet
+    assert not prepare._pool_pays(2, 10, 50, 1.0)  # 0.1 s a job, 5 s left
+    assert prepare._pool_pays(2, 10, 50, 3.0)  # 0.3 s a job, 15 s left
+    assert not prepare._pool_pays(2, 1, 1, 30.0)  # one job left for two workers
+    monkeypatch.setattr(prepare, "POOL_AFTER_SECONDS", 0.0)
+    assert prepare._pool_pays(2, 0, 2, 0.0) and not prepare._pool_pays(2, 0, 1, 0.0)
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -148,14 +149,16 @@ def segment_proposal_files(
     _run_jobs(_proposal_job, todo, workers, "segment proposals", progress, lambda _: None, ray_address)
 
 
-# a spawned worker costs seconds to start (it imports cqbnet and torch): fewer jobs per worker run in this process
-MIN_JOBS_PER_WORKER = 4
+# a spawned worker costs seconds to start (it imports cqbnet and torch; 2-4 s measured, benchmarks/preparation.md):
+# jobs run in this process until what is left would take longer than this on one core, and only then go to the pool
+POOL_AFTER_SECONDS = 10.0
 
 
 def _run_jobs(fn, jobs: list[tuple], workers: int, desc: str, progress: bool, done, ray_address=None) -> None:
-    """``done(fn(job))`` for every job, in ``workers`` spawned processes (1, or fewer than
-    :data:`MIN_JOBS_PER_WORKER` jobs each: in this one), or as Ray tasks on the cluster at ``ray_address`` (its
-    nodes must see the image files: a shared file system), with a progress bar."""
+    """``done(fn(job))`` for every job, with a progress bar: as Ray tasks on the cluster at ``ray_address`` (its
+    nodes must see the image files: a shared file system), else in this process until the jobs left would take
+    longer than :data:`POOL_AFTER_SECONDS` here (judged by the mean time of those done), the rest then in
+    ``workers`` spawned processes. Each job's result is deterministic, so where it runs changes nothing."""
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress or not jobs, dynamic_ncols=True)
     if ray_address and jobs:
         import ray
@@ -170,14 +173,27 @@ def _run_jobs(fn, jobs: list[tuple], workers: int, desc: str, progress: bool, do
                 bar.update(1)
         finally:
             ray.shutdown()
-    elif workers <= 1 or len(jobs) < MIN_JOBS_PER_WORKER * workers:
-        for job in jobs:
-            done(fn(job))
-            bar.update(1)
-    else:
+        bar.close()
+        return
+    start, n = time.perf_counter(), 0
+    while n < len(jobs) and not _pool_pays(workers, n, len(jobs) - n, time.perf_counter() - start):
+        done(fn(jobs[n]))
+        bar.update(1)
+        n += 1
+    if n < len(jobs):
         ctx = multiprocessing.get_context("spawn")  # no state of this process (torch threads) is forked
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread) as pool:
-            for fut in as_completed([pool.submit(fn, job) for job in jobs]):
+            for fut in as_completed([pool.submit(fn, job) for job in jobs[n:]]):
                 done(fut.result())
                 bar.update(1)
     bar.close()
+
+
+def _pool_pays(workers: int, done: int, left: int, seconds: float) -> bool:
+    """Whether the ``left`` jobs should go to a pool of ``workers``: at least one job each, and, at the mean time of
+    the ``done`` jobs so far, more than :data:`POOL_AFTER_SECONDS` of work left (0: always)."""
+    if workers <= 1 or left < workers:
+        return False
+    if POOL_AFTER_SECONDS <= 0:
+        return True
+    return done > 0 and seconds / done * left > POOL_AFTER_SECONDS
