@@ -133,23 +133,23 @@ def measure(gt: PanopticSet, out: Path, images: int, workers: int) -> list[dict[
     return rows
 
 
-COCO_TRAIN = {"images": 118287, "boxes": 7.3, "segments": 11.0}  # COCO train2017: images, things and segments an image
+COCO_TRAIN = {"images": 118287, "boxes": 7.3}  # COCO train2017: images and thing boxes an image
 
 
 def coco_estimate(results: dict[str, Any]) -> list[str]:
-    """Hours for a COCO-sized training set on one core, scaled from the real COCO images' seconds per object (boxes
-    for the thing cues and proposals, segments for the CRF); a worker pool divides them by its measured speed-up."""
+    """Hours for a COCO-sized training set on one core, scaled from the real COCO images' seconds (per box for the
+    thing cues, GrabCut's work; per image for the proposals and the CRF); a pool divides them by its speed-up."""
     coco = results["presets"].get("coco-sample")
     if coco is None:
         return []
     lines = [
-        f"A COCO-sized set ({COCO_TRAIN['images']} images, {COCO_TRAIN['boxes']} boxes and "
-        f"{COCO_TRAIN['segments']:g} segments an image), from the COCO images' seconds per object, one core:"
+        f"A COCO-sized set ({COCO_TRAIN['images']} images, {COCO_TRAIN['boxes']} boxes an image), from the two COCO "
+        "images' seconds, one core (the thing cues by box, the proposals and the CRF by image):"
     ]
     for r in coco["rows"]:
-        per = COCO_TRAIN["segments"] if r["task"].startswith("dense CRF") else COCO_TRAIN["boxes"]
-        hours = COCO_TRAIN["images"] * per * r["seconds_per_object"]["1"] / 3600
-        lines.append(f"- {r['task']}: {hours:.0f} hours")
+        by_box = r["task"].startswith("thing cues")
+        per = COCO_TRAIN["boxes"] * r["seconds_per_object"]["1"] if by_box else r["seconds_per_image"]["1"]
+        lines.append(f"- {r['task']}: {COCO_TRAIN['images'] * per / 3600:.0f} hours")
     return [*lines, ""]
 
 
