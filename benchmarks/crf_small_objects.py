@@ -57,11 +57,15 @@ def as_labels(probs: torch.Tensor, segments: list[SegmentInfo]) -> tuple[np.ndar
     return ids, [s for s in segments if s.id in present]
 
 
-def measure(data: Path, images: int, limits: list[int]) -> dict[str, Any]:
+def measure(data: Path, images: int, limits: list[int], keep: float | None = None) -> dict[str, Any]:
     """The per-size fit of the stride-4 maps and of their CRF at each pixel limit, on the first ``images`` training
-    scenes, with the CRF's seconds per image."""
+    scenes, with the CRF's seconds per image; with ``keep``, also the CRF at the recipe's limit with every segment
+    it shrank below that share of its area given back (:func:`cqbnet.cues.dense_crf.keep_shrunk_segments`)."""
     gt = load_panoptic_json(*dataset_paths({"root": str(data)}, "train", data))
     fits = {"stride-4 maps, no CRF": SizeFit(), **{f"CRF at {n} px": SizeFit() for n in limits}}
+    guarded = f"CRF at {limits[0]} px, segments shrunk below {keep:g} given back" if keep is not None else None
+    if guarded:
+        fits[guarded] = SizeFit()
     seconds = {f"CRF at {n} px": 0.0 for n in limits}
     for rec in gt.records[:images]:
         ids = gt.read_ids(rec).astype(np.int64)
@@ -76,6 +80,9 @@ def measure(data: Path, images: int, limits: list[int]) -> dict[str, Any]:
             refined = crf_module.dense_crf(probs, image)
             seconds[key] += time.perf_counter() - t
             fits[key].add(ids, rec.segments, *as_labels(refined, segs), gt.categories)
+            if guarded and n == limits[0]:
+                kept = crf_module.keep_shrunk_segments(probs, refined, keep)
+                fits[guarded].add(ids, rec.segments, *as_labels(kept, segs), gt.categories)
     return {
         "images": images,
         "fits": {k: f.summary() for k, f in fits.items()},
@@ -114,6 +121,7 @@ def main() -> None:
     ap.add_argument("--preset", default="dense")
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--limits", type=int, nargs="+", default=[crf_module.CRF_MAX_PIXELS, 4 * crf_module.CRF_MAX_PIXELS])
+    ap.add_argument("--keep", type=float, help="also the CRF with segments it shrank below this share given back")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "crf_small_objects")
     ap.add_argument("--commit", action="store_true")
     args = ap.parse_args()
@@ -122,7 +130,7 @@ def main() -> None:
     data = args.work / args.preset
     if not data.is_dir():
         generate(data, args.images, 0, seed=0, cfg=cfg, num_test=0)
-    res = {**measure(data, args.images, args.limits), "size": cfg.size, "machine": machine_info()}
+    res = {**measure(data, args.images, args.limits, args.keep), "size": cfg.size, "machine": machine_info()}
     out = ROOT / "benchmarks" / "results" / f"crf_small_objects_{args.preset}.json"
     write_json(out, res, indent=2)
     results = {

@@ -408,3 +408,23 @@ def test_the_classifier_learns_from_the_tags_alone_of_every_image_that_has_them(
     assert weak["cls2pixel"] and not any(weak[k] for k in ("box2mask", "cls2box", "relation", "points", "jtsm"))
     assert not any(weak[f"cls2pixel_{k}"] for k in ("pseudo", "energy", "tag_consistency"))
     assert cfg["data"] == {"manifest": "v.json", "pseudo_labels": None}
+
+
+def test_segments_the_crf_swallows_get_their_pixels_back_and_the_others_keep_its_borders():
+    import torch
+
+    from cqbnet.cues.dense_crf import keep_shrunk_segments
+
+    before = torch.zeros(3, 20, 20)
+    before[0] = 0.9  # background
+    before[1, 2:4, 2:4], before[0, 2:4, 2:4] = 0.9, 0.1  # a 4-pixel segment
+    before[2, 10:20, 10:20], before[0, 10:20, 10:20] = 0.9, 0.1  # a 100-pixel segment
+    before = before / before.sum(0, keepdim=True)
+    after = before.clone()
+    after[:, 2:4, 2:4] = before[:, 0:2, 0:2]  # the CRF swallowed the small one
+    after[:, 10, 10:20] = before[:, 0, 0:10]  # and moved the large one's border by a row (90 of 100 px left)
+    kept = keep_shrunk_segments(before, after, 0.5)
+    assert (kept.argmax(0)[2:4, 2:4] == 1).all()  # given back, with its own marginals
+    assert torch.equal(kept[:, 2:4, 2:4], before[:, 2:4, 2:4])
+    assert torch.equal(kept[:, 10:20, 10:20], after[:, 10:20, 10:20])  # the border move stays
+    assert torch.equal(keep_shrunk_segments(before, before.clone(), 0.5), before)  # nothing shrunk: unchanged

@@ -54,3 +54,20 @@ def dense_crf(probs, image: np.ndarray, iterations: int = CRF_ITERATIONS):
     if s > 1:
         q = F.interpolate(q[None], scale_factor=s, mode="bilinear", align_corners=False)[0, :, :h, :w]
     return q
+
+
+def keep_shrunk_segments(before, after, keep: float):
+    """``after`` (K, H, W), the CRF's marginals of ``before``'s maps, with every segment the CRF shrank below
+    ``keep`` of its area in ``before``'s argmax given its pixels back (its ``before`` marginals there): the CRF's
+    kernels span tens of pixels, so it moves large segments' borders onto colour edges but swallows segments of a
+    few pixels whole (``benchmarks/crf_small_objects.md``)."""
+    before = torch.as_tensor(before, dtype=torch.float32)
+    label_before, label_after = before.argmax(0), after.argmax(0)
+    k = before.shape[0]
+    area_before = torch.bincount(label_before.flatten(), minlength=k)
+    area_after = torch.bincount(label_after.flatten(), minlength=k)
+    shrunk = (area_after < keep * area_before) & (area_before > 0)  # (K,)
+    if not bool(shrunk.any()):
+        return after
+    back = shrunk[label_before]  # (H, W): pixels of a shrunk segment
+    return torch.where(back[None], before, after)
