@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.recipe_arms import ratio_text
 from cqbnet.engine.config import load_config
 from cqbnet.evaluation.statistics import mode_pq, ratio_of_means
 from cqbnet.labels.costs import CostModel
@@ -236,14 +237,6 @@ def doc_begin(benchmark: str) -> str:
     return f"<!-- results: written by benchmarks/status.py from benchmarks/results/{benchmark}/summary.json -->"
 
 
-def _interval(value: float | None, interval: list[float] | None) -> str:
-    if value is None:
-        return "-"
-    if not interval:
-        return f"{100 * value:.1f}%"
-    return f"{100 * value:.1f}% [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
-
-
 def results_table(benchmark: str) -> str:
     """A recipe summary's methods, each inference mode a row: seeds, compute, PQ and the fractions of full
     supervision (at 1000 iterations, and at the method's total iterations) with their t intervals over seeds."""
@@ -262,11 +255,11 @@ def results_table(benchmark: str) -> str:
         for mode, mm in m.get("modes", {m.get("mode", "argmax"): m}).items():
             own = " (its own)" if mode == m.get("mode") else ""
             minutes = "-" if m.get("minutes") is None else f"{m['minutes']:.1f}"
-            ratio = _interval(mm.get("fraction_of_full"), mm.get("fraction_of_full_interval"))
+            ratio = ratio_text(mm.get("fraction_of_full"), mm.get("fraction_of_full_interval"))
             same = "fraction_of_full_same_iterations"
             lines.append(
                 f"| `{name}` | {m['seeds']} | {m.get('networks', 1)} / {m.get('iterations', '-')} | {minutes} | "
-                f"{mode}{own} | {mm['pq']:.1f} | {ratio} | {_interval(mm.get(same), mm.get(same + '_interval'))} |"
+                f"{mode}{own} | {mm['pq']:.1f} | {ratio} | {ratio_text(mm.get(same), mm.get(same + '_interval'))} |"
             )
     return "\n".join([*lines, DOC_END])
 
