@@ -177,6 +177,23 @@ def test_the_crf_moves_a_pseudo_border_onto_the_colour_edge():
     assert (refined["masks"][0].sum(1) == 10).all() and refined["masks"][0][:, :10].all()
 
 
+def test_with_crf_keep_a_segment_the_crf_swallows_keeps_its_pixels():
+    """A one-cell segment without a colour edge is swallowed by the CRF; with ``crf_keep`` it keeps its pixels."""
+    module = FDDPoints(8, 8, 3, thing_semantic=[0, 1])
+    image = np.full((32, 32, 3), 204, dtype=np.uint8)
+    logits = torch.zeros((2, 8, 8))
+    logits[0, 3, 3] = 1.0  # a 4 x 4 pixel object the maps place on a uniform background
+    logits[1] = 1.0
+    logits[1, 3, 3] = 0.0
+    t = {"point_segments": torch.tensor([1, 2]), "point_labels": torch.tensor([0, 2])}
+    plain = module.pseudo_target(t, logits, (32, 32), 255)
+    swallowed = module.pseudo_target(t, logits, (32, 32), 255, image)
+    kept = module.pseudo_target(t, logits, (32, 32), 255, image, crf_keep=0.5)
+    assert int(plain["masks"][0].sum()) >= 8 and plain["masks"][0][13:15, 13:15].all()
+    assert 0 not in swallowed["labels"].tolist() or int(swallowed["masks"][0].sum()) < 8
+    assert torch.equal(kept["masks"][0], plain["masks"][0])
+
+
 @pytest.fixture()
 def points_data(tmp_path, synth):
     gt = load_panoptic_json(synth / "panoptic_train.json", synth / "panoptic" / "train", synth / "images" / "train")

@@ -155,6 +155,26 @@ def test_a_mixed_manifest_fits_in_one_command_and_stages_rerun_only_when_their_i
     assert final["data"]["pseudo_labels"][0].endswith("round0/labels")
 
 
+def test_the_crf_guard_changes_the_pseudo_labels_stage_and_what_is_made_from_it(tmp_path, synth):
+    """``fit.crf_keep`` is an input of the ``points-crf`` pseudo labels (and so of the networks after them); at 0
+    (off) the stages' fingerprints are those of a fit made before the switch existed."""
+    from cqbnet.engine.config import load_config
+    from cqbnet.recipes.fit import plan_stages
+
+    path = simulated(tmp_path, synth, "P=0.5,PT=0.5")
+    manifest = load_manifest(path)
+    prints = {}
+    for keep in (0.0, 0.5):
+        cfg = load_config(fit_config(tmp_path, synth), [f"fit.crf_keep={keep}"])
+        stages = plan_stages(cfg, manifest, tmp_path / "f", progress=False)
+        prints[keep] = {s.name: s.fingerprint for s in stages}
+        pseudo = next(s for s in stages if s.name == "pseudo-labels")
+        assert pseudo.inputs.get("crf_keep", 0.0) == keep
+    assert prints[0.0]["point-branch"] == prints[0.5]["point-branch"]
+    assert prints[0.0]["pseudo-labels"] != prints[0.5]["pseudo-labels"]
+    assert prints[0.0]["final"] != prints[0.5]["final"]
+
+
 def test_thing_cues_in_worker_processes_equal_one_process_and_are_cached(tmp_path, synth, monkeypatch):
     from cqbnet.recipes import prepare
     from cqbnet.recipes.prepare import thing_cue_table

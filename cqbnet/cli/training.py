@@ -169,7 +169,7 @@ def cmd_pseudo_labels(args) -> int:
     records = {r.image_id: r for r in gt.records} if gt is not None else {}
 
     def items():
-        for info, img, out in pseudo_label_items(model, dataset, device, crf=args.crf):
+        for info, img, out in pseudo_label_items(model, dataset, device, args.crf, args.crf_keep):
             if metric is not None:
                 rec = records.get(info["id"])
                 if rec is None:
@@ -242,6 +242,12 @@ def add_commands(sub) -> None:
     ps.add_argument("--per-class", action="store_true", help="one row per class in the score table")
     ps.add_argument(
         "--crf", action="store_true", help="refine each image's maps with the dense CRF first (beyond paper 003)"
+    )
+    ps.add_argument(
+        "--crf-keep",
+        type=at_least(0, float),
+        default=0.0,
+        help="with --crf: a segment the CRF shrinks below this share of its area keeps its pixels (0: off)",
     )
     ps.add_argument("--no-overlays", action="store_true")
     add_device_and_overwrite(ps)

@@ -112,6 +112,9 @@ DEFAULTS: dict[str, Any] = {
         "rounds": 2,
         "classifier_iter": 320,  # paper 001's tag classifier: its iterations (the solver's schedule scaled to them)
         "cue": "both",  # paper 001's thing cue: GrabCut and the best proposal agreeing (ablations: grabcut, ...)
+        # points-crf: a segment the dense CRF shrinks below this share of its area keeps its pixels (0: off;
+        # cqbnet.cues.dense_crf.keep_shrunk_segments, benchmarks/crf_small_objects.md)
+        "crf_keep": 0.0,
     },
     # `cqbnet pilot`: paper 000's Table 2 protocol (cqbnet.sweep.protocol); ignored by `cqbnet train`
     "pilot": {
@@ -201,6 +204,7 @@ MINIMUM = {
     "data.train_short_sizes": 1,
     "fit.rounds": 0,
     "fit.classifier_iter": 1,
+    "fit.crf_keep": 0,
     "pilot.seeds": 0,
     "pilot.rho_P": 0,
     "pilot.points_per_segment": 1,

@@ -53,9 +53,11 @@ def write_pseudo_labels(
     crf: bool = True,
     progress: bool = False,
     overwrite: bool = False,
+    crf_keep: float = 0.0,
 ) -> Path:
     """The pseudo labels a trained point branch (``checkpoint``) gives the point images of ``manifest``, refined by
-    the dense CRF when ``crf``, written to ``folder`` as COCO panoptic predictions (``panoptic_pred.json``)."""
+    the dense CRF when ``crf`` (a segment it shrinks below ``crf_keep`` of its area keeps its pixels), written to
+    ``folder`` as COCO panoptic predictions (``panoptic_pred.json``)."""
     import torch
 
     from cqbnet.engine.inference import write_predictions
@@ -67,16 +69,19 @@ def write_pseudo_labels(
     model, _ = load_model(checkpoint, dev)
     dataset = MixedLabelDataset(manifest)
     n = sum("PT" in lab.kinds for lab in dataset.manifest.images)
-    items = bar(pseudo_label_items(model, dataset, dev, crf=crf), n, PSEUDO + (" (dense CRF)" if crf else ""), progress)
+    what = PSEUDO + (" (dense CRF)" if crf else "")
+    items = bar(pseudo_label_items(model, dataset, dev, crf, crf_keep), n, what, progress)
     return write_predictions(folder, items, dataset.categories, overlays=False, overwrite=overwrite)
 
 
 def branch_and_pseudo_labels(ctx: Context, clicked: list, masked: list) -> None:
     """``cqbnet fit``'s two stages of ``points-crf``: the point-branch network on the ``clicked`` images (and the
-    ``masked`` ones), then its CRF-refined pseudo labels of the clicked images."""
+    ``masked`` ones), then its CRF-refined pseudo labels of the clicked images (``fit.crf_keep``)."""
     branch_view = view(ctx.manifest, clicked + masked, "clicked and masked images")
     what = "paper 003's point branch, trained on the clicks (clicked parts only)"
     ctx.add(network_stage(ctx, POINT_BRANCH, what, branch_config(ctx.cfg, clicked), branch_view))
+
+    keep = float(ctx.cfg["fit"]["crf_keep"])
 
     def make(folder: Path) -> None:
         branch = ctx.out / POINT_BRANCH
@@ -88,8 +93,9 @@ def branch_and_pseudo_labels(ctx: Context, clicked: list, masked: list) -> None:
             True,
             ctx.progress,
             overwrite=True,
+            crf_keep=keep,
         )
 
     what = "the point branch's pseudo labels of the clicked images, refined by the dense CRF"
-    inputs = {"branch": ctx.fingerprints[POINT_BRANCH], "crf": True}
+    inputs = {"branch": ctx.fingerprints[POINT_BRANCH], "crf": True, **({"crf_keep": keep} if keep else {})}
     ctx.add(Stage(PSEUDO, what, 0, 0, len(clicked), inputs, make))

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from skimage.measure import label as label_components
 from torch import Tensor, nn
 
-from cqbnet.cues.dense_crf import dense_crf
+from cqbnet.cues.dense_crf import dense_crf, keep_shrunk_segments
 from cqbnet.cues.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
 from cqbnet.errors import InputError
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
@@ -299,18 +299,29 @@ class FDDPoints(WeakModule):
     # --- the pseudo labels --------------------------------------------------------------------------------------
 
     def pseudo_target(
-        self, t: dict[str, Any], logits: Tensor, size: tuple[int, int], ignore: int, crf_image: np.ndarray | None = None
+        self,
+        t: dict[str, Any],
+        logits: Tensor,
+        size: tuple[int, int],
+        ignore: int,
+        crf_image: np.ndarray | None = None,
+        crf_keep: float = 0.0,
     ) -> dict:
         """Eq. 2 at image resolution as a panoptic target (masks, labels, boxes, semantic, panoptic ...) for the
         network's P losses; segments keep their clicks' class, crowd where a click says so. With ``crf_image``
         (H, W, 3) uint8 (beyond paper 003) the segments' softmax is first refined by the dense CRF of paper
         001's refinement (:func:`cqbnet.cues.dense_crf.dense_crf`), which moves the stride-4 maps' borders onto
-        the image's colour edges."""
+        the image's colour edges; a segment it shrinks below ``crf_keep`` of its area keeps its pixels
+        (:func:`cqbnet.cues.dense_crf.keep_shrunk_segments`; 0: off)."""
         h, w = size
         up = F.interpolate(logits[None].detach(), scale_factor=MASK_STRIDE, mode="bilinear", align_corners=False)
         up = up[0, :, :h, :w]  # (K, H, W)
         if crf_image is not None:
-            up = dense_crf(up.softmax(0).cpu(), crf_image[:h, :w]).to(up.device)
+            probs = up.softmax(0).cpu()
+            refined = dense_crf(probs, crf_image[:h, :w])
+            if crf_keep > 0:
+                refined = keep_shrunk_segments(probs, refined, crf_keep)
+            up = refined.to(up.device)
         m = up.argmax(0)  # (H, W) segment index
         ids, seg_of_click = torch.unique(t["point_segments"], return_inverse=True)
         cls = torch.zeros(len(ids), dtype=torch.int64, device=m.device).scatter(0, seg_of_click, t["point_labels"])
@@ -361,13 +372,14 @@ class FDDPoints(WeakModule):
 
 @torch.no_grad()
 def pseudo_label_items(
-    model: nn.Module, dataset, device: torch.device, crf: bool = False
+    model: nn.Module, dataset, device: torch.device, crf: bool = False, crf_keep: float = 0.0
 ) -> Iterator[tuple[dict, np.ndarray, Any]]:
     """(COCO image info, image, :class:`~cqbnet.modeling.panoptic_head.PanopticOutput`) of the pseudo panoptic
     labels that a trained network's point branch gives each point image of a mixed-label dataset, at image
     resolution and without augmentation; for inspection, scoring against the hidden ground truth, or training
     offline from them (write them with :func:`cqbnet.engine.inference.write_predictions`). With ``crf`` each
-    image's maps are refined by the dense CRF first (:meth:`FDDPoints.pseudo_target`)."""
+    image's maps are refined by the dense CRF first, keeping the segments it shrinks below ``crf_keep`` of their
+    area (:meth:`FDDPoints.pseudo_target`)."""
     from cqbnet.data.transforms import to_tensors
     from cqbnet.modeling.panoptic_head import PanopticOutput
 
@@ -390,7 +402,7 @@ def pseudo_label_items(
             if logits is None:
                 yield info, img, PanopticOutput(np.zeros(image.shape[1:], dtype=np.int32), [])
                 continue
-            p = branch.pseudo_target(target, logits, tuple(image.shape[1:]), 255, img if crf else None)
+            p = branch.pseudo_target(target, logits, tuple(image.shape[1:]), 255, img if crf else None, crf_keep)
             cats = model.labels.category_of
             segments = [
                 {"id": int(sid), "category_id": cats[int(c)], "iscrowd": bool(k), "area": int(m.sum()), "score": 1.0}
