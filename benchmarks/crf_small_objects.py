@@ -10,7 +10,15 @@ before the CRF, after it at the recipe's pixel limit, and after it at larger lim
 
     python -m benchmarks.crf_small_objects --preset dense --images 40 [--limits 4096 16384] [--commit]
 
-Results: ``benchmarks/results/crf_small_objects_<preset>.json`` and ``benchmarks/crf_small_objects.md``.
+With ``--checkpoint`` (a network trained with paper 003's point branch) and ``--manifest`` (its clicked labels) the
+maps are the branch's own on the manifest's first ``--images`` point images of ``--data``, as ``cqbnet fit``'s
+``pseudo-labels/`` stage makes them: without the CRF, with it, and with it and ``--keep``; each also scored by PQ
+against the truth. Usage::
+
+    python -m benchmarks.crf_small_objects --name realistic-P1-branch --checkpoint RUN/model_final.pth \
+        --manifest RUN/labels/manifest.json --data DATA --images 300 --keep 0.5 [--commit]
+
+Results: ``benchmarks/results/crf_small_objects_<preset or name>.json`` and ``benchmarks/crf_small_objects.md``.
 """
 
 from __future__ import annotations
@@ -90,6 +98,47 @@ def measure(data: Path, images: int, limits: list[int], keep: float | None = Non
     }
 
 
+def measure_branch(checkpoint: Path, manifest: Path, data: Path, images: int, keep: float | None) -> dict[str, Any]:
+    """The per-size fit and PQ of a trained point branch's pseudo labels (:func:`cqbnet.weak.fdd_points.branch_logits`)
+    of the first ``images`` point images of ``manifest``: without the CRF, with it, and with it and ``keep``."""
+    from cqbnet.engine.trainer import load_model
+    from cqbnet.evaluation.panoptic_quality import PanopticQuality
+    from cqbnet.labels.dataset import MixedLabelDataset
+    from cqbnet.weak.fdd_points import branch_logits, pseudo_output
+
+    gt = load_panoptic_json(*dataset_paths({"root": str(data)}, "train", data))
+    records = {r.image_id: r for r in gt.records}
+    model, _ = load_model(checkpoint, torch.device("cpu"))
+    dataset = MixedLabelDataset(manifest)
+    variants = {"branch maps, no CRF": (False, 0.0), f"CRF at {crf_module.CRF_MAX_PIXELS} px": (True, 0.0)}
+    if keep is not None:
+        variants[f"CRF at {crf_module.CRF_MAX_PIXELS} px, segments shrunk below {keep:g} given back"] = (True, keep)
+    fits = {k: SizeFit() for k in variants}
+    pq = {k: PanopticQuality(dataset.categories) for k in variants}
+    seconds = dict.fromkeys(variants, 0.0)
+    n = 0
+    for info, image, target, logits in branch_logits(model, dataset):
+        if n == images:
+            break
+        n += 1
+        rec = records[info["id"]]
+        ids = gt.read_ids(rec).astype(np.int64)
+        for key, (crf, k) in variants.items():
+            t = time.perf_counter()
+            out = pseudo_output(model, image, target, logits, crf, k)
+            seconds[key] += time.perf_counter() - t
+            segs = [SegmentInfo(s["id"], s["category_id"], s["iscrowd"], s["area"]) for s in out.segments]
+            fits[key].add(ids, rec.segments, out.ids.astype(np.int64), segs, gt.categories)
+            pq[key].update(ids, rec.segments, out.ids, out.segments, info["id"])
+    return {
+        "images": n,
+        "checkpoint": str(checkpoint),
+        "fits": {k: f.summary() for k, f in fits.items()},
+        "pq": {k: {m: 100 * v for m, v in pq[k].compute().summary().items() if m != "images"} for k in variants},
+        "crf_seconds_per_image": {k: v / max(1, n) for k, v in seconds.items() if variants[k][0]},
+    }
+
+
 def report(results: dict[str, Any]) -> list[str]:
     """The markdown table of every preset measured."""
     lines = [
@@ -113,6 +162,11 @@ def report(results: dict[str, Any]) -> list[str]:
             merged = f"{100 * fit['all']['merged']:.1f}"
             lines.append(f"| {key} | " + " | ".join(cells) + f" | {merged} | {'-' if sec is None else f'{sec:.2f}'} |")
         lines.append("")
+        if "pq" in res:
+            lines += [f"The pseudo labels of `{res['checkpoint']}` against the truth:", ""]
+            lines += ["| labels | PQ | PQ_th | PQ_st |", "|---|---|---|---|"]
+            lines += [f"| {k} | {v['pq']:.1f} | {v['pq_th']:.1f} | {v['pq_st']:.1f} |" for k, v in res["pq"].items()]
+            lines.append("")
     return lines
 
 
@@ -123,15 +177,27 @@ def main() -> None:
     ap.add_argument("--limits", type=int, nargs="+", default=[crf_module.CRF_MAX_PIXELS, 4 * crf_module.CRF_MAX_PIXELS])
     ap.add_argument("--keep", type=float, help="also the CRF with segments it shrank below this share given back")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "crf_small_objects")
+    ap.add_argument("--checkpoint", type=Path, help="a point branch's network: score its pseudo labels instead")
+    ap.add_argument("--manifest", type=Path, help="with --checkpoint: the clicked labels it was trained from")
+    ap.add_argument("--data", type=Path, help="with --checkpoint: the data root of the manifest's images")
+    ap.add_argument("--name", help="the results' name (default: the preset)")
     ap.add_argument("--commit", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(0)
-    cfg = scene_config(args.preset)
-    data = args.work / args.preset
-    if not data.is_dir():
-        generate(data, args.images, 0, seed=0, cfg=cfg, num_test=0)
-    res = {**measure(data, args.images, args.limits, args.keep), "size": cfg.size, "machine": machine_info()}
-    out = ROOT / "benchmarks" / "results" / f"crf_small_objects_{args.preset}.json"
+    if args.checkpoint is not None:
+        if args.manifest is None or args.data is None:
+            ap.error("--checkpoint needs --manifest and --data")
+        res = measure_branch(args.checkpoint, args.manifest, args.data, args.images, args.keep)
+        gt = load_panoptic_json(*dataset_paths({"root": str(args.data)}, "train", args.data))
+        res.update(size=max(max(r.height, r.width) for r in gt.records), machine=machine_info())
+    else:
+        cfg = scene_config(args.preset)
+        data = args.work / args.preset
+        if not data.is_dir():
+            generate(data, args.images, 0, seed=0, cfg=cfg, num_test=0)
+        res = {**measure(data, args.images, args.limits, args.keep), "size": cfg.size, "machine": machine_info()}
+    name = args.name or args.preset
+    out = ROOT / "benchmarks" / "results" / f"crf_small_objects_{name}.json"
     write_json(out, res, indent=2)
     results = {
         p.stem.removeprefix("crf_small_objects_"): json.loads(p.read_text())
@@ -140,9 +206,9 @@ def main() -> None:
     md = ROOT / "benchmarks" / "crf_small_objects.md"
     with atomic_path(md) as tmp:
         tmp.write_text("\n".join(report(results)) + "\n")
-    print("\n".join(report({args.preset: res})))
+    print("\n".join(report({name: res})))
     if args.commit:
-        commit([out, md], f"crf_small_objects: {args.preset}")
+        commit([out, md], f"crf_small_objects: {name}")
 
 
 if __name__ == "__main__":

@@ -371,6 +371,48 @@ class FDDPoints(WeakModule):
 
 
 @torch.no_grad()
+def branch_logits(model: nn.Module, dataset) -> Iterator[tuple[dict, Tensor, dict, Tensor | None]]:
+    """(COCO image info, image (3, H, W), target, the point branch's segment logits (K, H/4, W/4) or None) of each
+    point image of a mixed-label dataset, at image resolution and without augmentation."""
+    from cqbnet.data.transforms import to_tensors
+
+    branch = getattr(model, "points", None)
+    if branch is None:
+        raise InputError("the checkpoint's network has no point branch (model.weak.points was off in its training)")
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    try:
+        for index, lab in enumerate(dataset.manifest.images):
+            if "PT" not in lab.kinds:
+                continue
+            image, target = to_tensors(*dataset[index])
+            target = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in target.items()}
+            batch = model.training_batch([image.to(device)], [target])
+            _, logits = branch.image_losses(batch, 0)
+            info = {"id": lab.image_id, "file_name": lab.file_name, "height": lab.height, "width": lab.width}
+            yield info, image, target, logits
+    finally:
+        model.train(was)
+
+
+def pseudo_output(model: nn.Module, image: Tensor, target: dict, logits: Tensor | None, crf: bool, crf_keep: float):
+    """One image's pseudo panoptic labels (:meth:`FDDPoints.pseudo_target`) as a
+    :class:`~cqbnet.modeling.panoptic_head.PanopticOutput` with COCO category ids."""
+    from cqbnet.modeling.panoptic_head import PanopticOutput
+
+    if logits is None:
+        return PanopticOutput(np.zeros(image.shape[1:], dtype=np.int32), [])
+    img = (image.permute(1, 2, 0) * 255).round().byte().numpy() if crf else None
+    p = model.points.pseudo_target(target, logits, tuple(image.shape[1:]), 255, img, crf_keep)
+    cats = model.labels.category_of
+    segments = [
+        {"id": int(sid), "category_id": cats[int(c)], "iscrowd": bool(k), "area": int(m.sum()), "score": 1.0}
+        for sid, c, k, m in zip(p["segment_ids"], p["labels"], p["iscrowd"], p["masks"])
+    ]
+    return PanopticOutput(p["panoptic"].cpu().numpy().astype(np.int32), segments)
+
+
 def pseudo_label_items(
     model: nn.Module, dataset, device: torch.device, crf: bool = False, crf_keep: float = 0.0
 ) -> Iterator[tuple[dict, np.ndarray, Any]]:
@@ -380,34 +422,7 @@ def pseudo_label_items(
     offline from them (write them with :func:`cqbnet.engine.inference.write_predictions`). With ``crf`` each
     image's maps are refined by the dense CRF first, keeping the segments it shrinks below ``crf_keep`` of their
     area (:meth:`FDDPoints.pseudo_target`)."""
-    from cqbnet.data.transforms import to_tensors
-    from cqbnet.modeling.panoptic_head import PanopticOutput
-
-    branch = getattr(model, "points", None)
-    if branch is None:
-        raise InputError("the checkpoint's network has no point branch (model.weak.points was off in its training)")
-    was = model.training
-    model.eval()
-    try:
-        for index, lab in enumerate(dataset.manifest.images):
-            if "PT" not in lab.kinds:
-                continue
-            image, target = to_tensors(*dataset[index])
-            target = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in target.items()}
-            x = image.to(device)
-            batch = model.training_batch([x], [target])
-            _, logits = branch.image_losses(batch, 0)
-            info = {"id": lab.image_id, "file_name": lab.file_name, "height": lab.height, "width": lab.width}
-            img = (image.permute(1, 2, 0) * 255).round().byte().numpy()
-            if logits is None:
-                yield info, img, PanopticOutput(np.zeros(image.shape[1:], dtype=np.int32), [])
-                continue
-            p = branch.pseudo_target(target, logits, tuple(image.shape[1:]), 255, img if crf else None, crf_keep)
-            cats = model.labels.category_of
-            segments = [
-                {"id": int(sid), "category_id": cats[int(c)], "iscrowd": bool(k), "area": int(m.sum()), "score": 1.0}
-                for sid, c, k, m in zip(p["segment_ids"], p["labels"], p["iscrowd"], p["masks"])
-            ]
-            yield info, img, PanopticOutput(p["panoptic"].cpu().numpy().astype(np.int32), segments)
-    finally:
-        model.train(was)
+    model.to(device)
+    for info, image, target, logits in branch_logits(model, dataset):
+        img = (image.permute(1, 2, 0) * 255).round().byte().numpy()
+        yield info, img, pseudo_output(model, image, target, logits, crf, crf_keep)
