@@ -387,7 +387,7 @@ def test_the_whole_recipe_runs_from_one_command_and_resumes_between_rounds(tmp_p
 
 def test_the_classifier_learns_from_the_tags_alone_of_every_image_that_has_them(tmp_path, synth):
     """Paper 001's classifier (Sec. 3.3) sees each image as tags only: boxes dropped, a panoptic image tagged with
-    its segments' classes; its config switches off every loss but Cls2Pixel's classification term."""
+    its segments' classes; its config switches off every loss but Cls2Pixel's classification term, and evaluation."""
     from cqbnet.cli.main import main
     from cqbnet.data.panoptic_format import load_panoptic_json
     from cqbnet.labels.manifest import load_manifest
@@ -408,6 +408,7 @@ def test_the_classifier_learns_from_the_tags_alone_of_every_image_that_has_them(
     assert weak["cls2pixel"] and not any(weak[k] for k in ("box2mask", "cls2box", "relation", "points", "jtsm"))
     assert not any(weak[f"cls2pixel_{k}"] for k in ("pseudo", "energy", "tag_consistency"))
     assert cfg["data"] == {"manifest": "v.json", "pseudo_labels": None}
+    assert cfg["train"] == {"eval_period": 0, "test_at_end": False}  # a classifier, never scored as panoptic
 
 
 def test_segments_the_crf_swallows_get_their_pixels_back_and_the_others_keep_its_borders():

@@ -93,8 +93,10 @@ def classifier_config(cfg: dict[str, Any], manifest: Path) -> dict[str, Any]:
     """The config of paper 001's tag classifier (Sec. 3.3): ``cfg``'s network and schedule with every weak module
     off but Cls2Pixel, and of Cls2Pixel only its classification loss L_cls (Eq. 6 of paper 001) on, trained on
     the tags-only view ``manifest``. Its image scores are a linear layer over the globally averaged semantic
-    features, so its CAMs are paper 001's Grad-CAMs up to a positive factor per class."""
+    features, so its CAMs are paper 001's Grad-CAMs up to a positive factor per class. It is not a panoptic
+    network, so it is never evaluated as one (no val or test PQ)."""
     out = copy.deepcopy(cfg)
+    out.setdefault("train", {}).update(eval_period=0, test_at_end=False)
     weak = out["model"].setdefault("weak", {})
     for key in ("box2mask", "cls2box", "relation", "points", "jtsm"):
         weak[key] = False
