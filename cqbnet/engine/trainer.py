@@ -226,6 +226,22 @@ class _Metrics:
             f.write(json.dumps(row) + "\n")
 
 
+def training_set(dcfg: dict[str, Any], out: Path):
+    """The training images of a (prepared) data config: its manifest's mixed labels, else the train split."""
+    if dcfg.get("manifest"):
+        from cqbnet.labels.dataset import MixedLabelDataset
+
+        return MixedLabelDataset(dcfg["manifest"], pseudo_labels=dcfg.get("pseudo_labels"))
+    return load_split(dcfg, "train", out)
+
+
+def training_loader(train_set, cfg: dict[str, Any], start: int, stop: int, world: int = 1, rank: int = 0):
+    """The batches of iterations ``start .. stop - 1`` of the config's seeded, augmented training stream."""
+    dcfg, solver = cfg["data"], cfg["solver"]
+    stream = StreamDataset(train_set, cfg["train"]["seed"], dcfg["flip"], dcfg["train_short_sizes"], dcfg["max_size"])
+    return make_loader(stream, start, stop, solver["batch_size"], world, rank, dcfg["workers"])
+
+
 def train(
     cfg: dict[str, Any], out_dir: str | os.PathLike, device: str = "cpu", resume: bool = True, progress: bool = True
 ) -> dict[str, Any]:
@@ -245,12 +261,7 @@ def train(
     dcfg = prepare_data(dcfg, out, write=info.main)
     dist_utils.barrier(info)  # the other processes read what the main one wrote
 
-    if dcfg.get("manifest"):
-        from cqbnet.labels.dataset import MixedLabelDataset
-
-        train_set = MixedLabelDataset(dcfg["manifest"], pseudo_labels=dcfg.get("pseudo_labels"))
-    else:
-        train_set = load_split(dcfg, "train", out)
+    train_set = training_set(dcfg, out)
     val_set = _validation_split(dcfg, out, tcfg["eval_period"], info.main)
     model_cfg = cfg["model"]
     weak = model_cfg.get("weak") or {}
@@ -296,9 +307,8 @@ def train(
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True
         )
-    stream = StreamDataset(train_set, tcfg["seed"], dcfg["flip"], dcfg["train_short_sizes"], dcfg["max_size"])
     max_iter = int(solver["max_iter"])
-    loader = make_loader(stream, start, max_iter, solver["batch_size"], info.world, info.rank, dcfg["workers"])
+    loader = training_loader(train_set, {**cfg, "data": dcfg}, start, max_iter, info.world, info.rank)
     categories = [c.to_json() for c in train_set.categories.values()]
 
     def checkpoint(iteration: int) -> None:
