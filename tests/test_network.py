@@ -295,6 +295,34 @@ def test_without_masks_or_affinity(dataset):
         model.eval()([x[0] for x in b])
 
 
+def test_the_channels_last_affinity_gives_the_panoptic_maps_of_the_plain_product(dataset, monkeypatch):
+    """The affinity on a stride-2 grid (Q at stride 4, upsampled channels-last) gives the same panoptic maps as the
+    plain computation: projections, bilinear upsampling in channel-first memory, ReLU, the two products."""
+    import torch.nn.functional as F
+
+    from cqbnet.modeling.panoptic_head import DenseInstanceAffinity
+
+    def plain(self, q, psi, scores=None):
+        k, h, w = psi.shape
+        c = q.shape[0]
+        both = torch.cat([phi[0](q[None])[0] for phi in (self.phi0, self.phi1)])  # (2C, h', w')
+        a, b = F.interpolate(both[None], size=(h, w), mode="bilinear", align_corners=False)[0].relu().split(c)
+        flat = psi.flatten(1)
+        weights = flat / flat.sum(1, keepdim=True).clamp(min=1e-6)
+        return (flat + (a.flatten(1).T @ (b.flatten(1) @ weights.T)).T).reshape(k, h, w)
+
+    torch.manual_seed(0)
+    model = build_panoptic_net(dataset.categories, **dict(TINY, panoptic={**TINY["panoptic"], "stride": 2})).eval()
+    images = [x[0] for x in batch(dataset, 3)]
+    with torch.no_grad():
+        fast = model(images)
+        monkeypatch.setattr(DenseInstanceAffinity, "forward", plain)
+        slow = model(images)
+    assert sum(len(o.segments) for o in fast) > 3
+    for f, s in zip(fast, slow):
+        assert np.array_equal(f.ids, s.ids) and f.segments == s.segments
+
+
 def test_weights_inside_an_installed_package(tmp_path, monkeypatch):
     pkg = tmp_path / "my_weights_pkg"
     (pkg / "w").mkdir(parents=True)

@@ -141,6 +141,21 @@ def test_argmax_inference_drops_tiny_segments():
         assert s["area"] == int((out.ids == s["id"]).sum())
 
 
+@pytest.mark.parametrize("size", [(80, 120), (77, 118)])
+def test_the_merge_reads_the_semantic_argmax_of_the_softmax_of_the_upsampled_logits(size):
+    """The heuristic merge's semantic map (Panoptic FPN: argmax of the softmax of the logits upsampled to the padded
+    image, cropped) is what :func:`upsample_argmax` gives from the stride-4 logits, crop sizes not a multiple of 4
+    included."""
+    from cqbnet.modeling.fast_argmax import upsample_argmax
+    from cqbnet.modeling.semantic_head import SemanticHead
+
+    torch.manual_seed(0)
+    logits = torch.randn(12, 20, 30) * 3  # 12 classes on a 20 x 30 grid at stride 4
+    full = (80, 120)
+    reference = SemanticHead.probabilities(logits[None], full)[0, :, : size[0], : size[1]].argmax(0)
+    assert torch.equal(upsample_argmax(logits, 4, size), reference)
+
+
 def test_heuristic_merge_rules():
     m = np.zeros((3, 6, 6), dtype=bool)
     m[0, :3, :3] = True  # score 0.9
