@@ -295,9 +295,10 @@ def test_without_masks_or_affinity(dataset):
         model.eval()([x[0] for x in b])
 
 
-def test_the_channels_last_affinity_gives_the_panoptic_maps_of_the_plain_product(dataset, monkeypatch):
-    """The affinity on a stride-2 grid (Q at stride 4, upsampled channels-last) gives the same panoptic maps as the
-    plain computation: projections, bilinear upsampling in channel-first memory, ReLU, the two products."""
+def test_the_affinity_on_a_finer_grid_gives_the_panoptic_maps_of_the_plain_product(dataset, monkeypatch):
+    """The affinity on a stride-2 grid (Q at stride 4; projections as matrix products before the upsampling, the
+    context product before the residual one) gives the same panoptic maps as the plain computation: 1x1
+    convolutions, bilinear upsampling, ReLU, the two products."""
     import torch.nn.functional as F
 
     from cqbnet.modeling.panoptic_head import DenseInstanceAffinity

@@ -138,11 +138,8 @@ class DenseInstanceAffinity(nn.Module):
             a, b = (_project(phi, q.flatten(1)).relu_() for phi in (self.phi0, self.phi1))  # (C, hw) each
         else:
             both = torch.cat([_project(phi, q.flatten(1)) for phi in (self.phi0, self.phi1)])  # (2C, h'w')
-            # channels last: the bilinear kernel then runs along the channels (the same values, several times faster
-            # on CPU for 2C = 128); the (C, hw) operands below are views of its (hw, 2C) output
-            both = both.view(1, 2 * c, *q.shape[-2:]).contiguous(memory_format=torch.channels_last)
-            up = F.interpolate(both, size=(h, w), mode="bilinear", align_corners=False)[0]  # (2C, h, w), HWC memory
-            a, b = up.permute(1, 2, 0).reshape(h * w, 2 * c).relu_().T.split(c)  # (C, hw) each
+            both = F.interpolate(both.view(1, 2 * c, *q.shape[-2:]), size=(h, w), mode="bilinear", align_corners=False)
+            a, b = both[0].flatten(1).relu_().split(c)  # (C, hw) each
         flat = psi.flatten(1)  # (K, hw)
         # each channel's weights are scaled before the sum over pixels, never after: a sum over the ~67k cells of
         # a COCO image would overflow float16 under autocast (its largest value is 65504)
