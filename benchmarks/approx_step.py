@@ -27,7 +27,7 @@ from benchmarks.commit_results import commit
 from benchmarks.machine import machine_info
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.engine.config import load_config
-from cqbnet.engine.data import dataset_paths
+from cqbnet.engine.data import dataset_paths, shared_data_config
 from cqbnet.io import atomic_path, write_json
 from cqbnet.labels.simulate import parse_ratio, simulate
 from cqbnet.recipes.fit import FINAL, run_fit
@@ -76,8 +76,6 @@ def measure(preset: str, images: int, iterations: int, work: Path, batches: int)
         "fit.rounds=0",
         "fit.classifier_iter=20",
     ]
-    from cqbnet.engine.data import shared_data_config
-
     cfg = shared_data_config(load_config(CONFIGS[preset], overrides), work)
     cfg["data"]["labels"] = None
     gt = load_panoptic_json(*dataset_paths(cfg["data"], "train", work))

@@ -39,6 +39,7 @@ from cqbnet.cues import dense_crf as crf_module
 from cqbnet.data.dataset import read_image_of
 from cqbnet.data.panoptic_format import SegmentInfo, load_panoptic_json
 from cqbnet.data.synthetic import generate, scene_config
+from cqbnet.data.transforms import to_image_bytes
 from cqbnet.engine.data import dataset_paths
 from cqbnet.evaluation.by_size import SIZE_BINS, SizeFit
 from cqbnet.io import atomic_path, write_json
@@ -101,6 +102,7 @@ def measure(data: Path, images: int, limits: list[int], keep: float | None = Non
 def measure_branch(checkpoint: Path, manifest: Path, data: Path, images: int, keep: float | None) -> dict[str, Any]:
     """The per-size fit and PQ of a trained point branch's pseudo labels (:func:`cqbnet.weak.fdd_points.branch_logits`)
     of the first ``images`` point images of ``manifest``: without the CRF, with it, and with it and ``keep``."""
+    from cqbnet.engine.inference import to_segment_infos
     from cqbnet.engine.trainer import load_model
     from cqbnet.evaluation.panoptic_quality import PanopticQuality
     from cqbnet.labels.dataset import MixedLabelDataset
@@ -123,15 +125,16 @@ def measure_branch(checkpoint: Path, manifest: Path, data: Path, images: int, ke
         n += 1
         rec = records[info["id"]]
         ids = gt.read_ids(rec).astype(np.int64)
+        img, size = to_image_bytes(image), tuple(image.shape[1:])
         for key, (crf, k) in variants.items():
             t = time.perf_counter()
-            out = pseudo_output(model, image, target, logits, crf, k)
+            out = pseudo_output(model, target, logits, size, img if crf else None, k)
             seconds[key] += time.perf_counter() - t
-            segs = [SegmentInfo(s["id"], s["category_id"], s["iscrowd"], s["area"]) for s in out.segments]
-            fits[key].add(ids, rec.segments, out.ids.astype(np.int64), segs, gt.categories)
+            fits[key].add(ids, rec.segments, out.ids.astype(np.int64), to_segment_infos(out), gt.categories)
             pq[key].update(ids, rec.segments, out.ids, out.segments, info["id"])
     return {
         "images": n,
+        "size": max(max(r.height, r.width) for r in gt.records),
         "checkpoint": str(checkpoint),
         "fits": {k: f.summary() for k, f in fits.items()},
         "pq": {k: {m: 100 * v for m, v in pq[k].compute().summary().items() if m != "images"} for k in variants},
@@ -188,8 +191,7 @@ def main() -> None:
         if args.manifest is None or args.data is None:
             ap.error("--checkpoint needs --manifest and --data")
         res = measure_branch(args.checkpoint, args.manifest, args.data, args.images, args.keep)
-        gt = load_panoptic_json(*dataset_paths({"root": str(args.data)}, "train", args.data))
-        res.update(size=max(max(r.height, r.width) for r in gt.records), machine=machine_info())
+        res["machine"] = machine_info()
     else:
         cfg = scene_config(args.preset)
         data = args.work / args.preset

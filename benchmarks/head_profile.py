@@ -36,7 +36,7 @@ from cqbnet.modeling import panoptic_head as head_module
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "head_profile.json"
 REPORT = ROOT / "benchmarks" / "head_profile.md"
-# the head's parts: (object holding the function, attribute, the name in the table)
+# the head's parts: (the function's name in cqbnet.modeling.panoptic_head, its name in the table)
 MODULE_PARTS = (
     ("paste_masks", "pasted masks"),
     ("dynamic_potential", "potential Psi (Eqs. 1-2)"),
@@ -45,6 +45,7 @@ MODULE_PARTS = (
     ("panoptic_from_logits", "segments from the argmax"),
     ("heuristic_merge", "heuristic merge"),
 )
+# and (the PanopticHead method, its name in the table)
 HEAD_PARTS = (("features", "affinity features Q"), ("_grid_probs", "semantic probabilities on the grid"))
 
 

@@ -47,7 +47,7 @@ from torchvision.ops import roi_pool
 from cqbnet.cues.segment_proposals import segment_proposals
 from cqbnet.data.panoptic_format import load_panoptic_json
 from cqbnet.data.synthetic import SceneConfig, make_scene, scene_rng, synthetic_categories
-from cqbnet.data.transforms import to_tensors
+from cqbnet.data.transforms import to_image_bytes, to_tensors
 from cqbnet.engine.data import dataset_paths
 from cqbnet.engine.trainer import load_model
 from cqbnet.labels.dataset import MixedLabelDataset
@@ -219,7 +219,7 @@ def grabcut_effect(run: Path, images: int) -> dict:
         segments = branch.proposals(t, image)
         scores = branch.image_outputs(model.training_batch([image], [t]), 0, segments)
         scores = scores.scores()
-        img = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+        img = to_image_bytes(image)
         rec = records[lab.image_id]
         ids = gt.read_ids(rec, validate=False)
         for c in torch.nonzero(t["tags"] > 0).squeeze(1).tolist():
@@ -306,7 +306,7 @@ def frozen_fit(
     base = []  # per image: the image, its tags, the segments' mask IoUs, masks and boxes, per class their best IoU
     for index in range(images):
         image, t = to_tensors(*ds[index])
-        p = proposal_cache((image.permute(1, 2, 0) * 255).round().byte().numpy(), cache / f"{t['image_id']}.npz")
+        p = proposal_cache(to_image_bytes(image), cache / f"{t['image_id']}.npz")
         segments = Segments(*(torch.from_numpy(p[k]) for k in ("superpixels", "members", "boxes")))
         masks = segments.masks()
         rec = records[ds.manifest.images[index].image_id]

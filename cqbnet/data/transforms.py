@@ -31,6 +31,12 @@ def to_tensors(image: np.ndarray, target: Target) -> tuple[Tensor, Target]:
     return img, out
 
 
+def to_image_bytes(image: Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8 on the CPU, the inverse of :func:`to_tensors` for the image:
+    what the colour cues (GrabCut, proposals, the dense CRF) and written pictures read."""
+    return (image.detach().permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+
+
 # per-pixel targets, last two dims (H, W)
 MAPS = ("masks", "semantic", "panoptic", "stuff_semantic", "ignore", "box_background", "semantic_not")
 BOXES = ("boxes", "box_boxes")  # xyxy, exclusive right/bottom edge

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from cqbnet.cues.dense_crf import dense_crf, keep_shrunk_segments
 from cqbnet.cues.pairwise import lab_similarity, neighbour_offsets, pooled_lab, shift
+from cqbnet.data.transforms import to_image_bytes, to_tensors
 from cqbnet.errors import InputError
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
 from cqbnet.modeling.targets import pseudo_panoptic_target, with_pseudo_panoptic
@@ -374,8 +375,6 @@ class FDDPoints(WeakModule):
 def branch_logits(model: nn.Module, dataset) -> Iterator[tuple[dict, Tensor, dict, Tensor | None]]:
     """(COCO image info, image (3, H, W), target, the point branch's segment logits (K, H/4, W/4) or None) of each
     point image of a mixed-label dataset, at image resolution and without augmentation."""
-    from cqbnet.data.transforms import to_tensors
-
     branch = getattr(model, "points", None)
     if branch is None:
         raise InputError("the checkpoint's network has no point branch (model.weak.points was off in its training)")
@@ -396,15 +395,21 @@ def branch_logits(model: nn.Module, dataset) -> Iterator[tuple[dict, Tensor, dic
         model.train(was)
 
 
-def pseudo_output(model: nn.Module, image: Tensor, target: dict, logits: Tensor | None, crf: bool, crf_keep: float):
-    """One image's pseudo panoptic labels (:meth:`FDDPoints.pseudo_target`) as a
-    :class:`~cqbnet.modeling.panoptic_head.PanopticOutput` with COCO category ids."""
+def pseudo_output(
+    model: nn.Module,
+    target: dict,
+    logits: Tensor | None,
+    size: tuple[int, int],
+    crf_image: np.ndarray | None = None,
+    crf_keep: float = 0.0,
+):
+    """One image's pseudo panoptic labels (:meth:`FDDPoints.pseudo_target`, refined by the dense CRF on
+    ``crf_image`` when given) as a :class:`~cqbnet.modeling.panoptic_head.PanopticOutput` with COCO category ids."""
     from cqbnet.modeling.panoptic_head import PanopticOutput
 
     if logits is None:
-        return PanopticOutput(np.zeros(image.shape[1:], dtype=np.int32), [])
-    img = (image.permute(1, 2, 0) * 255).round().byte().numpy() if crf else None
-    p = model.points.pseudo_target(target, logits, tuple(image.shape[1:]), 255, img, crf_keep)
+        return PanopticOutput(np.zeros(size, dtype=np.int32), [])
+    p = model.points.pseudo_target(target, logits, size, 255, crf_image, crf_keep)
     cats = model.labels.category_of
     segments = [
         {"id": int(sid), "category_id": cats[int(c)], "iscrowd": bool(k), "area": int(m.sum()), "score": 1.0}
@@ -424,5 +429,5 @@ def pseudo_label_items(
     area (:meth:`FDDPoints.pseudo_target`)."""
     model.to(device)
     for info, image, target, logits in branch_logits(model, dataset):
-        img = (image.permute(1, 2, 0) * 255).round().byte().numpy()
-        yield info, img, pseudo_output(model, image, target, logits, crf, crf_keep)
+        img = to_image_bytes(image)
+        yield info, img, pseudo_output(model, target, logits, tuple(image.shape[1:]), img if crf else None, crf_keep)

@@ -42,6 +42,7 @@ from torchvision.ops import roi_pool
 
 from cqbnet.cues.grabcut import grabcut_from_segment
 from cqbnet.cues.segment_proposals import segment_proposals
+from cqbnet.data.transforms import to_image_bytes
 from cqbnet.errors import InputError
 from cqbnet.io import read_npz, write_npz
 from cqbnet.modeling.supervision import TrainingBatch, zero_loss
@@ -341,7 +342,7 @@ class JTSM(WeakModule):
 
     def proposals(self, t: dict[str, Any], image: Tensor) -> Segments:
         """The image's segment proposals as tensors on the image's device (cached by image id)."""
-        img = (image.detach().permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+        img = to_image_bytes(image)
         p = proposal_cache(img, None if self.cache is None else self.cache / proposal_file(t["image_id"], img))
         return Segments(*(torch.from_numpy(p[k]).to(image.device) for k in ("superpixels", "members", "boxes")))
 
@@ -367,7 +368,7 @@ class JTSM(WeakModule):
         tags = torch.nonzero(t["tags"] > 0).squeeze(1)
         h, w = segments.size
         device = segments.members.device
-        img = (image.detach().permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+        img = to_image_bytes(image)
         best = scores[:, tags].max(0)
         order = torch.argsort(best.values, descending=True)
         taken = torch.zeros((h, w), dtype=torch.bool, device=device)
